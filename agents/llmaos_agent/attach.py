@@ -1,0 +1,123 @@
+"""``llmaos-agent attach``: the stdio bridge the console runs (over SSH, or locally).
+
+Connects to the user's daemon, starting it detached when it is not running,
+then copies bytes both ways until stdin closes (the console went away) or the
+daemon closes the connection. It never parses the stream: a dumb pipe is the
+cheapest one and cannot get the protocol wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from llmaos_agent import endpoint
+from llmaos_agent.paths import AgentPaths
+
+EXIT_DAEMON_GONE = 3
+EXIT_NO_DAEMON = 4
+
+
+def self_command() -> list[str]:
+    """How to run this agent again: as a module, or from the zipapp it was loaded from."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if parent.suffix == ".pyz" and parent.is_file():
+            return [sys.executable, str(parent)]
+    return [sys.executable, "-m", "llmaos_agent"]
+
+
+def spawn_daemon(paths: AgentPaths, extra: list[str]) -> subprocess.Popen[bytes]:
+    paths.ensure()
+    logf = open(paths.log, "ab")  # noqa: SIM115 - handed to the child
+    kwargs: dict[str, object] = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = (
+            subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        )
+    else:
+        kwargs["start_new_session"] = True  # survives the SSH session that started it
+    try:
+        # stdout must not be our stdout: the console would never see EOF while it lives.
+        return subprocess.Popen(
+            [*self_command(), "daemon", *extra],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=logf,
+            close_fds=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    finally:
+        logf.close()
+
+
+def connect_or_start(
+    paths: AgentPaths, *, start: bool = True, timeout: float = 10.0, extra: list[str] | None = None
+) -> socket.socket:
+    try:
+        return endpoint.connect(paths)
+    except OSError:
+        if not start:
+            raise
+    proc = spawn_daemon(paths, extra or [])
+    deadline = time.monotonic() + timeout
+    last: OSError | None = None
+    while time.monotonic() < deadline:
+        try:
+            return endpoint.connect(paths)
+        except OSError as exc:
+            last = exc
+        code = proc.poll()
+        if code not in (None, 0):
+            # Lost a start race to another attach: its daemon is fine, keep trying.
+            tail = _tail(paths.log)
+            if "another llmaos-agent daemon" not in tail:
+                raise ConnectionError(f"the daemon exited with code {code}: {tail}")
+        time.sleep(0.05)
+    raise ConnectionError(f"the daemon did not come up within {timeout:.0f} s: {last}")
+
+
+def _tail(path: Path, n: int = 800) -> str:
+    try:
+        data = path.read_bytes()[-n:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip()
+
+
+def bridge(sock: socket.socket, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+    """Copy stdin to the daemon and the daemon to stdout; returns the exit code."""
+
+    def downstream() -> None:
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(stdout_fd, view) :]
+        except OSError:
+            pass
+        # The daemon is gone (or stdout is): nothing more to do. The main thread
+        # is blocked reading stdin, so leave from here.
+        sys.stderr.write("llmaos-agent attach: the daemon closed the connection\n")
+        sys.stderr.flush()
+        os._exit(EXIT_DAEMON_GONE)
+
+    threading.Thread(target=downstream, daemon=True).start()
+    try:
+        while True:
+            data = os.read(stdin_fd, 65536)
+            if not data:
+                break
+            sock.sendall(data)
+    except OSError:
+        pass
+    sock.close()
+    return 0

@@ -1,0 +1,1 @@
+"""Collectors: each reads one part of the host and returns protocol Structs."""

@@ -1,0 +1,137 @@
+"""NVIDIA GPUs through NVML, when the library is present.
+
+NVML is loaded only if ``pynvml`` (from nvidia-ml-py) imports and ``nvmlInit``
+succeeds; otherwise the collector reports why and samples nothing. A field the
+device does not support becomes None ("n/a"); an error on one device marks that
+device, never the sample.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeVar
+
+from llmaos_agent.protocol import GpuProc, GpuSample
+
+T = TypeVar("T")
+
+
+def load_nvml() -> ModuleType | str:
+    """The pynvml module, or the reason it cannot be had."""
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError:
+        return "nvidia-ml-py is not installed (pip install 'llmaos-tui[gpu]')"
+
+
+class GpuCollector:
+    def __init__(self, nvml: Any | None = None) -> None:
+        """``nvml`` is a pynvml-like module; by default the real one is loaded."""
+        self.available = False
+        self.reason: str | None = None
+        self._handles: list[Any] = []
+        self._static: list[tuple[str, str]] = []
+        mod: Any = nvml if nvml is not None else load_nvml()
+        if isinstance(mod, str):
+            self.reason = mod
+            return
+        self._nvml = mod
+        try:
+            mod.nvmlInit()
+        except mod.NVMLError as exc:
+            self.reason = f"NVML unavailable: {exc}"
+            return
+        try:
+            count = mod.nvmlDeviceGetCount()
+            for i in range(count):
+                h = mod.nvmlDeviceGetHandleByIndex(i)
+                self._handles.append(h)
+                self._static.append(
+                    (
+                        _text(self._field(mod.nvmlDeviceGetName, h) or f"GPU {i}"),
+                        _text(self._field(mod.nvmlDeviceGetUUID, h) or f"GPU-{i}"),
+                    )
+                )
+        except mod.NVMLError as exc:
+            self.reason = f"NVML device enumeration failed: {exc}"
+            self._shutdown()
+            return
+        self.available = True
+
+    @property
+    def count(self) -> int:
+        return len(self._handles)
+
+    def sample(self) -> list[GpuSample]:
+        if not self.available:
+            return []
+        return [self._device(i, h) for i, h in enumerate(self._handles)]
+
+    def close(self) -> None:
+        if self.available:
+            self.available = False
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError:
+            pass
+
+    def _field(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """One NVML query; NotSupported (and any per-field NVML error) is None."""
+        try:
+            return fn(*args)
+        except self._nvml.NVMLError:
+            return None
+
+    def _device(self, index: int, h: Any) -> GpuSample:
+        nv = self._nvml
+        name, uuid = self._static[index]
+        try:
+            util = self._field(nv.nvmlDeviceGetUtilizationRates, h)
+            mem = self._field(nv.nvmlDeviceGetMemoryInfo, h)
+            temp = self._field(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU)
+            power = self._field(nv.nvmlDeviceGetPowerUsage, h)
+            limit = self._field(nv.nvmlDeviceGetEnforcedPowerLimit, h)
+            procs: dict[int, GpuProc] = {}
+            for getter in (
+                nv.nvmlDeviceGetComputeRunningProcesses,
+                nv.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
+                for p in self._field(getter, h) or []:
+                    used = getattr(p, "usedGpuMemory", None)
+                    procs[int(p.pid)] = GpuProc(
+                        pid=int(p.pid), used_mem=int(used) if used is not None else None
+                    )
+            return GpuSample(
+                index=index,
+                uuid=uuid,
+                name=name,
+                util=min(max(util.gpu / 100.0, 0.0), 1.0) if util is not None else None,
+                mem_used=int(mem.used) if mem is not None else None,
+                mem_total=int(mem.total) if mem is not None else None,
+                temp_c=int(temp) if temp is not None else None,
+                power_w=round(power / 1000.0, 1) if power is not None else None,
+                power_limit_w=round(limit / 1000.0, 1) if limit is not None else None,
+                procs=sorted(procs.values(), key=lambda p: p.pid),
+            )
+        except Exception as exc:  # a broken device marks itself, not the sample
+            return GpuSample(index=index, uuid=uuid, name=name, error=f"{type(exc).__name__}: {exc}")
+
+
+def _text(v: str | bytes) -> str:
+    # nvidia-ml-py returned bytes before 11.515; newer ones return str.
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def gpu_mem_by_pid(gpus: list[GpuSample]) -> dict[int, int]:
+    """GPU memory per pid, summed over devices."""
+    out: dict[int, int] = {}
+    for g in gpus:
+        for p in g.procs:
+            if p.used_mem is not None:
+                out[p.pid] = out.get(p.pid, 0) + p.used_mem
+    return out

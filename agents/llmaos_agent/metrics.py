@@ -1,0 +1,57 @@
+"""The load model's formulas: the imbalance factor beta, per host and across hosts.
+
+The one implementation both the agent and the console use (DESIGN.md, "The load
+model"). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+def beta(loads: Sequence[float]) -> float:
+    """Imbalance of a set of processors: ``sum_i |L_i - L/n| / L``.
+
+    0 for perfect balance and for no load at all; ``2(n-1)/n`` for one busy
+    processor among n. Loads are utilisations, so they must not be negative.
+    """
+    n = len(loads)
+    if n == 0:
+        return 0.0
+    total = 0.0
+    for x in loads:
+        if x < 0:
+            raise ValueError(f"a load cannot be negative: {x}")
+        total += x
+    if total <= 0.0:
+        return 0.0
+    mean = total / n
+    return min(sum(abs(x - mean) for x in loads) / total, beta_max(n))
+
+
+def beta_max(n: int) -> float:
+    """The largest beta over n processors: one busy, the rest idle."""
+    return 2.0 * (n - 1) / n if n > 0 else 0.0
+
+
+def beta_fleet(hosts: Iterable[tuple[float, float]]) -> float:
+    """Capacity-weighted imbalance across hosts of different sizes.
+
+    ``hosts`` yields ``(capacity C_h, busy B_h)`` pairs, capacity in cores and
+    busy in busy cores: ``sum_h |B_h - C_h*B/C| / B``.
+    """
+    pairs = list(hosts)
+    cap = 0.0
+    busy = 0.0
+    for c, b in pairs:
+        if c < 0 or b < 0:
+            raise ValueError(f"capacity and busy cores cannot be negative: {(c, b)}")
+        cap += c
+        busy += b
+    if busy <= 0.0 or cap <= 0.0:
+        return 0.0
+    return sum(abs(b - c * busy / cap) for c, b in pairs) / busy
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

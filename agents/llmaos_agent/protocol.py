@@ -1,0 +1,347 @@
+"""The wire: every message between agent and console, as msgspec Structs.
+
+Newline-delimited JSON-RPC 2.0. The agent speaks first with a ``hello``
+notification, then streams ``sample`` notifications; the console makes calls
+with ids. Decoding is strict: unknown fields are refused, strings and lists are
+bounded, and a line longer than :data:`MAX_LINE_BYTES` is refused before it is
+parsed. A bad line raises :class:`ProtocolError` and nothing else.
+
+This module is the single source of truth for the message shapes; both sides
+import it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal, TypeAlias
+
+import msgspec
+from msgspec import Meta, Raw, Struct, field
+
+PROTOCOL_VERSION: Final = 1
+"""Bumped on any incompatible change of the shapes below."""
+
+MAX_LINE_BYTES: Final = 1 << 20
+"""Longest line either side accepts. Samples are a few KB; history comes in chunks."""
+
+HISTORY_CHUNK_BYTES: Final = 24 * 1024
+"""History notifications stay under 32 KB so a compressed stream can refer back."""
+
+# Bounds that keep a hostile peer from making us allocate without limit.
+Str = Annotated[str, Meta(max_length=4096)]
+ShortStr = Annotated[str, Meta(max_length=256)]
+Load = Annotated[float, Meta(ge=0.0, le=1.0)]
+NonNeg = Annotated[int, Meta(ge=0)]
+Pid = Annotated[int, Meta(ge=0, le=2**32)]
+MAX_CORES: Final = 4096
+MAX_GPUS: Final = 64
+MAX_PROCS: Final = 100_000
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message of this protocol."""
+
+
+class VersionMismatch(ProtocolError):
+    """The peer speaks another protocol version."""
+
+
+# --------------------------------------------------------------------- hello
+
+
+class HostFacts(Struct, forbid_unknown_fields=True, frozen=True):
+    hostname: ShortStr
+    os: ShortStr  # platform.system(): Linux, Windows, Darwin
+    os_release: ShortStr
+    arch: ShortStr
+    python: ShortStr
+    user: ShortStr
+    cores: Annotated[int, Meta(ge=1, le=MAX_CORES)]
+    physical_cores: Annotated[int, Meta(ge=1, le=MAX_CORES)] | None
+    mem_total: NonNeg
+    boot_time: float
+
+
+class Capabilities(Struct, forbid_unknown_fields=True, frozen=True):
+    affinity: bool
+    cpu_num: bool
+    nvml: bool
+    nvml_reason: Str | None
+    docker: bool
+    docker_reason: Str | None
+    root: bool
+    read_only: bool
+
+
+class Hello(Struct, forbid_unknown_fields=True, frozen=True):
+    protocol: int
+    agent_version: ShortStr
+    pid: Pid
+    host: HostFacts
+    caps: Capabilities
+    interval: Annotated[float, Meta(gt=0, le=3600)]
+    proc_interval: Annotated[float, Meta(gt=0, le=3600)]
+
+
+# -------------------------------------------------------------------- sample
+
+
+class Memory(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    total: NonNeg
+    used: NonNeg
+    available: NonNeg
+    swap_total: NonNeg
+    swap_used: NonNeg
+
+
+class GpuProc(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    pid: Pid
+    used_mem: NonNeg | None  # bytes; None where the driver does not say
+
+
+class GpuSample(Struct, forbid_unknown_fields=True, frozen=True):
+    """One GPU. A field the device does not support is None ("n/a")."""
+
+    index: Annotated[int, Meta(ge=0, le=MAX_GPUS)]
+    uuid: ShortStr
+    name: ShortStr
+    util: Load | None = None
+    mem_used: NonNeg | None = None
+    mem_total: NonNeg | None = None
+    temp_c: int | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    procs: Annotated[list[GpuProc], Meta(max_length=4096)] = field(default_factory=list)
+    error: Str | None = None
+
+
+class Proc(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    """One process. Sent as a JSON array: the table is the bulk of the wire."""
+
+    pid: Pid
+    ppid: Pid
+    name: ShortStr
+    user: ShortStr
+    cpu: Annotated[float, Meta(ge=0.0)]  # percent of one core, as top shows it
+    rss: NonNeg
+    nice: int | None
+    affinity: ShortStr | None  # cpulist "0-3,8"; None: not available on this OS
+    core: int | None  # the core it last ran on
+    status: ShortStr
+    create_time: float
+    gpu_mem: NonNeg | None
+    cmd: Str
+
+
+class ProcDelta(Struct, forbid_unknown_fields=True, frozen=True):
+    """The process table as changes: ``full`` replaces the table."""
+
+    full: bool
+    upsert: Annotated[list[Proc], Meta(max_length=MAX_PROCS)]
+    gone: Annotated[list[Pid], Meta(max_length=MAX_PROCS)]
+
+
+class Sample(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    t: float
+    seq: NonNeg
+    cpu: Annotated[list[Load], Meta(max_length=MAX_CORES)]
+    mem: Memory
+    load: Annotated[list[float], Meta(min_length=3, max_length=3)] | None = None
+    gpus: Annotated[list[GpuSample], Meta(max_length=MAX_GPUS)] = field(default_factory=list)
+    procs: ProcDelta | None = None
+
+
+class History(Struct, forbid_unknown_fields=True, frozen=True):
+    """Past samples (without processes), oldest first, in chunks."""
+
+    samples: Annotated[list[Sample], Meta(max_length=100_000)]
+    last: bool
+
+
+class Log(Struct, forbid_unknown_fields=True, frozen=True):
+    level: Literal["debug", "info", "warning", "error"]
+    message: Str
+
+
+# --------------------------------------------------------------------- calls
+
+
+class Handshake(Struct, forbid_unknown_fields=True, frozen=True):
+    protocol: int
+    client: ShortStr
+
+
+class HandshakeResult(Struct, forbid_unknown_fields=True, frozen=True):
+    protocol: int
+    agent_version: ShortStr
+
+
+class Empty(Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class Pong(Struct, forbid_unknown_fields=True, frozen=True):
+    t: float
+
+
+class ProcTable(Struct, forbid_unknown_fields=True, frozen=True):
+    t: float
+    procs: Annotated[list[Proc], Meta(max_length=MAX_PROCS)]
+
+
+class RpcError(Struct, forbid_unknown_fields=True, frozen=True):
+    code: int
+    message: Str
+    data: Str | None = None
+
+
+# JSON-RPC error codes.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+VERSION_ERROR: Final = -32001
+READ_ONLY_ERROR: Final = -32002
+
+NOTIFICATIONS: Final[dict[str, type[Struct]]] = {
+    "hello": Hello,
+    "sample": Sample,
+    "history": History,
+    "log": Log,
+}
+"""Agent -> console notifications and their params."""
+
+CALLS: Final[dict[str, tuple[type[Struct], type[Struct]]]] = {
+    "handshake": (Handshake, HandshakeResult),
+    "ping": (Empty, Pong),
+    "processes": (Empty, ProcTable),
+    "shutdown": (Empty, Empty),
+}
+"""Console -> agent calls: method -> (params, result)."""
+
+RequestId: TypeAlias = int | Annotated[str, Meta(max_length=64)]
+
+
+# ------------------------------------------------------------------ envelope
+
+
+class _Envelope(Struct, forbid_unknown_fields=True):
+    jsonrpc: Literal["2.0"]
+    id: RequestId | None = None
+    method: ShortStr | None = None
+    params: Raw = field(default_factory=Raw)
+    result: Raw = field(default_factory=Raw)
+    error: RpcError | None = None
+
+
+class Notification(Struct, frozen=True):
+    method: str
+    params: Any
+
+
+class Request(Struct, frozen=True):
+    id: RequestId
+    method: str
+    params: Any
+
+
+class Response(Struct, frozen=True):
+    id: RequestId | None
+    result: Raw | None
+    error: RpcError | None
+
+
+Incoming: TypeAlias = Notification | Request | Response
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(line: bytes, *, notifications: bool = True, requests: bool = True) -> Incoming:
+    """Decode one line into a typed message, or raise :class:`ProtocolError`.
+
+    ``notifications`` and ``requests`` say which kinds this side accepts: the
+    console takes notifications and responses, the agent requests only.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"line of {len(line)} bytes is over the {MAX_LINE_BYTES} byte limit")
+    try:
+        env = _envelope_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"not a JSON-RPC 2.0 message: {exc}") from None
+    if env.method is not None:
+        if len(env.result) or env.error is not None:
+            raise ProtocolError("a message with a method cannot carry result or error")
+        if env.id is None:
+            if not notifications:
+                raise ProtocolError(f"unexpected notification {env.method!r}")
+            ptype = NOTIFICATIONS.get(env.method)
+            if ptype is None:
+                raise ProtocolError(f"unknown notification {env.method!r}")
+            return Notification(env.method, _params(env, ptype))
+        if not requests:
+            raise ProtocolError(f"unexpected request {env.method!r}")
+        spec = CALLS.get(env.method)
+        # An unknown method is answered, not refused: the caller gets METHOD_NOT_FOUND.
+        params = _params(env, spec[0]) if spec else None
+        return Request(env.id, env.method, params)
+    if len(env.params):
+        raise ProtocolError("a response cannot carry params")
+    if (len(env.result) > 0) == (env.error is not None):
+        raise ProtocolError("a response carries exactly one of result and error")
+    return Response(env.id, env.result if len(env.result) else None, env.error)
+
+
+def _params(env: _Envelope, ptype: type[Struct]) -> Any:
+    raw = bytes(env.params) if len(env.params) else b"{}"
+    try:
+        params = msgspec.json.decode(raw, type=ptype)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"bad params for {env.method!r}: {exc}") from None
+    if isinstance(params, Hello) and params.protocol != PROTOCOL_VERSION:
+        raise VersionMismatch(
+            f"agent speaks protocol {params.protocol}, this console speaks {PROTOCOL_VERSION}; "
+            "install the same llmaos-tui version on both sides "
+            "(or run `llmaos-agent stop` on the host so a current agent starts)"
+        )
+    return params
+
+
+def decode_result(resp: Response, rtype: type[Struct]) -> Any:
+    """Decode a response's result as ``rtype``, or raise :class:`ProtocolError`."""
+    if resp.result is None:
+        raise ProtocolError("response has no result")
+    try:
+        return msgspec.json.decode(bytes(resp.result), type=rtype)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"bad result: {exc}") from None
+
+
+def encode_notification(method: str, params: Struct | Raw) -> bytes:
+    return _encoder.encode({"jsonrpc": "2.0", "method": method, "params": params}) + b"\n"
+
+
+def encode_request(rid: RequestId, method: str, params: Struct) -> bytes:
+    return (
+        _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}) + b"\n"
+    )
+
+
+def encode_result(rid: RequestId, result: Struct) -> bytes:
+    return _encoder.encode({"jsonrpc": "2.0", "id": rid, "result": result}) + b"\n"
+
+
+def encode_error(rid: RequestId | None, code: int, message: str) -> bytes:
+    err = RpcError(code=code, message=message[:4000])
+    return _encoder.encode({"jsonrpc": "2.0", "id": rid, "error": err}) + b"\n"
+
+
+def encode(obj: Struct) -> bytes:
+    """Plain JSON of one Struct (history entries, ``sample --json``)."""
+    return _encoder.encode(obj)
+
+
+def encode_history(entries: list[bytes], *, last: bool) -> bytes:
+    """A ``history`` notification from already-encoded samples, without re-encoding them."""
+    body = b'{"samples":[' + b",".join(entries) + b'],"last":' + (b"true" if last else b"false")
+    return encode_notification("history", Raw(body + b"}"))
