@@ -8,6 +8,7 @@ cheapest one and cannot get the protocol wrong.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -35,13 +36,12 @@ def self_command() -> list[str]:
 def spawn_daemon(paths: AgentPaths, extra: list[str]) -> subprocess.Popen[bytes]:
     paths.ensure()
     logf = open(paths.log, "ab")  # noqa: SIM115 - handed to the child
-    kwargs: dict[str, object] = {}
     if sys.platform == "win32":
-        kwargs["creationflags"] = (
-            subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        )
+        flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+        new_session = False
     else:
-        kwargs["start_new_session"] = True  # survives the SSH session that started it
+        flags = 0
+        new_session = True  # survives the SSH session that started it
     try:
         # stdout must not be our stdout: the console would never see EOF while it lives.
         return subprocess.Popen(
@@ -50,7 +50,8 @@ def spawn_daemon(paths: AgentPaths, extra: list[str]) -> subprocess.Popen[bytes]
             stdout=subprocess.DEVNULL,
             stderr=logf,
             close_fds=True,
-            **kwargs,  # type: ignore[arg-type]
+            creationflags=flags,
+            start_new_session=new_session,
         )
     finally:
         logf.close()
@@ -91,7 +92,21 @@ def _tail(path: Path, n: int = 800) -> str:
 
 
 def bridge(sock: socket.socket, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
-    """Copy stdin to the daemon and the daemon to stdout; returns the exit code."""
+    """Copy stdin to the daemon and the daemon to stdout; returns the exit code.
+
+    0 when stdin closes (the console went away); the process exits with
+    :data:`EXIT_DAEMON_GONE` when the daemon closes the connection first.
+    """
+    leaving = threading.Event()  # set once stdin closed: the end of the socket is ours
+    gone = threading.Lock()
+
+    def daemon_gone() -> None:
+        if leaving.is_set():
+            return
+        gone.acquire()  # the first thread here reports it; the other waits for the exit
+        sys.stderr.write("llmaos-agent attach: the daemon closed the connection\n")
+        sys.stderr.flush()
+        os._exit(EXIT_DAEMON_GONE)
 
     def downstream() -> None:
         try:
@@ -106,18 +121,25 @@ def bridge(sock: socket.socket, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
             pass
         # The daemon is gone (or stdout is): nothing more to do. The main thread
         # is blocked reading stdin, so leave from here.
-        sys.stderr.write("llmaos-agent attach: the daemon closed the connection\n")
-        sys.stderr.flush()
-        os._exit(EXIT_DAEMON_GONE)
+        daemon_gone()
 
     threading.Thread(target=downstream, daemon=True).start()
-    try:
-        while True:
+    while True:
+        try:
             data = os.read(stdin_fd, 65536)
-            if not data:
-                break
+        except OSError:
+            break
+        if not data:
+            break
+        try:
             sock.sendall(data)
-    except OSError:
-        pass
+        except OSError:
+            daemon_gone()  # does not come back
+            break
+    # Stdin closed: this end going away is no news. Mark it first, so the reader
+    # woken by the shutdown does not report it as the daemon leaving.
+    leaving.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     sock.close()
     return 0

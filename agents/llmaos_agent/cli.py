@@ -9,6 +9,7 @@ import sys
 import time
 
 import msgspec
+import psutil
 
 from llmaos_agent import __version__, endpoint
 from llmaos_agent.attach import EXIT_NO_DAEMON, bridge, connect_or_start
@@ -114,27 +115,67 @@ def _sample(as_json: bool, window: float) -> int:
     return 0
 
 
-def _stop() -> int:
+def _stop(timeout: float = 10.0) -> int:
     paths = default_paths()
     try:
         sock = endpoint.connect(paths, timeout=2.0)
     except OSError:
         print("llmaos-agent: no daemon is running", file=sys.stderr)
         return 1
+    deadline = time.monotonic() + timeout
+    buf = b""
     with sock:
-        sock.sendall(encode_request(1, "shutdown", Empty()))
-        sock.settimeout(5.0)
-        buf = b""
         try:
-            while b'"id":1' not in buf:
+            sock.sendall(encode_request(1, "shutdown", Empty()))
+            # The daemon answers, then closes the connection on its way out.
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
                 data = sock.recv(65536)
                 if not data:
                     break
                 buf += data
         except OSError:
             pass
-    print("llmaos-agent: daemon stopped")
+    # It is stopped once its process is gone: only then are its endpoint and lock
+    # released, so a `stop` followed by an `attach` starts a fresh daemon.
+    pid = _hello_pid(buf)
+    if pid is None:
+        print("llmaos-agent: the daemon did not say who it is; cannot wait for it", file=sys.stderr)
+        return 1
+    if not _wait_gone(pid, deadline):
+        print(
+            f"llmaos-agent: the daemon (pid {pid}) did not stop within {timeout:.0f} s",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"llmaos-agent: daemon stopped (pid {pid})")
     return 0
+
+
+def _hello_pid(stream: bytes) -> int | None:
+    """The daemon's pid from the ``hello`` that starts its stream."""
+    try:
+        msg = msgspec.json.decode(stream.split(b"\n", 1)[0])
+        pid = msg["params"]["pid"] if msg.get("method") == "hello" else None
+    except (msgspec.DecodeError, TypeError, KeyError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def _wait_gone(pid: int, deadline: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return True
+    while time.monotonic() < deadline:
+        try:
+            # is_running() also notices a pid reused by another process.
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 if __name__ == "__main__":

@@ -17,9 +17,15 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import msgspec
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 from llmaos_agent import __version__, endpoint
 from llmaos_agent.collect.processes import diff, full
@@ -72,7 +78,9 @@ class _Client:
             return False
         if self.writer.transport.get_write_buffer_size() > MAX_CLIENT_BUFFER:
             log.warning("dropping a client that does not read")
-            self.writer.close()
+            # abort, not close: close() would keep the buffer until the client reads it,
+            # which it never does, so the memory and the connection would stay forever.
+            self.writer.transport.abort()
             return False
         self.writer.write(data)
         return True
@@ -191,7 +199,9 @@ class Daemon:
 
     # ------------------------------------------------------------- clients
 
-    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         assert self.hello is not None
         client = _Client(writer)
         client.send(encode_notification("hello", self.hello))
@@ -215,16 +225,14 @@ class Daemon:
             writer.close()
 
     async def _read_requests(self, reader: asyncio.StreamReader, client: _Client) -> None:
-        while not self._stop.is_set():
-            try:
-                line = await reader.readline()
-            except ValueError:
-                client.send(encode_error(None, INVALID_REQUEST, "line too long"))
+        async for line in _lines(reader, MAX_LINE_BYTES):
+            if self._stop.is_set():
                 return
-            except ConnectionError:
-                return
-            if not line:
-                return
+            if line is None:
+                client.send(
+                    encode_error(None, INVALID_REQUEST, f"line over {MAX_LINE_BYTES} bytes")
+                )
+                continue
             if not line.strip():
                 continue
             try:
@@ -235,8 +243,10 @@ class Daemon:
             if isinstance(msg, Request):
                 client.send(self._answer(msg))
                 if msg.method == "shutdown":
-                    await client.writer.drain()
                     self.stop()
+                    with contextlib.suppress(ConnectionError):
+                        await client.writer.drain()
+                    return
 
     def _answer(self, req: Request) -> bytes:
         try:
@@ -278,12 +288,8 @@ class Daemon:
         f = open(self.paths.lock, "a+b")  # noqa: SIM115 - held for the daemon's life
         try:
             if sys.platform == "win32":
-                import msvcrt
-
                 msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
             else:
-                import fcntl
-
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.close()
@@ -297,3 +303,42 @@ class Daemon:
         if self._lock_fd is not None:
             self._lock_fd.close()
             self._lock_fd = None
+
+
+async def _lines(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[bytes | None]:
+    """The lines a client sends; None for a line over ``limit`` bytes, which is skipped.
+
+    Unlike ``StreamReader.readline`` this skips the whole of an overlong line, so its
+    tail is not taken for the next message and the connection stays usable.
+    """
+    buf = bytearray()
+    skipping = False
+    while True:
+        try:
+            chunk = await reader.read(1 << 16)
+        except ConnectionError:
+            return
+        if not chunk:
+            if buf and not skipping:  # a last line without its newline
+                yield bytes(buf) if len(buf) <= limit else None
+            return
+        start = len(buf)
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                if len(buf) > limit:
+                    if not skipping:
+                        skipping = True
+                        yield None
+                    buf.clear()
+                break
+            line = bytes(buf[: nl + 1])
+            del buf[: nl + 1]
+            start = 0
+            if skipping:  # the end of an overlong line
+                skipping = False
+            elif len(line) > limit:
+                yield None
+            else:
+                yield line

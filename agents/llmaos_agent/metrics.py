@@ -6,6 +6,7 @@ model"). Pure functions, no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 
@@ -20,8 +21,7 @@ def beta(loads: Sequence[float]) -> float:
         return 0.0
     total = 0.0
     for x in loads:
-        if x < 0:
-            raise ValueError(f"a load cannot be negative: {x}")
+        _check(x, "a load")
         total += x
     if total <= 0.0:
         return 0.0
@@ -44,13 +44,19 @@ def beta_fleet(hosts: Iterable[tuple[float, float]]) -> float:
     cap = 0.0
     busy = 0.0
     for c, b in pairs:
-        if c < 0 or b < 0:
-            raise ValueError(f"capacity and busy cores cannot be negative: {(c, b)}")
+        _check(c, "a host's capacity")
+        _check(b, "a host's busy cores")
         cap += c
         busy += b
     if busy <= 0.0 or cap <= 0.0:
         return 0.0
     return sum(abs(b - c * busy / cap) for c, b in pairs) / busy
+
+
+def _check(x: float, what: str) -> None:
+    # `not x >= 0` also refuses NaN, which would otherwise turn the result into NaN.
+    if not x >= 0 or math.isinf(x):
+        raise ValueError(f"{what} must be a finite number >= 0, not {x}")
 
 
 def mean(values: Sequence[float]) -> float:

@@ -292,19 +292,33 @@ def decode(line: bytes, *, notifications: bool = True, requests: bool = True) ->
     return Response(env.id, env.result if len(env.result) else None, env.error)
 
 
+class _VersionProbe(Struct):
+    """Only the version of a ``hello``, read leniently: another version has other shapes."""
+
+    protocol: int
+
+
 def _params(env: _Envelope, ptype: type[Struct]) -> Any:
     raw = bytes(env.params) if len(env.params) else b"{}"
+    if ptype is Hello:
+        # Check the version before the strict decode: a hello of another protocol
+        # version differs in shape, and must say so rather than "unknown field".
+        try:
+            probe = msgspec.json.decode(raw, type=_VersionProbe)
+        except msgspec.DecodeError:
+            pass  # no usable version: the strict decode below says what is wrong
+        else:
+            if probe.protocol != PROTOCOL_VERSION:
+                raise VersionMismatch(
+                    f"agent speaks protocol {probe.protocol}, "
+                    f"this console speaks {PROTOCOL_VERSION}; "
+                    "install the same llmaos-tui version on both sides "
+                    "(or run `llmaos-agent stop` on the host so a current agent starts)"
+                )
     try:
-        params = msgspec.json.decode(raw, type=ptype)
+        return msgspec.json.decode(raw, type=ptype)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"bad params for {env.method!r}: {exc}") from None
-    if isinstance(params, Hello) and params.protocol != PROTOCOL_VERSION:
-        raise VersionMismatch(
-            f"agent speaks protocol {params.protocol}, this console speaks {PROTOCOL_VERSION}; "
-            "install the same llmaos-tui version on both sides "
-            "(or run `llmaos-agent stop` on the host so a current agent starts)"
-        )
-    return params
 
 
 def decode_result(resp: Response, rtype: type[Struct]) -> Any:

@@ -8,6 +8,7 @@ device, never the sample.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from types import ModuleType
@@ -38,6 +39,10 @@ class GpuCollector:
             self.reason = mod
             return
         self._nvml = mod
+        mismatch = getattr(mod, "NVMLLibraryMismatchError", None)
+        self._field_errors: tuple[type[BaseException], ...] = (
+            (mod.NVMLError, mismatch) if isinstance(mismatch, type) else (mod.NVMLError,)
+        )
         try:
             mod.nvmlInit()
         except mod.NVMLError as exc:
@@ -75,16 +80,18 @@ class GpuCollector:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        try:
+        with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()
-        except self._nvml.NVMLError:
-            pass
 
     def _field(self, fn: Callable[..., T], *args: Any) -> T | None:
-        """One NVML query; NotSupported (and any per-field NVML error) is None."""
+        """One NVML query; NotSupported (and any per-field NVML error) is None.
+
+        So is pynvml's ``NVMLLibraryMismatchError`` (not an ``NVMLError``): an older
+        driver that lacks one versioned function costs that field, not the device.
+        """
         try:
             return fn(*args)
-        except self._nvml.NVMLError:
+        except self._field_errors:
             return None
 
     def _device(self, index: int, h: Any) -> GpuSample:
@@ -119,7 +126,9 @@ class GpuCollector:
                 procs=sorted(procs.values(), key=lambda p: p.pid),
             )
         except Exception as exc:  # a broken device marks itself, not the sample
-            return GpuSample(index=index, uuid=uuid, name=name, error=f"{type(exc).__name__}: {exc}")
+            return GpuSample(
+                index=index, uuid=uuid, name=name, error=f"{type(exc).__name__}: {exc}"
+            )
 
 
 def _text(v: str | bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import platform
@@ -41,8 +42,6 @@ def is_root() -> bool:
     if hasattr(os, "geteuid"):
         return os.geteuid() == 0
     try:  # Windows: an elevated token
-        import ctypes
-
         return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
     except (AttributeError, OSError):
         return False

@@ -8,12 +8,13 @@ them on Linux. The table is shipped as changes (:func:`diff`).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Mapping
 
 import psutil
 
-from llmaos_agent.protocol import Proc, ProcDelta
+from llmaos_agent.protocol import MAX_CORES, Proc, ProcDelta
 
 _CHEAP = ["ppid", "cpu_percent", "memory_info", "nice", "status", "create_time"]
 _CMD_MAX = 512
@@ -39,17 +40,29 @@ def _run(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
 
 
+_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
 def parse_cpulist(text: str) -> list[int]:
-    """Inverse of :func:`cpulist`; raises ValueError on anything else."""
+    """Inverse of :func:`cpulist`; raises ValueError on anything else.
+
+    Only ASCII digits, ``-`` and ``,`` (``int()`` alone would take "+1", "1_0" and
+    other scripts' digits), and core numbers below ``MAX_CORES``, so a typo such as
+    "0-4000000000" is refused instead of building a set of four billion cores.
+    """
     cores: set[int] = set()
     if not text.strip():
         return []
     for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        a = int(lo)
-        b = int(hi) if sep else a
-        if a < 0 or b < a:
-            raise ValueError(f"bad core range {part!r}")
+        m = _RANGE.fullmatch(part.strip())
+        if m is None:
+            raise ValueError(f"bad core range {part.strip()!r}: expected N or N-M")
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) is not None else a
+        if b < a:
+            raise ValueError(f"bad core range {part.strip()!r}: {b} is below {a}")
+        if b >= MAX_CORES:
+            raise ValueError(f"core {b} is out of range (at most {MAX_CORES - 1})")
         cores.update(range(a, b + 1))
     return sorted(cores)
 

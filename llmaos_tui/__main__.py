@@ -1,0 +1,5 @@
+"""``python -m llmaos_tui``."""
+
+from llmaos_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The Textual console: fleet and host screens over the headless fleet core.
+
+Each host's watcher runs as an async worker on the app's event loop; it only
+updates the host's state and posts :class:`HostChanged`. The app coalesces those
+into one redraw of what is on screen, so a busy fleet costs one pass per burst.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import partial
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+
+from llmaos_tui import theming
+from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.state import FleetState, HostState
+from llmaos_tui.fleet.watcher import HostWatcher
+from llmaos_tui.screens.fleet import FleetScreen
+from llmaos_tui.screens.host import HostScreen
+from llmaos_tui.screens.keys import KeysScreen
+
+COALESCE_S = 0.05
+
+
+class HostChanged(Message):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+class LlmaosApp(App[None]):
+    TITLE = "llmaos-tui"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "keys", "Keys", key_display="?", id="app.keys"),
+        Binding("f", "fleet", "Fleet", show=False, id="app.fleet"),
+    ]
+
+    def __init__(
+        self,
+        links: Sequence[Link],
+        *,
+        theme: str | None = None,
+        read_only: bool = False,
+        keymap: dict[str, str] | None = None,
+        cursor_blink: bool = True,
+        theme_dirs: list[Path] | None = None,
+    ) -> None:
+        super().__init__()
+        self.read_only = read_only
+        self.cursor_blink = cursor_blink
+        self.fleet = FleetState()
+        self.watchers = [
+            HostWatcher(self.fleet.add(link.name), link, self._host_changed) for link in links
+        ]
+        self._themes, self.config_errors = theming.load_themes(theme_dirs)
+        self._theme_name = theme or theming.DEFAULT_THEME
+        self._keymap = keymap or {}
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+
+    # ---------------------------------------------------------------- life
+
+    def on_mount(self) -> None:
+        for t in self._themes.values():
+            self.register_theme(t)
+        if self._theme_name not in self.available_themes:
+            self.config_errors.append(
+                f"no theme {self._theme_name!r}; have {', '.join(sorted(self.available_themes))}"
+            )
+            self._theme_name = theming.DEFAULT_THEME
+        self.theme = self._theme_name
+        if self._keymap:
+            self.set_keymap(self._keymap)
+        self.push_screen(FleetScreen(self.fleet))
+        if len(self.fleet.hosts) == 1:  # one host: straight to it, Esc shows the fleet
+            self.open_host(next(iter(self.fleet.hosts)))
+        for w in self.watchers:
+            self.run_worker(
+                w.run(), name=f"link:{w.state.name}", group="links", exit_on_error=False
+            )
+        self.set_interval(1.0, self._tick)
+        for err in self.config_errors:
+            self.notify(err, severity="warning", timeout=10)
+
+    def _tick(self) -> None:
+        self.fleet.tick()
+        if isinstance(self.screen, FleetScreen):
+            self.screen.refresh_hosts(())
+
+    # ------------------------------------------------------------- updates
+
+    def _host_changed(self, host: HostState) -> None:
+        # Called from the watchers (workers): post, never touch widgets.
+        self.post_message(HostChanged(host.name))
+
+    def on_host_changed(self, message: HostChanged) -> None:
+        self._dirty.add(message.name)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.set_timer(COALESCE_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        screen = self.screen
+        if isinstance(screen, FleetScreen):
+            screen.refresh_hosts(dirty)
+        elif isinstance(screen, HostScreen) and screen.host.name in dirty:
+            screen.refresh_host()
+
+    # ------------------------------------------------------------- actions
+
+    def open_host(self, name: str) -> None:
+        host = self.fleet.hosts.get(name)
+        if host is None:
+            self.notify(f"no host {name!r}", severity="error")
+            return
+        if isinstance(self.screen, HostScreen):
+            if self.screen.host.name == name:
+                return
+            self.pop_screen()
+        self.push_screen(
+            HostScreen(host, read_only=self.read_only, cursor_blink=self.cursor_blink)
+        )
+
+    def on_fleet_screen_open_host(self, message: FleetScreen.OpenHost) -> None:
+        self.open_host(message.name)
+
+    def action_fleet(self) -> None:
+        while len(self.screen_stack) > 2 or isinstance(self.screen, (HostScreen, KeysScreen)):
+            self.pop_screen()
+
+    def action_keys(self) -> None:
+        if not isinstance(self.screen, KeysScreen):
+            self.push_screen(KeysScreen(self.screen))
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Fleet", "Show every host (f)", self.action_fleet)
+        yield SystemCommand("Keys", "Show the keys of this screen (?)", self.action_keys)
+        for name, h in self.fleet.hosts.items():
+            yield SystemCommand(
+                f"Host: {name}", f"Open {name} ({h.target or 'host'})", partial(self.open_host, name)
+            )
+        for t in sorted(self._themes):
+            yield SystemCommand(f"Theme: {t}", f"Switch to the {t} theme", partial(self._set_theme, t))
+        if isinstance(screen, HostScreen):
+            from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
+
+            table = screen.query_one(ProcessTable)
+            for c in COLUMNS:
+                yield SystemCommand(
+                    f"Sort processes by {c.label}",
+                    "Sort the process table (again: invert)",
+                    partial(table.sort_by, c.key),
+                )
+            yield SystemCommand("Filter processes", "Filter the process table (/)", screen.action_filter)
+
+    def _set_theme(self, name: str) -> None:
+        self.theme = name

@@ -1,0 +1,60 @@
+"""``llmaos-tui``: the console, and (later) its headless subcommands.
+
+Kept free of Textual at import time: the UI is imported only when it is run,
+so headless commands start fast and work without a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llmaos_tui import __version__
+from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.local import LocalLink
+from llmaos_tui.fleet.replay import ReplayLink
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmaos-tui",
+        description="One terminal console for the hosts that run your LLM workloads.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--theme", help="theme name (llmaos-dark, llmaos-light, textual-dark, ...)")
+    p.add_argument("--read-only", action="store_true", help="refuse every change")
+    p.add_argument(
+        "--replay",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="add a host played back from a recorded agent stream (demos)",
+    )
+    p.add_argument("--no-local", action="store_true", help="leave this machine out of the fleet")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    links: list[Link] = []
+    if not args.no_local:
+        links.append(LocalLink())
+    for path in args.replay:
+        links.append(ReplayLink(path, delay=1.0))
+    if not links:
+        print("llmaos-tui: no hosts (drop --no-local or add --replay FILE)", file=sys.stderr)
+        return 2
+
+    from llmaos_tui.app import LlmaosApp
+    from llmaos_tui.theming import ConfigError, load_keymap
+
+    try:
+        keymap = load_keymap()
+    except ConfigError as exc:
+        print(f"llmaos-tui: {exc}", file=sys.stderr)
+        return 2
+    app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keymap)
+    app.run()
+    return 0

@@ -1,0 +1,53 @@
+"""How the console reaches an agent: a Link opens a Transport of newline-delimited bytes.
+
+The local link runs ``llmaos-agent attach`` as a subprocess; the SSH link (next)
+runs the same command over an SSH channel. Everything above the transport,
+the protocol and the state, is shared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class LinkDown(Exception):
+    """The link to an agent is down; the message says why, for the operator."""
+
+
+class LineTooLong(LinkDown):
+    pass
+
+
+class Transport(ABC):
+    @abstractmethod
+    async def readline(self) -> bytes:
+        """The next line with its newline; ``b""`` at end of stream.
+
+        Raises :class:`LineTooLong` for a line over the protocol limit (which is
+        then discarded, so memory stays bounded).
+        """
+
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def end_reason(self) -> str:
+        """Why the stream ended, as far as the transport knows (exit code, stderr)."""
+        return "the agent closed the connection"
+
+
+class Link(ABC):
+    """A way to reach one host's agent. ``open`` may be called again after a failure."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    async def open(self) -> Transport: ...
+
+    @property
+    def target(self) -> str:
+        """Where this link goes, for display."""
+        return self.name

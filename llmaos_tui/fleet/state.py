@@ -1,0 +1,170 @@
+"""What the console knows of each host and of the fleet, fed by sessions, read by views.
+
+Plain data and derived figures; no I/O and no UI. Figures use the one beta
+implementation in ``llmaos_agent.metrics``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from llmaos_agent.collect.processes import apply
+from llmaos_agent.metrics import beta, beta_fleet, mean
+from llmaos_agent.protocol import Hello, Proc, Sample
+
+HISTORY_POINTS = 3600
+
+
+class HostStatus(enum.Enum):
+    CONNECTING = "connecting"
+    DEPLOYING = "deploying"
+    UP = "up"
+    STALE = "stale"
+    DOWN = "down"
+
+
+class Point(NamedTuple):
+    """One history point of a host: what the charts draw."""
+
+    t: float
+    cpu: float  # mean core load, 0..1
+    beta_cpu: float
+    beta_gpu: float
+    mem: float  # used fraction
+    gpu: float | None  # mean GPU utilisation, None without GPUs
+
+
+def point_of(s: Sample) -> Point:
+    gpu_loads = [g.util for g in s.gpus if g.util is not None]
+    return Point(
+        t=s.t,
+        cpu=mean(s.cpu),
+        beta_cpu=beta(s.cpu),
+        beta_gpu=beta(gpu_loads),
+        mem=s.mem.used / s.mem.total if s.mem.total else 0.0,
+        gpu=mean(gpu_loads) if gpu_loads else None,
+    )
+
+
+@dataclass
+class HostState:
+    name: str
+    target: str = ""
+    status: HostStatus = HostStatus.CONNECTING
+    reason: str = ""
+    hello: Hello | None = None
+    sample: Sample | None = None
+    procs: dict[int, Proc] = field(default_factory=dict)
+    procs_version: int = 0
+    """Bumped whenever the process table changes, so views can skip work."""
+    history: deque[Point] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    last_rx: float = 0.0
+    """time.monotonic() of the last line from the agent."""
+    warnings: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+    # ------------------------------------------------------------- updates
+
+    def set_status(self, status: HostStatus, reason: str = "") -> None:
+        self.status = status
+        self.reason = reason
+
+    def on_hello(self, hello: Hello) -> None:
+        self.hello = hello
+        self.last_rx = time.monotonic()
+
+    def on_history(self, samples: Iterable[Sample]) -> None:
+        known = self.history[-1].t if self.history else 0.0
+        for s in samples:
+            if s.t > known:  # after a reconnect, only what we have not seen
+                self.history.append(point_of(s))
+
+    def on_sample(self, s: Sample) -> None:
+        self.sample = s
+        self.last_rx = time.monotonic()
+        self.history.append(point_of(s))
+        if s.procs is not None:
+            apply(self.procs, s.procs)
+            self.procs_version += 1
+
+    # ------------------------------------------------------------- figures
+
+    @property
+    def up(self) -> bool:
+        return self.status in (HostStatus.UP, HostStatus.STALE)
+
+    @property
+    def cores(self) -> int:
+        if self.sample is not None:
+            return len(self.sample.cpu)
+        return self.hello.host.cores if self.hello else 0
+
+    @property
+    def busy_cores(self) -> float:
+        return sum(self.sample.cpu) if self.sample else 0.0
+
+    @property
+    def cpu(self) -> float | None:
+        return mean(self.sample.cpu) if self.sample else None
+
+    @property
+    def mem(self) -> float | None:
+        if self.sample is None or not self.sample.mem.total:
+            return None
+        return self.sample.mem.used / self.sample.mem.total
+
+    @property
+    def gpu_loads(self) -> list[float]:
+        if self.sample is None:
+            return []
+        return [g.util for g in self.sample.gpus if g.util is not None]
+
+    @property
+    def gpu(self) -> float | None:
+        loads = self.gpu_loads
+        return mean(loads) if loads else None
+
+    @property
+    def beta_cpu(self) -> float | None:
+        return beta(self.sample.cpu) if self.sample else None
+
+    @property
+    def beta_gpu(self) -> float | None:
+        loads = self.gpu_loads
+        return beta(loads) if loads else None
+
+    @property
+    def mem_total(self) -> int:
+        if self.sample is not None:
+            return self.sample.mem.total
+        return self.hello.host.mem_total if self.hello else 0
+
+
+@dataclass
+class FleetState:
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    beta_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+
+    def add(self, name: str, target: str = "") -> HostState:
+        if name in self.hosts:
+            raise ValueError(f"host {name!r} is already in the fleet")
+        h = HostState(name=name, target=target)
+        self.hosts[name] = h
+        return h
+
+    def up_hosts(self) -> list[HostState]:
+        return [h for h in self.hosts.values() if h.up and h.sample is not None]
+
+    def beta(self) -> float:
+        """Capacity-weighted beta across the hosts that report (DESIGN.md)."""
+        return beta_fleet((h.cores, h.busy_cores) for h in self.up_hosts())
+
+    def tick(self) -> float:
+        """Record the fleet beta once (the console calls this at 1 Hz)."""
+        b = self.beta()
+        self.beta_history.append(b)
+        return b

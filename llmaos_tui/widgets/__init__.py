@@ -1,0 +1,1 @@
+"""Widgets: they draw state handed to them and post intentions; no I/O of their own."""

@@ -1,0 +1,217 @@
+"""The process table of one host: htop's columns, sortable and filterable.
+
+Only rows and cells that changed are touched on an update (clear-and-refill
+doubles the cost of a large table); the cursor stays on its process across
+re-sorts, as in htop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from llmaos_agent.protocol import Proc
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from llmaos_tui.widgets.text import NA, human_bytes
+
+
+class Column(NamedTuple):
+    key: str
+    label: str
+    width: int | None
+    cell: Callable[[Proc, int, str], Any]
+    sort: Callable[[Proc], Any]
+    numeric: bool = True
+
+
+def _r(text: str) -> Text:
+    return Text(text, justify="right")
+
+
+def _l(text: str) -> Text:
+    # Always Text: a plain str cell is read as markup, and "[kworker/0:1]" would vanish.
+    return Text(text)
+
+
+def _aff(p: Proc, all_cores: str) -> str:
+    if p.affinity is None:
+        return NA
+    return "all" if p.affinity == all_cores else p.affinity
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("pid", "PID", 8, lambda p, _t, _a: _r(str(p.pid)), lambda p: p.pid),
+    Column("user", "USER", 10, lambda p, _t, _a: _l(p.user[:10]), lambda p: p.user, False),
+    Column("cpu", "CPU%", 6, lambda p, _t, _a: _r(f"{p.cpu:.1f}"), lambda p: p.cpu),
+    Column("mem", "MEM", 6, lambda p, _t, _a: _r(human_bytes(p.rss)), lambda p: p.rss),
+    Column(
+        "memp",
+        "MEM%",
+        5,
+        lambda p, t, _a: _r(f"{100 * p.rss / t:.1f}" if t else NA),
+        lambda p: p.rss,
+    ),
+    Column(
+        "nice",
+        "NI",
+        4,
+        lambda p, _t, _a: _r(NA if p.nice is None else str(p.nice)),
+        lambda p: p.nice if p.nice is not None else 99,
+    ),
+    Column("aff", "AFFINITY", 8, lambda p, _t, a: _l(_aff(p, a)), lambda p: p.affinity or "", False),
+    Column(
+        "core",
+        "CORE",
+        4,
+        lambda p, _t, _a: _r(NA if p.core is None else str(p.core)),
+        lambda p: p.core if p.core is not None else -1,
+    ),
+    Column(
+        "gpu",
+        "GPU MEM",
+        7,
+        lambda p, _t, _a: _r(human_bytes(p.gpu_mem) if p.gpu_mem else "-"),
+        lambda p: p.gpu_mem or 0,
+    ),
+    Column("state", "S", 1, lambda p, _t, _a: _l(p.status[:1].upper()), lambda p: p.status, False),
+    Column("name", "COMMAND", None, lambda p, _t, _a: _l(p.cmd), lambda p: p.cmd, False),
+)
+BY_KEY = {c.key: c for c in COLUMNS}
+
+
+def matches(p: Proc, needle: str) -> bool:
+    """The ``/`` filter: a case-insensitive substring of pid, user, name or command."""
+    n = needle.lower()
+    return n in str(p.pid) or n in p.user.lower() or n in p.name.lower() or n in p.cmd.lower()
+
+
+class ProcessTable(DataTable[Any]):
+    BINDINGS = [
+        Binding("P", "sort('cpu')", "Sort CPU", id="procs.sort_cpu"),
+        Binding("M", "sort('mem')", "Sort MEM", id="procs.sort_mem"),
+        Binding("N", "sort('pid')", "Sort PID", id="procs.sort_pid"),
+        Binding("I", "invert", "Invert", id="procs.invert"),
+        Binding(">", "next_column", "Next sort column", show=False, id="procs.sort_next"),
+        Binding("<", "prev_column", "Prev sort column", show=False, id="procs.sort_prev"),
+    ]
+    DEFAULT_CSS = """
+    ProcessTable { height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.sort_key = "cpu"
+        self.reverse = True
+        self.needle = ""
+        self.mem_total = 0
+        self.all_cores = ""
+        self._procs: dict[int, Proc] = {}
+        self._shown: dict[int, Proc] = {}
+
+    def on_mount(self) -> None:
+        for c in COLUMNS:
+            self.add_column(self._label(c), key=c.key, width=c.width)
+
+    def _label(self, c: Column) -> Text:
+        arrow = ("▼" if self.reverse else "▲") if c.key == self.sort_key else ""
+        return Text(c.label + arrow, justify="right" if c.numeric else "left")
+
+    # ---------------------------------------------------------------- data
+
+    def update_procs(self, procs: Mapping[int, Proc], mem_total: int, cores: int) -> None:
+        self._procs = dict(procs)
+        self.mem_total = mem_total
+        self.all_cores = f"0-{cores - 1}" if cores > 1 else "0"
+        self._sync()
+
+    def set_filter(self, needle: str) -> None:
+        if needle != self.needle:
+            self.needle = needle
+            self._sync()
+
+    @property
+    def shown_pids(self) -> list[int]:
+        """Pids in display order."""
+        return [int(str(rk.value)) for rk in self.ordered_row_keys()]
+
+    def ordered_row_keys(self) -> list[Any]:
+        return [self.coordinate_to_cell_key((r, 0)).row_key for r in range(self.row_count)]
+
+    def _sync(self) -> None:
+        want = {
+            pid: p for pid, p in self._procs.items() if not self.needle or matches(p, self.needle)
+        }
+        selected = self._selected_pid()
+        for pid in [pid for pid in self._shown if pid not in want]:
+            self.remove_row(str(pid))
+            del self._shown[pid]
+        for pid, p in want.items():
+            old = self._shown.get(pid)
+            if old is None:
+                self.add_row(*self._cells(p), key=str(pid))
+            elif old != p:
+                for c in COLUMNS:
+                    if c.sort(old) != c.sort(p) or c.key == "memp":
+                        self.update_cell(str(pid), c.key, c.cell(p, self.mem_total, self.all_cores))
+            self._shown[pid] = p
+        self._resort(selected)
+
+    def _cells(self, p: Proc) -> list[Any]:
+        return [c.cell(p, self.mem_total, self.all_cores) for c in COLUMNS]
+
+    def _selected_pid(self) -> int | None:
+        if not self.row_count:
+            return None
+        try:
+            return int(str(self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value))
+        except Exception:
+            return None
+
+    def _resort(self, keep: int | None) -> None:
+        col = BY_KEY[self.sort_key]
+        shown = self._shown
+        self.sort(
+            "pid",
+            key=lambda cell: (col.sort(shown[int(cell.plain)]), int(cell.plain)),
+            reverse=self.reverse,
+        )
+        if keep is not None and keep in shown:
+            self.move_cursor(row=self.get_row_index(str(keep)), animate=False)
+
+    # ------------------------------------------------------------- sorting
+
+    def sort_by(self, key: str, reverse: bool | None = None) -> None:
+        if key not in BY_KEY:
+            raise ValueError(f"no column {key!r}")
+        if reverse is None:
+            # The same column again flips the order; a new one starts with the big values.
+            reverse = not self.reverse if key == self.sort_key else BY_KEY[key].numeric
+        self.sort_key, self.reverse = key, reverse
+        for c in COLUMNS:
+            self.columns[c.key].label = self._label(c)  # type: ignore[index]
+        self._resort(self._selected_pid())
+        self.refresh()
+
+    def action_sort(self, key: str) -> None:
+        self.sort_by(key, reverse=BY_KEY[key].numeric)
+
+    def action_invert(self) -> None:
+        self.sort_by(self.sort_key, reverse=not self.reverse)
+
+    def action_next_column(self) -> None:
+        self._step(1)
+
+    def action_prev_column(self) -> None:
+        self._step(-1)
+
+    def _step(self, d: int) -> None:
+        keys = [c.key for c in COLUMNS]
+        nxt = keys[(keys.index(self.sort_key) + d) % len(keys)]
+        self.sort_by(nxt, reverse=BY_KEY[nxt].numeric)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(str(event.column_key.value))

@@ -1,0 +1,73 @@
+"""Text helpers shared by the widgets: sizes, percentages, bars and sparklines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+
+NA = "n/a"
+_SPARK = "▁▂▃▄▅▆▇█"
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return NA
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    return NA  # pragma: no cover - the loop always returns
+
+
+def percent(x: float | None, width: int = 5) -> str:
+    """A fraction as a percentage, right-aligned; "n/a" when unknown."""
+    if x is None:
+        return NA.rjust(width)
+    return f"{x * 100:{width - 1}.0f}%"
+
+
+def fixed(x: float | None, digits: int = 2) -> str:
+    return NA if x is None else f"{x:.{digits}f}"
+
+
+def sparkline(values: Sequence[float | None], width: int, top: float = 1.0) -> str:
+    """The last ``width`` values as block characters, scaled to [0, top]."""
+    tail = list(values)[-width:] if width > 0 else []
+    out = []
+    for v in tail:
+        if v is None:
+            out.append(" ")
+            continue
+        frac = min(max(v / top, 0.0), 1.0) if top > 0 else 0.0
+        out.append(_SPARK[min(int(frac * len(_SPARK)), len(_SPARK) - 1)])
+    return "".join(out).rjust(width)
+
+
+def bar(frac: float | None, width: int, fill: Style, empty: Style) -> Text:
+    """A horizontal bar with eighth-block precision."""
+    t = Text()
+    if width <= 0:
+        return t
+    if frac is None:
+        return t.append(NA.center(width), empty)
+    eighths = round(min(max(frac, 0.0), 1.0) * width * 8)
+    full, part = divmod(eighths, 8)
+    t.append("█" * full, fill)
+    if full < width:
+        t.append(_EIGHTHS[part] if part else "", fill)
+        rest = width - full - (1 if part else 0)
+        t.append("─" * rest, empty)
+    return t
+
+
+def level_class(frac: float | None, prefix: str) -> str:
+    """The component class for a load: low, mid or high."""
+    if frac is None or frac < 0.5:
+        return f"{prefix}--low"
+    return f"{prefix}--mid" if frac < 0.85 else f"{prefix}--high"

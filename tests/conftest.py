@@ -1,0 +1,94 @@
+"""Shared fixtures: private agent homes, and the rule that turns skips into failures in CI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+REQUIRE_INTEGRATION = os.environ.get("LLMAOS_REQUIRE_INTEGRATION") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a real part (tmux, root, sshd, docker) is missing; in CI, fail instead."""
+    if condition:
+        return
+    if REQUIRE_INTEGRATION:
+        pytest.fail(f"LLMAOS_REQUIRE_INTEGRATION=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def agent_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private LLMAOS_AGENT_HOME, short enough for a Unix socket path; the daemon is stopped after."""
+    home = Path(tempfile.mkdtemp(prefix="llma-", dir="/tmp"))
+    monkeypatch.setenv("LLMAOS_AGENT_HOME", str(home))
+    try:
+        yield home
+    finally:
+        stop_daemons(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def is_agent_daemon(proc: psutil.Process, home: Path | None = None) -> bool:
+    """Whether ``proc`` is an ``llmaos-agent daemon`` (of ``home``, when given).
+
+    Checked before any kill, so a pid reused by an unrelated process is left alone.
+    """
+    try:
+        argv = proc.cmdline()
+        if "daemon" not in argv[1:] or not any(_names_agent(a) for a in argv[:3]):
+            return False
+        if home is None:
+            return True
+        return proc.environ().get("LLMAOS_AGENT_HOME") == str(home)
+    except (psutil.Error, OSError):
+        return False
+
+
+def _names_agent(arg: str) -> bool:
+    base = os.path.basename(arg)
+    return base in ("llmaos-agent", "llmaos_agent") or base.endswith(".pyz")
+
+
+def agent_daemons(home: Path) -> list[psutil.Process]:
+    """The live daemons whose LLMAOS_AGENT_HOME is ``home`` (zombies left out)."""
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.status() != psutil.STATUS_ZOMBIE and is_agent_daemon(p, home):
+                found.append(p)
+    return found
+
+
+def lock_holder(home: Path) -> psutil.Process | None:
+    """The daemon named in ``home``'s lock file, if that pid is still such a daemon."""
+    try:
+        pid = int((home / "run" / "daemon.lock").read_text().strip() or 0)
+        proc = psutil.Process(pid) if pid > 0 else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return proc if proc is not None and is_agent_daemon(proc, home) else None
+
+
+def stop_daemons(home: Path, timeout: float = 5.0) -> None:
+    """Stop every daemon of ``home``: SIGTERM (it cleans up), then SIGKILL."""
+    procs = agent_daemons(home)
+    holder = lock_holder(home)
+    if holder is not None and holder.pid not in {p.pid for p in procs}:
+        procs.append(holder)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout)
