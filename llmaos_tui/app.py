@@ -23,6 +23,7 @@ from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.keys import KeysScreen
+from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
 
 COALESCE_S = 0.05
 
@@ -103,9 +104,9 @@ class LlmaosApp(App[None]):
         self._dirty.add(message.name)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.set_timer(COALESCE_S, self._flush)
+            self.set_timer(COALESCE_S, self._flush_dirty)
 
-    def _flush(self) -> None:
+    def _flush_dirty(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
         screen = self.screen
@@ -125,9 +126,7 @@ class LlmaosApp(App[None]):
             if self.screen.host.name == name:
                 return
             self.pop_screen()
-        self.push_screen(
-            HostScreen(host, read_only=self.read_only, cursor_blink=self.cursor_blink)
-        )
+        self.push_screen(HostScreen(host, read_only=self.read_only, cursor_blink=self.cursor_blink))
 
     def on_fleet_screen_open_host(self, message: FleetScreen.OpenHost) -> None:
         self.open_host(message.name)
@@ -146,13 +145,15 @@ class LlmaosApp(App[None]):
         yield SystemCommand("Keys", "Show the keys of this screen (?)", self.action_keys)
         for name, h in self.fleet.hosts.items():
             yield SystemCommand(
-                f"Host: {name}", f"Open {name} ({h.target or 'host'})", partial(self.open_host, name)
+                f"Host: {name}",
+                f"Open {name} ({h.target or 'host'})",
+                partial(self.open_host, name),
             )
         for t in sorted(self._themes):
-            yield SystemCommand(f"Theme: {t}", f"Switch to the {t} theme", partial(self._set_theme, t))
+            yield SystemCommand(
+                f"Theme: {t}", f"Switch to the {t} theme", partial(self._set_theme, t)
+            )
         if isinstance(screen, HostScreen):
-            from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
-
             table = screen.query_one(ProcessTable)
             for c in COLUMNS:
                 yield SystemCommand(
@@ -160,7 +161,9 @@ class LlmaosApp(App[None]):
                     "Sort the process table (again: invert)",
                     partial(table.sort_by, c.key),
                 )
-            yield SystemCommand("Filter processes", "Filter the process table (/)", screen.action_filter)
+            yield SystemCommand(
+                "Filter processes", "Filter the process table (/)", screen.action_filter
+            )
 
     def _set_theme(self, name: str) -> None:
         self.theme = name

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print("llmaos-tui: no hosts (drop --no-local or add --replay FILE)", file=sys.stderr)
         return 2
 
-    from llmaos_tui.app import LlmaosApp
-    from llmaos_tui.theming import ConfigError, load_keymap
+    # Textual is imported only to run the UI (headless commands must not pay for it).
+    from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
+    from llmaos_tui.theming import ConfigError, load_keymap  # noqa: PLC0415
 
     try:
         keymap = load_keymap()

@@ -83,5 +83,5 @@ def load_keymap(path: Path | None = None) -> dict[str, str]:
         raise ConfigError(f"{path}: {exc}") from None
     bad = [k for k, v in data.items() if not isinstance(v, str)]
     if bad:
-        raise ConfigError(f"{path}: keys must be strings, e.g. \"app.quit\" = \"ctrl+q\" ({bad})")
+        raise ConfigError(f'{path}: keys must be strings, e.g. "app.quit" = "ctrl+q" ({bad})')
     return {str(k): str(v) for k, v in data.items()}

@@ -22,7 +22,10 @@ from llmaos_agent.protocol import PROTOCOL_VERSION, Empty, encode_request
 
 
 def _interval(text: str) -> float:
-    v = float(text)
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 0.05 <= v <= 3600:
         raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
     return v

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from llmaos_agent.protocol import MAX_LINE_BYTES
-
 from llmaos_tui.fleet.link import LineTooLong, Link, LinkDown, Transport
 
 STDERR_KEEP = 2000

@@ -21,7 +21,6 @@ from llmaos_agent.protocol import (
     encode_error,
     encode_result,
 )
-
 from llmaos_tui.fleet.link import Link, LinkDown, Transport
 
 
@@ -86,4 +85,3 @@ class ReplayLink(Link):
             raise LinkDown(f"cannot read recording {self.path}: {exc.strerror}") from exc
         lines = [ln + b"\n" for ln in data.splitlines() if ln.strip()]
         return ReplayTransport(lines, self.delay)
-

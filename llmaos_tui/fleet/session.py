@@ -30,7 +30,6 @@ from llmaos_agent.protocol import (
     decode_result,
     encode_request,
 )
-
 from llmaos_tui import __version__
 from llmaos_tui.fleet.link import LinkDown, Transport
 

@@ -13,8 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from llmaos_agent.protocol import History, Hello, Notification, Sample
-
+from llmaos_agent.protocol import Hello, History, Notification, Sample
 from llmaos_tui.fleet.link import Link, LinkDown, Transport
 from llmaos_tui.fleet.session import AgentSession
 from llmaos_tui.fleet.state import HostState, HostStatus
@@ -27,7 +26,7 @@ class Backoff:
         self.first = first
         self.cap = cap
         self.attempt = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
     def next(self) -> float:
         ceiling = min(self.cap, self.first * (2**self.attempt))

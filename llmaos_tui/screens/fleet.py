@@ -42,7 +42,10 @@ class FleetSummary(Widget):
         out.append(fixed(f.beta() if up else None, 3), value)
         out.append(" ")
         width = max(0, self.size.width - out.cell_len - 1)
-        out.append(sparkline(list(f.beta_history), width, 2.0), self.get_component_rich_style("summary--spark"))
+        out.append(
+            sparkline(list(f.beta_history), width, 2.0),
+            self.get_component_rich_style("summary--spark"),
+        )
         return out
 
 

@@ -71,7 +71,9 @@ class HostScreen(Screen[None]):
             self.query_one(CoreBars).update_loads(s.cpu)
         elif cores:
             self.query_one(CoreBars).update_loads([0.0] * cores)
-        self.query_one(MemoryPanel).update_memory(s.mem if s else None, s.load if s else None, len(h.procs))
+        self.query_one(MemoryPanel).update_memory(
+            s.mem if s else None, s.load if s else None, len(h.procs)
+        )
         hist = list(h.history)[-120:]
         self.query_one(BetaPanel).update_betas(
             h.beta_cpu,

@@ -38,12 +38,11 @@ class KeysScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("KEY", "ACTION", "ID")
-        seen: set[str] = set()
-        for key, active in self.below.active_bindings.items():
+        # Ours (they have ids) first, then the widgets' stock keys.
+        actives = sorted(
+            self.below.active_bindings.items(), key=lambda kv: kv[1].binding.id is None
+        )
+        for key, active in actives:
             b = active.binding
-            if b.id in seen and b.id is not None:
-                continue
-            if b.id:
-                seen.add(b.id)
             display = self.app.get_key_display(b)
-            table.add_row(Text(display), b.description or b.action, b.id or "", key=key)
+            table.add_row(Text(display), Text(b.description or b.action), Text(b.id or ""), key=key)

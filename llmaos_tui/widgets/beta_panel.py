@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llmaos_agent.metrics import beta_max
 from rich.text import Text
 from textual.widget import Widget
 
+from llmaos_agent.metrics import beta_max
 from llmaos_tui.widgets.text import fixed, sparkline
 
 
@@ -20,7 +20,7 @@ class BetaPanel(Widget):
     BetaPanel > .beta--spark { color: $secondary; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows: list[tuple[str, float | None, int, list[float]]] = []
 

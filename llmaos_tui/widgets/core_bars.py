@@ -35,7 +35,7 @@ class CoreBars(Widget):
     CoreBars > .corebars--empty { color: $text-disabled; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.loads: list[float] = []
 
@@ -61,7 +61,9 @@ class CoreBars(Widget):
     def render(self) -> Text:
         n = len(self.loads)
         if not n:
-            return Text("waiting for the first sample…", self.get_component_rich_style("corebars--label"))
+            return Text(
+                "waiting for the first sample…", self.get_component_rich_style("corebars--label")
+            )
         width = self.size.width
         cols = self._columns(width)
         rows = math.ceil(n / cols)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from llmaos_agent.protocol import GpuSample, Proc
 from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
 
+from llmaos_agent.protocol import GpuSample, Proc
 from llmaos_tui.widgets.text import NA, bar, human_bytes, level_class
 
 
@@ -31,7 +31,7 @@ class GpuPanel(Widget):
     GpuPanel > .gpu--error { color: $error; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.gpus: list[GpuSample] = []
         self.reason: str | None = None

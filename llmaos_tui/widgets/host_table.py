@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from llmaos_tui.fleet.state import HostState, HostStatus
@@ -41,7 +42,7 @@ class HostTable(DataTable[Any]):
     HostTable > .hosttable--spark { color: $secondary; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row")
         self._rows: dict[str, tuple[Any, ...]] = {}
 
@@ -56,7 +57,7 @@ class HostTable(DataTable[Any]):
             if old is None:
                 self.add_row(*cells, key=h.name)
             else:
-                for (key, _, _), before, after in zip(COLUMNS, old, cells):
+                for (key, _, _), before, after in zip(COLUMNS, old, cells, strict=True):
                     if before != after:
                         self.update_cell(h.name, key, after)
             self._rows[h.name] = cells
@@ -65,7 +66,7 @@ class HostTable(DataTable[Any]):
     def selected_host(self) -> str | None:
         if not self.row_count:
             return None
-        return str(self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value)
+        return str(self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value)
 
     def _cells(self, h: HostState) -> tuple[Any, ...]:
         style = self.get_component_rich_style(_status_class(h.status))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from llmaos_agent.protocol import Memory
 from rich.text import Text
 from textual.widget import Widget
 
+from llmaos_agent.protocol import Memory
 from llmaos_tui.widgets.text import bar, human_bytes, level_class
 
 
@@ -26,7 +26,7 @@ class MemoryPanel(Widget):
     MemoryPanel > .memory--empty { color: $text-disabled; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.mem: Memory | None = None
         self.load: list[float] | None = None

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from llmaos_agent.protocol import Proc
 from rich.text import Text
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
+from llmaos_agent.protocol import Proc
 from llmaos_tui.widgets.text import NA, human_bytes
 
 
@@ -61,7 +62,9 @@ COLUMNS: tuple[Column, ...] = (
         lambda p, _t, _a: _r(NA if p.nice is None else str(p.nice)),
         lambda p: p.nice if p.nice is not None else 99,
     ),
-    Column("aff", "AFFINITY", 8, lambda p, _t, a: _l(_aff(p, a)), lambda p: p.affinity or "", False),
+    Column(
+        "aff", "AFFINITY", 8, lambda p, _t, a: _l(_aff(p, a)), lambda p: p.affinity or "", False
+    ),
     Column(
         "core",
         "CORE",
@@ -101,7 +104,7 @@ class ProcessTable(DataTable[Any]):
     ProcessTable { height: 1fr; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.sort_key = "cpu"
         self.reverse = True
@@ -135,10 +138,7 @@ class ProcessTable(DataTable[Any]):
     @property
     def shown_pids(self) -> list[int]:
         """Pids in display order."""
-        return [int(str(rk.value)) for rk in self.ordered_row_keys()]
-
-    def ordered_row_keys(self) -> list[Any]:
-        return [self.coordinate_to_cell_key((r, 0)).row_key for r in range(self.row_count)]
+        return [int(str(row.key.value)) for row in self.ordered_rows]
 
     def _sync(self) -> None:
         want = {
@@ -166,7 +166,7 @@ class ProcessTable(DataTable[Any]):
         if not self.row_count:
             return None
         try:
-            return int(str(self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value))
+            return int(str(self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value))
         except Exception:
             return None
 
