@@ -217,6 +217,7 @@ class Harness:
     sleepers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     tmux_socket: Path | None = None
     panes: dict[str, int] = field(default_factory=dict)
+    tmux_server: subprocess.Popen[bytes] | None = None
     attach: subprocess.Popen[bytes] | None = None
 
     def start(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
@@ -249,6 +250,9 @@ class Harness:
                     wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 3, name)
             with suppress(OSError, subprocess.SubprocessError):
                 self.tmux("kill-server")
+            if self.tmux_server is not None:  # it reaps the server it forked: let it
+                with suppress(subprocess.TimeoutExpired):
+                    self.tmux_server.wait(timeout=5)
         for p in reversed(self.procs):
             if p.poll() is None:
                 with suppress(OSError):
@@ -300,15 +304,16 @@ def start_sleepers(h: Harness, n: int) -> None:
         )
 
 
-def start_agent(h: Harness, targets: list[Target]) -> StreamReader:
+def start_agent(h: Harness, targets: list[Target], proc_interval: float | None) -> StreamReader:
     home = h.tmp / "agent"
     home.mkdir(mode=0o700)
     env = {**os.environ, "LLMAOS_AGENT_HOME": str(home)}
     env.pop("LLMAOS_AGENT_ENDPOINT", None)
+    extra = [] if proc_interval is None else ["--proc-interval", str(proc_interval)]
     log = open(h.tmp / "agent.log", "ab")  # noqa: SIM115 - handed to the children
     try:
         daemon = h.start(
-            [sys.executable, "-m", "llmaos_agent", "daemon"],
+            [sys.executable, "-m", "llmaos_agent", "daemon", *extra],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -345,7 +350,12 @@ def start_agent(h: Harness, targets: list[Target]) -> StreamReader:
     if hello_pid != daemon.pid:
         raise RuntimeError(f"attached to pid {hello_pid}, expected our daemon {daemon.pid}")
     targets.append(
-        Target("agent", "llmaos-agent daemon", daemon.pid, "1 Hz, procs every 2 s, 1 client")
+        Target(
+            "agent",
+            "llmaos-agent daemon",
+            daemon.pid,
+            f"1 Hz, --proc-interval {proc_interval or 'default'}, 1 client",
+        )
     )
     targets.append(
         Target(
@@ -377,9 +387,9 @@ def start_tui(h: Harness, targets: list[Target], *, htop: bool) -> dict[str, str
         "TERM": os.environ.get("TERM") or "xterm-256color",
     }
     h.tmux_socket = h.tmp / "tmux.sock"
-    # A server of our own in the foreground (-D): our child, so we reap it, and it
-    # never touches the user's tmux server or configuration.
-    h.start(
+    # A server of our own, not daemonised (-D: the client we start stays its parent
+    # and reaps it); it never touches the user's tmux server or configuration.
+    h.tmux_server = h.start(
         ["tmux", "-D", "-f", "/dev/null", "-S", str(h.tmux_socket)],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -537,6 +547,10 @@ def print_table(res: dict[str, Any]) -> None:
         f"{'stream in window':<32} {s['samples']} samples ({s['proc_samples']} with processes), "
         f"{s['bytes'] / 1000:.1f} kB"
     )
+    print(
+        f"{'process-table passes per min':<32} agent {res['passes_per_min']['agent']}, "
+        "psutil loop 30, btop 60, htop 60"
+    )
     for name, t in res["targets"].items():
         verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
         print(f"target {name:<25} {verdict:<5} ({t['measured']} vs {t['limit']})")
@@ -556,7 +570,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"starting {args.procs} idle sleepers ...", flush=True)
                 start_sleepers(h, args.procs)
             pids_start = count_pids()
-            reader = start_agent(h, targets)
+            reader = start_agent(h, targets, args.agent_proc_interval)
             extra = start_tui(h, targets, htop=args.htop)
             start_psutil_loop(h, targets)
             targets.append(
@@ -606,6 +620,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "segments": {"agent/btop": segment_ratios(_t(targets, "agent"), _t(targets, "btop"))},
         "stream": got["stream"],
+        "passes_per_min": {
+            "agent": round(got["stream"]["proc_samples"] / got["elapsed"] * 60, 1),
+            "psutil": 30.0,
+            "btop": 60.0,
+            "htop": 60.0 if args.htop else None,
+        },
         "targets": {
             "agent CPU <= 1.5x btop": {
                 "measured": r_ab,
@@ -660,6 +680,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5.0, help="warm-up before measuring (s)")
     p.add_argument("--procs", type=int, default=0, help="start N idle sleeper processes first")
     p.add_argument("--no-htop", dest="htop", action="store_false", help="leave htop out")
+    p.add_argument(
+        "--agent-proc-interval",
+        type=float,
+        help="pass --proc-interval to the daemon (default: the agent's own default)",
+    )
     p.add_argument("--out", type=Path, help="JSON results path")
     p.add_argument("--psutil-loop", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -675,8 +700,12 @@ def main(argv: list[str] | None = None) -> int:
         print("agent_overhead: interrupted, cleaned up", file=sys.stderr)
         return 130
     print_table(results)
-    name = "agent_overhead.json" if not args.procs else f"agent_overhead-procs{args.procs}.json"
-    out = args.out or RESULTS_DIR / name
+    name = "agent_overhead"
+    if args.procs:
+        name += f"-procs{args.procs}"
+    if args.agent_proc_interval is not None:
+        name += f"-pi{args.agent_proc_interval:g}"
+    out = args.out or RESULTS_DIR / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

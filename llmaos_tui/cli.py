@@ -27,9 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replay",
         action="append",
-        type=Path,
         default=[],
-        metavar="FILE",
+        metavar="[NAME=]FILE",
         help="add a host played back from a recorded agent stream (demos)",
     )
     p.add_argument("--no-local", action="store_true", help="leave this machine out of the fleet")
@@ -41,10 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     links: list[Link] = []
     if not args.no_local:
         links.append(LocalLink())
-    for path in args.replay:
-        links.append(ReplayLink(path, delay=1.0))
+    for spec in args.replay:
+        name, sep, path = spec.rpartition("=")
+        links.append(ReplayLink(Path(path), name=name if sep else None, delay=1.0))
     if not links:
         print("llmaos-tui: no hosts (drop --no-local or add --replay FILE)", file=sys.stderr)
+        return 2
+    names = [link.name for link in links]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        print(f"llmaos-tui: two hosts named {', '.join(dupes)}; name them NAME=FILE", file=sys.stderr)
         return 2
 
     # Textual is imported only to run the UI (headless commands must not pay for it).

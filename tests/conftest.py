@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,10 @@ def need(condition: bool, reason: str) -> None:
 
 @pytest.fixture
 def agent_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private LLMAOS_AGENT_HOME, short enough for a Unix socket path; the daemon is stopped after."""
+    """A private LLMAOS_AGENT_HOME, short enough for a Unix socket path.
+
+    Every daemon of that home is stopped after the test, whoever started it.
+    """
     home = Path(tempfile.mkdtemp(prefix="llma-", dir="/tmp"))
     monkeypatch.setenv("LLMAOS_AGENT_HOME", str(home))
     try:
@@ -87,8 +91,26 @@ def stop_daemons(home: Path, timeout: float = 5.0) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    alive = _wait_gone(procs, timeout)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(alive, timeout=timeout)
+    _wait_gone(alive, timeout)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each has exited; a zombie counts as gone, since a daemon whose
+    parent is gone waits for init to reap it. Returns those still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.01)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given
@@ -98,7 +99,7 @@ def test_beta_does_not_depend_on_units(loads: list[float], k: float) -> None:
 
 
 @given(loads_st, st.randoms(use_true_random=False))
-def test_beta_does_not_depend_on_core_order(loads: list[float], rnd) -> None:  # type: ignore[no-untyped-def]
+def test_beta_does_not_depend_on_core_order(loads: list[float], rnd: random.Random) -> None:
     shuffled = list(loads)
     rnd.shuffle(shuffled)
     assert beta(shuffled) == pytest.approx(beta(loads), rel=1e-9, abs=1e-12)

@@ -182,7 +182,9 @@ def test_call_round_trip(method: str, rid: int | str) -> None:
 @pytest.mark.parametrize("rid", [7, "x", None])
 def test_error_round_trip(rid: int | str | None) -> None:
     msg = p.decode(p.encode_error(rid, p.METHOD_NOT_FOUND, "unknown method 'frobnicate'"))
-    assert msg == p.Response(rid, None, p.RpcError(p.METHOD_NOT_FOUND, "unknown method 'frobnicate'"))
+    assert msg == p.Response(
+        rid, None, p.RpcError(p.METHOD_NOT_FOUND, "unknown method 'frobnicate'")
+    )
     with pytest.raises(ProtocolError, match="no result"):
         p.decode_result(msg, p.Pong)  # type: ignore[arg-type]
 
@@ -233,9 +235,7 @@ sample_st = st.builds(
     t=st.floats(min_value=0, max_value=4e9),
     seq=st.integers(0, 2**62),
     cpu=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=64),
-    mem=st.builds(
-        p.Memory, *[st.integers(0, 2**50) for _ in range(5)]
-    ),
+    mem=st.builds(p.Memory, *[st.integers(0, 2**50) for _ in range(5)]),
     load=st.none() | st.lists(st.floats(0, 1000), min_size=3, max_size=3),
     procs=st.none()
     | st.builds(
@@ -285,6 +285,18 @@ def test_malformed_json_is_refused(line: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc": "2.0", "method": "\x80", "id": 1}',
+        b'{"jsonrpc": "2.0", "method": "log", "params": {"level": "info", "message": "\xc3("}}',
+        b'{"jsonrpc": "2.0", "id": 1, "result": {"t": 1.0}, "error": null, "x\xff": 1}',
+    ],
+)
+def test_invalid_utf8_inside_a_string_is_refused(line: bytes) -> None:
+    assert "utf-8" in refused(line).lower()
+
+
+@pytest.mark.parametrize(
     ("line", "says"),
     [
         (b'{"method": "ping", "id": 1}', "jsonrpc"),
@@ -325,7 +337,9 @@ def test_proc_array_of_the_wrong_length_is_refused(delta: int) -> None:
     row = params["procs"]["upsert"][0]
     params["procs"]["upsert"][0] = row[:-1] if delta < 0 else [*row, "extra"]
     text = refused(line_of({"jsonrpc": "2.0", "method": "sample", "params": params}))
-    assert "upsert" in text
+    # The message says what a process row must look like (msgspec names the path
+    # only for a short row).
+    assert "sample" in text and f"length {len(p.Proc.__struct_fields__)}" in text
 
 
 def test_unknown_params_field_of_a_call_is_refused() -> None:
@@ -474,7 +488,9 @@ def test_result_of_the_wrong_shape_is_refused() -> None:
 
 json_st = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
     max_leaves=20,
 )
 VALID_LINES = [
@@ -522,3 +538,10 @@ def test_damaged_lines_never_crash(line: bytes, data: st.DataObject) -> None:
         i = data.draw(st.integers(0, len(damaged) - 1))
         damaged[i] = data.draw(st.integers(0, 255))
     decodes_or_refuses(bytes(damaged))
+
+
+def test_invalid_utf8_inside_a_result_is_refused_when_it_is_read() -> None:
+    resp = p.decode(b'{"jsonrpc": "2.0", "id": 1, "result": {"agent_version": "\xff"}}')
+    assert isinstance(resp, p.Response)
+    with pytest.raises(ProtocolError, match="result"):
+        p.decode_result(resp, p.HandshakeResult)

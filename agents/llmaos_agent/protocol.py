@@ -254,6 +254,8 @@ class Response(Struct, frozen=True):
 Incoming: TypeAlias = Notification | Request | Response
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
+_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
 _encoder = msgspec.json.Encoder()
 
 
@@ -267,7 +269,7 @@ def decode(line: bytes, *, notifications: bool = True, requests: bool = True) ->
         raise ProtocolError(f"line of {len(line)} bytes is over the {MAX_LINE_BYTES} byte limit")
     try:
         env = _envelope_decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise ProtocolError(f"not a JSON-RPC 2.0 message: {exc}") from None
     if env.method is not None:
         if len(env.result) or env.error is not None:
@@ -305,7 +307,7 @@ def _params(env: _Envelope, ptype: type[Struct]) -> Any:
         # version differs in shape, and must say so rather than "unknown field".
         try:
             probe = msgspec.json.decode(raw, type=_VersionProbe)
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             pass  # no usable version: the strict decode below says what is wrong
         else:
             if probe.protocol != PROTOCOL_VERSION:
@@ -317,7 +319,7 @@ def _params(env: _Envelope, ptype: type[Struct]) -> Any:
                 )
     try:
         return msgspec.json.decode(raw, type=ptype)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise ProtocolError(f"bad params for {env.method!r}: {exc}") from None
 
 
@@ -327,7 +329,7 @@ def decode_result(resp: Response, rtype: type[Struct]) -> Any:
         raise ProtocolError("response has no result")
     try:
         return msgspec.json.decode(bytes(resp.result), type=rtype)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise ProtocolError(f"bad result: {exc}") from None
 
 

@@ -50,14 +50,25 @@ class ProcessTransport(Transport):
     async def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()  # attach exits on stdin EOF
+        # Keep reading (and dropping) its output: asyncio pauses a pipe whose buffer is
+        # full, and then never sees its end, so wait() would hang on a flooding agent.
+        drain = asyncio.ensure_future(self._discard_stdout())
         try:
             await asyncio.wait_for(self.proc.wait(), 2.0)
         except asyncio.TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+        finally:
+            drain.cancel()
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(self._stderr_task, 1.0)
+
+    async def _discard_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        with contextlib.suppress(Exception):
+            while await self.proc.stdout.read(65536):
+                pass
 
     async def end_reason(self) -> str:
         try:

@@ -68,14 +68,19 @@ class HostWatcher:
                 reason = str(exc)
             except (OSError, EOFError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except asyncio.CancelledError:  # the console is quitting: leave no child behind
+                if transport is not None:
+                    with contextlib.suppress(Exception):
+                        await transport.close()
+                raise
             except Exception as exc:  # a bug must not take the console down
                 reason = f"internal error: {type(exc).__name__}: {exc}"
             finally:
                 self.session = None
-                if transport is not None:
-                    with contextlib.suppress(Exception):
-                        await transport.close()
-            self._set(HostStatus.DOWN, reason)
+            self._set(HostStatus.DOWN, reason)  # before closing: that may take seconds
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    await transport.close()
             if self._up_since is not None and time.monotonic() - self._up_since > 10.0:
                 self.backoff.reset()
             await asyncio.sleep(self.backoff.next())

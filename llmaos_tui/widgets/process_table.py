@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from llmaos_agent.protocol import Proc
@@ -83,6 +82,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("name", "COMMAND", None, lambda p, _t, _a: _l(p.cmd), lambda p: p.cmd, False),
 )
 BY_KEY = {c.key: c for c in COLUMNS}
+DESC_FIRST = frozenset({"cpu", "mem", "memp", "gpu"})
+"""Columns whose first sort puts the biggest on top, as htop's P and M do."""
 
 
 def matches(p: Proc, needle: str) -> bool:
@@ -165,10 +166,7 @@ class ProcessTable(DataTable[Any]):
     def _selected_pid(self) -> int | None:
         if not self.row_count:
             return None
-        try:
-            return int(str(self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value))
-        except Exception:
-            return None
+        return int(str(self.ordered_rows[self.cursor_row].key.value))
 
     def _resort(self, keep: int | None) -> None:
         col = BY_KEY[self.sort_key]
@@ -188,7 +186,7 @@ class ProcessTable(DataTable[Any]):
             raise ValueError(f"no column {key!r}")
         if reverse is None:
             # The same column again flips the order; a new one starts with the big values.
-            reverse = not self.reverse if key == self.sort_key else BY_KEY[key].numeric
+            reverse = not self.reverse if key == self.sort_key else key in DESC_FIRST
         self.sort_key, self.reverse = key, reverse
         for c in COLUMNS:
             self.columns[c.key].label = self._label(c)  # type: ignore[index]
@@ -196,7 +194,7 @@ class ProcessTable(DataTable[Any]):
         self.refresh()
 
     def action_sort(self, key: str) -> None:
-        self.sort_by(key, reverse=BY_KEY[key].numeric)
+        self.sort_by(key, reverse=key in DESC_FIRST)
 
     def action_invert(self) -> None:
         self.sort_by(self.sort_key, reverse=not self.reverse)
@@ -210,7 +208,7 @@ class ProcessTable(DataTable[Any]):
     def _step(self, d: int) -> None:
         keys = [c.key for c in COLUMNS]
         nxt = keys[(keys.index(self.sort_key) + d) % len(keys)]
-        self.sort_by(nxt, reverse=BY_KEY[nxt].numeric)
+        self.sort_by(nxt, reverse=nxt in DESC_FIRST)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()

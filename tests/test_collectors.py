@@ -1,0 +1,471 @@
+"""The collectors against the real machine, checked against what the OS says directly."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmaos_agent.collect.cpu import CpuCollector, load_average
+from llmaos_agent.collect.host import capabilities, docker_status, host_facts
+from llmaos_agent.collect.memory import memory
+from llmaos_agent.collect.processes import (
+    ProcessCollector,
+    apply,
+    cpulist,
+    diff,
+    full,
+    parse_cpulist,
+)
+from llmaos_agent.protocol import MAX_CORES, Capabilities, HostFacts, Memory, Proc
+
+LINUX = sys.platform.startswith("linux")
+linux_only = pytest.mark.skipif(not LINUX, reason="reads /proc directly to check the collector")
+
+
+def meminfo_bytes(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name == key:
+            return int(rest.split()[0]) * 1024
+    raise KeyError(key)
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.fixture(scope="module")
+def collector() -> ProcessCollector:
+    return ProcessCollector()
+
+
+# ------------------------------------------------------------------------ cpu
+
+
+def test_per_core_loads() -> None:
+    cpu = CpuCollector()
+    spin(0.2)  # this process keeps one core busy meanwhile
+    loads = cpu.per_core()
+    assert len(loads) == os.cpu_count()
+    assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in loads)
+    assert sum(loads) > 0.05, f"a core was busy for 0.2 s but the loads are {loads}"
+
+
+def test_per_core_loads_measure_since_the_last_call() -> None:
+    cpu = CpuCollector()
+    spin(0.05)
+    cpu.per_core()
+    for _ in range(3):
+        time.sleep(0.05)
+        loads = cpu.per_core()
+        assert len(loads) == os.cpu_count()
+        assert all(0.0 <= x <= 1.0 for x in loads)
+
+
+@pytest.mark.skipif(not hasattr(os, "getloadavg"), reason="this OS has no load average")
+def test_load_average_matches_the_os() -> None:
+    before = os.getloadavg()
+    got = load_average()
+    after = os.getloadavg()
+    assert got is not None and len(got) == 3
+    for value, a, b in zip(got, before, after, strict=True):
+        assert min(a, b) - 0.01 <= value <= max(a, b) + 0.01
+        assert value >= 0
+
+
+# --------------------------------------------------------------------- memory
+
+
+def test_memory_is_consistent() -> None:
+    m = memory()
+    assert isinstance(m, Memory)
+    assert m.total > 0
+    assert 0 <= m.used <= m.total
+    assert 0 <= m.available <= m.total
+    assert 0 <= m.swap_used <= m.swap_total or m.swap_total == 0 == m.swap_used
+
+
+@linux_only
+def test_memory_matches_proc_meminfo() -> None:
+    m = memory()
+    assert m.total == meminfo_bytes("MemTotal")
+    assert m.swap_total == meminfo_bytes("SwapTotal")
+    # Available memory moves while we look; within 5% of the total is the same reading.
+    assert abs(m.available - meminfo_bytes("MemAvailable")) < 0.05 * m.total
+
+
+# ------------------------------------------------------------------ processes
+
+
+def test_own_process_is_in_the_table(collector: ProcessCollector) -> None:
+    spin(0.05)
+    table = collector.snapshot()
+    me = table[os.getpid()]
+    ps = psutil.Process()
+    assert me.pid == os.getpid()
+    assert me.ppid == os.getppid()
+    assert me.name == ps.name()
+    if hasattr(os, "getuid"):
+        import pwd
+
+        assert me.user == pwd.getpwuid(os.getuid()).pw_name
+    assert me.cpu >= 0.0
+    assert me.rss > 0
+    assert abs(me.create_time - ps.create_time()) < 0.01
+    assert sys.argv[0].rsplit("/", 1)[-1] in me.cmd or "pytest" in me.cmd
+    assert me.status in {psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP}
+    if hasattr(os, "getpriority"):
+        assert me.nice == os.getpriority(os.PRIO_PROCESS, 0)
+    if hasattr(os, "sched_getaffinity"):
+        assert me.affinity is not None
+        assert parse_cpulist(me.affinity) == sorted(os.sched_getaffinity(0))
+    if collector.has_cpu_num:
+        assert me.core is not None and 0 <= me.core < (os.cpu_count() or 1)
+
+
+@linux_only
+def test_own_process_name_matches_proc(collector: ProcessCollector) -> None:
+    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    name = collector.snapshot()[os.getpid()].name
+    assert name.startswith(comm)  # comm is cut at 15 characters, the name is not
+
+
+def test_every_row_is_valid_on_the_wire(collector: ProcessCollector) -> None:
+    table = collector.snapshot()
+    assert len(table) >= 2
+    rows = msgspec.json.decode(msgspec.json.encode(list(table.values())), type=list[Proc])
+    assert {r.pid for r in rows} == set(table)
+    assert all(pid == row.pid for pid, row in table.items())
+
+
+def test_table_sees_a_process_come_and_go(collector: ProcessCollector) -> None:
+    sleep = shutil.which("sleep")
+    argv = [sleep, "30"] if sleep else [sys.executable, "-c", "import time; time.sleep(30)"]
+    child = subprocess.Popen(argv)
+    try:
+        before = collector.snapshot()
+        assert child.pid in before
+        row = before[child.pid]
+        assert row.ppid == os.getpid()
+        assert "30" in row.cmd
+        if sleep:
+            assert row.name == "sleep"
+        assert row.create_time == pytest.approx(psutil.Process(child.pid).create_time(), abs=0.01)
+    finally:
+        child.kill()
+        child.wait()
+    after = collector.snapshot()
+    assert child.pid not in after
+    delta = diff(before, after)
+    assert child.pid in delta.gone
+    assert all(p.pid != child.pid for p in delta.upsert)
+
+
+def test_renice_shows_in_the_next_pass(collector: ProcessCollector) -> None:
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no setpriority on this OS")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert collector.snapshot()[child.pid].nice == os.getpriority(os.PRIO_PROCESS, child.pid)
+        os.setpriority(os.PRIO_PROCESS, child.pid, 7)
+        assert collector.snapshot()[child.pid].nice == 7
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity on this OS")
+def test_affinity_change_shows_in_the_next_pass(collector: ProcessCollector) -> None:
+    core = min(os.sched_getaffinity(0))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        os.sched_setaffinity(child.pid, {core})
+        assert collector.snapshot()[child.pid].affinity == str(core)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_gpu_memory_is_attached_by_pid(collector: ProcessCollector) -> None:
+    table = collector.snapshot({os.getpid(): 123_456_789})
+    assert table[os.getpid()].gpu_mem == 123_456_789
+    assert all(p.gpu_mem is None for pid, p in table.items() if pid != os.getpid())
+
+
+def test_busy_process_shows_cpu(collector: ProcessCollector) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        collector.snapshot()  # psutil measures cpu percent since the previous pass
+        time.sleep(0.3)
+        busy = collector.snapshot()[child.pid]
+    finally:
+        child.kill()
+        child.wait()
+    assert busy.cpu > 10.0, f"a process spinning for 0.3 s, but its cpu is {busy.cpu}%"
+
+
+# ------------------------------------------------------------- diff and apply
+
+proc_st = st.builds(
+    Proc,
+    pid=st.integers(1, 60),
+    ppid=st.integers(0, 60),
+    name=st.sampled_from(["python", "vllm", "sshd", "bash"]),
+    user=st.sampled_from(["root", "ops"]),
+    cpu=st.sampled_from([0.0, 1.5, 99.9, 400.0]),
+    rss=st.integers(0, 10**10),
+    nice=st.none() | st.integers(-20, 19),
+    affinity=st.none() | st.sampled_from(["0", "0-3", "1,3-5"]),
+    core=st.none() | st.integers(0, 7),
+    status=st.sampled_from(["running", "sleeping"]),
+    create_time=st.sampled_from([100.0, 200.5]),
+    gpu_mem=st.none() | st.integers(0, 10**10),
+    cmd=st.text(max_size=10),
+)
+table_st = st.lists(proc_st, max_size=15).map(lambda ps: {p.pid: p for p in ps})
+
+
+@settings(max_examples=60)
+@given(table_st, table_st)
+def test_apply_of_diff_turns_old_into_new(old: dict[int, Proc], new: dict[int, Proc]) -> None:
+    delta = diff(old, new)
+    table = dict(old)
+    apply(table, delta)
+    assert table == new
+    # Only what changed travels.
+    assert len(delta.upsert) == sum(1 for pid, p in new.items() if old.get(pid) != p)
+    assert set(delta.gone) == set(old) - set(new)
+
+
+@settings(max_examples=30)
+@given(table_st, table_st)
+def test_full_replaces_any_table(old: dict[int, Proc], new: dict[int, Proc]) -> None:
+    table = dict(old)
+    apply(table, full(new))
+    assert table == new
+
+
+@settings(max_examples=30)
+@given(table_st)
+def test_no_change_is_an_empty_delta(table: dict[int, Proc]) -> None:
+    delta = diff(table, dict(table))
+    assert delta.upsert == [] and delta.gone == [] and not delta.full
+
+
+def test_diff_of_real_snapshots(collector: ProcessCollector) -> None:
+    a = collector.snapshot()
+    b = collector.snapshot()
+    table = dict(a)
+    apply(table, diff(a, b))
+    assert table == b
+
+
+# -------------------------------------------------------------------- cpulist
+
+
+@given(st.sets(st.integers(0, MAX_CORES - 1), max_size=80))
+def test_cpulist_round_trip(cores: set[int]) -> None:
+    text = cpulist(cores)
+    assert parse_cpulist(text) == sorted(cores)
+    assert cpulist(parse_cpulist(text)) == text
+
+
+@given(st.lists(st.integers(0, 300), max_size=40))
+def test_cpulist_is_compact(cores: list[int]) -> None:
+    text = cpulist(cores)
+    parts = text.split(",") if text else []
+    # One part per run of consecutive cores, never two touching runs.
+    runs = [parse_cpulist(part) for part in parts]
+    for left, right in itertools.pairwise(runs):
+        assert right[0] > left[-1] + 1
+
+
+@pytest.mark.parametrize(
+    ("cores", "text"),
+    [
+        ([], ""),
+        ([3], "3"),
+        ([0, 1, 2, 3], "0-3"),
+        ([0, 1, 2, 5, 8, 9], "0-2,5,8-9"),
+        ([2, 2, 1], "1-2"),
+    ],
+)
+def test_cpulist_examples(cores: list[int], text: str) -> None:
+    assert cpulist(cores) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "cores"),
+    [
+        ("", []),
+        ("  ", []),
+        ("7", [7]),
+        ("0-2,5", [0, 1, 2, 5]),
+        (" 1 , 3-4 ", [1, 3, 4]),
+        ("2,0-2", [0, 1, 2]),
+    ],
+)
+def test_parse_cpulist_examples(text: str, cores: list[int]) -> None:
+    assert parse_cpulist(text) == cores
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x",
+        "1-",
+        "-1",
+        "3-1",
+        "1,,2",
+        "1-2-3",
+        "0x1",
+        "1.5",
+        "+1",
+        "1_0",
+        "٣",
+        "1 2",
+        ",",
+        "0-99999999999",
+    ],
+)
+def test_parse_cpulist_refuses_bad_text(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_cpulist(text)
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet="0123456789-, x+_", max_size=12))
+def test_parse_cpulist_answers_only_in_cpulist_notation(text: str) -> None:
+    try:
+        cores = parse_cpulist(text)
+    except ValueError:
+        return
+    # Anything it accepts means the same as its canonical form.
+    assert set(text) <= set("0123456789-, ")
+    assert parse_cpulist(cpulist(cores)) == cores
+    assert all(0 <= c < MAX_CORES for c in cores)
+
+
+# ----------------------------------------------------------------------- host
+
+
+def test_host_facts_are_this_host() -> None:
+    f = host_facts()
+    assert msgspec.json.decode(msgspec.json.encode(f), type=HostFacts) == f  # within bounds
+    assert f.hostname == socket.gethostname()
+    assert f.os == platform.system()
+    assert f.python == platform.python_version()
+    assert f.cores == os.cpu_count()
+    assert f.physical_cores is None or 1 <= f.physical_cores <= f.cores
+    assert f.mem_total == psutil.virtual_memory().total > 0
+    assert 0 < f.boot_time <= psutil.Process().create_time()
+    if hasattr(os, "getuid"):
+        import pwd
+
+        assert f.user == pwd.getpwuid(os.getuid()).pw_name
+    if LINUX:
+        assert f.mem_total == meminfo_bytes("MemTotal")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        assert abs((time.time() - uptime) - f.boot_time) < 2.0
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_capabilities_are_plausible(read_only: bool) -> None:
+    probe = ProcessCollector()
+    caps = capabilities(
+        affinity=probe.has_affinity,
+        cpu_num=probe.has_cpu_num,
+        nvml_reason="nvidia-ml-py is not installed",
+        read_only=read_only,
+    )
+    assert msgspec.json.decode(msgspec.json.encode(caps), type=Capabilities) == caps
+    assert caps.read_only is read_only
+    assert caps.nvml is False and caps.nvml_reason == "nvidia-ml-py is not installed"
+    assert caps.affinity is hasattr(os, "sched_setaffinity") or sys.platform == "win32"
+    if LINUX:
+        assert caps.affinity and caps.cpu_num
+    if hasattr(os, "geteuid"):
+        assert caps.root is (os.geteuid() == 0)
+    # Docker is either there, or there is a reason it is not.
+    assert caps.docker is (caps.docker_reason is None)
+    assert capabilities(affinity=False, cpu_num=False, nvml_reason=None, read_only=False).nvml
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory with a path short enough for a Unix socket."""
+    d = Path(tempfile.mkdtemp(prefix="llmt-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_docker_status_without_a_socket(short_tmp: Path) -> None:
+    path = str(short_tmp / "nowhere" / "docker.sock")
+    ok, reason = docker_status(path)
+    assert ok is False
+    assert reason is not None and path in reason
+
+
+def test_docker_status_on_a_file_that_is_not_a_socket(short_tmp: Path) -> None:
+    path = short_tmp / "docker.sock"
+    path.write_text("not a socket")
+    ok, reason = docker_status(str(path))
+    assert ok is False
+    assert reason is not None and str(path) in reason
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+@pytest.mark.parametrize("answer", [None, b"SSH-2.0-OpenSSH_9.6\r\n", b"HTTP/1.1 500 Oops\r\n\r\n"])
+def test_docker_status_on_something_else_listening(short_tmp: Path, answer: bytes | None) -> None:
+    """A socket that answers silence, another protocol or an error is not a Docker engine."""
+    path = str(short_tmp / "d.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(256)
+            if answer is not None:
+                conn.sendall(answer)
+            done.wait(5)  # silence, or keep the line open until the answer is judged
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        ok, reason = docker_status(path, timeout=0.2)
+    finally:
+        done.set()
+        t.join(2)
+        server.close()
+    assert ok is False
+    assert reason is not None and path in reason
+
+
+@pytest.mark.skipif(
+    not Path("/var/run/docker.sock").exists(), reason="no Docker engine socket on this host"
+)
+def test_docker_status_with_a_real_engine() -> None:
+    assert docker_status() == (True, None)
