@@ -48,8 +48,8 @@ SEGMENT_S = 10
 CPU_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 30.0
 
-# The fields the agent reads per process on every pass (llmaos_agent.collect.processes),
-# and the ones it reads once per (pid, create time).
+# The fields the agent reads per process on every pass (llmaos_agent.collect.processes);
+# name, username and cmdline it reads once per (pid, create time), and so does the loop.
 PROC_ATTRS = [
     "ppid",
     "cpu_percent",
@@ -540,7 +540,7 @@ def print_table(res: dict[str, Any]) -> None:
     if seg:
         print(
             f"{'agent/btop per 10 s segment':<32} min {min(seg)} median "
-            f"{statistics.median(seg)} max {max(seg)}"
+            f"{statistics.median(seg):.2f} max {max(seg)}"
         )
     s = res["stream"]
     print(
@@ -548,8 +548,8 @@ def print_table(res: dict[str, Any]) -> None:
         f"{s['bytes'] / 1000:.1f} kB"
     )
     print(
-        f"{'process-table passes per min':<32} agent {res['passes_per_min']['agent']}, "
-        "psutil loop 30, btop 60, htop 60"
+        f"{'process-table passes per min':<32} "
+        + ", ".join(f"{k} {v:g}" for k, v in res["passes_per_min"].items() if v is not None)
     )
     for name, t in res["targets"].items():
         verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
@@ -595,6 +595,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(got["elapsed"], 2),
             "warmup": args.warmup,
             "sleepers": args.procs,
+            "agent_proc_interval": args.agent_proc_interval,
             "pids_start": pids_start,
             "pids_end": pids_end,
             "cores": os.cpu_count(),

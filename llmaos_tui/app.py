@@ -7,6 +7,8 @@ into one redraw of what is on screen, so a busy fleet costs one pass per burst.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -15,6 +17,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
+from textual.worker import Worker
 
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link
@@ -23,7 +26,7 @@ from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.keys import KeysScreen
-from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
+from llmaos_tui.widgets.process_table import COLUMNS
 
 COALESCE_S = 0.05
 
@@ -64,6 +67,7 @@ class LlmaosApp(App[None]):
         self._keymap = keymap or {}
         self._dirty: set[str] = set()
         self._flush_scheduled = False
+        self._link_workers: list[Worker[None]] = []
 
     # ---------------------------------------------------------------- life
 
@@ -81,13 +85,22 @@ class LlmaosApp(App[None]):
         self.push_screen(FleetScreen(self.fleet))
         if len(self.fleet.hosts) == 1:  # one host: straight to it, Esc shows the fleet
             self.open_host(next(iter(self.fleet.hosts)))
-        for w in self.watchers:
+        self._link_workers = [
             self.run_worker(
                 w.run(), name=f"link:{w.state.name}", group="links", exit_on_error=False
             )
+            for w in self.watchers
+        ]
         self.set_interval(1.0, self._tick)
         for err in self.config_errors:
             self.notify(err, severity="warning", timeout=10)
+
+    async def on_unmount(self) -> None:
+        # Textual cancels workers at exit without waiting; wait, so every link closes
+        # its agent process instead of leaving it to the garbage collector.
+        waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waits, 5.0)
 
     def _tick(self) -> None:
         self.fleet.tick()
@@ -108,6 +121,7 @@ class LlmaosApp(App[None]):
 
     def _flush_dirty(self) -> None:
         self._flush_scheduled = False
+        self._link_workers: list[Worker[None]] = []
         dirty, self._dirty = self._dirty, set()
         screen = self.screen
         if isinstance(screen, FleetScreen):
@@ -154,12 +168,11 @@ class LlmaosApp(App[None]):
                 f"Theme: {t}", f"Switch to the {t} theme", partial(self._set_theme, t)
             )
         if isinstance(screen, HostScreen):
-            table = screen.query_one(ProcessTable)
             for c in COLUMNS:
                 yield SystemCommand(
                     f"Sort processes by {c.label}",
                     "Sort the process table (again: invert)",
-                    partial(table.sort_by, c.key),
+                    partial(screen.sort_processes, c.key),
                 )
             yield SystemCommand(
                 "Filter processes", "Filter the process table (/)", screen.action_filter

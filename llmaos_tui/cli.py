@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [link.name for link in links]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        print(f"llmaos-tui: two hosts named {', '.join(dupes)}; name them NAME=FILE", file=sys.stderr)
+        print(
+            f"llmaos-tui: two hosts named {', '.join(dupes)}; name them NAME=FILE", file=sys.stderr
+        )
         return 2
 
     # Textual is imported only to run the UI (headless commands must not pay for it).

@@ -243,7 +243,7 @@ proc_st = st.builds(
 table_st = st.lists(proc_st, max_size=15).map(lambda ps: {p.pid: p for p in ps})
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(table_st, table_st)
 def test_apply_of_diff_turns_old_into_new(old: dict[int, Proc], new: dict[int, Proc]) -> None:
     delta = diff(old, new)
@@ -255,7 +255,7 @@ def test_apply_of_diff_turns_old_into_new(old: dict[int, Proc], new: dict[int, P
     assert set(delta.gone) == set(old) - set(new)
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, deadline=None)
 @given(table_st, table_st)
 def test_full_replaces_any_table(old: dict[int, Proc], new: dict[int, Proc]) -> None:
     table = dict(old)
@@ -263,7 +263,7 @@ def test_full_replaces_any_table(old: dict[int, Proc], new: dict[int, Proc]) -> 
     assert table == new
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, deadline=None)
 @given(table_st)
 def test_no_change_is_an_empty_delta(table: dict[int, Proc]) -> None:
     delta = diff(table, dict(table))
@@ -281,6 +281,7 @@ def test_diff_of_real_snapshots(collector: ProcessCollector) -> None:
 # -------------------------------------------------------------------- cpulist
 
 
+@settings(deadline=None)
 @given(st.sets(st.integers(0, MAX_CORES - 1), max_size=80))
 def test_cpulist_round_trip(cores: set[int]) -> None:
     text = cpulist(cores)
@@ -288,6 +289,7 @@ def test_cpulist_round_trip(cores: set[int]) -> None:
     assert cpulist(parse_cpulist(text)) == text
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 300), max_size=40))
 def test_cpulist_is_compact(cores: list[int]) -> None:
     text = cpulist(cores)
@@ -351,7 +353,7 @@ def test_parse_cpulist_refuses_bad_text(text: str) -> None:
         parse_cpulist(text)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="0123456789-, x+_", max_size=12))
 def test_parse_cpulist_answers_only_in_cpulist_notation(text: str) -> None:
     try:

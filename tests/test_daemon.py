@@ -6,6 +6,7 @@ stopped afterwards; every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import psutil
@@ -277,7 +278,7 @@ def test_attach_starts_a_detached_daemon_that_outlives_it(
     a = peer.notification("sample")
     b = peer.notification("sample")
     assert b.seq == a.seq + 1
-    assert 0.6 <= b.t - a.t <= 1.6
+    assert 0.5 <= b.t - a.t <= 2.0  # 1 s, with room for a loaded test machine
     assert len(a.cpu) == len(b.cpu) == hello.host.cores
 
     assert peer.close() == 0, peer.stderr()
@@ -475,7 +476,6 @@ def test_stop_then_a_new_daemon_sends_its_own_history(agent_home: Path, peers: l
     old = start_daemon(*FAST)
     new: subprocess.Popen[bytes] | None = None
     try:
-        time.sleep(0.5)
         stop = subprocess.run(agent("stop"), capture_output=True, timeout=TIMEOUT, check=False)
         assert stop.returncode == 0, stop.stderr
         assert "daemon stopped" in stop.stdout.decode()
@@ -489,7 +489,7 @@ def test_stop_then_a_new_daemon_sends_its_own_history(agent_home: Path, peers: l
 
         started = time.time()
         new = start_daemon(*FAST)
-        time.sleep(0.7)
+        time.sleep(0.5)  # samples at 0, 0.2 and 0.4 s
         peer = attach(peers)
         hello, history = greet(peer)
         assert hello.pid == new.pid
@@ -616,3 +616,42 @@ def _hung_up(s: socket.socket) -> bool:
     events = poller.poll(0)
     gone = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
     return any(ev & gone for _, ev in events)
+
+
+# ================================================================== framing of client lines
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b"a\nbb\n"], [b"a\n", b"bb\n"]),
+        ([b"a", b"b\nc", b"\n"], [b"ab\n", b"c\n"]),
+        ([b"12345678\n", b"ok\n"], [b"12345678\n", b"ok\n"]),  # at the limit
+        ([b"123456789\nok\n"], [None, b"ok\n"]),  # one over, in one chunk
+        ([b"1234", b"56789012", b"345\nok\n"], [None, b"ok\n"]),  # over, across chunks
+        ([b"123456789012", b"3456789012", b"\n", b"ok\n"], [None, b"ok\n"]),  # skipped whole
+        ([b"x" * 20, b"\n" + b"y" * 20 + b"\n"], [None, None]),  # two long lines, two errors
+        ([b"last"], [b"last"]),  # a last line without its newline
+        ([b"x" * 20], [None]),
+        ([], []),
+    ],
+)
+async def test_lines_skip_an_overlong_line_whole(
+    chunks: list[bytes], expected: list[bytes | None]
+) -> None:
+    from llmaos_agent.daemon import _lines
+
+    reader = cast(asyncio.StreamReader, _Chunks(chunks))
+    assert [line async for line in _lines(reader, 9)] == expected
+
+
+class _Chunks:
+    """A reader whose reads return exactly the given chunks, then EOF."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = iter(chunks)
+
+    async def read(self, n: int = -1) -> bytes:
+        chunk = next(self._chunks, b"")
+        assert n < 0 or len(chunk) <= n
+        return chunk

@@ -25,7 +25,11 @@ async def watching(link: LocalLink, **kw: object) -> AsyncIterator[HostState]:
     host = fleet.add(link.name)
     changes: list[HostStatus] = []
     watcher = HostWatcher(
-        host, link, lambda h: changes.append(h.status), backoff=Backoff(0.2, 1.0), **kw  # type: ignore[arg-type]
+        host,
+        link,
+        lambda h: changes.append(h.status),
+        backoff=Backoff(0.2, 1.0),
+        **kw,  # type: ignore[arg-type]
     )
     task = asyncio.ensure_future(watcher.run())
     try:
@@ -91,7 +95,11 @@ async def test_killed_daemon_goes_down_then_comes_back(agent_home: Path) -> None
         assert "exited with code 3" in host.reason or "closed" in host.reason
         # attach starts a fresh daemon on the next connect
         await wait_for(
-            lambda: host.status is HostStatus.UP and host.hello is not None and host.hello.pid != first_pid,
+            lambda: (
+                host.status is HostStatus.UP
+                and host.hello is not None
+                and host.hello.pid != first_pid
+            ),
             timeout=20,
             what="up again on a new daemon",
         )

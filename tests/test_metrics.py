@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmaos_agent.metrics import beta, beta_fleet
@@ -82,22 +82,26 @@ def test_bad_loads_are_refused(loads: list[float]) -> None:
         beta(loads)
 
 
+@settings(deadline=None)
 @given(loads_st)
 def test_beta_is_the_definition(loads: list[float]) -> None:
     assert beta(loads) == pytest.approx(by_hand(loads), rel=1e-9, abs=1e-12)
 
 
+@settings(deadline=None)
 @given(loads_st)
 def test_beta_is_within_its_bounds(loads: list[float]) -> None:
     assert 0.0 <= beta(loads) <= worst(len(loads))
 
 
+@settings(deadline=None)
 @given(loads_st, scale_st)
 def test_beta_does_not_depend_on_units(loads: list[float], k: float) -> None:
     # Loads as percent or as fractions, or all doubled: the same imbalance.
     assert beta([x * k for x in loads]) == pytest.approx(beta(loads), rel=1e-9, abs=1e-12)
 
 
+@settings(deadline=None)
 @given(loads_st, st.randoms(use_true_random=False))
 def test_beta_does_not_depend_on_core_order(loads: list[float], rnd: random.Random) -> None:
     shuffled = list(loads)
@@ -105,6 +109,7 @@ def test_beta_does_not_depend_on_core_order(loads: list[float], rnd: random.Rand
     assert beta(shuffled) == pytest.approx(beta(loads), rel=1e-9, abs=1e-12)
 
 
+@settings(deadline=None)
 @given(st.floats(min_value=1e-6, max_value=1.0), st.integers(min_value=1, max_value=256))
 def test_equal_loads_property(load: float, n: int) -> None:
     assert beta([load] * n) == pytest.approx(0.0, abs=1e-12)
@@ -158,6 +163,7 @@ hosts_st = st.lists(
 ).map(lambda hs: [(float(c), c * f) for c, f in hs])  # busy cores never above capacity
 
 
+@settings(deadline=None)
 @given(hosts_st, scale_st)
 def test_fleet_does_not_depend_on_units(hosts: list[tuple[float, float]], k: float) -> None:
     scaled = [(c * k, b * k) for c, b in hosts]
@@ -167,11 +173,13 @@ def test_fleet_does_not_depend_on_units(hosts: list[tuple[float, float]], k: flo
     assert beta_fleet(busy_scaled) == pytest.approx(beta_fleet(hosts), rel=1e-9, abs=1e-12)
 
 
+@settings(deadline=None)
 @given(hosts_st, load_st)
 def test_fleet_proportional_load_is_balanced(hosts: list[tuple[float, float]], f: float) -> None:
     assert beta_fleet([(c, c * f) for c, _ in hosts]) == pytest.approx(0.0, abs=1e-9)
 
 
+@settings(deadline=None)
 @given(hosts_st)
 def test_fleet_within_bounds(hosts: list[tuple[float, float]]) -> None:
     # The worst case is all busy cores on the smallest host: 2 (1 - C_min / C).
@@ -180,6 +188,7 @@ def test_fleet_within_bounds(hosts: list[tuple[float, float]]) -> None:
     assert -1e-12 <= beta_fleet(hosts) <= bound + 1e-9
 
 
+@settings(deadline=None)
 @given(st.lists(st.floats(min_value=0.0, max_value=64.0), min_size=1, max_size=32))
 def test_fleet_of_equal_hosts_is_beta_over_hosts(busy: list[float]) -> None:
     # With equal capacities the weighting drops out: hosts are just processors.
@@ -187,6 +196,7 @@ def test_fleet_of_equal_hosts_is_beta_over_hosts(busy: list[float]) -> None:
     assert beta_fleet(hosts) == pytest.approx(beta(busy), rel=1e-9, abs=1e-12)
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=1, max_value=64), st.integers(min_value=1, max_value=64))
 def test_fleet_with_all_work_on_one_host(c1: int, c2: int) -> None:
     # Everything on the first host, nothing on the second: 2 * C2 / C.

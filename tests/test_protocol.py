@@ -247,7 +247,7 @@ sample_st = st.builds(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(sample_st)
 def test_any_sample_round_trips(sample: p.Sample) -> None:
     assert p.decode(p.encode_notification("sample", sample)) == p.Notification("sample", sample)
@@ -509,13 +509,13 @@ def decodes_or_refuses(line: bytes) -> None:
         assert str(exc)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_crash(line: bytes) -> None:
     decodes_or_refuses(line)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(["hello", "sample", "history", "log", "ping", "handshake", "zzz", None]),
     st.none() | st.integers(-3, 3) | st.text(max_size=3),
@@ -530,7 +530,7 @@ def test_arbitrary_json_rpc_never_crashes(method: str | None, rid: Any, params: 
     decodes_or_refuses(line_of(obj))
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(VALID_LINES), st.data())
 def test_damaged_lines_never_crash(line: bytes, data: st.DataObject) -> None:
     damaged = bytearray(line)

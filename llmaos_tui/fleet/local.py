@@ -60,9 +60,9 @@ class ProcessTransport(Transport):
                 self.proc.kill()
             await self.proc.wait()
         finally:
-            drain.cancel()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(self._stderr_task, 1.0)
+            # Until the pipes report their end, asyncio keeps the transport open.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.gather(drain, self._stderr_task), 1.0)
 
     async def _discard_stdout(self) -> None:
         assert self.proc.stdout is not None

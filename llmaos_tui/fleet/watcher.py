@@ -59,8 +59,18 @@ class HostWatcher:
     async def run(self) -> None:
         """Forever: the caller cancels it (the console quitting)."""
         while True:
-            transport: Transport | None = None
-            self._set(HostStatus.CONNECTING)
+            # A host that is down stays down, with its reason, until it is back up.
+            if self.state.status is not HostStatus.DOWN:
+                self._set(HostStatus.CONNECTING)
+            await self._attempt()
+            if self._up_since is not None and time.monotonic() - self._up_since > 10.0:
+                self.backoff.reset()
+            await asyncio.sleep(self.backoff.next())
+
+    async def _attempt(self) -> None:
+        """One connection, from open to its end; the host is DOWN with the reason after."""
+        transport: Transport | None = None
+        try:
             try:
                 transport = await self.link.open()
                 reason = await self._serve(transport)
@@ -68,22 +78,16 @@ class HostWatcher:
                 reason = str(exc)
             except (OSError, EOFError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            except asyncio.CancelledError:  # the console is quitting: leave no child behind
-                if transport is not None:
-                    with contextlib.suppress(Exception):
-                        await transport.close()
-                raise
             except Exception as exc:  # a bug must not take the console down
                 reason = f"internal error: {type(exc).__name__}: {exc}"
-            finally:
-                self.session = None
-            self._set(HostStatus.DOWN, reason)  # before closing: that may take seconds
+            self.session = None
+            self._set(HostStatus.DOWN, reason)  # before closing, which may take seconds
+        finally:
+            # Also when cancelled (the console quitting): never leave an agent process behind.
+            self.session = None
             if transport is not None:
                 with contextlib.suppress(Exception):
                     await transport.close()
-            if self._up_since is not None and time.monotonic() - self._up_since > 10.0:
-                self.backoff.reset()
-            await asyncio.sleep(self.backoff.next())
 
     async def _serve(self, transport: Transport) -> str:
         self._up_since = None

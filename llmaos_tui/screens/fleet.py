@@ -65,6 +65,7 @@ class FleetScreen(Screen[None]):
     def __init__(self, fleet: FleetState) -> None:
         super().__init__(name="fleet")
         self.fleet = fleet
+        self._mounted = False
 
     def compose(self) -> ComposeResult:
         yield FleetSummary(self.fleet)
@@ -72,12 +73,15 @@ class FleetScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._mounted = True
         self.refresh_hosts(None)
 
     def on_screen_resume(self) -> None:
         self.refresh_hosts(None)
 
     def refresh_hosts(self, names: Iterable[str] | None) -> None:
+        if not self._mounted:
+            return
         table = self.query_one(HostTable)
         hosts = self.fleet.hosts
         table.update_hosts(hosts.values() if names is None else (hosts[n] for n in names))

@@ -38,6 +38,7 @@ class HostScreen(Screen[None]):
         self.read_only = read_only
         self.cursor_blink = cursor_blink
         self._procs_version = -1
+        self._mounted = False
 
     def compose(self) -> ComposeResult:
         yield HostHeader(self.host, read_only=self.read_only)
@@ -55,6 +56,7 @@ class HostScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._mounted = True
         self.query_one(Input).cursor_blink = self.cursor_blink
         self.refresh_host()
         self.query_one(ProcessTable).focus()
@@ -63,6 +65,8 @@ class HostScreen(Screen[None]):
         self.refresh_host()
 
     def refresh_host(self) -> None:
+        if not self._mounted:  # pushed but not composed yet: on_mount draws it
+            return
         h = self.host
         self.query_one(HostHeader).update_host()
         s = h.sample
@@ -97,6 +101,9 @@ class HostScreen(Screen[None]):
             self._close_filter(clear=True)
             return
         self.dismiss()
+
+    def sort_processes(self, key: str) -> None:
+        self.query_one(ProcessTable).sort_by(key)
 
     def action_filter(self) -> None:
         flt = self.query_one(Input)

@@ -15,6 +15,7 @@ no-hello (garbage first).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -35,11 +36,19 @@ def answer_calls() -> None:
         except ValueError:
             continue
         if msg.get("method") == "handshake":
-            out(json.dumps(
-                {"jsonrpc": "2.0", "id": msg["id"],
-                 "result": {"protocol": msg["params"]["protocol"], "agent_version": "scripted"}}
-            ).encode())
-    sys.exit(0)  # stdin EOF: the console went away
+            out(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": msg["id"],
+                        "result": {
+                            "protocol": msg["params"]["protocol"],
+                            "agent_version": "scripted",
+                        },
+                    }
+                ).encode()
+            )
+    os._exit(0)  # stdin EOF: the console went away
 
 
 def main() -> None:
@@ -77,7 +86,8 @@ def main() -> None:
     elif mode == "exit":
         sys.stderr.write("scripted agent: giving up\n")
         sys.stderr.flush()
-        sys.exit(7)
+        sys.stdout.flush()
+        os._exit(7)  # not sys.exit: the reader thread holds stdin, shutdown would abort
     time.sleep(60)
 
 
