@@ -8,7 +8,9 @@ One run starts, concurrently (so the noise of a shared machine hits all alike):
   private HOME so the user's configuration is never read or written;
 * htop ``-d 10`` (1 s) the same way (optional, ``--no-htop``);
 * a bare psutil loop in a subprocess sampling the fields the agent samples, with
-  nothing else (no encoding, no sockets): the floor for a Python agent.
+  nothing else (no encoding, no sockets): the floor for a psutil-based agent;
+* an informational row (``--no-direct`` leaves it out): the same loop reading the
+  process table straight from ``/proc/PID/stat``, what a leaner collector would cost.
 
 After a warm-up it reads utime+stime (+ reaped children) from ``/proc/PID/stat``
 at the start and the end of the window, and VmHWM from ``/proc/PID/status``.
@@ -97,16 +99,90 @@ def count_pids() -> int:
     return sum(1 for d in os.listdir("/proc") if d.isdigit())
 
 
-# ------------------------------------------------------------------- the psutil loop
+# ---------------------------------------------------------------- the bare loops
 
 
-def psutil_loop(interval: float = 1.0, proc_every: int = 2) -> None:
-    """The bare loop (d): what the agent samples, and nothing else. Runs until killed."""
+Static = dict[tuple[int, float], tuple[str, str, list[str]]]
+
+
+def read_static(psutil: Any, pid: int) -> tuple[str, str, list[str]]:
+    """What cannot change for a process, read once per (pid, create time)."""
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            return p.name(), p.username(), p.cmdline()
+    except psutil.Error:
+        return "?", "?", []
+
+
+def psutil_pass(psutil: Any, attrs: list[str], static: Static) -> Static:
+    """One process-table pass the way the agent reads it: process_iter with its attrs."""
+    seen: Static = {}
+    for p in psutil.process_iter(attrs=attrs, ad_value=None):
+        ct = p.info["create_time"]
+        if ct is None:
+            continue
+        key = (p.pid, ct)
+        st = static.get(key)
+        seen[key] = st if st is not None else read_static(psutil, p.pid)
+    return seen
+
+
+class DirectPass:
+    """The same fields from one read of /proc/PID/stat plus sched_getaffinity (Linux).
+
+    Not a contender: it shows what a collector that skips psutil's per-process
+    machinery would cost. ppid, state, utime+stime (for CPU %), nice, start time,
+    RSS and the last core all come from the stat line.
+    """
+
+    def __init__(self) -> None:
+        self.prev: dict[int, tuple[int, int]] = {}  # pid -> (start ticks, cpu ticks)
+        self.t_prev = time.monotonic()
+
+    def __call__(self, psutil: Any, attrs: list[str], static: Static) -> Static:
+        now = time.monotonic()
+        dt = max(now - self.t_prev, 1e-6) * CLK_TCK
+        seen: Static = {}
+        prev: dict[int, tuple[int, int]] = {}
+        rows = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+                affinity = os.sched_getaffinity(pid)
+            except OSError:
+                continue
+            r = data[data.rindex(b")") + 2 :].split()
+            start, ticks = int(r[19]), int(r[11]) + int(r[12])
+            old = self.prev.get(pid)
+            cpu = (ticks - old[1]) / dt * 100 if old and old[0] == start else 0.0
+            prev[pid] = (start, ticks)
+            # state, ppid, cpu %, nice, rss pages, core, affinity
+            rows.append((r[0], int(r[1]), cpu, int(r[16]), int(r[21]), int(r[36]), affinity))
+            key = (pid, float(start))
+            st = static.get(key)
+            seen[key] = st if st is not None else read_static(psutil, pid)
+        self.prev, self.t_prev = prev, now
+        return seen
+
+
+def bare_loop(kind: str, interval: float = 1.0, proc_every: int = 2) -> None:
+    """A bare loop: what the agent samples, and nothing else (no wire). Runs until killed.
+
+    Cores, memory, swap and load every ``interval``; the process table every
+    ``proc_every`` ticks, read by psutil as the agent does (``kind="psutil"``) or
+    straight from /proc (``kind="direct"``).
+    """
     import psutil
 
     probe = psutil.Process()
     attrs = [a for a in PROC_ATTRS if a not in ("cpu_affinity", "cpu_num") or hasattr(probe, a)]
-    static: dict[tuple[int, float], tuple[str, str, list[str]]] = {}
+    one_pass = psutil_pass if kind == "psutil" else DirectPass()
+    static: Static = {}
     psutil.cpu_percent(percpu=True)
     deadline = time.monotonic()
     tick = 0
@@ -116,21 +192,7 @@ def psutil_loop(interval: float = 1.0, proc_every: int = 2) -> None:
         psutil.swap_memory()
         psutil.getloadavg()
         if tick % proc_every == 0:
-            seen: dict[tuple[int, float], tuple[str, str, list[str]]] = {}
-            for p in psutil.process_iter(attrs=attrs, ad_value=None):
-                ct = p.info["create_time"]
-                if ct is None:
-                    continue
-                key = (p.pid, ct)
-                st = static.get(key)
-                if st is None:  # a new pid: read what cannot change, once
-                    try:
-                        with p.oneshot():
-                            st = (p.name(), p.username(), p.cmdline())
-                    except psutil.Error:
-                        st = ("?", "?", [])
-                seen[key] = st
-            static = seen
+            static = one_pass(psutil, attrs, static)
         tick += 1
         deadline += interval
         delay = deadline - time.monotonic()
@@ -427,13 +489,17 @@ def start_tui(h: Harness, targets: list[Target], *, htop: bool) -> dict[str, str
     return {"tmux_size": f"{w}x{hh}"}
 
 
-def start_psutil_loop(h: Harness, targets: list[Target]) -> None:
-    p = h.start(
-        [sys.executable, str(Path(__file__).resolve()), "--psutil-loop"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    targets.append(Target("psutil", "bare psutil loop", p.pid, "same fields, no wire"))
+def start_loops(h: Harness, targets: list[Target], *, direct: bool) -> None:
+    kinds = [("psutil", "bare psutil loop", "same fields, no wire")]
+    if direct:
+        kinds.append(("direct", "direct /proc loop", "same fields from /proc/PID/stat"))
+    for kind, label, note in kinds:
+        p = h.start(
+            [sys.executable, str(Path(__file__).resolve()), "--bare-loop", kind],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        targets.append(Target(kind, label, p.pid, note, informational=kind == "direct"))
 
 
 @contextmanager
@@ -533,7 +599,7 @@ def print_table(res: dict[str, Any]) -> None:
             f"{label:<22} {r['cpu_s_per_min']:>9.2f} {r['cpu_pct_of_core']:>7.2f} "
             f"{r['peak_rss_mb']:>11.1f} {r['rss_mb']:>7.1f}  {r['note']}"
         )
-    print("* not a contender: a cost alongside one\n")
+    print("* informational, not a contender\n")
     for k, v in res["ratios"].items():
         print(f"{k:<32} {v if v is not None else 'n/a'}")
     seg = res["segments"]["agent/btop"]
@@ -572,10 +638,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pids_start = count_pids()
             reader = start_agent(h, targets, args.agent_proc_interval)
             extra = start_tui(h, targets, htop=args.htop)
-            start_psutil_loop(h, targets)
+            start_loops(h, targets, direct=args.direct)
             targets.append(
                 Target("bench", "bench harness", os.getpid(), "this script", informational=True)
             )
+            print("pids: " + ", ".join(f"{t.key} {t.pid}" for t in targets), flush=True)
             print(f"warming up {args.warmup:.0f} s, then measuring {args.seconds:.0f} s ...")
             time.sleep(args.warmup)
             dead = [t.label for t in targets if not alive(t.pid)]
@@ -618,12 +685,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "agent/htop": ratio(by_key, "agent", "htop"),
             "agent/psutil loop": ratio(by_key, "agent", "psutil"),
             "psutil loop/btop": ratio(by_key, "psutil", "btop"),
+            "direct loop/btop": ratio(by_key, "direct", "btop"),
         },
         "segments": {"agent/btop": segment_ratios(_t(targets, "agent"), _t(targets, "btop"))},
         "stream": got["stream"],
         "passes_per_min": {
             "agent": round(got["stream"]["proc_samples"] / got["elapsed"] * 60, 1),
             "psutil": 30.0,
+            "direct": 30.0 if args.direct else None,
             "btop": 60.0,
             "htop": 60.0 if args.htop else None,
         },
@@ -687,11 +756,17 @@ def main(argv: list[str] | None = None) -> int:
         help="pass --proc-interval to the daemon (default: the agent's own default)",
     )
     p.add_argument("--out", type=Path, help="JSON results path")
-    p.add_argument("--psutil-loop", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--no-direct",
+        dest="direct",
+        action="store_false",
+        help="leave out the direct /proc loop (an informational row)",
+    )
+    p.add_argument("--bare-loop", choices=["psutil", "direct"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.psutil_loop:
+    if args.bare_loop:
         with suppress(KeyboardInterrupt):
-            psutil_loop()
+            bare_loop(args.bare_loop)
         return 0
     if args.seconds < SEGMENT_S or args.warmup < 0 or args.procs < 0:
         p.error(f"--seconds must be >= {SEGMENT_S}, --warmup and --procs >= 0")
@@ -700,7 +775,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("agent_overhead: interrupted, cleaned up", file=sys.stderr)
         return 130
-    print_table(results)
     name = "agent_overhead"
     if args.procs:
         name += f"-procs{args.procs}"
@@ -709,6 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
     print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 

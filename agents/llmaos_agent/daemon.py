@@ -169,7 +169,9 @@ class Daemon:
             self.table = {}
             return
         now = time.monotonic()
-        if self._force_procs or now >= self._next_procs:
+        # Half a tick of slack: ticks come with jitter, and without it a pass due at the
+        # very tick would often slip to the next one (every 3 s instead of 2).
+        if self._force_procs or now >= self._next_procs - self.interval / 2:
             self._force_procs = False
             self._next_procs = now + self.proc_interval
             table = self.sampler.processes(sample)
