@@ -121,7 +121,6 @@ class LlmaosApp(App[None]):
 
     def _flush_dirty(self) -> None:
         self._flush_scheduled = False
-        self._link_workers: list[Worker[None]] = []
         dirty, self._dirty = self._dirty, set()
         screen = self.screen
         if isinstance(screen, FleetScreen):
