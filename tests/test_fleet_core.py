@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from llmaos_agent.protocol import Memory, Sample
 
+from llmaos_agent.protocol import Memory, Sample
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import Backoff, HostWatcher

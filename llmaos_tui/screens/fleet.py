@@ -6,7 +6,6 @@ from collections.abc import Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
@@ -50,9 +49,6 @@ class FleetSummary(Widget):
 
 
 class FleetScreen(Screen[None]):
-    BINDINGS = [
-        Binding("enter", "open_host", "Open host", id="fleet.open"),
-    ]
     DEFAULT_CSS = """
     FleetScreen { layout: vertical; }
     """

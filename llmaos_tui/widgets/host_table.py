@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
@@ -34,6 +35,8 @@ class HostTable(DataTable[Any]):
         "hosttable--down",
         "hosttable--spark",
     }
+    # DataTable's own Enter is hidden from the footer; name it for what it does here.
+    BINDINGS = [Binding("enter", "select_cursor", "Open host", id="fleet.open")]
     DEFAULT_CSS = """
     HostTable { height: 1fr; }
     HostTable > .hosttable--up { color: $success; }

@@ -22,7 +22,6 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from llmaos_agent.daemon import Daemon  # noqa: E402
 from llmaos_agent.paths import AgentPaths  # noqa: E402
-
 from tests.nvml_standin import NvmlStandIn, two_gpus  # noqa: E402
 
 INTERVAL = 0.25
