@@ -176,6 +176,19 @@ class LlmaosApp(App[None]):
             yield SystemCommand(
                 "Filter processes", "Filter the process table (/)", screen.action_filter
             )
+        if isinstance(screen, FleetScreen):
+            yield SystemCommand(
+                "Heat map",
+                "Every core and GPU of every host, or the table (h)",
+                screen.action_toggle_heatmap,
+            )
+            yield SystemCommand("Filter hosts", "Filter the fleet (/)", screen.action_filter)
+            for key, label in screen.SORT_CHOICES:
+                yield SystemCommand(
+                    f"Sort hosts by {label}",
+                    "Sort the fleet (again: invert)",
+                    partial(screen.sort_hosts, key),
+                )
 
     def _set_theme(self, name: str) -> None:
         self.theme = name

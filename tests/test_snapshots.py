@@ -58,3 +58,17 @@ def test_host_screen(snap_compare: object, theme: str) -> None:
         assert isinstance(pilot.app.screen, HostScreen)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_fleet_heat_map(snap_compare: object, theme: str) -> None:
+    app = _app(theme, "gpu-a", "gpu-b", "gpu-c")
+
+    async def before(pilot: Pilot[None]) -> None:
+        await _played(pilot)
+        assert isinstance(pilot.app.screen, FleetScreen)
+        await pilot.press("h")
+        await pilot.pause(0.1)
+        assert pilot.app.screen.heatmap_shown
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)  # type: ignore[operator]

@@ -1,4 +1,8 @@
-"""The fleet screen: every host in one table, the fleet's beta on top (k9s's list view)."""
+"""The fleet screen: every host in one table, the fleet's beta on top (k9s's list view).
+
+``h`` swaps the table for the heat map (every core and GPU of every host, one cell
+each); the sort keys and the ``/`` filter order and select the hosts of both.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,16 @@ from collections.abc import Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable, Footer, Input
 
 from llmaos_tui.fleet.state import FleetState
-from llmaos_tui.widgets.host_table import HostTable
+from llmaos_tui.widgets.heatmap import HeatMap
+from llmaos_tui.widgets.host_table import DESC_FIRST, HostTable
 from llmaos_tui.widgets.text import fixed, sparkline
 
 
@@ -49,9 +56,42 @@ class FleetSummary(Widget):
 
 
 class FleetScreen(Screen[None]):
+    AUTO_FOCUS = "#hosts"
+    BINDINGS = [
+        Binding("h", "toggle_heatmap", "Heat map", id="fleet.heatmap"),
+        Binding("slash", "filter", "Filter", key_display="/", id="fleet.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="fleet.filter_clear"),
+        Binding("P", "sort('cpu')", "Sort CPU", id="fleet.sort_cpu"),
+        Binding("M", "sort('mem')", "Sort MEM", id="fleet.sort_mem"),
+        Binding("G", "sort('gpu')", "Sort GPU", id="fleet.sort_gpu"),
+        Binding("B", "sort('beta_cpu')", "Sort β", id="fleet.sort_beta_cpu"),
+        Binding("N", "sort('name')", "Sort name", id="fleet.sort_name"),
+        Binding("S", "sort('status')", "Sort status", show=False, id="fleet.sort_status"),
+        Binding("C", "sort('cores')", "Sort cores", show=False, id="fleet.sort_cores"),
+        Binding("U", "sort('beta_gpu')", "Sort β GPU", show=False, id="fleet.sort_beta_gpu"),
+        Binding("O", "sort_none", "Fleet order", show=False, id="fleet.sort_none"),
+        Binding("I", "invert", "Invert", show=False, id="fleet.sort_invert"),
+    ]
     DEFAULT_CSS = """
     FleetScreen { layout: vertical; }
+    FleetScreen #host-filter { display: none; height: 3; }
+    FleetScreen #host-filter.-active { display: block; }
+    FleetScreen #heatmap-view { display: none; height: 1fr; }
+    FleetScreen.-heatmap #hosts { display: none; }
+    FleetScreen.-heatmap #heatmap-view { display: block; }
     """
+
+    SORT_CHOICES: tuple[tuple[str, str], ...] = (
+        ("name", "name"),
+        ("status", "status"),
+        ("cores", "cores"),
+        ("cpu", "CPU"),
+        ("mem", "memory"),
+        ("gpu", "GPU"),
+        ("beta_cpu", "β CPU"),
+        ("beta_gpu", "β GPU"),
+    )
+    """What the palette offers to sort the hosts by: (column, words)."""
 
     class OpenHost(Message):
         def __init__(self, name: str) -> None:
@@ -65,15 +105,26 @@ class FleetScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield FleetSummary(self.fleet)
+        yield Input(
+            placeholder="filter: name, target, group:G or status:S (Enter keeps, Esc clears)",
+            id="host-filter",
+        )
         yield HostTable(id="hosts")
+        with VerticalScroll(id="heatmap-view"):
+            yield HeatMap(id="heatmap")
         yield Footer()
 
     def on_mount(self) -> None:
         self._mounted = True
+        self.query_one(Input).cursor_blink = getattr(self.app, "cursor_blink", True)
         self.refresh_hosts(None)
 
     def on_screen_resume(self) -> None:
         self.refresh_hosts(None)
+
+    @property
+    def heatmap_shown(self) -> bool:
+        return self.has_class("-heatmap")
 
     def refresh_hosts(self, names: Iterable[str] | None) -> None:
         if not self._mounted:
@@ -82,6 +133,13 @@ class FleetScreen(Screen[None]):
         hosts = self.fleet.hosts
         table.update_hosts(hosts.values() if names is None else (hosts[n] for n in names))
         self.query_one(FleetSummary).refresh()
+        self._refresh_heatmap()
+
+    def _refresh_heatmap(self) -> None:
+        if self.heatmap_shown:  # drawn only while it is on screen
+            self.query_one(HeatMap).update_hosts(self.query_one(HostTable).shown_hosts)
+
+    # ------------------------------------------------------------- actions
 
     def action_open_host(self) -> None:
         name = self.query_one(HostTable).selected_host
@@ -91,3 +149,59 @@ class FleetScreen(Screen[None]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.post_message(self.OpenHost(str(event.row_key.value)))
+
+    def action_toggle_heatmap(self) -> None:
+        self.show_heatmap(not self.heatmap_shown)
+
+    def show_heatmap(self, show: bool) -> None:
+        self.set_class(show, "-heatmap")
+        if show:
+            self._refresh_heatmap()
+            self.query_one("#heatmap-view").focus()
+        else:
+            self.query_one(HostTable).focus()
+
+    def sort_hosts(self, key: str | None) -> None:
+        self.query_one(HostTable).sort_by(key)
+        self._refresh_heatmap()
+
+    def action_sort(self, key: str) -> None:
+        self.query_one(HostTable).sort_by(key, reverse=key in DESC_FIRST)
+        self._refresh_heatmap()
+
+    def action_sort_none(self) -> None:
+        self.query_one(HostTable).sort_by(None, reverse=False)
+        self._refresh_heatmap()
+
+    def action_invert(self) -> None:
+        self.query_one(HostTable).invert()
+        self._refresh_heatmap()
+
+    def action_filter(self) -> None:
+        flt = self.query_one(Input)
+        flt.add_class("-active")
+        flt.focus()
+
+    def action_clear_filter(self) -> None:
+        if self.query_one(Input).has_class("-active"):
+            self._close_filter(clear=True)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.query_one(HostTable).set_filter(event.value)
+        self._refresh_heatmap()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._close_filter(clear=False)
+
+    def _close_filter(self, *, clear: bool) -> None:
+        flt = self.query_one(Input)
+        if clear:
+            flt.value = ""
+            self.query_one(HostTable).set_filter("")
+            self._refresh_heatmap()
+        if not flt.value:
+            flt.remove_class("-active")
+        if self.heatmap_shown:
+            self.query_one("#heatmap-view").focus()
+        else:
+            self.query_one(HostTable).focus()

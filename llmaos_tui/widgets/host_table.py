@@ -1,8 +1,13 @@
-"""The fleet's hosts, one row each: status, size, load, balance and a CPU sparkline."""
+"""The fleet's hosts, one row each: status, size, load, balance and a CPU sparkline.
+
+Sortable (htop's keys, bound on the fleet screen so they order the heat map too)
+and filterable; only rows and cells that changed are touched on an update, and
+the cursor stays on its host across re-sorts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.text import Text
@@ -26,6 +31,70 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("beta_gpu", "β GPU", 5),
     ("spark", "CPU HISTORY", SPARK_WIDTH),
 )
+NUMERIC = frozenset({"cores", "cpu", "mem", "gpu", "beta_cpu", "beta_gpu"})
+
+_STATUS_ORDER = {
+    HostStatus.DOWN: 0,
+    HostStatus.STALE: 1,
+    HostStatus.CONNECTING: 2,
+    HostStatus.DEPLOYING: 3,
+    HostStatus.UP: 4,
+}
+
+
+def _live(h: HostState) -> bool:
+    return h.up and h.sample is not None
+
+
+SORTS: dict[str, Callable[[HostState], Any]] = {
+    "name": lambda h: h.name.lower(),
+    "status": lambda h: _STATUS_ORDER[h.status],
+    "cores": lambda h: h.cores or None,
+    "cpu": lambda h: h.cpu if _live(h) else None,
+    "mem": lambda h: h.mem if _live(h) else None,
+    "gpu": lambda h: h.gpu if _live(h) else None,
+    "beta_cpu": lambda h: h.beta_cpu if _live(h) else None,
+    "beta_gpu": lambda h: h.beta_gpu if _live(h) else None,
+}
+"""What each sortable column sorts by; None (not known) always sorts last."""
+DESC_FIRST = NUMERIC
+"""Columns whose first sort puts the biggest on top, as htop's P and M do."""
+
+
+def host_groups(h: HostState) -> tuple[str, ...]:
+    """The inventory groups of a host, where the fleet state records them."""
+    groups = getattr(h, "groups", None) or getattr(h, "group", None)
+    if not groups:
+        return ()
+    if isinstance(groups, str):
+        return (groups,)
+    return tuple(str(g) for g in groups)
+
+
+def host_matches(h: HostState, needle: str) -> bool:
+    """The ``/`` filter: every word must match, case-insensitively.
+
+    ``status:down`` (or ``s:down``) matches a status, ``group:gpu`` (or ``g:gpu``)
+    an inventory group; a plain word is a substring of the name, the target, a
+    group or the status.
+    """
+    groups = [g.lower() for g in host_groups(h)]
+    for word in needle.lower().split():
+        field, _, value = word.partition(":")
+        if value and field in ("s", "status"):
+            if not h.status.value.startswith(value):
+                return False
+        elif value and field in ("g", "group"):
+            if not any(value in g for g in groups):
+                return False
+        elif not (
+            word in h.name.lower()
+            or word in h.target.lower()
+            or any(word in g for g in groups)
+            or h.status.value.startswith(word)
+        ):
+            return False
+    return True
 
 
 class HostTable(DataTable[Any]):
@@ -47,23 +116,62 @@ class HostTable(DataTable[Any]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row")
+        self._hosts: dict[str, HostState] = {}
+        """Every host seen, in fleet order (the order with no sort)."""
         self._rows: dict[str, tuple[Any, ...]] = {}
+        """The cells of the rows shown."""
+        self.sort_key: str | None = None
+        self.reverse = False
+        self.needle = ""
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, key=key, width=width)
+        for key, _, width in COLUMNS:
+            self.add_column(self._label(key), key=key, width=width)
+
+    def _label(self, key: str) -> Text:
+        label = dict((k, lbl) for k, lbl, _ in COLUMNS)[key]
+        arrow = ("▼" if self.reverse else "▲") if key == self.sort_key else ""
+        return Text(label + arrow, justify="right" if key in NUMERIC else "left")
+
+    # ---------------------------------------------------------------- data
 
     def update_hosts(self, hosts: Iterable[HostState]) -> None:
+        changed = False
         for h in hosts:
-            cells = self._cells(h)
-            old = self._rows.get(h.name)
+            self._hosts.setdefault(h.name, h)
+            changed |= self._sync_row(h)
+        if changed:
+            self._resort(self.selected_host)
+
+    def _sync_row(self, h: HostState) -> bool:
+        """Add, update or remove the host's row; True when anything changed."""
+        old = self._rows.get(h.name)
+        if not host_matches(h, self.needle):
             if old is None:
-                self.add_row(*cells, key=h.name)
-            else:
-                for (key, _, _), before, after in zip(COLUMNS, old, cells, strict=True):
-                    if before != after:
-                        self.update_cell(h.name, key, after)
-            self._rows[h.name] = cells
+                return False
+            self.remove_row(h.name)
+            del self._rows[h.name]
+            return True
+        cells = self._cells(h)
+        self._rows[h.name] = cells
+        if old is None:
+            self.add_row(*cells, key=h.name)
+            return True
+        if old == cells:
+            return False
+        for (key, _, _), before, after in zip(COLUMNS, old, cells, strict=True):
+            if before != after:
+                self.update_cell(h.name, key, after)
+        return True
+
+    def set_filter(self, needle: str) -> None:
+        if needle == self.needle:
+            return
+        self.needle = needle
+        keep = self.selected_host
+        for h in self._hosts.values():
+            self._sync_row(h)
+        self._resort(keep)
 
     @property
     def selected_host(self) -> str | None:
@@ -71,11 +179,62 @@ class HostTable(DataTable[Any]):
             return None
         return str(self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value)
 
+    @property
+    def shown_names(self) -> list[str]:
+        """The names of the hosts shown, in display order."""
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    @property
+    def shown_hosts(self) -> list[HostState]:
+        return [self._hosts[n] for n in self.shown_names]
+
+    # ------------------------------------------------------------- sorting
+
+    def _order(self) -> list[str]:
+        names = [n for n in self._hosts if n in self._rows]  # fleet order
+        if self.sort_key is None:
+            return names
+        by = SORTS[self.sort_key]
+        values = {n: by(self._hosts[n]) for n in names}
+        known = [n for n in names if values[n] is not None]
+        # Python's sort is stable in reverse too: ties keep the fleet order.
+        known.sort(key=values.__getitem__, reverse=self.reverse)
+        return known + [n for n in names if values[n] is None]
+
+    def _resort(self, keep: str | None) -> None:
+        rank = {n: i for i, n in enumerate(self._order())}
+        self.sort("name", key=lambda cell: rank[cell.plain])
+        if keep is not None and keep in self._rows:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+
+    def sort_by(self, key: str | None, reverse: bool | None = None) -> None:
+        """Sort by a column (None: fleet order); the same column again flips the order."""
+        if key is not None and key not in SORTS:
+            raise ValueError(f"no sortable column {key!r}")
+        if reverse is None:
+            reverse = not self.reverse if key == self.sort_key else key in DESC_FIRST
+        self.sort_key, self.reverse = key, reverse
+        for k, _, _ in COLUMNS:
+            self.columns[k].label = self._label(k)  # type: ignore[index]
+        self._resort(self.selected_host)
+        self.refresh()
+
+    def invert(self) -> None:
+        self.sort_by(self.sort_key or "name", reverse=not self.reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        key = str(event.column_key.value)
+        if key in SORTS:
+            self.sort_by(key)
+
+    # --------------------------------------------------------------- cells
+
     def _cells(self, h: HostState) -> tuple[Any, ...]:
         style = self.get_component_rich_style(_status_class(h.status))
         status = h.status.value + (f": {h.reason}" if h.reason else "")
         os_name = h.hello.host.os if h.hello else NA
-        live = h.up and h.sample is not None
+        live = _live(h)
         return (
             Text(h.name),  # Text, not str: a str cell is read as markup
             Text(status, style),
