@@ -6,6 +6,7 @@ import itertools
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,12 +26,14 @@ from llmaos_agent.collect.cpu import CpuCollector, load_average
 from llmaos_agent.collect.host import capabilities, docker_status, host_facts
 from llmaos_agent.collect.memory import memory
 from llmaos_agent.collect.processes import (
+    _STATUS,
     ProcessCollector,
     apply,
     cpulist,
     diff,
     full,
     parse_cpulist,
+    parse_stat,
 )
 from llmaos_agent.protocol import MAX_CORES, Capabilities, HostFacts, Memory, Proc
 
@@ -52,9 +55,16 @@ def spin(seconds: float) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def collector() -> ProcessCollector:
-    return ProcessCollector()
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(True, id="proc", marks=linux_only),
+        pytest.param(False, id="psutil"),
+    ],
+)
+def collector(request: pytest.FixtureRequest) -> ProcessCollector:
+    """Both ways of reading the table: /proc directly (Linux) and psutil (everywhere)."""
+    return ProcessCollector(fast=request.param)
 
 
 # ------------------------------------------------------------------------ cpu
@@ -220,6 +230,195 @@ def test_busy_process_shows_cpu(collector: ProcessCollector) -> None:
         child.kill()
         child.wait()
     assert busy.cpu > 10.0, f"a process spinning for 0.3 s, but its cpu is {busy.cpu}%"
+
+
+# ------------------------------------------- the /proc fast path against psutil
+
+SLEEPER = "import sys, time; print('ready', flush=True); time.sleep(60)"
+
+
+def start_sleeper(code: str = SLEEPER) -> subprocess.Popen[bytes]:
+    """A Python child that says when it is ready, then sleeps."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n", "the child did not start"
+    return child
+
+
+def stop(child: subprocess.Popen[bytes]) -> None:
+    child.kill()
+    child.wait()
+
+
+def agrees_with_psutil(row: Proc, pid: int) -> None:
+    ps = psutil.Process(pid)
+    with ps.oneshot():
+        assert row.pid == pid
+        assert row.ppid == ps.ppid()
+        assert row.nice == ps.nice()
+        assert row.status == ps.status()
+        assert row.create_time == round(ps.create_time(), 2)
+        assert row.affinity is not None
+        assert parse_cpulist(row.affinity) == sorted(ps.cpu_affinity())
+        assert row.core is not None and 0 <= row.core < (os.cpu_count() or 1)
+        assert row.name == ps.name()
+        assert row.cmd == " ".join(ps.cmdline())[:512]
+        rss = ps.memory_info().rss
+    # The same statm field; a sleeping child's does not move, ours may between the reads.
+    tolerance = 0 if pid != os.getpid() else 4 << 20
+    assert abs(row.rss - rss) <= tolerance, f"rss {row.rss} vs psutil's {rss}"
+
+
+@linux_only
+def test_fast_path_agrees_with_psutil_for_us_and_a_child() -> None:
+    fast = ProcessCollector(fast=True)
+    assert fast.fast
+    child = start_sleeper()
+    try:
+        table = fast.snapshot()
+        agrees_with_psutil(table[os.getpid()], os.getpid())
+        agrees_with_psutil(table[child.pid], child.pid)
+        assert table[child.pid].ppid == os.getpid()
+        assert table[child.pid].status == psutil.STATUS_SLEEPING
+        assert table[child.pid].cpu == 0.0  # the first pass has nothing to compare with
+    finally:
+        stop(child)
+
+
+@linux_only
+def test_fast_path_is_the_default_on_linux() -> None:
+    assert ProcessCollector().fast
+
+
+@linux_only
+def test_fast_and_psutil_tables_agree_on_our_children() -> None:
+    children = [start_sleeper() for _ in range(3)]
+    try:
+        os.setpriority(os.PRIO_PROCESS, children[1].pid, 5)
+        os.sched_setaffinity(children[2].pid, {min(os.sched_getaffinity(0))})
+        os.kill(children[2].pid, signal.SIGSTOP)
+        wait_status(children[2].pid, psutil.STATUS_STOPPED)
+        fast = ProcessCollector(fast=True).snapshot()
+        slow = ProcessCollector(fast=False).snapshot()
+        for c in children:
+            assert fast[c.pid] == slow[c.pid]
+        assert fast[children[1].pid].nice == 5
+        assert fast[children[2].pid].status == "stopped"
+        assert fast[children[2].pid].affinity == str(min(os.sched_getaffinity(0)))
+    finally:
+        for c in children:
+            stop(c)
+
+
+def wait_status(pid: int, status: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while psutil.Process(pid).status() != status:
+        assert time.monotonic() < deadline, f"{pid} never became {status}"
+        time.sleep(0.01)
+
+
+@linux_only
+def test_fast_path_shows_a_zombie_as_psutil_does() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        wait_status(child.pid, psutil.STATUS_ZOMBIE)  # exited, not reaped yet
+        row = ProcessCollector(fast=True).snapshot()[child.pid]
+        assert row.status == "zombie"
+        assert row.rss == 0 == psutil.Process(child.pid).memory_info().rss
+        assert row.ppid == os.getpid()
+    finally:
+        child.wait()
+
+
+@linux_only
+def test_fast_path_busy_child_burns_a_core() -> None:
+    child = start_sleeper("print('ready', flush=True)\nwhile True: pass")
+    try:
+        fast = ProcessCollector(fast=True)
+        assert fast.snapshot()[child.pid].cpu == 0.0
+        ps = psutil.Process(child.pid)
+        ps.cpu_percent()
+        time.sleep(1.0)
+        busy = fast.snapshot()[child.pid].cpu
+        theirs = ps.cpu_percent()
+    finally:
+        stop(child)
+    # One thread spinning: about one core, 100 %, on a machine that may be busy.
+    assert 50.0 < busy <= 105.0, f"a child spinning for 1 s shows {busy}%"
+    assert abs(busy - theirs) < 25.0, f"{busy}% here, {theirs}% by psutil"
+
+
+@linux_only
+def test_fast_path_idle_child_keeps_its_row_object() -> None:
+    child = start_sleeper()
+    try:
+        fast = ProcessCollector(fast=True)
+        a = fast.snapshot()
+        b = fast.snapshot()
+        assert b[child.pid] is a[child.pid]  # nothing changed: not rebuilt
+        assert child.pid not in {p.pid for p in diff(a, b).upsert}
+        os.setpriority(os.PRIO_PROCESS, child.pid, 3)
+        c = fast.snapshot()
+        assert c[child.pid] is not b[child.pid] and c[child.pid].nice == 3
+        assert child.pid in {p.pid for p in diff(b, c).upsert}
+    finally:
+        stop(child)
+
+
+@linux_only
+def test_fast_path_drops_a_process_that_exits_between_passes() -> None:
+    fast = ProcessCollector(fast=True)
+    child = start_sleeper()
+    before = fast.snapshot()
+    stop(child)
+    after = fast.snapshot()
+    assert child.pid in before and child.pid not in after
+    assert diff(before, after).gone.count(child.pid) == 1
+
+
+@linux_only
+def test_fast_path_skips_a_pid_gone_since_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pid listed by /proc but gone when its files are opened is left out, not an error."""
+    child = start_sleeper()
+    stop(child)  # reaped: its /proc entry is gone
+    assert not Path(f"/proc/{child.pid}").exists()
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: [*real(p), str(child.pid)])
+    table = ProcessCollector(fast=True).snapshot()
+    assert child.pid not in table and os.getpid() in table
+
+
+@linux_only
+@pytest.mark.parametrize("comm", ["a) b", "x) 1 2 (y) z", ") ) )", "(  )"])
+def test_fast_path_reads_a_name_with_parentheses_and_spaces(comm: str) -> None:
+    """The name is whatever the process says; the fields after it must still line up."""
+    child = start_sleeper(
+        f"open('/proc/self/comm', 'w').write({comm!r})\n" + SLEEPER.replace("; ", "\n")
+    )
+    try:
+        assert Path(f"/proc/{child.pid}/comm").read_text().rstrip("\n") == comm
+        name, fields = parse_stat(Path(f"/proc/{child.pid}/stat").read_bytes())
+        assert name.decode() == comm
+        assert int(fields[1]) == os.getpid()  # ppid: the field right after the state
+        row = ProcessCollector(fast=True).snapshot()[child.pid]
+        assert row.name == comm
+        agrees_with_psutil(row, child.pid)
+    finally:
+        stop(child)
+
+
+def test_parse_stat_refuses_what_is_not_a_stat_line() -> None:
+    for bad in (b"", b"12 (x", b"12 (x) S 1 2 3"):
+        with pytest.raises(ValueError):
+            parse_stat(bad)
+
+
+@linux_only
+def test_status_letters_are_named_as_psutil_names_them() -> None:
+    from psutil import _pslinux
+
+    ours = {k.decode(): v for k, v in _STATUS.items()}
+    assert ours == {k: str(v) for k, v in _pslinux.PROC_STATUSES.items()}
 
 
 # ------------------------------------------------------------- diff and apply

@@ -1,15 +1,26 @@
 """The process table: the agent's whole cost, so it is read with care.
 
 What cannot change for a process (name, user, command line) is cached per
-(pid, create time) and read once; each pass reads only the cheap fields through
-``process_iter(attrs=...)``, which shares one ``/proc/PID/stat`` read between
-them on Linux. The table is shipped as changes (:func:`diff`).
+(pid, create time) and read once, through psutil. The fields that do change are
+read on every pass:
+
+- on Linux, from one read of ``/proc/PID/stat`` (ppid, state, CPU ticks, nice,
+  start time, last core), one of ``/proc/PID/statm`` (RSS) and
+  ``sched_getaffinity``: psutil opens ``stat`` more than once, ``statm`` and
+  ``/sys/devices/system/cpu/online`` per process per pass, about six times the
+  cost (docs/BENCHMARKS.md);
+- elsewhere (macOS, Windows), through ``psutil.process_iter(attrs=...)``.
+
+A process whose fields did not change keeps its previous :class:`Proc` object,
+and the table is shipped as changes (:func:`diff`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import time
 from collections.abc import Iterable, Mapping
 
 import psutil
@@ -67,25 +78,201 @@ def parse_cpulist(text: str) -> list[int]:
     return sorted(cores)
 
 
+# The state letter of /proc/PID/stat, named as psutil names it (psutil._pslinux's
+# PROC_STATUSES, which tests/test_collectors.py holds this to).
+_STATUS: dict[bytes, str] = {
+    b"R": "running",
+    b"S": "sleeping",
+    b"D": "disk-sleep",
+    b"T": "stopped",
+    b"t": "tracing-stop",
+    b"Z": "zombie",
+    b"X": "dead",
+    b"x": "dead",
+    b"K": "wake-kill",
+    b"W": "waking",
+    b"I": "idle",
+    b"P": "parked",
+}
+
+# Fields of /proc/PID/stat (proc(5) numbers them from 1) as indexes into what follows
+# the command name: the state, field 3, is index 0.
+_PPID, _UTIME, _STIME, _NICE, _START, _CORE = 1, 11, 12, 16, 19, 36
+
+_Static = tuple[str, str, str]
+# pid -> (start ticks, cpu ticks, the raw fields the Proc was built from, the Proc)
+_Prev = tuple[int, int, tuple[object, ...], Proc]
+
+
+def parse_stat(data: bytes) -> tuple[bytes, list[bytes]]:
+    """``/proc/PID/stat`` as (command name, the fields after it).
+
+    The name is in parentheses and may itself hold spaces and parentheses (a
+    process may call itself anything, ``a) b (c`` included), so it ends at the
+    *last* ``)``. Raises ValueError on a line that is not a stat line.
+    """
+    open_ = data.index(b"(")
+    close = data.rindex(b")")
+    fields = data[close + 2 :].split()
+    if len(fields) <= _CORE:
+        raise ValueError(f"a stat line with {len(fields)} fields after the name")
+    return data[open_ + 1 : close], fields
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def linux_proc_available(proc: str = "/proc") -> bool:
+    return (
+        sys.platform.startswith("linux")
+        and hasattr(os, "sched_getaffinity")
+        and hasattr(os, "sysconf")
+        and os.path.exists(f"{proc}/self/stat")
+    )
+
+
 class ProcessCollector:
-    def __init__(self) -> None:
+    def __init__(self, *, fast: bool | None = None) -> None:
+        """``fast``: read /proc directly (Linux); None picks it where it is available."""
         probe = psutil.Process()
         self.has_affinity = hasattr(probe, "cpu_affinity")
         self.has_cpu_num = hasattr(probe, "cpu_num")
+        self.fast = linux_proc_available() if fast is None else fast
+        if self.fast and not linux_proc_available():
+            raise RuntimeError("the /proc fast path needs Linux with /proc mounted")
         self._attrs = list(_CHEAP)
         if self.has_affinity:
             self._attrs.append("cpu_affinity")
         if self.has_cpu_num:
             self._attrs.append("cpu_num")
-        # (pid, create_time) -> (name, user, cmd); rebuilt each pass so it never grows.
-        self._static: dict[tuple[int, float], tuple[str, str, str]] = {}
+        # (pid, create time) -> (name, user, cmd); rebuilt each pass so it never grows.
+        # The fast path keys it by the start time in clock ticks, which is exact.
+        self._static: dict[tuple[int, float], _Static] = {}
         self._users: dict[int, str] = {}
         self._ncores = psutil.cpu_count() or 1
+        # The fast path's state between passes.
+        self._prev: dict[int, _Prev] = {}
+        self._t_prev: float | None = None
+        self._affinity_text: dict[frozenset[int], str] = {}
+        self._last_affinity: tuple[set[int], str] | None = None
+        if self.fast:
+            self._clk = float(os.sysconf("SC_CLK_TCK"))
+            self._page = int(os.sysconf("SC_PAGE_SIZE"))
+            # Read once, so a process's create time (and its cache key) never moves;
+            # psutil computes its create_time from the same two numbers.
+            self._boot = float(psutil.boot_time())
 
     def snapshot(self, gpu_mem: Mapping[int, int] | None = None) -> dict[int, Proc]:
-        gpu_mem = gpu_mem or {}
+        if self.fast:
+            return self._snapshot_proc(gpu_mem or {})
+        return self._snapshot_psutil(gpu_mem or {})
+
+    def _snapshot_proc(self, gpu_mem: Mapping[int, int]) -> dict[int, Proc]:
+        """One pass over /proc: ``stat``, ``statm`` and ``sched_getaffinity`` per process.
+
+        CPU % is the tick delta since the previous pass over the wall time between the
+        passes, 100 being one core, and 0.0 on a process's first pass, as psutil's
+        ``cpu_percent`` gives it.
+        """
+        now = time.monotonic()
+        t_prev = self._t_prev
+        # percent per clock tick of CPU time over the wall time since the last pass
+        per_tick = 100.0 / ((now - t_prev) * self._clk) if t_prev and now > t_prev else 0.0
+        prev = self._prev
+        old_static = self._static
+        clk, page, boot = self._clk, self._page, self._boot
         table: dict[int, Proc] = {}
-        static: dict[tuple[int, float], tuple[str, str, str]] = {}
+        cur: dict[int, _Prev] = {}
+        static: dict[tuple[int, float], _Static] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():  # self, net, sys, ...
+                continue
+            pid = int(entry)
+            try:
+                r = parse_stat(_read(f"/proc/{entry}/stat"))[1]
+                start = int(r[_START])
+                ticks = int(r[_UTIME]) + int(r[_STIME])
+                # statm, not stat's field 24: since Linux 6.2 that one is a per-CPU
+                # approximation, off by up to a batch of pages per CPU (psutil and htop
+                # read statm too).
+                rss = int(_read(f"/proc/{entry}/statm").split()[1])
+            except (OSError, ValueError, IndexError):
+                # Gone since the listing (FileNotFoundError, ProcessLookupError), or
+                # not ours to read (PermissionError): as psutil, leave it out.
+                continue
+            old = prev.get(pid)
+            if old is not None and old[0] != start:
+                old = None  # the pid was reused by a new process
+            cpu = round(max(ticks - old[1], 0) * per_tick, 1) if old is not None else 0.0
+            try:
+                mask = os.sched_getaffinity(pid)
+            except OSError:
+                affinity = None
+            else:
+                affinity = self._cpulist(mask) if mask else None
+            key = (pid, start)
+            st = old_static.get(key)
+            if st is None:
+                st = self._read_static_pid(pid)
+                if st is None:  # exited meanwhile
+                    continue
+            static[key] = st
+            gm = gpu_mem.get(pid)
+            raw = (r[_PPID], r[0], cpu, rss, r[_NICE], affinity, r[_CORE], gm, st)
+            if old is not None and old[2] == raw:
+                proc = old[3]  # nothing changed: keep the object (diff skips it at once)
+            else:
+                proc = Proc(
+                    pid=pid,
+                    ppid=int(r[_PPID]),
+                    name=st[0],
+                    user=st[1],
+                    cpu=cpu,
+                    rss=rss * page,
+                    nice=int(r[_NICE]),
+                    affinity=affinity,
+                    core=int(r[_CORE]),
+                    status=_STATUS.get(r[0], "?"),
+                    create_time=round(start / clk + boot, 2),
+                    gpu_mem=gm,
+                    cmd=st[2],
+                )
+            cur[pid] = (start, ticks, raw, proc)
+            table[pid] = proc
+        self._prev, self._t_prev, self._static = cur, now, static
+        return table
+
+    def _cpulist(self, mask: set[int]) -> str:
+        """``cpulist(mask)``, cached: nearly every process has the same mask."""
+        last = self._last_affinity
+        if last is not None and last[0] == mask:
+            return last[1]
+        key = frozenset(mask)
+        text = self._affinity_text.get(key)
+        if text is None:
+            if len(self._affinity_text) >= 256:
+                self._affinity_text.clear()
+            text = self._affinity_text[key] = cpulist(mask)
+        self._last_affinity = (mask, text)
+        return text
+
+    def _read_static_pid(self, pid: int) -> _Static | None:
+        try:
+            p = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            return "?", "?", ""
+        return self._read_static(p)
+
+    def _snapshot_psutil(self, gpu_mem: Mapping[int, int]) -> dict[int, Proc]:
+        table: dict[int, Proc] = {}
+        static: dict[tuple[int, float], _Static] = {}
         for p in psutil.process_iter(attrs=self._attrs, ad_value=None):
             info = p.info
             ct = info.get("create_time")
@@ -118,7 +305,7 @@ class ProcessCollector:
         self._static = static
         return table
 
-    def _read_static(self, p: psutil.Process) -> tuple[str, str, str] | None:
+    def _read_static(self, p: psutil.Process) -> _Static | None:
         try:
             with p.oneshot():
                 name = p.name()
@@ -157,7 +344,8 @@ def _nice(v: object) -> int | None:
 
 def diff(old: Mapping[int, Proc], new: Mapping[int, Proc]) -> ProcDelta:
     """The changes that turn ``old`` into ``new``."""
-    upsert = [p for pid, p in new.items() if old.get(pid) != p]
+    # `is` first: the fast path keeps the same object for a process that did not change.
+    upsert = [p for pid, p in new.items() if (o := old.get(pid)) is not p and o != p]
     gone = [pid for pid in old if pid not in new]
     return ProcDelta(full=False, upsert=upsert, gone=gone)
 
