@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmaos_agent.collect.cpu import CpuCollector, load_average
+from llmaos_agent.collect.gpu import nvml_library_missing
 from llmaos_agent.collect.host import capabilities, docker_status, host_facts
 from llmaos_agent.collect.memory import memory
 from llmaos_agent.collect.processes import (
@@ -419,6 +420,36 @@ def test_status_letters_are_named_as_psutil_names_them() -> None:
 
     ours = {k.decode(): v for k, v in _STATUS.items()}
     assert ours == {k: str(v) for k, v in _pslinux.PROC_STATUSES.items()}
+
+
+# ------------------------------------------------------------------------ gpu
+
+
+def test_nvml_library_check_tells_present_from_missing() -> None:
+    missing = nvml_library_missing("libllmaos-no-such-library.so.1")
+    assert missing is not None and "libllmaos-no-such-library.so.1" in missing
+    if LINUX:
+        assert nvml_library_missing("libc.so.6") is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows leaves the search to pynvml")
+def test_no_nvml_library_means_pynvml_is_never_imported() -> None:
+    if nvml_library_missing() is None:
+        pytest.skip("this host has the NVML library")
+    code = (
+        "import sys\n"
+        "from llmaos_agent.collect.gpu import GpuCollector\n"
+        "g = GpuCollector()\n"
+        "print(g.available, 'pynvml' in sys.modules)\n"
+        "print(g.reason)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    flags, reason = res.stdout.splitlines()
+    assert flags == "False False"
+    # As pynvml's own nvmlInit would say it, with the loader's reason.
+    assert "NVML Shared Library Not Found" in reason and "libnvidia-ml.so.1" in reason
 
 
 # ------------------------------------------------------------- diff and apply

@@ -298,6 +298,35 @@ def test_attach_starts_a_detached_daemon_that_outlives_it(
     assert again.close() == 0
 
 
+def mapped(pid: int) -> set[str]:
+    """The shared objects ``pid`` has loaded, by name up to the first dot
+    (``_ssl``, ``libssl``, ``_psutil_linux``, msgspec's ``_core``...)."""
+    names = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and ".so" in parts[5]:
+            names.add(os.path.basename(parts[5]).split(".", 1)[0])
+    return names
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_attach_and_daemon_load_only_what_they_use(agent_home: Path, peers: list[Peer]) -> None:
+    """What each process keeps in memory for its whole life (docs/BENCHMARKS.md)."""
+    peer = attach(peers)
+    hello, _ = greet(peer)
+    assert peer.notification("sample").procs is not None  # a process-table pass is done
+    daemon, bridge = mapped(hello.pid), mapped(peer.proc.pid)
+    # The daemon: psutil and msgspec, and asyncio without TLS; on a Unix socket no
+    # hashing either (hmac and secrets are for the loopback TCP endpoint).
+    assert {"_psutil_linux", "_core"} <= daemon
+    assert not daemon & {"_ssl", "libssl", "_hashlib", "libcrypto"}, daemon
+    # The bridge: a byte pipe between stdio and a socket, and nothing more.
+    assert "_socket" in bridge
+    heavy = {"_ssl", "libssl", "_hashlib", "libcrypto", "_asyncio", "_psutil_linux", "_core"}
+    assert not bridge & (heavy | {"_bz2", "_lzma"}), bridge
+    assert peer.close() == 0
+
+
 def test_attach_read_only_starts_a_read_only_daemon(agent_home: Path, peers: list[Peer]) -> None:
     peer = attach(peers, "--read-only")
     hello, _ = greet(peer)

@@ -1,27 +1,26 @@
 """``llmaos-agent``: daemon, attach, sample, stop, version."""
 
+# Each subcommand imports what it needs and no more: ``attach`` is a byte pipe that
+# stays up as long as the console does, and must not carry the daemon, psutil,
+# msgspec or asyncio in its memory (docs/BENCHMARKS.md). Hence imports in functions:
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import msgspec
-import psutil
-
-from llmaos_agent import __version__, endpoint
-from llmaos_agent.attach import EXIT_NO_DAEMON, bridge, connect_or_start
-from llmaos_agent.collect.processes import full
-from llmaos_agent.collect.sampler import Sampler
-from llmaos_agent.daemon import AlreadyRunning, Daemon
-from llmaos_agent.metrics import beta
+from llmaos_agent import __version__
 from llmaos_agent.paths import UnsafeDirectory, default_paths
-from llmaos_agent.protocol import PROTOCOL_VERSION, Empty, encode_request
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def _interval(text: str) -> float:
+    import argparse
+
     try:
         v = float(text)
     except ValueError:
@@ -32,6 +31,8 @@ def _interval(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="llmaos-agent", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -50,23 +51,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+_ATTACH_FLAGS = ("--no-start", "--read-only")
+
+
+def _plain_attach(argv: list[str]) -> tuple[bool, bool] | None:
+    """(no_start, read_only) for ``attach`` with nothing but its own flags, read
+    without argparse.
+
+    That is how the console runs it, and argparse (0.4 MB) with its help formatter,
+    which it builds for every argument it adds and which imports shutil, bz2 and lzma
+    (1 MB more), would stay in the bridge's memory for as long as it lives. Anything
+    else (help, a typo) goes to the parser.
+    """
+    if not argv or argv[0] != "attach" or not set(argv[1:]) <= set(_ATTACH_FLAGS):
+        return None
+    return "--no-start" in argv, "--read-only" in argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    plain = _plain_attach(argv)
     try:
+        if plain is not None:
+            return _attach(*plain)
+        args = parser().parse_args(argv)
         if args.cmd == "daemon":
             return _daemon(args)
         if args.cmd == "attach":
-            extra = ["--read-only"] if args.read_only else []
-            try:
-                sock = connect_or_start(default_paths(), start=not args.no_start, extra=extra)
-            except OSError as exc:
-                print(f"llmaos-agent attach: no daemon: {exc}", file=sys.stderr)
-                return EXIT_NO_DAEMON
-            return bridge(sock)
+            return _attach(args.no_start, args.read_only)
         if args.cmd == "sample":
             return _sample(args.json, args.interval)
         if args.cmd == "stop":
             return _stop()
+        from llmaos_agent.protocol import PROTOCOL_VERSION
+
         print(f"llmaos-agent {__version__} protocol {PROTOCOL_VERSION}")
         return 0
     except UnsafeDirectory as exc:
@@ -74,7 +93,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _attach(no_start: bool, read_only: bool) -> int:
+    from llmaos_agent.attach import EXIT_NO_DAEMON, bridge, connect_or_start
+
+    extra = ["--read-only"] if read_only else []
+    try:
+        sock = connect_or_start(default_paths(), start=not no_start, extra=extra)
+    except OSError as exc:
+        print(f"llmaos-agent attach: no daemon: {exc}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    return bridge(sock)
+
+
 def _daemon(args: argparse.Namespace) -> int:
+    no_ssl()
+    import asyncio
+    import logging
+
+    from llmaos_agent.daemon import AlreadyRunning, Daemon
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -92,7 +129,23 @@ def _daemon(args: argparse.Namespace) -> int:
     return 0
 
 
+def no_ssl() -> None:
+    """Keep ``ssl`` (libssl and libcrypto, about 4.5 MB) out of this process.
+
+    asyncio imports it if it can, for TLS the daemon never speaks; it works without
+    it (``import ssl`` failing is what it does on a Python built without OpenSSL).
+    Only where nothing has imported ssl yet, so a process that uses it keeps it.
+    """
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+
 def _sample(as_json: bool, window: float) -> int:
+    import msgspec
+
+    from llmaos_agent.collect.processes import full
+    from llmaos_agent.collect.sampler import Sampler
+    from llmaos_agent.metrics import beta
+
     s = Sampler()
     s.procs.snapshot()  # prime per-process CPU%
     time.sleep(window)
@@ -119,6 +172,9 @@ def _sample(as_json: bool, window: float) -> int:
 
 
 def _stop(timeout: float = 10.0) -> int:
+    from llmaos_agent import endpoint
+    from llmaos_agent.protocol import Empty, encode_request
+
     paths = default_paths()
     try:
         sock = endpoint.connect(paths, timeout=2.0)
@@ -157,6 +213,8 @@ def _stop(timeout: float = 10.0) -> int:
 
 def _hello_pid(stream: bytes) -> int | None:
     """The daemon's pid from the ``hello`` that starts its stream."""
+    import msgspec
+
     try:
         msg = msgspec.json.decode(stream.split(b"\n", 1)[0])
         pid = msg["params"]["pid"] if msg.get("method") == "hello" else None
@@ -166,6 +224,8 @@ def _hello_pid(stream: bytes) -> int | None:
 
 
 def _wait_gone(pid: int, deadline: float) -> bool:
+    import psutil
+
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:

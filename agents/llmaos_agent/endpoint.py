@@ -4,23 +4,29 @@ On Unix a socket file with mode 0600 inside a 0700 directory. On Windows (or
 with ``LLMAOS_AGENT_ENDPOINT=tcp``) a loopback TCP port, whose clients must
 first send a random token kept in a file only the user can read. Neither is
 reachable from the network.
+
+:func:`connect` is all ``attach`` needs, so this module imports neither asyncio
+(the daemon's side, :func:`serve`, does) nor, but for the TCP endpoint, hmac and
+secrets: they cost the attach bridge and the daemon megabytes (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import json
 import os
-import secrets
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from llmaos_agent.paths import AgentPaths
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Awaitable, Callable
+
+    Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
 TOKEN_BYTES = 32
 
 
@@ -32,6 +38,8 @@ def kind() -> str:
 
 
 async def serve(paths: AgentPaths, handler: Handler, *, limit: int) -> asyncio.Server:
+    import asyncio  # noqa: PLC0415 - the daemon has it already; connect() must not need it
+
     if kind() == "unix":
         with suppress(FileNotFoundError):
             paths.socket.unlink()  # stale: we hold the daemon lock, so nobody serves it
@@ -41,6 +49,9 @@ async def serve(paths: AgentPaths, handler: Handler, *, limit: int) -> asyncio.S
         finally:
             os.umask(old)
         return server
+
+    import hmac  # noqa: PLC0415 - only the TCP endpoint needs them
+    import secrets  # noqa: PLC0415
 
     token = secrets.token_hex(TOKEN_BYTES)
 
