@@ -1,0 +1,596 @@
+"""The inventory: which hosts the console watches, and how to reach each one.
+
+Hosts come from two places, merged into one list of :class:`HostSpec`:
+
+- ``-H`` targets on the command line, ``[user@]host[:port]``, where ``host`` may hold
+  ranges (``gpu[1-8]``, ``n[01-16]``, ``rack[1,3][1-4]``) and IPv6 literals go in
+  brackets (``[::1]:2222``, ``alice@[fe80::1%eth0]``);
+- the hosts file, ``hosts.toml`` in the console's config directory
+  (:func:`default_hosts_path`, by platformdirs; ``--hosts-file`` names another).
+
+The hosts file::
+
+    [defaults]            # optional; applies to every host, -H targets included
+    user = "ops"
+    python = "python3"
+
+    [groups.gpu]          # a group: its settings apply to its hosts
+    hosts = ["gpu[1-4]", "alice@10.0.0.7:2222"]
+    python = "/opt/py311/bin/python"
+    jump = "bastion"
+
+    [hosts.win1]          # one host by name, with its own settings
+    host = "10.0.0.9"     # optional: the name itself is the host when left out
+    user = "admin"
+    os = "windows"
+    group = "gpu"         # optional: join a group (so does being named in its hosts)
+
+Settings, in every table: ``user``, ``port``, ``python`` (the remote interpreter
+command, e.g. ``"py -3"``), ``jump`` (ProxyJump style ``[user@]host[:port]``, hops
+separated by commas), ``identity`` (an IdentityFile path; ``~`` expands) and ``os``
+(``"posix"`` or ``"windows"``: how remote commands are built). Precedence, highest
+first: the host's own table, the user and port written in a target
+(``alice@gpu1:2222``), its group, ``[defaults]``; what none sets stays ``None`` so
+``~/.ssh/config`` and ssh-agent decide, exactly as for ``ssh``. A name from
+``~/.ssh/config`` is kept as it is (asyncssh reads that file itself and resolves the
+alias); resolving it here would bypass its HostName, User, Port and ProxyJump.
+
+Unknown keys and wrong types are errors that name the file, the line where it can be
+found, the table and the key: a typo must not silently connect as the wrong user.
+Host names and users are restricted to characters that cannot reach a shell or become
+an ssh option. Display names are unique across ``-H`` and the file. The local machine
+is not part of the inventory; the CLI adds it unless ``--no-local``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MAX_EXPANSION = 10_000
+"""Names one pattern may expand to: ``h[1-100000000]`` is a typo, not a fleet."""
+
+OS_KINDS = ("posix", "windows")
+
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+\Z")
+_USER_CHARS = re.compile(r"[A-Za-z0-9._-]+\Z")
+_RANGE_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+_MAX_DIGITS = 9  # beyond this a range cannot fit MAX_EXPANSION anyway; keeps int() cheap
+_MAX_HOST_LEN = 255
+
+
+class InventoryError(ValueError):
+    """A target or hosts file the console cannot use; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host of the fleet and how to reach it."""
+
+    name: str  # display name, unique in the fleet
+    host: str  # what to connect to: hostname, IP or ssh-config alias
+    user: str | None = None  # None: ssh config / local user decides
+    port: int | None = None  # None: ssh config / 22
+    python: str | None = None  # remote interpreter command; None = auto
+    jump: str | None = None  # ProxyJump-style "user@host:port" (or alias)
+    identity: str | None = None  # IdentityFile path; None = ssh config/agent
+    group: str = ""
+    os: str = "posix"  # "posix" or "windows": how remote commands are built
+
+    @property
+    def target(self) -> str:
+        """``alice@10.0.0.7:2222`` style, for display."""
+        return _format_target(self.user, self.host, self.port)
+
+
+def _format_target(user: str | None, host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address needs its brackets
+    return f"{user + '@' if user else ''}{shown}{f':{port}' if port else ''}"
+
+
+# --- ranges -----------------------------------------------------------------------------
+
+
+def expand(pattern: str) -> list[str]:
+    """Expand ``gpu[2-4]`` to ``gpu2 gpu3 gpu4``.
+
+    ``n[01-03]`` keeps the zero padding, ``a[1,3,5-6]`` takes lists, several brackets
+    give every combination. A bracket holding ``:`` is an IPv6 literal, kept as is.
+    """
+    try:
+        return _expand(pattern)
+    except InventoryError as exc:
+        raise InventoryError(f"{pattern!r}: {exc}") from None
+
+
+def _expand(pattern: str) -> list[str]:
+    if not pattern:
+        raise InventoryError("empty host name")
+    pieces: list[list[str]] = []
+    count = 1
+    # re.split with a group alternates literal text (even indices) and brackets (odd).
+    for i, token in enumerate(re.split(r"(\[[^\[\]]*\])", pattern)):
+        if i % 2 == 0:
+            if "[" in token or "]" in token:
+                raise InventoryError("unbalanced '[' or ']'")
+            if token:
+                pieces.append([token])
+            continue
+        body = token[1:-1]
+        if ":" in body:
+            pieces.append([token])
+            continue
+        values = _range_values(body)
+        count *= len(values)
+        if count > MAX_EXPANSION:
+            raise InventoryError(f"expands to more than {MAX_EXPANSION:,} names")
+        pieces.append(values)
+    names = ["".join(p) for p in itertools.product(*pieces)]
+    if len(set(names)) != len(names):
+        # Two combinations can meet, as in a[1,11][1,11] -> a111 twice.
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InventoryError(f"names {twice} twice")
+    return names
+
+
+def _range_values(body: str) -> list[str]:
+    hint = "write [1-4], [01-16] or [1,3,5-7]"
+    if not body:
+        raise InventoryError(f"empty brackets []; {hint}")
+    values: list[str] = []
+    for item in body.split(","):
+        m = _RANGE_ITEM.match(item)
+        if not m:
+            raise InventoryError(f"[{body}] is not a range; {hint}")
+        lo_text, hi_text = m.group(1), m.group(2) or m.group(1)
+        if max(len(lo_text), len(hi_text)) > _MAX_DIGITS:
+            raise InventoryError(f"number in [{body}] too long")
+        lo, hi = int(lo_text), int(hi_text)
+        if lo > hi:
+            raise InventoryError(
+                f"range {lo_text}-{hi_text} is reversed; write {hi_text}-{lo_text}"
+            )
+        if len(values) + hi - lo + 1 > MAX_EXPANSION:
+            raise InventoryError(f"[{body}] holds more than {MAX_EXPANSION:,} names")
+        padded = any(len(t) > 1 and t.startswith("0") for t in (lo_text, hi_text))
+        width = max(len(lo_text), len(hi_text)) if padded else 0
+        values += [str(n).zfill(width) for n in range(lo, hi + 1)]
+    return values
+
+
+# --- targets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A parsed ``[user@]host[:port]``, host still a pattern; user and port as written."""
+
+    user: str | None
+    host: str
+    port: int | None
+    ipv6: bool
+
+
+def parse_target(
+    text: str,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    python: str | None = None,
+    jump: str | None = None,
+    identity: str | None = None,
+    group: str = "",
+    os: str = "posix",
+) -> list[HostSpec]:
+    """The hosts ``[user@]host[:port]`` names, ranges expanded.
+
+    The keyword arguments are defaults; a user or port written in ``text`` wins. The
+    name of each host is its host, with ``:port`` when the target gives one, so the
+    same address on two ports makes two hosts.
+    """
+    try:
+        t = _split_target(text)
+        hosts = [t.host] if t.ipv6 else _expand(t.host)
+        for h in hosts:
+            _check_host(h)
+    except InventoryError as exc:
+        raise InventoryError(f"{text!r}: {exc}") from None
+    return [
+        HostSpec(
+            name=_name_of(h, t.port),
+            host=h,
+            user=t.user or user,
+            port=t.port or port,
+            python=python,
+            jump=jump,
+            identity=identity,
+            group=group,
+            os=os,
+        )
+        for h in hosts
+    ]
+
+
+def _name_of(host: str, port: int | None) -> str:
+    return _format_target(None, host, port) if port else host
+
+
+def _split_target(text: str) -> _Target:
+    if not text or not text.strip():
+        raise InventoryError("empty host target")
+    if any(c.isspace() for c in text):
+        raise InventoryError("whitespace in a host target")
+    user: str | None = None
+    rest = text
+    if "@" in text:
+        user, _, rest = text.partition("@")
+        _check_user(user)
+    if rest.startswith("[") and ":" in rest[: rest.find("]") + 1]:
+        close = rest.find("]")
+        addr, after = rest[1:close], rest[close + 1 :]
+        if after and not after.startswith(":"):
+            raise InventoryError(f"unexpected {after!r} after [{addr}]")
+        _check_ipv6(addr)
+        return _Target(user, addr, _parse_port(after[1:]) if after else None, True)
+    if rest.count(":") >= 2 and "[" not in rest:
+        # Bare IPv6 as ssh takes it: with two colons or more there is no port to split.
+        _check_ipv6(rest)
+        return _Target(user, rest, None, True)
+    host, colon, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    return _Target(user, host, _parse_port(port_text) if colon else None, False)
+
+
+def _parse_port(text: str) -> int:
+    if not _PORT.match(text):
+        raise InventoryError(f"port {text!r} is not a number from 1 to 65535")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise InventoryError(f"port {port} is out of range 1-65535")
+    return port
+
+
+def _check_host(host: str) -> None:
+    if not host:
+        raise InventoryError("empty host name")
+    if ":" in host:  # only IPv6 addresses get here with colons
+        _check_ipv6(host)
+        return
+    if host.startswith("-"):
+        # Never let a host name become an option of ssh or of a ProxyCommand.
+        raise InventoryError(f"host {host!r} starts with '-'")
+    if len(host) > _MAX_HOST_LEN or not _HOST_CHARS.match(host):
+        raise InventoryError(
+            f"host {host!r}: a host name holds only letters, digits, '-', '.' and '_'"
+        )
+
+
+def _check_user(user: str) -> None:
+    if not user:
+        raise InventoryError("empty user before '@'")
+    if user.startswith("-"):
+        raise InventoryError(f"user {user!r} starts with '-'")
+    if not _USER_CHARS.match(user):
+        raise InventoryError(f"user {user!r}: a user holds only letters, digits, '-', '.' and '_'")
+
+
+def _check_ipv6(addr: str) -> None:
+    address, _, zone = addr.partition("%")
+    # ipaddress accepts any zone text at all, so the zone gets the host-name rule.
+    if "%" in addr and not _HOST_CHARS.match(zone):
+        raise InventoryError(f"bad zone in IPv6 address {addr!r}")
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        raise InventoryError(f"{addr!r} is not an IPv6 address") from None
+
+
+# --- the hosts file ---------------------------------------------------------------------
+
+
+def default_hosts_path() -> Path:
+    """``hosts.toml`` in the console's config directory (``~/.config/llmaos-tui`` on Linux)."""
+    return Path(platformdirs.user_config_dir("llmaos-tui", appauthor=False)) / "hosts.toml"
+
+
+_SETTING_KEYS = ("user", "port", "python", "jump", "identity", "os")
+_GROUP_KEYS = ("hosts", *_SETTING_KEYS)
+_HOST_KEYS = ("host", "group", *_SETTING_KEYS)
+_TOP_KEYS = ("defaults", "groups", "hosts")
+
+
+def load_hosts_file(path: Path) -> list[HostSpec]:
+    """The hosts a hosts file lists; a missing file lists none."""
+    _defaults, entries = _read_hosts_file(path)
+    return _unique(entries)
+
+
+def build_inventory(
+    targets: Sequence[str], hosts_file: Path | None, *, use_default_file: bool = True
+) -> list[HostSpec]:
+    """The ``-H`` targets, then the hosts file's hosts; names must be unique.
+
+    ``hosts_file`` names a file that must exist; without it the default file is read
+    when ``use_default_file`` and present. The file's ``[defaults]`` apply to the
+    ``-H`` targets too.
+    """
+    path = hosts_file
+    if path is not None and not path.is_file():
+        raise InventoryError(f"{path}: no such hosts file")
+    if path is None and use_default_file:
+        path = default_hosts_path()
+    defaults, file_entries = _read_hosts_file(path) if path is not None else ({}, [])
+    entries: list[tuple[HostSpec, str]] = []
+    for text in targets:
+        try:
+            specs = parse_target(text, **defaults)
+        except InventoryError as exc:
+            raise InventoryError(f"-H {exc}") from None
+        entries += [(s, f"-H {text!r}") for s in specs]
+    return _unique(entries + file_entries)
+
+
+def _unique(entries: list[tuple[HostSpec, str]]) -> list[HostSpec]:
+    seen: dict[str, str] = {}
+    for spec, source in entries:
+        if spec.name in seen:
+            raise InventoryError(
+                f"two hosts named {spec.name!r}: from {seen[spec.name]} and from {source}"
+            )
+        seen[spec.name] = source
+    return [spec for spec, _source in entries]
+
+
+class _File:
+    """A hosts file being read: its path and lines, to say where a mistake is."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def error(self, table: tuple[str, ...], key: str | None, what: str) -> InventoryError:
+        return InventoryError(f"{self.where(table, key)}: {what}")
+
+    def where(self, table: tuple[str, ...], key: str | None = None) -> str:
+        line = self._line_of(table, key)
+        place = f"{self.path}, line {line}" if line else str(self.path)
+        label = "[" + ".".join(_toml_key(p) for p in table) + "]" if table else "top level"
+        return f"{place}, {label}" + (f" {key}" if key else "")
+
+    def _line_of(self, table: tuple[str, ...], key: str | None) -> int | None:
+        # Best effort: tomllib reports no positions for its values, so find the
+        # table's header, then the key under it; inline tables fall back to the parent.
+        start = 0
+        if table:
+            header = re.compile(
+                r"\s*\[\s*" + r"\s*\.\s*".join(_key_pattern(p) for p in table) + r"\s*\]"
+            )
+            found = [i for i, line in enumerate(self.lines) if header.match(line)]
+            if not found:
+                return self._line_of(table[:-1], table[-1]) if len(table) > 1 else None
+            start = found[0] + 1
+        if key is None:
+            return start or None
+        assign = re.compile(r"\s*" + _key_pattern(key) + r"\s*=")
+        for i in range(start, len(self.lines)):
+            if self.lines[i].lstrip().startswith("["):
+                break
+            if assign.match(self.lines[i]):
+                return i + 1
+        return start or None
+
+
+def _key_pattern(key: str) -> str:
+    k = re.escape(key)
+    return f"(?:{k}|\"{k}\"|'{k}')"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _read_hosts_file(path: Path) -> tuple[dict[str, Any], list[tuple[HostSpec, str]]]:
+    """The file's ``[defaults]``, and its hosts each with where it came from."""
+    if not path.exists():
+        return {}, []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InventoryError(f"{path}: not valid TOML: {exc}") from None
+    f = _File(path, text)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise f.error((), key, f"unknown table {key!r} (allowed: {', '.join(_TOP_KEYS)})")
+    defaults = _settings(
+        f, ("defaults",), _table(f, (), "defaults", data.get("defaults", {})), _SETTING_KEYS
+    )
+    groups = {
+        name: _settings(f, ("groups", name), _table(f, ("groups",), name, tbl), _GROUP_KEYS)
+        for name, tbl in _table(f, (), "groups", data.get("groups", {})).items()
+    }
+    tables = {
+        name: _settings(f, ("hosts", name), _table(f, ("hosts",), name, tbl), _HOST_KEYS)
+        for name, tbl in _table(f, (), "hosts", data.get("hosts", {})).items()
+    }
+    for name in groups:
+        if not _HOST_CHARS.match(name):
+            raise f.error(("groups", name), None, "a group name holds letters, digits, -, . and _")
+    for name, tbl in tables.items():
+        _check_table(f, name, tbl, groups)
+
+    # Each entry is a spec, or the name of a host table that a group lists, which
+    # takes its place in the order once all groups are known (tables come last).
+    order: list[tuple[HostSpec | str, str]] = []
+    # Host tables that a group lists, by name: the group they join, and the entry
+    # (its user and port) that lists them.
+    members: dict[str, tuple[str, _Target, str]] = {}
+    for gname, group in groups.items():
+        settings = {k: v for k, v in group.items() if k != "hosts"}
+        for i, entry in enumerate(group.get("hosts", [])):
+            source = f"{f.where(('groups', gname), 'hosts')} entry {entry!r}"
+            try:
+                t = _split_target(entry)
+                hosts = [t.host] if t.ipv6 else _expand(t.host)
+                for h in hosts:
+                    _check_host(h)
+            except InventoryError as exc:
+                raise f.error(
+                    ("groups", gname), "hosts", f"entry {i + 1} {entry!r}: {exc}"
+                ) from None
+            for h in hosts:
+                name = _name_of(h, t.port)
+                if name not in tables:
+                    layers = {**defaults, **settings, **_explicit(t)}
+                    order.append((HostSpec(name=name, host=h, group=gname, **layers), source))
+                elif name in members:
+                    raise f.error(
+                        ("groups", gname),
+                        "hosts",
+                        f"host {name!r} is listed again (first: {members[name][2]})",
+                    )
+                else:
+                    members[name] = (gname, _Target(t.user, h, t.port, t.ipv6), source)
+                    order.append((name, source))
+    order += [(name, "") for name in tables if name not in members]
+    entries: list[tuple[HostSpec, str]] = []
+    for item, source in order:
+        if isinstance(item, HostSpec):
+            entries.append((item, source))
+            continue
+        spec = _from_table(f, item, tables[item], defaults, groups, members.get(item))
+        entries.append((spec, f.where(("hosts", item))))
+    return defaults, entries
+
+
+def _explicit(t: _Target) -> dict[str, Any]:
+    return {k: v for k, v in (("user", t.user), ("port", t.port)) if v is not None}
+
+
+def _check_table(f: _File, name: str, tbl: dict[str, Any], groups: dict[str, Any]) -> None:
+    where = ("hosts", name)
+    if not name or any(c.isspace() or not c.isprintable() for c in name) or name[0] == "-":
+        raise f.error(
+            where, None, "a host name must be printable, without spaces, not start with '-'"
+        )
+    if "host" not in tbl:
+        try:
+            _check_host(name)
+        except InventoryError as exc:
+            raise f.error(where, None, f'{exc}; set host = "..." for it') from None
+    if "group" in tbl and tbl["group"] not in groups:
+        raise f.error(where, "group", f"no group {tbl['group']!r} (no [groups.{tbl['group']}])")
+
+
+def _from_table(
+    f: _File,
+    name: str,
+    tbl: dict[str, Any],
+    defaults: dict[str, Any],
+    groups: dict[str, dict[str, Any]],
+    member: tuple[str, _Target, str] | None,
+) -> HostSpec:
+    gname = tbl.get("group", "")
+    if member is not None:
+        if gname and gname != member[0]:
+            raise f.error(
+                ("hosts", name),
+                "group",
+                f"says group {gname!r}, but {member[2]} puts it in group {member[0]!r}",
+            )
+        gname = member[0]
+    group = {k: v for k, v in groups.get(gname, {}).items() if k != "hosts"}
+    entry = _explicit(member[1]) if member else {}
+    own = {k: v for k, v in tbl.items() if k not in ("host", "group")}
+    host = tbl.get("host") or name
+    layers = {**defaults, **group, **entry, **own}
+    return HostSpec(name=name, host=host, group=gname, **layers)
+
+
+def _table(f: _File, parent: tuple[str, ...], key: str, value: Any) -> dict[str, Any]:
+    """``value``, found at ``parent.key``, if it is a table."""
+    if not isinstance(value, dict):
+        raise f.error(parent, key, f"must be a table, not {_kind(value)}")
+    return value
+
+
+def _settings(
+    f: _File, table: tuple[str, ...], raw: dict[str, Any], allowed: tuple[str, ...]
+) -> dict[str, Any]:
+    """The keys of one table, checked for name, type and value."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise f.error(table, key, f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+        try:
+            out[key] = _setting(key, value)
+        except InventoryError as exc:
+            raise f.error(table, key, str(exc)) from None
+    return out
+
+
+def _setting(key: str, value: Any) -> Any:
+    if key == "port":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InventoryError(f"must be an integer, not {_kind(value)}")
+        if not 1 <= value <= 65535:
+            raise InventoryError(f"port {value} is out of range 1-65535")
+        return value
+    if key == "hosts":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InventoryError('must be a list of strings such as ["gpu[1-4]", "ops@db1"]')
+        return value
+    if not isinstance(value, str):
+        raise InventoryError(f"must be a string, not {_kind(value)}")
+    if not value or any(not c.isprintable() for c in value):
+        raise InventoryError("must be a non-empty string of printable characters")
+    if key == "user":
+        _check_user(value)
+    elif key == "os" and value not in OS_KINDS:
+        raise InventoryError(f"must be one of {', '.join(map(repr, OS_KINDS))}, not {value!r}")
+    elif key == "host":
+        return _table_host(value)
+    elif key == "jump":
+        for hop in value.split(","):
+            t = _split_target(hop)
+            _check_host(t.host)
+    elif key == "identity":
+        return str(Path(value).expanduser())
+    elif key == "python" and value.startswith("-"):
+        raise InventoryError(f"{value!r} starts with '-'")
+    return value
+
+
+def _table_host(value: str) -> str:
+    t = _split_target(value)
+    if t.user is not None or t.port is not None:
+        raise InventoryError(f"{value!r}: set user and port with their own keys")
+    _check_host(t.host)  # a range's '[' fails here: a host table is one host
+    return t.host
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
