@@ -8,9 +8,11 @@ One run starts, concurrently (so the noise of a shared machine hits all alike):
   private HOME so the user's configuration is never read or written;
 * htop ``-d 10`` (1 s) the same way (optional, ``--no-htop``);
 * a bare psutil loop in a subprocess sampling the fields the agent samples, with
-  nothing else (no encoding, no sockets): the floor for a psutil-based agent;
+  nothing else (no encoding, no sockets): the floor for a psutil-based agent, and how
+  the agent read the table before it read /proc (as it still does off Linux);
 * an informational row (``--no-direct`` leaves it out): the same loop reading the
-  process table straight from ``/proc/PID/stat``, what a leaner collector would cost.
+  process table straight from ``/proc/PID/stat``, the floor for the agent's Linux
+  collector (which reads ``statm`` too, and builds rows).
 
 After a warm-up it reads utime+stime (+ reaped children) from ``/proc/PID/stat``
 at the start and the end of the window, and VmHWM from ``/proc/PID/status``.
@@ -131,9 +133,10 @@ def psutil_pass(psutil: Any, attrs: list[str], static: Static) -> Static:
 class DirectPass:
     """The same fields from one read of /proc/PID/stat plus sched_getaffinity (Linux).
 
-    Not a contender: it shows what a collector that skips psutil's per-process
-    machinery would cost. ppid, state, utime+stime (for CPU %), nice, start time,
-    RSS and the last core all come from the stat line.
+    Not a contender: the floor for a collector that skips psutil's per-process
+    machinery, as the agent's Linux collector does (which reads statm for RSS too).
+    ppid, state, utime+stime (for CPU %), nice, start time, RSS and the last core all
+    come from the stat line.
     """
 
     def __init__(self) -> None:
