@@ -267,7 +267,7 @@ class ProcessCollector:
         except psutil.NoSuchProcess:
             return None
         except psutil.AccessDenied:
-            return "?", "?", ""
+            return "?", "?", "[?]"  # as _read_static has it
         return self._read_static(p)
 
     def _snapshot_psutil(self, gpu_mem: Mapping[int, int]) -> dict[int, Proc]:
