@@ -21,11 +21,13 @@ from textual.worker import Worker
 
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.keys import KeysScreen
+from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.process_table import COLUMNS
 
 COALESCE_S = 0.05
@@ -35,6 +37,15 @@ class HostChanged(Message):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
+
+
+class TrustRequest(Message):
+    """A link met an unknown host key; the operator answers through ``answer``."""
+
+    def __init__(self, question: HostKeyQuestion, answer: asyncio.Future[bool]) -> None:
+        super().__init__()
+        self.question = question
+        self.answer = answer
 
 
 class LlmaosApp(App[None]):
@@ -62,6 +73,9 @@ class LlmaosApp(App[None]):
         self.watchers = [
             HostWatcher(self.fleet.add(link.name), link, self._host_changed) for link in links
         ]
+        for link in links:
+            if isinstance(link, SshLink) and link.ask is None:
+                link.ask = self.ask_trust
         self._themes, self.config_errors = theming.load_themes(theme_dirs)
         self._theme_name = theme or theming.DEFAULT_THEME
         self._keymap = keymap or {}
@@ -101,6 +115,24 @@ class LlmaosApp(App[None]):
         waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(waits, 5.0)
+
+    async def ask_trust(self, question: HostKeyQuestion) -> bool:
+        """Put an unknown host key to the operator; called from a link's worker."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.post_message(TrustRequest(question, answer))
+        return await answer
+
+    def on_trust_request(self, request: TrustRequest) -> None:
+        q = request.question
+
+        def answered(trusted: bool | None) -> None:
+            if not request.answer.done():
+                request.answer.set_result(bool(trusted))
+
+        self.push_screen(
+            TrustScreen(q.name, q.target, q.key_type, q.fingerprint, q.known_hosts),
+            callback=answered,
+        )
 
     def _tick(self) -> None:
         self.fleet.tick()

@@ -1,4 +1,4 @@
-"""``llmaos-tui``: the console, and (later) its headless subcommands.
+"""``llmaos-tui``: the console, and its headless subcommands (``snapshot --json``).
 
 Kept free of Textual at import time: the UI is imported only when it is run,
 so headless commands start fast and work without a terminal.
@@ -7,13 +7,52 @@ so headless commands start fast and work without a terminal.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from llmaos_tui import __version__
+from llmaos_tui.fleet.inventory import InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.replay import ReplayLink
+from llmaos_tui.fleet.ssh import SshLink, SshOptions
+from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
+from llmaos_tui.fleet.watcher import HostWatcher
+
+MAX_CONCURRENT_CONNECTS = 16
+"""Below OpenSSH's default MaxStartups (10:30:100 starts refusing at 10 unauthenticated
+per server); ours are spread over many servers, so 16 at once is safe for each."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-H",
+        "--host",
+        action="append",
+        default=[],
+        metavar="[USER@]HOST[:PORT]",
+        dest="hosts",
+        help="watch this host over SSH (ranges: gpu[1-8]); repeatable",
+    )
+    p.add_argument(
+        "--hosts-file",
+        type=Path,
+        help="hosts file (default: hosts.toml in the config directory, when present)",
+    )
+    p.add_argument("--known-hosts", type=Path, help="known_hosts file (default ~/.ssh/known_hosts)")
+    p.add_argument("--no-local", action="store_true", help="leave this machine out of the fleet")
+    p.add_argument(
+        "--replay",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE",
+        help="add a host played back from a recorded agent stream (demos)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,35 +63,52 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--theme", help="theme name (llmaos-dark, llmaos-light, textual-dark, ...)")
     p.add_argument("--read-only", action="store_true", help="refuse every change")
-    p.add_argument(
-        "--replay",
-        action="append",
-        default=[],
-        metavar="[NAME=]FILE",
-        help="add a host played back from a recorded agent stream (demos)",
+    _common(p)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    snap = sub.add_parser("snapshot", help="print one snapshot of the fleet and exit")
+    snap.add_argument("--json", action="store_true", required=True, help="as JSON (required)")
+    snap.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for hosts (default 15)"
     )
-    p.add_argument("--no-local", action="store_true", help="leave this machine out of the fleet")
+    _common(snap)
     return p
+
+
+def build_links(args: argparse.Namespace) -> list[Link]:
+    """The fleet the arguments name; raises InventoryError on a bad target or file."""
+    links: list[Link] = []
+    if not args.no_local:
+        links.append(LocalLink())
+    specs = build_inventory(args.hosts, args.hosts_file, use_default_file=True)
+    if specs:
+        options = SshOptions()
+        if args.known_hosts:
+            options.known_hosts = args.known_hosts
+        limiter = asyncio.Semaphore(MAX_CONCURRENT_CONNECTS)
+        links += [SshLink(s, options=options, limiter=limiter) for s in specs]
+    for spec in args.replay:
+        name, sep, path = spec.rpartition("=")
+        links.append(ReplayLink(Path(path), name=name if sep else None, delay=1.0))
+    names = [link.name for link in links]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InventoryError(f"two hosts named {', '.join(dupes)}; give them distinct names")
+    return links
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    links: list[Link] = []
-    if not args.no_local:
-        links.append(LocalLink())
-    for spec in args.replay:
-        name, sep, path = spec.rpartition("=")
-        links.append(ReplayLink(Path(path), name=name if sep else None, delay=1.0))
+    try:
+        links = build_links(args)
+    except InventoryError as exc:
+        print(f"llmaos-tui: {exc}", file=sys.stderr)
+        return 2
     if not links:
-        print("llmaos-tui: no hosts (drop --no-local or add --replay FILE)", file=sys.stderr)
+        print("llmaos-tui: no hosts (drop --no-local, or add -H HOST)", file=sys.stderr)
         return 2
-    names = [link.name for link in links]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        print(
-            f"llmaos-tui: two hosts named {', '.join(dupes)}; name them NAME=FILE", file=sys.stderr
-        )
-        return 2
+    if args.cmd == "snapshot":
+        print(json.dumps(asyncio.run(snapshot(links, args.timeout)), indent=2))
+        return 0
 
     # Textual is imported only to run the UI (headless commands must not pay for it).
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
@@ -66,3 +122,56 @@ def main(argv: list[str] | None = None) -> int:
     app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keymap)
     app.run()
     return 0
+
+
+async def snapshot(links: list[Link], timeout: float) -> dict[str, Any]:
+    """Watch every host until each is up with a sample (or down), then describe the fleet."""
+    fleet = FleetState()
+    watchers = [HostWatcher(fleet.add(link.name), link, lambda _h: None) for link in links]
+    tasks = [asyncio.ensure_future(w.run()) for w in watchers]
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not all(_settled(h) for h in fleet.hosts.values()):
+            await asyncio.sleep(0.1)
+    finally:
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "version": __version__,
+        "time": time.time(),
+        "beta_fleet": _round(fleet.beta()) if fleet.up_hosts() else None,
+        "hosts": [_host_json(h) for h in fleet.hosts.values()],
+    }
+
+
+def _settled(h: HostState) -> bool:
+    if h.status is HostStatus.DOWN:
+        return True
+    return h.status is HostStatus.UP and h.sample is not None and bool(h.procs)
+
+
+def _round(v: float | None, n: int = 4) -> float | None:
+    return None if v is None else round(v, n)
+
+
+def _host_json(h: HostState) -> dict[str, Any]:
+    s, hello = h.sample, h.hello
+    return {
+        "name": h.name,
+        "target": h.target,
+        "status": h.status.value if h.status is not HostStatus.UP or s else "connecting",
+        "reason": h.reason or None,
+        "os": hello.host.os if hello else None,
+        "hostname": hello.host.hostname if hello else None,
+        "cores": h.cores if hello else None,
+        "cpu": _round(h.cpu),
+        "mem": _round(h.mem),
+        "gpu": _round(h.gpu),
+        "beta_cpu": _round(h.beta_cpu),
+        "beta_gpu": _round(h.beta_gpu),
+        "core_loads": list(s.cpu) if s else [],
+        "gpu_loads": h.gpu_loads if s else [],
+        "processes": len(h.procs),
+    }

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -37,6 +37,7 @@ from llmaos_agent.collect.processes import (
     parse_stat,
 )
 from llmaos_agent.protocol import MAX_CORES, Capabilities, HostFacts, Memory, Proc
+from tests.testbed import Testbed, testbed_factory_fixture  # noqa: F401 (a fixture)
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="reads /proc directly to check the collector")
@@ -696,8 +697,13 @@ def test_docker_status_on_something_else_listening(short_tmp: Path, answer: byte
     assert reason is not None and path in reason
 
 
-@pytest.mark.skipif(
-    not Path("/var/run/docker.sock").exists(), reason="no Docker engine socket on this host"
-)
-def test_docker_status_with_a_real_engine() -> None:
-    assert docker_status() == (True, None)
+def test_docker_status_with_a_real_engine(testbed_factory: Callable[..., Testbed]) -> None:
+    # A testbed host's own dockerd, so the test needs no system daemon and touches none.
+    tb = testbed_factory(n=1, docker=True)
+    sock = str(tb.hosts[0].docker_socket)
+    assert docker_status(sock) == (True, None)
+    tb.kill_dockerd(tb.hosts[0])
+    ok, reason = docker_status(sock)
+    assert ok is False and reason is not None and sock in reason
+    tb.start_dockerd(tb.hosts[0])
+    assert docker_status(sock) == (True, None)

@@ -719,6 +719,39 @@ class Testbed:
         self._spawn_sshd(host)
         self._wait_sshd(host)
 
+    def kill_dockerd(self, host: TestHost) -> None:
+        """SIGKILL the host's dockerd and the containerd it runs, as a crash of the engine would.
+
+        Containers' shims live on, as they do on a real host; the next dockerd finds them.
+        """
+        p = host._dockerd
+        if p is None:
+            return
+        children: list[psutil.Process] = []
+        if p.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(p.pid).children(recursive=False)
+            p.kill()
+        p.wait(timeout=5)
+        for c in children:
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+        _wait_dead(children, timeout=5)
+        # A killed child may stay a zombie (nobody reaps it here), and dockerd would take its
+        # pid file for a live containerd and wait on it forever.
+        pidfile = Path(f"/proc/{host.pid}/root/run/docker/containerd/containerd.pid")
+        pidfile.unlink(missing_ok=True)
+        host._dockerd = None
+
+    def start_dockerd(self, host: TestHost) -> None:
+        """Start the host's dockerd again (same data dir); return once it answers /_ping."""
+        if not self.docker:
+            raise TestbedError("this testbed was made without docker")
+        if host._dockerd is not None and host._dockerd.poll() is None:
+            raise TestbedError(f"dockerd of {host.name} is already running")
+        self._spawn_dockerd(host)
+        self._wait_dockerd(host)
+
     def replace_host_key(self, host: TestHost) -> str:
         """Give the host a new host key (known_hosts keeps the old one); return the new line."""
         running = host.sshd_pid is not None

@@ -9,6 +9,7 @@ directory (``%LOCALAPPDATA%`` on Windows).
 from __future__ import annotations
 
 import os
+import platform
 import stat
 import sys
 from dataclasses import dataclass
@@ -54,14 +55,23 @@ def default_paths() -> AgentPaths:
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
         return AgentPaths(runtime=base / "llmaos-agent" / "run", state=base / "llmaos-agent")
+    # Home directories are often shared between hosts (NFS on a cluster): a socket
+    # or lock there must be per host, or one host's attach would find another's.
+    host = _host_dir_name()
     xdg_run = os.environ.get("XDG_RUNTIME_DIR")
     runtime = (
         Path(xdg_run) / "llmaos-agent"
         if xdg_run and Path(xdg_run).is_dir()
-        else Path.home() / ".cache" / "llmaos-agent" / "run"
+        else Path.home() / ".cache" / "llmaos-agent" / "run" / host
     )
     state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return AgentPaths(runtime=runtime, state=Path(state_home) / "llmaos-agent")
+    return AgentPaths(runtime=runtime, state=Path(state_home) / "llmaos-agent" / host)
+
+
+def _host_dir_name() -> str:
+    name = platform.node() or "localhost"
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+    return safe.strip(".") or "localhost"
 
 
 def private_dir(path: Path) -> Path:

@@ -8,6 +8,7 @@ the protocol and the state, is shared.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 
 class LinkDown(Exception):
@@ -43,6 +44,11 @@ class Link(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # Told of a phase of open() worth showing ("deploying"); set by the watcher.
+        self.on_phase: Callable[[str], None] | None = None
+
+    live = True
+    """False for a recording: its samples stop by design, so it never turns stale."""
 
     @abstractmethod
     async def open(self) -> Transport: ...

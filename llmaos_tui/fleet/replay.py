@@ -69,6 +69,8 @@ class ReplayTransport(Transport):
 
 
 class ReplayLink(Link):
+    live = False
+
     def __init__(self, path: Path, name: str | None = None, delay: float = 0.0) -> None:
         super().__init__(name or path.stem)
         self.path = path

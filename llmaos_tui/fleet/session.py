@@ -36,6 +36,10 @@ from llmaos_tui.fleet.link import LinkDown, Transport
 GARBAGE_LIMIT = 5
 """Malformed lines tolerated within GARBAGE_WINDOW seconds before the host is taken down."""
 GARBAGE_WINDOW = 10.0
+FLOOD_LINES = 1000
+"""Lines tolerated within FLOOD_WINDOW seconds: an agent sends a few a second, and
+its history at attach in a handful of large chunks; more is a runaway agent."""
+FLOOD_WINDOW = 2.0
 
 
 class CallError(Exception):
@@ -61,6 +65,8 @@ class AgentSession:
         self._pending: dict[int, tuple[asyncio.Future[Response], str]] = {}
         self._garbage: deque[float] = deque()
         self._closed: str | None = None
+        self._window_start = 0.0
+        self._window_lines = 0
 
     async def read_hello(self, timeout: float = 15.0) -> Hello:
         try:
@@ -87,6 +93,10 @@ class AgentSession:
                 line = await self.transport.readline()
                 if not line:
                     return await self.transport.end_reason()
+                if self._count_line() % 64 == 0:
+                    # A stream that always has data ready never suspends readline();
+                    # yield now and then so one busy host cannot starve the others.
+                    await asyncio.sleep(0)
                 if line.strip():
                     self._handle(line)
         finally:
@@ -137,6 +147,17 @@ class AgentSession:
                 self.on_warning(f"answer to no call (id {msg.id!r})")
             elif not entry[0].done():
                 entry[0].set_result(msg)
+
+    def _count_line(self) -> int:
+        now = time.monotonic()
+        if now - self._window_start > FLOOD_WINDOW:
+            self._window_start, self._window_lines = now, 0
+        self._window_lines += 1
+        if self._window_lines > FLOOD_LINES:
+            raise LinkDown(
+                f"the agent floods the link: over {FLOOD_LINES} messages in {FLOOD_WINDOW:.0f} s"
+            )
+        return self._window_lines
 
     def _garbage_line(self, exc: ProtocolError, line: bytes) -> None:
         now = time.monotonic()

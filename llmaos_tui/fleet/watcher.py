@@ -55,6 +55,11 @@ class HostWatcher:
         self.session: AgentSession | None = None
         self._up_since: float | None = None
         state.target = link.target
+        link.on_phase = self._phase
+
+    def _phase(self, name: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._set(HostStatus(name))
 
     async def run(self) -> None:
         """Forever: the caller cancels it (the console quitting)."""
@@ -105,7 +110,9 @@ class HostWatcher:
             self.session = session
             self._up_since = time.monotonic()
             self._set(HostStatus.UP)
-            stale = asyncio.ensure_future(self._watch_stale(hello))
+            stale = asyncio.ensure_future(
+                self._watch_stale(hello) if self.link.live else asyncio.Event().wait()
+            )
             try:
                 return await reader
             finally:
@@ -116,12 +123,18 @@ class HostWatcher:
                 await reader
 
     async def _watch_stale(self, hello: Hello) -> None:
-        limit = self.stale_after or max(3.0, 3 * hello.interval)
+        # Two and a half missed samples: a cut network shows as stale within 3 s at
+        # 1 Hz. Sleeping until that moment, not polling, costs one wake-up a sample.
+        limit = self.stale_after or 2.5 * hello.interval
         while True:
-            await asyncio.sleep(min(limit / 3, 1.0))
-            quiet = time.monotonic() - self.state.last_rx
-            if quiet > limit and self.state.status is HostStatus.UP:
-                self._set(HostStatus.STALE, f"no sample for {quiet:.0f} s")
+            due = self.state.last_rx + limit - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due + 0.01)
+                continue
+            if self.state.status is HostStatus.UP:
+                quiet = time.monotonic() - self.state.last_rx
+                self._set(HostStatus.STALE, f"no sample for {quiet:.1f} s")
+            await asyncio.sleep(limit)
 
     def _on_notification(self, msg: Notification) -> None:
         st = self.state

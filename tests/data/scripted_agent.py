@@ -8,6 +8,7 @@ handshake like an agent, streams the recorded samples, then misbehaves as asked:
 MODE: ok (samples, then stays quiet but open), silent (hello and handshake,
 then nothing), garbage (after the samples, lines that are not JSON-RPC),
 one-garbage (a single bad line, then samples again), huge (a 100 MB line),
+flood (valid samples as fast as the pipe takes them),
 exit (exit with code 7 and a message on stderr after the samples),
 no-hello (garbage first).
 """
@@ -83,6 +84,10 @@ def main() -> None:
         for _ in range(100):
             sys.stdout.buffer.write(chunk)
         out(b"")
+    elif mode == "flood":
+        while True:  # valid samples, as fast as the pipe takes them
+            for ln in rest[1:]:
+                out(ln)
     elif mode == "exit":
         sys.stderr.write("scripted agent: giving up\n")
         sys.stderr.flush()

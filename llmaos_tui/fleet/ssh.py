@@ -1,0 +1,295 @@
+"""The SSH link: one asyncssh connection per host, carrying the agent's channel.
+
+``open`` connects (at most ``limiter``'s count at once, so a large fleet does not
+trip sshd's MaxStartups), verifies the host key against known_hosts, pushes the
+agent zipapp when the host lacks it (:mod:`deploy`), and runs it with ``attach``
+on an exec channel. The watcher above reconnects with backoff; one slow host
+never stalls another because each has its own task and its own timeouts.
+
+Host keys are always verified. An unknown key is put to the operator (``ask``,
+the console's trust dialog) and written to known_hosts only when they trust it;
+with nobody to ask it is refused. A key that differs from the one known_hosts has
+for that host is refused outright, loudly: that is what an attack looks like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from llmaos_agent.protocol import MAX_LINE_BYTES
+from llmaos_tui.fleet import deploy
+from llmaos_tui.fleet.inventory import HostSpec
+from llmaos_tui.fleet.link import LineTooLong, Link, LinkDown, Transport
+
+STDERR_KEEP = 2000
+READ_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class HostKeyQuestion:
+    """What the operator is asked about an unknown host key."""
+
+    name: str
+    target: str
+    key_type: str
+    fingerprint: str
+    known_hosts: str
+
+
+TrustAsker = Callable[[HostKeyQuestion], Awaitable[bool]]
+
+
+@dataclass
+class SshOptions:
+    """How to reach hosts; the defaults are what ``ssh`` itself would use."""
+
+    known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
+    client_keys: list[str] | None = None  # None: ssh-agent, IdentityFile, default keys
+    config: list[str] | None = None  # None: ~/.ssh/config; [] ignores it
+    use_agent: bool = True  # ssh-agent from SSH_AUTH_SOCK
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 3
+    deploy: bool = True  # push the agent zipapp; False runs the host's llmaos-agent
+
+
+class SshTransport(Transport):
+    """The agent's stdout, split into lines here so a line's size is bounded as it arrives."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, proc: Any, link: SshLink) -> None:
+        self.conn = conn
+        self.proc = proc
+        self._link = link
+        self._buf = bytearray()
+        self._eof = False
+        self._skipping = False  # inside an overlong line, dropping until its newline
+        self._stderr = bytearray()
+        self._stderr_task = asyncio.ensure_future(self._drain_stderr())
+
+    async def _drain_stderr(self) -> None:
+        with contextlib.suppress(Exception):
+            while chunk := await self.proc.stderr.read(4096):
+                self._stderr += chunk
+                del self._stderr[:-STDERR_KEEP]
+
+    async def readline(self) -> bytes:
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[: nl + 1])
+                del self._buf[: nl + 1]
+                if self._skipping:
+                    self._skipping = False
+                    continue
+                return line
+            if len(self._buf) > MAX_LINE_BYTES:
+                self._buf.clear()
+                self._skipping = True
+                raise LineTooLong(f"the agent sent a line over the {MAX_LINE_BYTES} byte limit")
+            if self._eof:
+                line, self._buf = bytes(self._buf), bytearray()
+                return b"" if self._skipping else line
+            try:
+                chunk = await self.proc.stdout.read(READ_CHUNK)
+            except (asyncssh.Error, OSError) as exc:
+                raise LinkDown(f"SSH connection lost: {_ssh_reason(exc)}") from exc
+            if not chunk:
+                self._eof = True
+            elif self._skipping:
+                nl = chunk.find(b"\n")
+                if nl >= 0:
+                    self._skipping = False
+                    self._buf += chunk[nl + 1 :]
+            else:
+                self._buf += chunk
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(Exception):
+            self.proc.stdin.write(data)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.proc.stdin.write_eof()  # attach exits on stdin EOF
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.proc.wait_closed(), 2.0)
+        self.conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.conn.wait_closed(), 2.0)
+        self._stderr_task.cancel()
+
+    async def end_reason(self) -> str:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.proc.wait_closed(), 2.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
+        lines = self._stderr.decode(errors="replace").strip().splitlines()
+        tail = lines[-1] if lines else ""
+        code = self.proc.exit_status
+        if code is None and self.proc.exit_signal:
+            return f"the agent was killed by {self.proc.exit_signal[0]}"
+        if code is None:
+            return "the SSH connection closed"
+        return deploy.explain_exit(code, tail, self._link.spec.python, self._link.windows)
+
+
+class _KeyWitness(asyncssh.SSHClient):
+    """Keeps the key asyncssh could not verify, so the link can say what it was."""
+
+    def __init__(self) -> None:
+        self.unverified: tuple[str, str, int, asyncssh.SSHKey] | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.unverified = (host, addr, port, key)
+        return False  # only known_hosts decides; the operator is asked outside asyncssh
+
+
+class SshLink(Link):
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        options: SshOptions | None = None,
+        limiter: asyncio.Semaphore | None = None,
+        ask: TrustAsker | None = None,
+    ) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.options = options or SshOptions()
+        self.limiter = limiter or asyncio.Semaphore(16)
+        self.ask = ask
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    @property
+    def windows(self) -> bool:
+        return self.spec.os == "windows"
+
+    @property
+    def target(self) -> str:
+        return self.spec.target
+
+    async def open(self) -> Transport:
+        async with self.limiter:
+            conn = await self._connect()
+        try:
+            if self.options.deploy:
+                self.phase("deploying")
+                try:
+                    path = await deploy.ensure_agent(conn)
+                except (asyncssh.Error, OSError) as exc:
+                    raise LinkDown(f"cannot upload the agent: {_ssh_reason(exc)}") from exc
+                command = deploy.attach_command(path, self.spec.python, self.windows)
+            else:
+                command = "llmaos-agent attach"
+            proc = await conn.create_process(command, encoding=None)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        return SshTransport(conn, proc, self)
+
+    def _connect_options(self) -> dict[str, Any]:
+        o = self.options
+        kw: dict[str, Any] = {
+            "known_hosts": str(o.known_hosts),
+            "connect_timeout": o.connect_timeout,
+            "keepalive_interval": o.keepalive_interval,
+            "keepalive_count_max": o.keepalive_count_max,
+        }
+        if o.config is not None:
+            kw["config"] = o.config
+        if o.client_keys is not None:
+            kw["client_keys"] = o.client_keys
+        if not o.use_agent:
+            kw["agent_path"] = None
+        s = self.spec
+        if s.user:
+            kw["username"] = s.user
+        if s.port:
+            kw["port"] = s.port
+        if s.identity:
+            kw["client_keys"] = [s.identity]
+        if s.jump:
+            kw["tunnel"] = s.jump
+        return kw
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        _ensure_file(self.options.known_hosts)
+        for _ in range(2):  # the second try follows the operator trusting the key
+            witness = _KeyWitness()
+
+            def factory(w: _KeyWitness = witness) -> _KeyWitness:
+                return w
+
+            try:
+                conn, _client = await asyncssh.create_connection(
+                    factory, self.spec.host, **self._connect_options()
+                )
+                return conn
+            except asyncssh.HostKeyNotVerifiable as exc:
+                if witness.unverified is None:
+                    raise LinkDown(f"host key not verifiable: {exc.reason}") from exc
+                if not await self._trust(*witness.unverified):
+                    raise LinkDown(self._refused_reason) from exc
+            except asyncssh.PermissionDenied as exc:
+                raise LinkDown(f"SSH login refused: {exc.reason}") from exc
+            except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+                raise LinkDown(f"cannot connect to {self.spec.target}: {_ssh_reason(exc)}") from exc
+        raise LinkDown("the host key changed between two connects")
+
+    async def _trust(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        kh = self.options.known_hosts
+        fp = key.get_fingerprint("sha256")
+        known = asyncssh.read_known_hosts(str(kh)).match(host, addr, port)[0]
+        if known:
+            self._refused_reason = (
+                f"HOST KEY CHANGED for {host}: it now offers {key.get_algorithm()} {fp}, "
+                f"which is not the key in {kh}. Refused: this may be an attack. If the "
+                f"change is expected, remove the old key (ssh-keygen -R {host}) and reconnect."
+            )
+            return False
+        self._refused_reason = f"unknown host key {key.get_algorithm()} {fp}: not trusted"
+        if self.ask is None:
+            self._refused_reason += f" (trust it from the console, or add it to {kh})"
+            return False
+        question = HostKeyQuestion(self.name, self.spec.target, key.get_algorithm(), fp, str(kh))
+        if not await self.ask(question):
+            return False
+        pattern = host if port == 22 else f"[{host}]:{port}"
+        line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
+        with kh.open("a", encoding="utf-8") as f:
+            f.write(line)
+        return True
+
+    _refused_reason = "host key refused"
+
+    def phase(self, name: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(name)
+
+
+def _ensure_file(path: Path) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+
+
+def _ssh_reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

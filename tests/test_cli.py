@@ -1,0 +1,140 @@
+"""``llmaos-tui`` as a command: ``snapshot --json``, ``-H``, hosts files and ~/.ssh/config.
+
+Each test runs the real command in a subprocess with its own HOME, so ~/.ssh and
+~/.config are the test's, never the user's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import RECORDING
+from tests.sshserver import SshServer
+
+
+async def llmaos_tui(*args: str, home: Path, timeout: float = 90) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+    }
+    env.pop("SSH_AUTH_SOCK", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "llmaos_tui",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def hosts_of(stdout: str) -> dict[str, dict[str, Any]]:
+    doc = json.loads(stdout)
+    return {h["name"]: h for h in doc["hosts"]}
+
+
+@pytest.fixture
+async def server(tmp_path: Path, agent_home: Path) -> AsyncIterator[SshServer]:
+    srv = SshServer(tmp_path / "srv", env={"LLMAOS_AGENT_HOME": str(agent_home)})
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def ssh_home(tmp_path: Path, srv: SshServer, *, trust: bool = True) -> Path:
+    """A HOME whose ~/.ssh/config names the server 'testbox', as a user would."""
+    home = tmp_path / "home"
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, mode=0o700)
+    (ssh / "config").write_text(
+        "Host testbox\n"
+        "    HostName 127.0.0.1\n"
+        f"    Port {srv.port}\n"
+        "    User ops\n"
+        f"    IdentityFile {srv.client_key_path}\n"
+    )
+    if trust:
+        line = srv.host_key.export_public_key("openssh").decode().strip()
+        (ssh / "known_hosts").write_text(f"[127.0.0.1]:{srv.port} {line}\n")
+    cfg = home / ".config" / "llmaos-tui"
+    cfg.mkdir(parents=True)
+    # The interpreter that has psutil and msgspec (the testbed's "remote" Python).
+    (cfg / "hosts.toml").write_text(
+        f'[hosts.testbox]\nhost = "testbox"\npython = "{sys.executable}"\n'
+    )
+    return home
+
+
+async def test_snapshot_json_of_this_machine(tmp_path: Path, agent_home: Path) -> None:
+    code, out, err = await llmaos_tui("snapshot", "--json", home=tmp_path)
+    assert code == 0, err
+    local = hosts_of(out)["local"]
+    assert local["status"] == "up"
+    assert local["cores"] == os.cpu_count() == len(local["core_loads"])
+    assert all(0.0 <= x <= 1.0 for x in local["core_loads"])
+    assert local["processes"] > 1
+    assert 0.0 <= local["beta_cpu"] <= 2.0
+
+
+async def test_snapshot_json_of_a_recording(tmp_path: Path) -> None:
+    code, out, err = await llmaos_tui(
+        "snapshot", "--json", "--no-local", "--replay", f"rec={RECORDING}", home=tmp_path
+    )
+    assert code == 0, err
+    rec = hosts_of(out)["rec"]
+    assert rec["status"] == "up" and rec["cores"] == 2 and len(rec["gpu_loads"]) == 2
+
+
+async def test_ssh_config_name_from_the_hosts_file(tmp_path: Path, server: SshServer) -> None:
+    home = ssh_home(tmp_path, server)
+    code, out, err = await llmaos_tui("snapshot", "--json", "--no-local", home=home)
+    assert code == 0, err
+    box = hosts_of(out)["testbox"]
+    assert box["status"] == "up", box["reason"]
+    assert box["target"] == "testbox"
+    assert box["cores"] == os.cpu_count()
+    assert box["processes"] > 1
+
+
+async def test_unknown_host_key_is_refused_headless(tmp_path: Path, server: SshServer) -> None:
+    home = ssh_home(tmp_path, server, trust=False)
+    code, out, err = await llmaos_tui("snapshot", "--json", "--no-local", home=home)
+    assert code == 0, err
+    box = hosts_of(out)["testbox"]
+    assert box["status"] == "down"
+    assert "unknown host key" in box["reason"] and "not trusted" in box["reason"]
+    assert server.commands == []
+    assert (home / ".ssh" / "known_hosts").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["-H", "gpu;reboot"], "gpu;reboot"),
+        (["-H", "a:70000"], "70000"),
+        (["--host=-oProxyCommand=x"], "ProxyCommand"),
+        (["--replay", "x=a", "--replay", "x=b"], "two hosts named x"),
+    ],
+)
+async def test_bad_targets_are_refused_before_anything_starts(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    code, out, err = await llmaos_tui("snapshot", "--json", "--no-local", *args, home=tmp_path)
+    assert code == 2
+    assert out == ""
+    assert words in err

@@ -1,0 +1,108 @@
+"""The console's core watching three real hosts: network namespaces, each with OpenSSH sshd.
+
+The agent is pushed as a zipapp over SFTP and run by each host's sshd inside
+that host's namespaces, so each reports its own hostname. A host whose sshd is
+killed goes down and comes back when sshd does; a host whose network is cut
+turns stale within 3 s and up again when the network returns. No console restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from llmaos_tui.fleet import deploy
+from llmaos_tui.fleet.inventory import HostSpec
+from llmaos_tui.fleet.ssh import SshLink, SshOptions
+from llmaos_tui.fleet.state import FleetState, HostStatus
+from llmaos_tui.fleet.watcher import Backoff, HostWatcher
+from tests.helpers import wait_for
+from tests.testbed import Testbed, testbed_fixture  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def watching(tb: Testbed) -> AsyncIterator[FleetState]:
+    fleet = FleetState()
+    options = SshOptions(
+        known_hosts=tb.known_hosts,
+        client_keys=[str(tb.client_key)],
+        config=[],
+        use_agent=False,
+        connect_timeout=5.0,
+    )
+    limiter = asyncio.Semaphore(16)
+    watchers = [
+        HostWatcher(
+            fleet.add(h.name),
+            SshLink(
+                HostSpec(name=h.name, host=h.addr, user="root", python=sys.executable),
+                options=options,
+                limiter=limiter,
+            ),
+            lambda _h: None,
+            backoff=Backoff(first=0.2, cap=1.0),
+        )
+        for h in tb.hosts
+    ]
+    tasks = [asyncio.ensure_future(w.run()) for w in watchers]
+    try:
+        yield fleet
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def all_up(fleet: FleetState) -> bool:
+    return all(h.status is HostStatus.UP and h.sample is not None for h in fleet.hosts.values())
+
+
+async def test_three_hosts_over_openssh_with_the_agent_pushed(testbed: Testbed) -> None:
+    data, digest = deploy.zipapp()
+    pushed = Path.home() / deploy.remote_path(digest)
+    pushed.unlink(missing_ok=True)  # the hosts share this machine's /root: start without it
+
+    async with watching(testbed) as fleet:
+        await wait_for(lambda: all_up(fleet), 60, "three hosts up")
+        assert pushed.read_bytes() == data
+        for h in testbed.hosts:
+            hello = fleet.hosts[h.name].hello
+            assert hello is not None and hello.host.hostname == h.name  # its own agent
+        assert 0.0 <= fleet.beta() <= 2.0
+
+
+async def test_killed_sshd_goes_down_and_comes_back(testbed: Testbed) -> None:
+    async with watching(testbed) as fleet:
+        await wait_for(lambda: all_up(fleet), 60, "three hosts up")
+        victim, other = testbed.hosts[1], fleet.hosts[testbed.hosts[0].name]
+        host = fleet.hosts[victim.name]
+
+        testbed.kill_sshd(victim)
+        await wait_for(lambda: host.status is not HostStatus.UP, 3, "the host not up in 3 s")
+        seen = len(other.history)
+        await wait_for(lambda: len(other.history) > seen + 1, 10, "the others still updating")
+
+        testbed.start_sshd(victim)
+        await wait_for(lambda: host.status is HostStatus.UP, 30, "the host up again")
+        n = len(host.history)
+        await wait_for(lambda: len(host.history) > n, 10, "new samples from it")
+
+
+async def test_cut_network_turns_stale_within_3_s_and_recovers(testbed: Testbed) -> None:
+    async with watching(testbed) as fleet:
+        await wait_for(lambda: all_up(fleet), 60, "three hosts up")
+        victim = testbed.hosts[2]
+        host = fleet.hosts[victim.name]
+
+        testbed.set_link(victim, up=False)
+        await wait_for(lambda: host.status is not HostStatus.UP, 3.5, "stale within 3 s")
+        assert host.status in (HostStatus.STALE, HostStatus.DOWN)
+        testbed.set_link(victim, up=True)
+        await wait_for(lambda: host.status is HostStatus.UP, 30, "up again")
