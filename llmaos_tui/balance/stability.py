@@ -1,0 +1,134 @@
+"""Hysteresis for balancing on live, noisy loads: the auto mode's rules.
+
+Loads measured over a second are noisy; a planner run on each raw sample would move
+work back and forth chasing noise. :class:`AutoBalancer` plans on smoothed loads
+(an exponentially weighted mean per unit, so a unit's history moves with it, and
+per processor for the load no unit explains), only when the smoothed beta stands
+a trigger band above the floor, only moves that gain a minimum of beta each, never
+a unit moved within its cool-down, and at most K moves per period. Dry-run computes
+the same decisions without counting them as made. Pure: the caller feeds snapshots
+and carries the moves out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from llmaos_tui.balance.model import Budget, Constraints, Level, Move, Plan, Processor, Unit
+from llmaos_tui.balance.planner import plan
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """The knobs. ``alpha`` is the weight of the newest sample in the moving mean;
+    ``band`` the beta above the floor that triggers a plan; ``min_gain`` the beta a
+    move must gain; ``cooldown`` the periods a moved unit stays put; ``max_moves``
+    the K moves per period."""
+
+    alpha: float = 0.2
+    band: float = 0.05
+    min_gain: float = 0.01
+    cooldown: int = 10
+    max_moves: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError("alpha must be in (0, 1]")
+        if self.band < 0 or self.min_gain < 0 or self.cooldown < 0 or self.max_moves < 0:
+            raise ValueError("band, min_gain, cooldown and max_moves must be >= 0")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one period decided: the moves to make (empty when not triggered) and why."""
+
+    period: int
+    beta_smoothed: float
+    floor: float
+    triggered: bool
+    moves: tuple[Move, ...]
+    plan: Plan | None
+    reason: str
+
+
+class Ewma:
+    """Exponentially weighted means keyed by id; ids not seen in an update are dropped."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.values: dict[str, float] = {}
+
+    def update(self, samples: dict[str, float]) -> dict[str, float]:
+        a = self.alpha
+        self.values = {
+            k: v if k not in self.values else a * v + (1.0 - a) * self.values[k]
+            for k, v in samples.items()
+        }
+        return self.values
+
+
+@dataclass
+class AutoBalancer:
+    """Given successive snapshots of one level, returns at most K moves per period."""
+
+    config: StabilityConfig = field(default_factory=StabilityConfig)
+    level: Level = "cores"
+    dry_run: bool = False
+    constraints: Constraints = field(default_factory=Constraints)
+    period: int = 0
+    moved_at: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._units = Ewma(self.config.alpha)
+        self._background = Ewma(self.config.alpha)
+
+    def smooth(
+        self, processors: Sequence[Processor], units: Sequence[Unit]
+    ) -> tuple[list[Processor], list[Unit]]:
+        """The snapshot with every load replaced by its moving mean."""
+        on: dict[str, float] = {}
+        for u in units:
+            on[u.processor] = on.get(u.processor, 0.0) + u.load
+        bg = self._background.update(
+            {p.id: max(0.0, p.load - on.get(p.id, 0.0)) for p in processors}
+        )
+        ul = self._units.update({u.id: u.load for u in units})
+        s_units = [replace(u, load=ul[u.id]) for u in units]
+        s_on: dict[str, float] = {}
+        for u in s_units:
+            s_on[u.processor] = s_on.get(u.processor, 0.0) + u.load
+        s_procs = [replace(p, load=bg[p.id] + s_on.get(p.id, 0.0)) for p in processors]
+        return s_procs, s_units
+
+    def step(self, processors: Sequence[Processor], units: Sequence[Unit]) -> Decision:
+        """Feed one period's snapshot; the moves to make now (already counted unless dry-run)."""
+        self.period += 1
+        cfg = self.config
+        procs, s_units = self.smooth(processors, units)
+        cooling = frozenset(
+            uid for uid, t in self.moved_at.items() if self.period - t < cfg.cooldown
+        )
+        constraints = replace(self.constraints, frozen=self.constraints.frozen | cooling)
+        budget = Budget(max_moves=cfg.max_moves, min_gain=cfg.min_gain)
+        p = plan(procs, s_units, level=self.level, budget=budget, constraints=constraints)
+        if p.beta_before <= p.floor + cfg.band:
+            return Decision(
+                self.period, p.beta_before, p.floor, False, (), p, "within the band above the floor"
+            )
+        if not p.moves:
+            return Decision(
+                self.period, p.beta_before, p.floor, True, (), p, "no move gains enough"
+            )
+        if not self.dry_run:
+            for m in p.moves:
+                self.moved_at[m.unit] = self.period
+        return Decision(
+            self.period,
+            p.beta_before,
+            p.floor,
+            True,
+            p.moves,
+            p,
+            "dry run: nothing counted as moved" if self.dry_run else f"{len(p.moves)} moves",
+        )
