@@ -277,6 +277,18 @@ class SshLink(Link):
             self.on_phase(name)
 
 
+async def connect(
+    spec: HostSpec, options: SshOptions | None = None, *, ask: TrustAsker | None = None
+) -> asyncssh.SSHClientConnection:
+    """A verified SSH connection to ``spec``, made exactly as a link makes its own.
+
+    For operations that need their own channels beside the agent's (a container move's
+    forward of the engine socket). Host keys, keys, config and jump hosts are handled as
+    for :class:`SshLink`; failures raise :class:`LinkDown` with the reason.
+    """
+    return await SshLink(spec, options=options, ask=ask)._connect()
+
+
 def _ensure_file(path: Path) -> None:
     if path.exists():
         return

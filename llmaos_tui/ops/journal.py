@@ -1,0 +1,174 @@
+"""The move journal: what a multi-step operation is doing, on disk before it is done.
+
+One SQLite database (WAL, ``synchronous=FULL``: a row the journal returned from writing
+survives a crash of the console or the machine) in the console's state directory, holding
+one append-only table. An operation writes:
+
+- ``begin`` with its plan (everything needed to undo or finish it without asking anyone);
+- ``step`` before each step runs, and ``done`` after it, with what it made (ids, names);
+- ``end`` with the outcome, once it has reached one of its two ends.
+
+Rows are never updated or deleted, so the journal is also the history of every move. An
+operation with a ``begin`` and no ``end`` is unfinished: a console that starts again reads
+those (:meth:`MoveJournal.unfinished`) and finishes them, forward or back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    move_id TEXT NOT NULL,
+    t       REAL NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('begin', 'step', 'done', 'end')),
+    step    TEXT NOT NULL DEFAULT '',
+    data    TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS entries_move ON entries (move_id, seq);
+"""
+
+
+def default_journal_path() -> Path:
+    """``moves.sqlite`` in the console's state directory (platformdirs)."""
+    return Path(platformdirs.user_state_dir("llmaos-tui", appauthor=False)) / "moves.sqlite"
+
+
+@dataclass
+class StepRecord:
+    """One step of a move as the journal has it: started, and perhaps done."""
+
+    name: str
+    started: float
+    data: dict[str, Any] = field(default_factory=dict)  # written with the step
+    done: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # written when done
+
+
+@dataclass
+class MoveRecord:
+    """A move read back from the journal."""
+
+    move_id: str
+    began: float
+    plan: dict[str, Any]
+    steps: list[StepRecord]
+    ended: float | None = None
+    outcome: dict[str, Any] | None = None
+
+    def step(self, name: str) -> StepRecord | None:
+        """The latest record of step ``name`` (steps of a recovery may repeat a name)."""
+        for s in reversed(self.steps):
+            if s.name == name:
+                return s
+        return None
+
+    def started(self, name: str) -> bool:
+        return self.step(name) is not None
+
+    def finished(self, name: str) -> bool:
+        s = self.step(name)
+        return s is not None and s.done is not None
+
+    def made(self, key: str) -> list[Any]:
+        """Every value recorded under ``key`` by a step, started or done, in order."""
+        out: list[Any] = []
+        for s in self.steps:
+            for d in (s.data, s.result):
+                if key in d:
+                    out.append(d[key])
+        return out
+
+
+class MoveJournal:
+    """The journal at ``path`` (default: :func:`default_journal_path`). One per console
+    process; several processes may share the file (SQLite locks it)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else default_journal_path()
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # check_same_thread off: a move runs in a worker thread, the console reads from another;
+        # every write is one short transaction under SQLite's own lock.
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> MoveJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, move_id: str, kind: str, step: str, data: dict[str, Any]) -> None:
+        with self._db:  # one transaction, committed (and synced) before returning
+            self._db.execute(
+                "INSERT INTO entries (move_id, t, kind, step, data) VALUES (?, ?, ?, ?, ?)",
+                (move_id, time.time(), kind, step, json.dumps(data, default=str)),
+            )
+
+    def begin(self, plan: dict[str, Any], move_id: str | None = None) -> str:
+        """Record a new operation and its plan; return its id."""
+        move_id = move_id or uuid.uuid4().hex
+        self._write(move_id, "begin", "", plan)
+        return move_id
+
+    def step(self, move_id: str, name: str, **data: Any) -> None:
+        """Record that step ``name`` is about to run (and what it is about to make)."""
+        self._write(move_id, "step", name, data)
+
+    def done(self, move_id: str, name: str, **result: Any) -> None:
+        """Record that step ``name`` finished (and what it made)."""
+        self._write(move_id, "done", name, result)
+
+    def end(self, move_id: str, outcome: str, **data: Any) -> None:
+        """Record the operation's end: ``outcome`` is "moved", "rolled_back", "refused"..."""
+        self._write(move_id, "end", "", {"outcome": outcome, **data})
+
+    def get(self, move_id: str) -> MoveRecord:
+        rows = self._db.execute(
+            "SELECT t, kind, step, data FROM entries WHERE move_id = ? ORDER BY seq", (move_id,)
+        ).fetchall()
+        if not rows or rows[0][1] != "begin":
+            raise KeyError(move_id)
+        rec = MoveRecord(move_id=move_id, began=rows[0][0], plan=json.loads(rows[0][3]), steps=[])
+        for t, kind, step, data in rows[1:]:
+            values = json.loads(data)
+            if kind == "step":
+                rec.steps.append(StepRecord(step, t, values))
+            elif kind == "done":
+                s = rec.step(step)
+                if s is not None:
+                    s.done, s.result = t, values
+            elif kind == "end":
+                rec.ended, rec.outcome = t, values
+        return rec
+
+    def unfinished(self) -> list[MoveRecord]:
+        """Operations begun and not ended, oldest first."""
+        rows = self._db.execute(
+            "SELECT move_id FROM entries WHERE kind = 'begin' AND move_id NOT IN "
+            "(SELECT move_id FROM entries WHERE kind = 'end') ORDER BY seq"
+        ).fetchall()
+        return [self.get(r[0]) for r in rows]
+
+    def recent(self, limit: int = 50) -> list[MoveRecord]:
+        """The latest operations, newest first (the console's history view)."""
+        rows = self._db.execute(
+            "SELECT move_id FROM entries WHERE kind = 'begin' ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self.get(r[0]) for r in rows]
