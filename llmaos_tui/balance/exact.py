@@ -90,6 +90,8 @@ def solve(
         for t, k in enumerate(movable):
             u = st.units[k]
             if assign[t] != home[t]:
+                if (u.id, st.procs[assign[t]].id) in constraints.forbidden:
+                    return False
                 received[assign[t]] = True
                 mem[home[t]] += u.mem
                 mem[assign[t]] -= u.mem

@@ -90,7 +90,9 @@ class Constraints:
 
     ``capacity``: a destination's load after the move stays within
     ``capacity * headroom``. ``frozen`` lists unit ids to treat as pinned for this
-    plan (the auto balancer's cool-down uses it).
+    plan (the auto balancer's cool-down uses it); ``forbidden`` lists (unit id,
+    processor id) pairs a unit may not move to (it uses that to stop work returning
+    where it just came from).
     """
 
     capacity: bool = True
@@ -99,6 +101,7 @@ class Constraints:
     gpus: bool = True
     anti_affinity: bool = True
     frozen: frozenset[str] = frozenset()
+    forbidden: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)

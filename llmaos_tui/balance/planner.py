@@ -123,6 +123,8 @@ class _State:
             return False
         if u.mem > self.mem[j] or u.gpus > self.gpus[j]:
             return False
+        if self.constraints.forbidden and (u.id, self.procs[j].id) in self.constraints.forbidden:
+            return False
         return not (u.group is not None and (u.group, j) in self.occupied)
 
     def apply(self, k: int, j: int) -> float:

@@ -23,13 +23,15 @@ from llmaos_tui.balance.planner import plan
 class StabilityConfig:
     """The knobs. ``alpha`` is the weight of the newest sample in the moving mean;
     ``band`` the beta above the floor that triggers a plan; ``min_gain`` the beta a
-    move must gain; ``cooldown`` the periods a moved unit stays put; ``max_moves``
-    the K moves per period."""
+    move must gain; ``cooldown`` the periods a moved unit stays put, and
+    ``no_return`` the periods it may not go back to the processor it left;
+    ``max_moves`` the K moves per period."""
 
     alpha: float = 0.2
     band: float = 0.05
     min_gain: float = 0.01
     cooldown: int = 10
+    no_return: int = 60
     max_moves: int = 4
 
     def __post_init__(self) -> None:
@@ -78,6 +80,7 @@ class AutoBalancer:
     constraints: Constraints = field(default_factory=Constraints)
     period: int = 0
     moved_at: dict[str, int] = field(default_factory=dict)
+    left: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._units = Ewma(self.config.alpha)
@@ -109,7 +112,14 @@ class AutoBalancer:
         cooling = frozenset(
             uid for uid, t in self.moved_at.items() if self.period - t < cfg.cooldown
         )
-        constraints = replace(self.constraints, frozen=self.constraints.frozen | cooling)
+        back = frozenset(
+            (uid, src) for uid, (src, t) in self.left.items() if self.period - t < cfg.no_return
+        )
+        constraints = replace(
+            self.constraints,
+            frozen=self.constraints.frozen | cooling,
+            forbidden=self.constraints.forbidden | back,
+        )
         budget = Budget(max_moves=cfg.max_moves, min_gain=cfg.min_gain)
         p = plan(procs, s_units, level=self.level, budget=budget, constraints=constraints)
         if p.beta_before <= p.floor + cfg.band:
@@ -123,6 +133,7 @@ class AutoBalancer:
         if not self.dry_run:
             for m in p.moves:
                 self.moved_at[m.unit] = self.period
+                self.left[m.unit] = (m.src, self.period)
         return Decision(
             self.period,
             p.beta_before,
