@@ -24,6 +24,8 @@ from llmaos_tui.fleet.ssh import SshLink, SshOptions
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 
+REQUEST_COMMANDS = ("submit", "requests", "prio", "hold", "release", "top", "cancel", "log")
+
 MAX_CONCURRENT_CONNECTS = 16
 """Below OpenSSH's default MaxStartups (10:30:100 starts refusing at 10 unauthenticated
 per server); ours are spread over many servers, so 16 at once is safe for each."""
@@ -71,7 +73,55 @@ def parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=15.0, help="seconds to wait for hosts (default 15)"
     )
     _common(snap)
+
+    sb = sub.add_parser("submit", help="queue a request on a host (-H, default this machine)")
+    sb.add_argument("--priority", type=int, default=0, help="-1000..1000, higher first (0)")
+    sb.add_argument("--cpus", type=int, default=1, help="cores it needs (pinned there; 1)")
+    sb.add_argument("--gpus", type=int, default=0, help="GPUs it needs (exclusive; 0)")
+    sb.add_argument("--share-gpu", action="store_true", help="may share its GPUs")
+    sb.add_argument("--mem", type=_size, default=0, help="memory it needs free, e.g. 8G")
+    sb.add_argument("--name", default="", help="a name to show (default: the program)")
+    sb.add_argument("--cwd", help="working directory on the host")
+    sb.add_argument("--shell", action="store_true", help="run COMMAND through the host's shell")
+    sb.add_argument("--json", action="store_true", help="print the request as JSON")
+    sb.add_argument("argv", nargs="+", metavar="-- COMMAND", help="what to run")
+    _common(sb)
+
+    rq = sub.add_parser("requests", help="list the request queues")
+    rq.add_argument("--json", action="store_true", help="as JSON")
+    rq.add_argument("--all", action="store_true", help="finished requests too")
+    _common(rq)
+
+    for name, helptext in (
+        ("prio", "give a request a new priority"),
+        ("hold", "hold a queued request"),
+        ("release", "release a held request"),
+        ("top", "move a waiting request to the head of its queue"),
+        ("cancel", "cancel a request (SIGTERM, then SIGKILL after a grace period)"),
+        ("log", "print a request's output"),
+    ):
+        op = sub.add_parser(name, help=helptext)
+        op.add_argument("id", metavar="ID")
+        if name == "prio":
+            op.add_argument("priority", type=int, metavar="P")
+        if name == "log":
+            op.add_argument("-f", "--follow", action="store_true", help="follow while it runs")
+        op.add_argument("--json", action="store_true", help="print the result as JSON")
+        _common(op)
     return p
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = float(num) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 512M or 8G)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return int(value)
 
 
 def build_links(args: argparse.Namespace) -> list[Link]:
@@ -109,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "snapshot":
         print(json.dumps(asyncio.run(snapshot(links, args.timeout)), indent=2))
         return 0
+    if args.cmd in REQUEST_COMMANDS:
+        from llmaos_tui.cli_requests import run_request_command  # noqa: PLC0415
+
+        if args.hosts:  # -H names the hosts; this machine only when nothing is named
+            links = [link for link in links if not isinstance(link, LocalLink)]
+        return asyncio.run(run_request_command(args, links))
 
     # Textual is imported only to run the UI (headless commands must not pay for it).
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415

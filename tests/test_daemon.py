@@ -33,6 +33,7 @@ from llmaos_agent.attach import EXIT_DAEMON_GONE
 from llmaos_agent.collect.processes import apply
 from llmaos_agent.paths import default_paths
 from llmaos_agent.protocol import (
+    INVALID_PARAMS,
     INVALID_REQUEST,
     MAX_LINE_BYTES,
     METHOD_NOT_FOUND,
@@ -424,7 +425,6 @@ def test_calls_errors_and_malformed_lines(
         b"{not json\n",
         b"[1, 2, 3]\n",
         b'{"jsonrpc":"1.0","id":1,"method":"ping"}\n',
-        b'{"jsonrpc":"2.0","id":7,"method":"ping","params":{"extra":1}}\n',  # strict params
         b'{"jsonrpc":"2.0","method":"ping","params":{}}\n',  # a notification from the console
         b'{"jsonrpc":"2.0","id":8,"method":"ping","surprise":true}\n',
         b"\xff\xfe garbage\n",
@@ -437,6 +437,12 @@ def test_calls_errors_and_malformed_lines(
         assert err.result is None
         # The connection stays usable after each one.
         assert peer.call("ping").result is not None, line[:60]
+
+    # Strict params: refused under the call's own id, so the caller is not left waiting.
+    peer.send(b'{"jsonrpc":"2.0","id":7,"method":"ping","params":{"extra":1}}\n')
+    err = peer.response(7)
+    assert err.error is not None and err.error.code == INVALID_PARAMS
+    assert "extra" in err.error.message
 
     peer.send(b"\n   \n")  # blank lines are not messages: no answer, no error
     assert decode_result(peer.call("ping"), Pong)

@@ -119,7 +119,22 @@ NOTIFICATION_EXAMPLES: dict[str, list[Any]] = {
     "sample": [SAMPLE, SAMPLE_MINIMAL],
     "history": [p.History(samples=[SAMPLE_MINIMAL, SAMPLE], last=False), p.History([], True)],
     "log": [p.Log(level=level, message=f"{level} message") for level in ("debug", "error")],
+    "requests": [
+        p.RequestDelta(full=True, upsert=[], last=True),
+        p.RequestDelta(full=False, upsert=[], gone=["r1", "r2"], last=True),
+    ],
 }
+REQ_INFO = p.RequestInfo(
+    id="r0a1b2c3d4e", name="train", argv=["python", "train.py"], shell=False, priority=5,
+    cpus=2, gpus=1, share_gpu=False, mem=8 << 30, state="running", seq=3,
+    submitted=1_718_000_000.0, owner="ops@console", started=1_718_000_001.0, pid=4242,
+    cores=[2, 3], gpu_uuids=["GPU-1234"], nice=0, reason="least-loaded cores [2, 3]",
+)  # fmt: skip
+REQ_QUEUED = p.RequestInfo(
+    id="r2", name="x", argv=["x"], shell=False, priority=0, cpus=1, gpus=0,
+    share_gpu=False, mem=0, state="queued", seq=4, submitted=1.0,
+)  # fmt: skip
+CHANGE = p.Change(target="pid 7 (python)", before="nice 0", after="nice 5")
 CALL_EXAMPLES: dict[str, tuple[Any, Any]] = {
     "handshake": (
         p.Handshake(protocol=PROTOCOL_VERSION, client="llmaos-tui 0.1.0"),
@@ -128,6 +143,22 @@ CALL_EXAMPLES: dict[str, tuple[Any, Any]] = {
     "ping": (p.Empty(), p.Pong(t=1_718_000_300.5)),
     "processes": (p.Empty(), p.ProcTable(t=2.0, procs=[PROC, PROC_NO_EXTRAS])),
     "shutdown": (p.Empty(), p.Empty()),
+    "requests.submit": (p.RequestSpec(argv=["sleep", "1"], priority=3, cpus=2), REQ_INFO),
+    "requests.list": (p.RequestQuery(states=["queued"]), p.RequestList([REQ_QUEUED], total=1)),
+    "requests.get": (p.RequestRef(id="r2"), REQ_QUEUED),
+    "requests.prio": (p.Reprioritize(id="r2", priority=-4), REQ_QUEUED),
+    "requests.hold": (p.RequestRef(id="r2"), REQ_QUEUED),
+    "requests.release": (p.RequestRef(id="r2"), REQ_QUEUED),
+    "requests.top": (p.RequestRef(id="r2"), REQ_QUEUED),
+    "requests.cancel": (p.RequestRef(id="r2"), REQ_INFO),
+    "requests.withdraw": (p.RequestRef(id="r2"), REQ_QUEUED),
+    "requests.log": (
+        p.LogQuery(id="r2", offset=10),
+        p.LogChunk(id="r2", offset=10, next_offset=16, data="hello\n", running=True),
+    ),
+    "proc.renice": (p.Renice(pid=7, create_time=1.5, nice=5), CHANGE),
+    "proc.affinity": (p.SetAffinity(pid=7, create_time=1.5, cores=[0, 1]), CHANGE),
+    "proc.signal": (p.SendSignal(pid=7, create_time=1.5, signal="TERM"), CHANGE),
 }
 
 

@@ -40,6 +40,18 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--read-only", action="store_true", help="refuse every change")
     d.add_argument("--interval", type=_interval, default=1.0, help="core sampling period (s)")
     d.add_argument("--proc-interval", type=_interval, default=2.0, help="process table period (s)")
+    d.add_argument(
+        "--slots-per-core", type=int, default=1, help="requests a core takes at once (1)"
+    )
+    d.add_argument(
+        "--aging",
+        type=_interval,
+        default=60.0,
+        help="seconds of waiting that raise a queued request's priority by one (60)",
+    )
+    d.add_argument(
+        "--cancel-grace", type=_interval, default=10.0, help="SIGTERM to SIGKILL on cancel (10 s)"
+    )
     a = sub.add_parser("attach", help="bridge stdio to the daemon, starting it if needed")
     a.add_argument("--no-start", action="store_true", help="fail instead of starting a daemon")
     a.add_argument("--read-only", action="store_true", help="start the daemon read-only")
@@ -120,6 +132,9 @@ def _daemon(args: argparse.Namespace) -> int:
         interval=args.interval,
         proc_interval=args.proc_interval,
         read_only=args.read_only,
+        slots_per_core=max(1, args.slots_per_core),
+        aging_s=args.aging,
+        cancel_grace_s=args.cancel_grace,
     )
     try:
         asyncio.run(d.run())

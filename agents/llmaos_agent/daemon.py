@@ -14,6 +14,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -27,27 +29,46 @@ if sys.platform == "win32":
 else:
     import fcntl
 
-from llmaos_agent import __version__, endpoint
+from llmaos_agent import __version__, control, endpoint
+from llmaos_agent.audit import AuditLog
 from llmaos_agent.collect.processes import diff, full
 from llmaos_agent.collect.sampler import Sampler
 from llmaos_agent.paths import AgentPaths
 from llmaos_agent.protocol import (
+    CHANGES,
     HISTORY_CHUNK_BYTES,
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     MAX_LINE_BYTES,
+    MAX_REQUESTS_PER_MESSAGE,
     METHOD_NOT_FOUND,
+    NOT_FOUND,
     PROTOCOL_VERSION,
+    READ_ONLY_ERROR,
+    REFUSED,
     VERSION_ERROR,
+    BadParams,
     Empty,
     Handshake,
     HandshakeResult,
     Hello,
+    LogQuery,
     Pong,
     Proc,
     ProcTable,
     ProtocolError,
+    Renice,
+    Reprioritize,
     Request,
+    RequestDelta,
+    RequestInfo,
+    RequestList,
+    RequestQuery,
+    RequestRef,
+    RequestSpec,
+    SendSignal,
+    SetAffinity,
     decode,
     encode,
     encode_error,
@@ -55,6 +76,7 @@ from llmaos_agent.protocol import (
     encode_notification,
     encode_result,
 )
+from llmaos_agent.requests.queue import NotFound, QueueError, RequestQueue
 
 log = logging.getLogger("llmaos_agent.daemon")
 
@@ -67,11 +89,13 @@ class AlreadyRunning(RuntimeError):
 
 
 class _Client:
-    __slots__ = ("needs_full", "writer")
+    __slots__ = ("needs_full", "operator", "peer_pid", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.needs_full = True
+        self.operator = ""
+        self.peer_pid = _peer_pid(writer)
 
     def send(self, data: bytes) -> bool:
         if self.writer.is_closing():
@@ -96,6 +120,9 @@ class Daemon:
         history_seconds: float = 3600.0,
         read_only: bool = False,
         nvml: Any | None = None,
+        slots_per_core: int = 1,
+        aging_s: float = 60.0,
+        cancel_grace_s: float = 10.0,
     ) -> None:
         self.paths = paths
         self.interval = interval
@@ -112,6 +139,13 @@ class Daemon:
         self._lock_fd: IO[bytes] | None = None
         self.sampler: Sampler | None = None
         self.hello: Hello | None = None
+        self.queue: RequestQueue | None = None
+        self._queue_opts = {
+            "slots_per_core": slots_per_core,
+            "aging_s": aging_s,
+            "grace_s": cancel_grace_s,
+        }
+        self.audit = AuditLog(paths.state / "audit.log")
 
     def stop(self) -> None:
         self._stop.set()
@@ -130,6 +164,11 @@ class Daemon:
                 interval=self.interval,
                 proc_interval=self.proc_interval,
             )
+            self.queue = RequestQueue(
+                self.paths.state,
+                on_change=self._requests_changed,
+                **self._queue_opts,  # type: ignore[arg-type]
+            )
             server = await endpoint.serve(self.paths, self._serve_client, limit=MAX_LINE_BYTES)
             loop = asyncio.get_running_loop()
             if sys.platform != "win32":
@@ -144,6 +183,7 @@ class Daemon:
                     c.writer.close()
                 endpoint.cleanup(self.paths)
                 self.sampler.close()
+                self.queue.close()
         finally:
             self._release_lock()
 
@@ -165,6 +205,14 @@ class Daemon:
         assert self.sampler is not None
         sample = self.sampler.sample()
         self.history.append(encode(sample))
+        if self.queue is not None:
+            self.queue.update_resources(
+                list(sample.cpu), [(g.uuid, g.util or 0.0) for g in sample.gpus]
+            )
+            try:
+                self.queue.tick()
+            except Exception:  # one bad pass must not stop the sampling
+                log.exception("request queue tick failed")
         if not self.clients:
             self.table = {}
             return
@@ -218,6 +266,13 @@ class Daemon:
                 chunk, size = [], 0
         if not entries:
             client.send(encode_history([], last=True))
+        if self.queue is not None:
+            reqs = self.queue.snapshot()
+            for i in range(0, max(1, len(reqs)), MAX_REQUESTS_PER_MESSAGE):
+                part = reqs[i : i + MAX_REQUESTS_PER_MESSAGE]
+                last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
+                delta = RequestDelta(full=i == 0, upsert=part, last=last)
+                client.send(encode_notification("requests", delta))
         self.clients.add(client)
         self._force_procs = True
         try:
@@ -239,21 +294,30 @@ class Daemon:
                 continue
             try:
                 msg = decode(line, notifications=False, requests=True)
+            except BadParams as exc:
+                client.send(encode_error(exc.id, INVALID_PARAMS, str(exc)))
+                continue
             except ProtocolError as exc:
                 client.send(encode_error(None, INVALID_REQUEST, str(exc)))
                 continue
             if isinstance(msg, Request):
-                client.send(self._answer(msg))
+                client.send(self._answer(msg, client))
+                if self.queue is not None:
+                    self.queue.flush()
                 if msg.method == "shutdown":
                     self.stop()
                     with contextlib.suppress(ConnectionError):
                         await client.writer.drain()
                     return
 
-    def _answer(self, req: Request) -> bytes:
+    def _answer(self, req: Request, client: _Client | None = None) -> bytes:
+        if req.method in CHANGES:
+            return self._change(req, client)
         try:
             if req.method == "handshake":
                 hs: Handshake = req.params
+                if client is not None:
+                    client.operator = hs.operator
                 if hs.protocol != PROTOCOL_VERSION:
                     return encode_error(
                         req.id,
@@ -273,10 +337,114 @@ class Daemon:
                 )
             if req.method == "shutdown":
                 return encode_result(req.id, Empty())
+            if req.method.startswith("requests.") and self.queue is not None:
+                return self._query(req)
+        except NotFound as exc:
+            return encode_error(req.id, NOT_FOUND, str(exc))
         except Exception as exc:
             log.exception("call %s failed", req.method)
             return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
+
+    def _query(self, req: Request) -> bytes:
+        assert self.queue is not None
+        if req.method == "requests.list":
+            q: RequestQuery = req.params
+            reqs, total = self.queue.query(list(q.states), q.limit)
+            return encode_result(req.id, RequestList(requests=reqs, total=total))
+        if req.method == "requests.get":
+            return encode_result(req.id, self.queue.get(req.params.id))
+        if req.method == "requests.log":
+            lq: LogQuery = req.params
+            return encode_result(req.id, self.queue.log(lq.id, lq.offset, lq.max_bytes))
+        return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
+
+    def _change(self, req: Request, client: _Client | None) -> bytes:
+        """A call that changes something: refused when read-only, audited either way."""
+        operator = (client.operator if client else "") or "unknown"
+        host = self.hello.host.hostname if self.hello else ""
+        target = _target_of(req)
+        if self.read_only:
+            self._audit(req.method, target, "", "", "refused: read-only", operator, host)
+            return encode_error(
+                req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
+            )
+        try:
+            change = self._do_change(req, operator)
+        except (control.Refused, QueueError) as exc:
+            self._audit(req.method, target, "", "", f"refused: {exc}", operator, host)
+            code = NOT_FOUND if isinstance(exc, NotFound) else REFUSED
+            return encode_error(req.id, code, str(exc))
+        except Exception as exc:
+            log.exception("call %s failed", req.method)
+            self._audit(req.method, target, "", "", f"error: {exc}", operator, host)
+            return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        result, before, after = change
+        self._audit(req.method, target, before, after, "ok", operator, host)
+        return encode_result(req.id, result)
+
+    def _audit(self, action: str, target: str, before: str, after: str, result: str,
+               operator: str, host: str) -> None:  # fmt: skip
+        try:
+            self.audit.append(
+                action=action, target=target, before=before, after=after,
+                result=result, operator=operator, host=host,
+            )  # fmt: skip
+        except OSError:
+            log.exception("cannot write the audit log %s", self.audit.path)
+
+    def _do_change(self, req: Request, operator: str) -> tuple[Any, str, str]:
+        q = self.queue
+        assert q is not None
+        protected = frozenset({os.getpid()} | {c.peer_pid for c in self.clients if c.peer_pid})
+        m, p = req.method, req.params
+        if m == "proc.renice":
+            rn: Renice = p
+            ch = control.renice(rn.pid, rn.create_time, rn.nice, protected=protected)
+            return ch, ch.before, ch.after
+        if m == "proc.affinity":
+            sa: SetAffinity = p
+            ch = control.set_affinity(sa.pid, sa.create_time, list(sa.cores), protected=protected)
+            return ch, ch.before, ch.after
+        if m == "proc.signal":
+            ss: SendSignal = p
+            ch = control.send_signal(ss.pid, ss.create_time, ss.signal, protected=protected)
+            return ch, ch.before, ch.after
+        if m == "requests.submit":
+            spec: RequestSpec = p
+            info = q.submit(spec, owner=operator)
+            return info, "", _describe(info)
+        ref: RequestRef | Reprioritize = p
+        before_info = q.get(ref.id)
+        before = _describe(before_info)
+        if m == "requests.prio":
+            assert isinstance(ref, Reprioritize)
+            info, _ = q.reprioritize(ref.id, ref.priority)
+        elif m == "requests.hold":
+            info = q.hold(ref.id)
+        elif m == "requests.release":
+            info = q.release(ref.id)
+        elif m == "requests.top":
+            info = q.top(ref.id)
+        elif m == "requests.cancel":
+            info = q.cancel(ref.id)
+        elif m == "requests.withdraw":
+            info = q.withdraw(ref.id)
+            return info, before, "withdrawn"
+        else:
+            raise QueueError(f"unknown change {m!r}")
+        return info, before, _describe(info)
+
+    def _requests_changed(self, changed: list[RequestInfo], gone: list[str]) -> None:
+        for i in range(0, max(len(changed), len(gone)), MAX_REQUESTS_PER_MESSAGE):
+            delta = RequestDelta(
+                full=False,
+                upsert=changed[i : i + MAX_REQUESTS_PER_MESSAGE],
+                gone=gone[i : i + MAX_REQUESTS_PER_MESSAGE],
+            )
+            line = encode_notification("requests", delta)
+            for c in list(self.clients):
+                self._send(c, line)
 
     def _fresh_table(self) -> dict[int, Proc]:
         if not self.table:  # nobody is watching, so the table is not kept up to date
@@ -305,6 +473,36 @@ class Daemon:
         if self._lock_fd is not None:
             self._lock_fd.close()
             self._lock_fd = None
+
+
+def _describe(info: RequestInfo) -> str:
+    return f"{info.state} priority {info.priority}" + (
+        f" nice {info.nice}" if info.nice is not None and info.state == "running" else ""
+    )
+
+
+def _target_of(req: Request) -> str:
+    p = req.params
+    if isinstance(p, (Renice, SetAffinity, SendSignal)):
+        return f"pid {p.pid}"
+    if isinstance(p, (RequestRef, Reprioritize)):
+        return f"request {p.id}"
+    if isinstance(p, RequestSpec):
+        return f"request {p.id or '(new)'}: {' '.join(p.argv)[:200]}"
+    return ""
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The pid of the process on the other end of a Unix socket (the attach bridge)."""
+    sock = writer.get_extra_info("socket")
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or opt is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[0]) or None
+    except OSError:
+        return None
 
 
 async def _lines(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[bytes | None]:

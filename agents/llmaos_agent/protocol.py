@@ -17,8 +17,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 from msgspec import Meta, Raw, Struct, field
 
-PROTOCOL_VERSION: Final = 1
-"""Bumped on any incompatible change of the shapes below."""
+PROTOCOL_VERSION: Final = 2
+"""Bumped on any incompatible change of the shapes below (2: requests and process control)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -43,6 +43,14 @@ class ProtocolError(ValueError):
 
 class VersionMismatch(ProtocolError):
     """The peer speaks another protocol version."""
+
+
+class BadParams(ProtocolError):
+    """A call whose params are invalid: answered with INVALID_PARAMS under its id."""
+
+    def __init__(self, message: str, rid: RequestId) -> None:
+        super().__init__(message)
+        self.id = rid
 
 
 # --------------------------------------------------------------------- hello
@@ -168,6 +176,7 @@ class Log(Struct, forbid_unknown_fields=True, frozen=True):
 class Handshake(Struct, forbid_unknown_fields=True, frozen=True):
     protocol: int
     client: ShortStr
+    operator: ShortStr = ""  # who sits at the console (user@host), for the audit log
 
 
 class HandshakeResult(Struct, forbid_unknown_fields=True, frozen=True):
@@ -194,6 +203,134 @@ class RpcError(Struct, forbid_unknown_fields=True, frozen=True):
     data: Str | None = None
 
 
+# ------------------------------------------------------------------ requests
+
+RequestIdStr = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Priority = Annotated[int, Meta(ge=-1000, le=1000)]
+RequestState = Literal["queued", "running", "done", "failed", "cancelled", "held"]
+MAX_ARGV: Final = 1024
+MAX_REQUESTS_PER_MESSAGE: Final = 500
+
+
+class RequestSpec(Struct, forbid_unknown_fields=True, frozen=True):
+    """What a client submits. ``id`` is given only when a request moves between hosts."""
+
+    argv: Annotated[list[Str], Meta(min_length=1, max_length=MAX_ARGV)]
+    shell: bool = False  # run argv[0] through the host's shell; only when asked for
+    priority: Priority = 0
+    cpus: Annotated[int, Meta(ge=0, le=MAX_CORES)] = 1
+    gpus: Annotated[int, Meta(ge=0, le=MAX_GPUS)] = 0
+    share_gpu: bool = False
+    mem: NonNeg = 0  # bytes the request needs free to start
+    name: ShortStr = ""
+    cwd: Str | None = None
+    id: RequestIdStr | None = None
+
+
+class RequestInfo(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    id: RequestIdStr
+    name: ShortStr
+    argv: Annotated[list[Str], Meta(max_length=MAX_ARGV)]
+    shell: bool
+    priority: Priority
+    cpus: NonNeg
+    gpus: NonNeg
+    share_gpu: bool
+    mem: NonNeg
+    state: RequestState
+    seq: int  # FIFO position within a priority (lower first)
+    submitted: float
+    owner: ShortStr = ""
+    started: float | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    pid: Pid | None = None
+    cores: Annotated[list[NonNeg], Meta(max_length=MAX_CORES)] = field(default_factory=list)
+    gpu_uuids: Annotated[list[ShortStr], Meta(max_length=MAX_GPUS)] = field(default_factory=list)
+    nice: int | None = None
+    reason: Str = ""  # where it went and why, or why it waits / failed
+
+
+class RequestDelta(Struct, forbid_unknown_fields=True, frozen=True):
+    """The queue as changes (``requests`` notification); ``full`` starts a new list."""
+
+    full: bool
+    upsert: Annotated[list[RequestInfo], Meta(max_length=MAX_REQUESTS_PER_MESSAGE)]
+    gone: Annotated[list[RequestIdStr], Meta(max_length=MAX_REQUESTS_PER_MESSAGE)] = field(
+        default_factory=list
+    )
+    last: bool = True  # False while more chunks of a full list follow
+
+
+class RequestQuery(Struct, forbid_unknown_fields=True, frozen=True):
+    states: Annotated[list[RequestState], Meta(max_length=6)] = field(default_factory=list)
+    limit: Annotated[int, Meta(ge=1, le=MAX_REQUESTS_PER_MESSAGE)] = MAX_REQUESTS_PER_MESSAGE
+
+
+class RequestList(Struct, forbid_unknown_fields=True, frozen=True):
+    requests: Annotated[list[RequestInfo], Meta(max_length=MAX_REQUESTS_PER_MESSAGE)]
+    total: NonNeg  # how many match, when more than ``limit``
+
+
+class RequestRef(Struct, forbid_unknown_fields=True, frozen=True):
+    id: RequestIdStr
+
+
+class Reprioritize(Struct, forbid_unknown_fields=True, frozen=True):
+    id: RequestIdStr
+    priority: Priority
+
+
+class LogQuery(Struct, forbid_unknown_fields=True, frozen=True):
+    id: RequestIdStr
+    offset: NonNeg = 0
+    max_bytes: Annotated[int, Meta(ge=1, le=256 * 1024)] = 64 * 1024
+
+
+class LogChunk(Struct, forbid_unknown_fields=True, frozen=True):
+    id: RequestIdStr
+    offset: NonNeg  # where ``data`` starts; the next query starts at offset + len(bytes)
+    next_offset: NonNeg
+    data: Annotated[str, Meta(max_length=256 * 1024)]
+    running: bool  # more may come
+
+
+# ------------------------------------------------------------ process control
+
+
+class ProcTarget(Struct, forbid_unknown_fields=True, frozen=True):
+    """A process as the console saw it: the create time tells a reused pid apart."""
+
+    pid: Pid
+    create_time: float
+
+
+class Renice(Struct, forbid_unknown_fields=True, frozen=True):
+    pid: Pid
+    create_time: float
+    nice: int  # range checked by the agent, which knows its OS's range
+
+
+class SetAffinity(Struct, forbid_unknown_fields=True, frozen=True):
+    pid: Pid
+    create_time: float
+    cores: Annotated[list[NonNeg], Meta(min_length=1, max_length=MAX_CORES)]
+
+
+class SendSignal(Struct, forbid_unknown_fields=True, frozen=True):
+    pid: Pid
+    create_time: float
+    signal: ShortStr  # a name: TERM, KILL, INT, HUP, STOP, CONT, QUIT, USR1, USR2
+
+
+class Change(Struct, forbid_unknown_fields=True, frozen=True):
+    """What a change did, as the audit log records it."""
+
+    target: Str
+    before: Str
+    after: Str
+
+
 # JSON-RPC error codes.
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -202,12 +339,16 @@ INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 VERSION_ERROR: Final = -32001
 READ_ONLY_ERROR: Final = -32002
+REFUSED: Final = -32003
+"""A change the agent will not make (gone pid, bad value, protected process); nothing changed."""
+NOT_FOUND: Final = -32004
 
 NOTIFICATIONS: Final[dict[str, type[Struct]]] = {
     "hello": Hello,
     "sample": Sample,
     "history": History,
     "log": Log,
+    "requests": RequestDelta,
 }
 """Agent -> console notifications and their params."""
 
@@ -216,7 +357,28 @@ CALLS: Final[dict[str, tuple[type[Struct], type[Struct]]]] = {
     "ping": (Empty, Pong),
     "processes": (Empty, ProcTable),
     "shutdown": (Empty, Empty),
+    "requests.submit": (RequestSpec, RequestInfo),
+    "requests.list": (RequestQuery, RequestList),
+    "requests.get": (RequestRef, RequestInfo),
+    "requests.prio": (Reprioritize, RequestInfo),
+    "requests.hold": (RequestRef, RequestInfo),
+    "requests.release": (RequestRef, RequestInfo),
+    "requests.top": (RequestRef, RequestInfo),
+    "requests.cancel": (RequestRef, RequestInfo),
+    "requests.withdraw": (RequestRef, RequestInfo),
+    "requests.log": (LogQuery, LogChunk),
+    "proc.renice": (Renice, Change),
+    "proc.affinity": (SetAffinity, Change),
+    "proc.signal": (SendSignal, Change),
 }
+
+CHANGES: Final = frozenset(
+    m
+    for m in CALLS
+    if m.startswith("proc.")
+    or m.split(".")[-1] in {"submit", "prio", "hold", "release", "top", "cancel", "withdraw"}
+)
+"""Calls that change something: refused in read-only mode, written to the audit log."""
 """Console -> agent calls: method -> (params, result)."""
 
 RequestId: TypeAlias = int | Annotated[str, Meta(max_length=64)]
@@ -285,7 +447,10 @@ def decode(line: bytes, *, notifications: bool = True, requests: bool = True) ->
             raise ProtocolError(f"unexpected request {env.method!r}")
         spec = CALLS.get(env.method)
         # An unknown method is answered, not refused: the caller gets METHOD_NOT_FOUND.
-        params = _params(env, spec[0]) if spec else None
+        try:
+            params = _params(env, spec[0]) if spec else None
+        except ProtocolError as exc:
+            raise BadParams(str(exc), env.id) from None
         return Request(env.id, env.method, params)
     if len(env.params):
         raise ProtocolError("a response cannot carry params")

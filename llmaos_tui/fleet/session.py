@@ -8,7 +8,9 @@ protocol version take the link down with the reason.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import itertools
+import platform
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +42,15 @@ FLOOD_LINES = 1000
 """Lines tolerated within FLOOD_WINDOW seconds: an agent sends a few a second, and
 its history at attach in a handful of large chunks; more is a runaway agent."""
 FLOOD_WINDOW = 2.0
+
+
+def operator() -> str:
+    """Who sits at this console, as the audit logs name them: user@machine."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"{user}@{platform.node() or 'localhost'}"[:256]
 
 
 class CallError(Exception):
@@ -106,7 +117,11 @@ class AgentSession:
         try:
             await self.call(
                 "handshake",
-                Handshake(protocol=PROTOCOL_VERSION, client=f"llmaos-tui {__version__}"),
+                Handshake(
+                    protocol=PROTOCOL_VERSION,
+                    client=f"llmaos-tui {__version__}",
+                    operator=operator(),
+                ),
                 timeout=timeout,
             )
         except CallError as exc:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from llmaos_agent.collect.processes import apply
 from llmaos_agent.metrics import beta, beta_fleet, mean
-from llmaos_agent.protocol import Hello, Proc, Sample
+from llmaos_agent.protocol import Hello, Proc, RequestDelta, RequestInfo, Sample
 
 HISTORY_POINTS = 3600
 
@@ -66,6 +66,8 @@ class HostState:
     last_rx: float = 0.0
     """time.monotonic() of the last line from the agent."""
     warnings: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    requests: dict[str, RequestInfo] = field(default_factory=dict)
+    requests_version: int = 0
 
     # ------------------------------------------------------------- updates
 
@@ -90,6 +92,15 @@ class HostState:
         if s.procs is not None:
             apply(self.procs, s.procs)
             self.procs_version += 1
+
+    def on_requests(self, d: RequestDelta) -> None:
+        if d.full:
+            self.requests = {}
+        for r in d.upsert:
+            self.requests[r.id] = r
+        for rid in d.gone:
+            self.requests.pop(rid, None)
+        self.requests_version += 1
 
     # ------------------------------------------------------------- figures
 

@@ -12,8 +12,11 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
-from llmaos_agent.protocol import Hello, History, Notification, Sample
+from msgspec import Struct
+
+from llmaos_agent.protocol import Hello, History, Notification, RequestDelta, Sample
 from llmaos_tui.fleet.link import Link, LinkDown, Transport
 from llmaos_tui.fleet.session import AgentSession
 from llmaos_tui.fleet.state import HostState, HostStatus
@@ -136,6 +139,13 @@ class HostWatcher:
                 self._set(HostStatus.STALE, f"no sample for {quiet:.1f} s")
             await asyncio.sleep(limit)
 
+    async def call(self, method: str, params: Struct, timeout: float = 10.0) -> Any:
+        """Make a call on the host's agent; LinkDown when the host is not up."""
+        session = self.session
+        if session is None:
+            raise LinkDown(f"{self.state.name} is {self.state.status.value}; try again when up")
+        return await session.call(method, params, timeout=timeout)
+
     def _on_notification(self, msg: Notification) -> None:
         st = self.state
         if isinstance(msg.params, Sample):
@@ -145,6 +155,10 @@ class HostWatcher:
             self.notify(st)
         elif isinstance(msg.params, History):
             st.on_history(msg.params.samples)
+            if msg.params.last:
+                self.notify(st)
+        elif isinstance(msg.params, RequestDelta):
+            st.on_requests(msg.params)
             if msg.params.last:
                 self.notify(st)
         elif isinstance(msg.params, Hello):

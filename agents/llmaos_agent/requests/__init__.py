@@ -1,0 +1,1 @@
+"""The persistent priority request queue: store (SQLite), scheduler (pure), supervisor, queue."""
