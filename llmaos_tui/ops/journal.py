@@ -11,19 +11,30 @@ one append-only table. An operation writes:
 Rows are never updated or deleted, so the journal is also the history of every move. An
 operation with a ``begin`` and no ``end`` is unfinished: a console that starts again reads
 those (:meth:`MoveJournal.unfinished`) and finishes them, forward or back.
+
+An operation in progress is held by its process with an ``flock`` on a file beside the
+database (``<db>.locks/<id>``): another console running at the same time leaves it alone
+(it is not unfinished, only busy), and a console that died lets go of it with its life.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import platformdirs
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process hold on a move
+    fcntl = None  # type: ignore[assignment]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -103,9 +114,48 @@ class MoveJournal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._db.commit()
+        self._locks_dir = self.path.with_name(self.path.name + ".locks")
+        self._held: dict[str, IO[str]] = {}
 
     def close(self) -> None:
+        for move_id in list(self._held):
+            self.release(move_id)
         self._db.close()
+
+    # -- who is working on a move ---------------------------------------------------------
+
+    def claim(self, move_id: str) -> bool:
+        """Hold ``move_id`` for this journal object; False when another holds it."""
+        if move_id in self._held:
+            return True
+        if fcntl is None:
+            return True
+        self._locks_dir.mkdir(mode=0o700, exist_ok=True)
+        f = (self._locks_dir / move_id).open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        self._held[move_id] = f
+        return True
+
+    def release(self, move_id: str) -> None:
+        f = self._held.pop(move_id, None)
+        if f is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._locks_dir / move_id)
+            f.close()
+
+    def busy(self, move_id: str) -> bool:
+        """Whether another process (or journal object) holds ``move_id`` now."""
+        if move_id in self._held:
+            return False
+        if not self.claim(move_id):
+            return True
+        f = self._held.pop(move_id)
+        f.close()  # a probe: let go, leave the file for its next holder
+        return False
 
     def __enter__(self) -> MoveJournal:
         return self
@@ -123,6 +173,7 @@ class MoveJournal:
     def begin(self, plan: dict[str, Any], move_id: str | None = None) -> str:
         """Record a new operation and its plan; return its id."""
         move_id = move_id or uuid.uuid4().hex
+        self.claim(move_id)  # held before it exists, so no recovery can take it meanwhile
         self._write(move_id, "begin", "", plan)
         return move_id
 
@@ -137,6 +188,7 @@ class MoveJournal:
     def end(self, move_id: str, outcome: str, **data: Any) -> None:
         """Record the operation's end: ``outcome`` is "moved", "rolled_back", "refused"..."""
         self._write(move_id, "end", "", {"outcome": outcome, **data})
+        self.release(move_id)
 
     def get(self, move_id: str) -> MoveRecord:
         rows = self._db.execute(
@@ -157,13 +209,14 @@ class MoveJournal:
                 rec.ended, rec.outcome = t, values
         return rec
 
-    def unfinished(self) -> list[MoveRecord]:
-        """Operations begun and not ended, oldest first."""
+    def unfinished(self, *, include_busy: bool = False) -> list[MoveRecord]:
+        """Operations begun and not ended, oldest first; those another console is running
+        now are left out unless ``include_busy``."""
         rows = self._db.execute(
             "SELECT move_id FROM entries WHERE kind = 'begin' AND move_id NOT IN "
             "(SELECT move_id FROM entries WHERE kind = 'end') ORDER BY seq"
         ).fetchall()
-        return [self.get(r[0]) for r in rows]
+        return [self.get(r[0]) for r in rows if include_busy or not self.busy(r[0])]
 
     def recent(self, limit: int = 50) -> list[MoveRecord]:
         """The latest operations, newest first (the console's history view)."""

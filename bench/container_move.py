@@ -1,0 +1,268 @@
+"""Container move: the console's journaled move against ``docker save | docker load`` by hand.
+
+    python bench/container_move.py                    # 200 MB image, 50 MB volume, 3 runs
+    python bench/container_move.py --image-mb 200 --volume-mb 50 --runs 5 --json out.json
+
+Two testbed hosts (network namespaces, each with its own sshd and dockerd; needs root,
+docker.io, openssh-server, busybox-static). On host1: an image of busybox plus IMAGE_MB of
+random bytes (incompressible), and a container running busybox httpd with a named volume
+holding VOLUME_MB of random bytes and a published port. Each run, in alternating order:
+
+- **move**: ``MoveEngine.move`` from host1 to host2, the engines reached through SSH
+  forwards of their sockets (asyncssh), the target lacking the image; each step's time as
+  the engine reports it. Verification waits ``--settle`` seconds by design: it is shown
+  on its own line and the ratio is given with and without it.
+- **baseline**: what an operator would type, through OpenSSH:
+  ``ssh host1 docker save IMG | ssh host2 docker load``, then ``ssh host2 docker create``
+  and ``docker start`` with the same port and volume (the issue's baseline); and the fuller
+  one that also stops the source and copies the volume
+  (``ssh host1 docker run --rm -v VOL:/v IMG tar c -C /v . | ssh host2 docker run --rm -i
+  -v VOL:/v IMG tar x -C /v``), which is what the move does too.
+
+Between runs host2 is emptied and host1's container and volume are made again (not timed).
+Figures: the median of the runs, each run's in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmaos_tui.fleet.inventory import HostSpec  # noqa: E402
+from llmaos_tui.fleet.ssh import SshOptions  # noqa: E402
+from llmaos_tui.ops.audit import AuditLog  # noqa: E402
+from llmaos_tui.ops.container_move import MoveEngine, Progress  # noqa: E402
+from llmaos_tui.ops.docker_forward import Engine, local_engine, open_engine  # noqa: E402
+from llmaos_tui.ops.journal import MoveJournal  # noqa: E402
+from tests import images  # noqa: E402
+from tests.testbed import Testbed, TestHost, docker_available  # noqa: E402
+
+IMAGE = "bench/app:1"
+NAME = "benchapp"
+VOLUME = "benchdata"
+PORT = 18100
+
+
+def _ssh(tb: Testbed, h: TestHost, *argv: str) -> list[str]:
+    return ["ssh", "-F", str(tb.ssh_config), h.name, *argv]
+
+
+def _check(cp: subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]) -> None:
+    if cp.returncode != 0:
+        err = cp.stderr.decode() if isinstance(cp.stderr, bytes) else cp.stderr
+        raise SystemExit(f"{' '.join(map(str, cp.args))}: {err.strip()}")
+
+
+def _pipe(left: list[str], right: list[str]) -> None:
+    """``left | right``, both argv lists; raise on either failing."""
+    a = subprocess.Popen(left, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        b = subprocess.run(right, stdin=a.stdout, capture_output=True, check=False)
+    finally:
+        if a.stdout is not None:
+            a.stdout.close()
+        a.wait()
+    if a.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(left)}: {a.stderr.read().decode().strip() if a.stderr else ''}"
+        )
+    _check(b)
+
+
+def _clean(d: Any, keep: tuple[str, ...] = ()) -> None:
+    for c in d.api.containers(all=True):
+        d.api.remove_container(c["Id"], v=True, force=True)
+    for v in d.api.volumes().get("Volumes") or []:
+        d.api.remove_volume(v["Name"], force=True)
+    for i in d.api.images():
+        if not set(i.get("RepoTags") or []) & set(keep):
+            d.api.remove_image(i["Id"], force=True)
+
+
+def _make_source(d1: Any, volume_mb: int) -> None:
+    d1.containers.run(
+        IMAGE,
+        ["httpd", "-f", "-p", "80", "-h", "/data"],
+        name=NAME,
+        detach=True,
+        init=True,  # a real init forwards SIGTERM: the stop is httpd's, not a kill timeout
+        volumes={VOLUME: {"bind": "/data"}},
+        ports={"80/tcp": PORT},
+    )
+    code, out = d1.containers.get(NAME).exec_run(
+        ["dd", "if=/dev/urandom", "of=/data/blob.bin", "bs=1048576", f"count={volume_mb}"]
+    )
+    if code != 0:
+        raise SystemExit(f"filling the volume failed: {out.decode()}")
+
+
+def run_move(tb: Testbed, opts: SshOptions, tmp: Path, settle: float) -> dict[str, Any]:
+    h1, h2 = tb.hosts
+    spec = [HostSpec(name=h.name, host=h.addr, user="root", port=h.port) for h in (h1, h2)]
+    t0 = time.monotonic()
+    engines: list[Engine] = [open_engine(s, opts) for s in spec]
+    connect = time.monotonic() - t0
+    marks: dict[str, float] = {}
+
+    def progress(p: Progress) -> None:
+        if p.state in ("start", "skip"):
+            marks.setdefault(p.step, time.monotonic())
+
+    try:
+        eng = MoveEngine(
+            engines[0],
+            engines[1],
+            MoveJournal(tmp / "moves.sqlite"),
+            AuditLog(tmp / "audit.jsonl"),
+            settle=settle,
+            stop_timeout=1,
+        )
+        t1 = time.monotonic()
+        res = eng.move(NAME, progress=progress)
+        total = time.monotonic() - t1
+    finally:
+        for e in engines:
+            e.close()
+    if res.outcome != "moved":
+        raise SystemExit(f"the move did not complete: {res.message}")
+    steps = {k: round(v, 3) for k, v in res.timings.items()}
+    return {
+        "connect_s": round(connect, 3),
+        "total_s": round(total + connect, 3),
+        "total_without_settle_s": round(total + connect - settle, 3),
+        "steps_s": steps,
+        "image_bytes": res.image_bytes,
+        "volume_bytes": res.volume_bytes,
+    }
+
+
+def run_baseline(tb: Testbed) -> dict[str, Any]:
+    h1, h2 = tb.hosts
+    out: dict[str, float] = {}
+    t = time.monotonic()
+    _pipe(_ssh(tb, h1, "docker", "save", IMAGE), _ssh(tb, h2, "docker", "load", "-q"))
+    out["save_load_s"] = time.monotonic() - t
+    t = time.monotonic()
+    cp = subprocess.run(
+        _ssh(tb, h2, "docker", "create", "--name", NAME, "-p", f"{PORT}:80", "-v",
+             f"{VOLUME}:/data", IMAGE, "httpd", "-f", "-p", "80", "-h", "/data"),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    _check(cp)
+    _check(subprocess.run(_ssh(tb, h2, "docker", "start", NAME), capture_output=True,
+                          text=True, check=False))  # fmt: skip
+    out["create_start_s"] = time.monotonic() - t
+    # The fuller baseline: stop the source and copy the volume as the move does.
+    t = time.monotonic()
+    _check(subprocess.run(_ssh(tb, h1, "docker", "stop", "-t", "1", NAME), capture_output=True,
+                          text=True, check=False))  # fmt: skip
+    out["stop_s"] = time.monotonic() - t
+    t = time.monotonic()
+    _pipe(
+        _ssh(tb, h1, "docker", "run", "--rm", "-v", f"{VOLUME}:/v", IMAGE, "tar", "c", "-C",
+             "/v", "."),
+        _ssh(tb, h2, "docker", "run", "--rm", "-i", "-v", f"{VOLUME}:/v", IMAGE, "tar", "x",
+             "-C", "/v"),
+    )  # fmt: skip
+    out["volume_copy_s"] = time.monotonic() - t
+    res = {k: round(v, 3) for k, v in out.items()}
+    res["total_s"] = round(out["save_load_s"] + out["create_start_s"], 3)
+    res["total_full_s"] = round(sum(out.values()), 3)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image-mb", type=int, default=200)
+    p.add_argument("--volume-mb", type=int, default=50)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--settle", type=float, default=1.0, help="the move's verify wait (s)")
+    p.add_argument("--json", type=Path, help="write every figure here")
+    args = p.parse_args(argv)
+    reason = docker_available() or images.busybox_available()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"llmaos-bench-move-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    moves: list[dict[str, Any]] = []
+    bases: list[dict[str, Any]] = []
+    with Testbed(n=2, docker=True) as tb:
+        h1, h2 = tb.hosts
+        d1 = local_engine(h1.name, h1.docker_socket).client
+        d2 = local_engine(h2.name, h2.docker_socket).client
+        t = time.monotonic()
+        images.import_image(h1.docker_socket, IMAGE, pad_bytes=args.image_mb << 20)
+        size = d1.api.inspect_image(IMAGE)["Size"]
+        print(f"image {IMAGE}: {size / 1e6:.0f} MB, imported in {time.monotonic() - t:.1f} s")
+        opts = SshOptions(
+            known_hosts=tb.known_hosts,
+            client_keys=[str(tb.client_key)],
+            config=[],
+            use_agent=False,
+            deploy=False,
+        )
+        for i in range(args.runs):
+            for kind in ("move", "baseline") if i % 2 == 0 else ("baseline", "move"):
+                _clean(d1, (IMAGE,))
+                _clean(d2)
+                _make_source(d1, args.volume_mb)
+                if kind == "move":
+                    moves.append(run_move(tb, opts, tmp, args.settle))
+                    print(f"run {i + 1} move:     {json.dumps(moves[-1])}")
+                else:
+                    bases.append(run_baseline(tb))
+                    print(f"run {i + 1} baseline: {json.dumps(bases[-1])}")
+        _clean(d1)
+        _clean(d2)
+        d1.close()
+        d2.close()
+
+    def med(rows: list[dict[str, Any]], key: str) -> float:
+        return round(statistics.median(r[key] for r in rows), 3)
+
+    step_names = list(moves[0]["steps_s"])
+    summary = {
+        "machine": f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "image_mb": args.image_mb,
+        "volume_mb": args.volume_mb,
+        "runs": args.runs,
+        "settle_s": args.settle,
+        "move": {
+            "total_s": med(moves, "total_s"),
+            "total_without_settle_s": med(moves, "total_without_settle_s"),
+            "connect_s": med(moves, "connect_s"),
+            "steps_s": {
+                s: round(statistics.median(m["steps_s"].get(s, 0.0) for m in moves), 3)
+                for s in step_names
+            },
+        },
+        "baseline": {k: med(bases, k) for k in bases[0]},
+    }
+    mv, base = summary["move"], summary["baseline"]
+    summary["ratio"] = round(mv["total_s"] / base["total_s"], 2)
+    summary["ratio_without_settle"] = round(mv["total_without_settle_s"] / base["total_s"], 2)
+    summary["ratio_full"] = round(mv["total_s"] / base["total_full_s"], 2)
+    summary["ratio_full_without_settle"] = round(
+        mv["total_without_settle_s"] / base["total_full_s"], 2
+    )
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "moves": moves, "baselines": bases},
+                                        indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
