@@ -68,7 +68,7 @@ def _pipe(left: list[str], right: list[str]) -> None:
     """``left | right``, both argv lists; raise on either failing."""
     a = subprocess.Popen(left, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        b = subprocess.run(right, stdin=a.stdout, capture_output=True, check=False)
+        b = subprocess.run(right, stdin=a.stdout, capture_output=True, check=False, timeout=600)
     finally:
         if a.stdout is not None:
             a.stdout.close()
@@ -96,7 +96,6 @@ def _make_source(d1: Any, volume_mb: int) -> None:
         ["httpd", "-f", "-p", "80", "-h", "/data"],
         name=NAME,
         detach=True,
-        init=True,  # a real init forwards SIGTERM: the stop is httpd's, not a kill timeout
         volumes={VOLUME: {"bind": "/data"}},
         ports={"80/tcp": PORT},
     )
@@ -157,16 +156,16 @@ def run_baseline(tb: Testbed) -> dict[str, Any]:
     cp = subprocess.run(
         _ssh(tb, h2, "docker", "create", "--name", NAME, "-p", f"{PORT}:80", "-v",
              f"{VOLUME}:/data", IMAGE, "httpd", "-f", "-p", "80", "-h", "/data"),
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     _check(cp)
     _check(subprocess.run(_ssh(tb, h2, "docker", "start", NAME), capture_output=True,
-                          text=True, check=False))  # fmt: skip
+                          text=True, check=False, timeout=300))  # fmt: skip
     out["create_start_s"] = time.monotonic() - t
     # The fuller baseline: stop the source and copy the volume as the move does.
     t = time.monotonic()
     _check(subprocess.run(_ssh(tb, h1, "docker", "stop", "-t", "1", NAME), capture_output=True,
-                          text=True, check=False))  # fmt: skip
+                          text=True, check=False, timeout=300))  # fmt: skip
     out["stop_s"] = time.monotonic() - t
     t = time.monotonic()
     _pipe(
