@@ -28,8 +28,8 @@ class StabilityConfig:
     ``max_moves`` the K moves per period."""
 
     alpha: float = 0.2
-    band: float = 0.05
-    min_gain: float = 0.01
+    band: float = 0.02
+    min_gain: float = 0.005
     cooldown: int = 10
     no_return: int = 60
     max_moves: int = 4
