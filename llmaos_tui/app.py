@@ -19,14 +19,21 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker
 
+from llmaos_agent.protocol import Change, LogChunk, LogQuery, RequestInfo
 from llmaos_tui import theming
-from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.link import Link, LinkDown
+from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.fleet.watcher import HostWatcher
+from llmaos_tui.ops.audit import AuditLog
+from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
+from llmaos_tui.screens.audit import AuditScreen
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
+from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.keys import KeysScreen
+from llmaos_tui.screens.requests import LogScreen, OpenLog, RequestsScreen
 from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.process_table import COLUMNS
 
@@ -54,6 +61,8 @@ class LlmaosApp(App[None]):
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("question_mark", "keys", "Keys", key_display="?", id="app.keys"),
         Binding("f", "fleet", "Fleet", show=False, id="app.fleet"),
+        Binding("r", "requests", "Requests", id="app.requests"),
+        Binding("A", "audit", "Audit log", show=False, id="app.audit"),
     ]
 
     def __init__(
@@ -65,14 +74,17 @@ class LlmaosApp(App[None]):
         keymap: dict[str, str] | None = None,
         cursor_blink: bool = True,
         theme_dirs: list[Path] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         super().__init__()
+        self.audit = audit or AuditLog()
         self.read_only = read_only
         self.cursor_blink = cursor_blink
         self.fleet = FleetState()
         self.watchers = [
             HostWatcher(self.fleet.add(link.name), link, self._host_changed) for link in links
         ]
+        self.by_name = {w.state.name: w for w in self.watchers}
         for link in links:
             if isinstance(link, SshLink) and link.ask is None:
                 link.ask = self.ask_trust
@@ -159,6 +171,8 @@ class LlmaosApp(App[None]):
             screen.refresh_hosts(dirty)
         elif isinstance(screen, HostScreen) and screen.host.name in dirty:
             screen.refresh_host()
+        elif isinstance(screen, RequestsScreen):
+            screen.refresh_requests()
 
     # ------------------------------------------------------------- actions
 
@@ -177,8 +191,60 @@ class LlmaosApp(App[None]):
         self.open_host(message.name)
 
     def action_fleet(self) -> None:
-        while len(self.screen_stack) > 2 or isinstance(self.screen, (HostScreen, KeysScreen)):
+        while len(self.screen_stack) > 2 or not isinstance(self.screen, FleetScreen):
             self.pop_screen()
+
+    def action_requests(self) -> None:
+        self.open_requests(None)
+
+    def on_open_requests(self, message: OpenRequests) -> None:
+        self.open_requests(message.host)
+
+    def open_requests(self, host: str | None) -> None:
+        if isinstance(self.screen, RequestsScreen):
+            self.pop_screen()
+        self.push_screen(RequestsScreen(self.fleet, host, read_only=self.read_only))
+
+    def on_open_log(self, message: OpenLog) -> None:
+        self.push_screen(LogScreen(message.host, message.rid, self._fetch_log))
+
+    async def _fetch_log(self, host: str, query: LogQuery) -> LogChunk:
+        w = self.by_name.get(host)
+        if w is None:
+            raise LinkDown(f"no host {host!r}")
+        chunk: LogChunk = await w.call("requests.log", query)
+        return chunk
+
+    def action_audit(self) -> None:
+        self.push_screen(AuditScreen(self.audit.read(), str(self.audit.path)))
+
+    def on_change_intent(self, intent: ChangeIntent) -> None:
+        self.run_worker(
+            self._apply(intent), name=f"change:{intent.host}", group="changes", exit_on_error=False
+        )
+
+    async def _apply(self, intent: ChangeIntent) -> None:
+        """Carry out one change on its host; the outcome is a notification either way."""
+        w = self.by_name.get(intent.host)
+        if w is None:
+            self.notify(f"no host {intent.host!r}", severity="error")
+            return
+        try:
+            result = await change(
+                w.call, intent.method, intent.params, host=intent.host, target=intent.target,
+                audit=self.audit, read_only=self.read_only, before=intent.before,
+            )  # fmt: skip
+        except (ReadOnlyConsole, CallError, LinkDown) as exc:
+            self.notify(f"{intent.host}: {exc}", severity="error", timeout=8)
+            return
+        except OSError as exc:  # the console's audit log could not be written
+            self.notify(f"audit log: {exc}", severity="error", timeout=8)
+            return
+        if isinstance(result, Change):
+            self.notify(f"{intent.host}: {result.target}: {result.before} → {result.after}")
+        elif isinstance(result, RequestInfo):
+            verb = intent.method.removeprefix("requests.")
+            self.notify(f"{intent.host}: {verb} {result.id}: {describe(result)}")
 
     def action_keys(self) -> None:
         if not isinstance(self.screen, KeysScreen):
@@ -188,6 +254,8 @@ class LlmaosApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Fleet", "Show every host (f)", self.action_fleet)
         yield SystemCommand("Keys", "Show the keys of this screen (?)", self.action_keys)
+        yield SystemCommand("Requests", "Every host's request queue (r)", self.action_requests)
+        yield SystemCommand("Audit log", "The changes this console made (A)", self.action_audit)
         for name, h in self.fleet.hosts.items():
             yield SystemCommand(
                 f"Host: {name}",

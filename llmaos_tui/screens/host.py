@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+from msgspec import Struct
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
+from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
+from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
+from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.widgets.beta_panel import BetaPanel
 from llmaos_tui.widgets.core_bars import CoreBars
 from llmaos_tui.widgets.gpu_panel import GpuPanel
@@ -16,12 +22,43 @@ from llmaos_tui.widgets.host_header import HostHeader
 from llmaos_tui.widgets.memory_panel import MemoryPanel
 from llmaos_tui.widgets.process_table import ProcessTable
 
+NICE_MIN, NICE_MAX = -20, 19
+SIGNALS = ["TERM", "KILL", "INT", "HUP", "QUIT", "STOP", "CONT", "USR1", "USR2"]
+
+
+def parse_cpulist(text: str, cores: int) -> list[int]:
+    """``"0-3,8"`` -> ``[0, 1, 2, 3, 8]``; ValueError with a reason for anything else."""
+    out: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a core or a range like 0-3") from None
+        if a > b or a < 0:
+            raise ValueError(f"{part!r} is not a range")
+        if b >= cores:
+            raise ValueError(f"no core {b} on this host (0-{cores - 1})")
+        out.update(range(a, b + 1))
+    if not out:
+        raise ValueError("name at least one core")
+    return sorted(out)
+
 
 class HostScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Fleet", id="host.back"),
         Binding("slash", "filter", "Filter", key_display="/", id="host.filter"),
+        Binding("f7", "nice(-1)", "Nice -", id="host.nice_down"),
+        Binding("f8", "nice(1)", "Nice +", id="host.nice_up"),
+        Binding("n", "set_nice", "Nice…", id="host.nice"),
+        Binding("a", "affinity", "Affinity", id="host.affinity"),
+        Binding("f9,k", "signal", "Kill…", id="host.signal"),
+        Binding("r", "requests", "Requests", id="host.requests"),
     ]
+    CHANGES = frozenset({"nice", "set_nice", "affinity", "signal"})
     DEFAULT_CSS = """
     HostScreen { layout: vertical; }
     HostScreen #top { height: auto; max-height: 50%; }
@@ -94,6 +131,101 @@ class HostScreen(Screen[None]):
             self.query_one(ProcessTable).update_procs(h.procs, h.mem_total, cores)
 
     # ------------------------------------------------------------- actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Read-only: the keys that change something are hidden and do nothing.
+        return not (action in self.CHANGES and self.read_only)
+
+    def _selected(self) -> Proc | None:
+        p = self.query_one(ProcessTable).selected
+        if p is None:
+            self.notify("no process selected", severity="warning")
+        return p
+
+    def _change(self, method: str, params: Struct, p: Proc, before: str) -> None:
+        self.post_message(
+            ChangeIntent(self.host.name, method, params, f"pid {p.pid} ({p.name})", before)
+        )
+
+    def action_nice(self, step: int) -> None:
+        p = self._selected()
+        if p is None or p.nice is None:
+            return
+        new = max(NICE_MIN, min(NICE_MAX, p.nice + step))
+        if new != p.nice:
+            renice = Renice(pid=p.pid, create_time=p.create_time, nice=new)
+            self._change("proc.renice", renice, p, f"nice {p.nice}")
+
+    def action_set_nice(self) -> None:
+        p = self._selected()
+        if p is None:
+            return
+
+        def check(v: str) -> str:
+            try:
+                n = int(v)
+            except ValueError:
+                return "a whole number, -20 (highest) to 19 (lowest)"
+            return "" if NICE_MIN <= n <= NICE_MAX else f"{n} is out of range -20..19"
+
+        def done(v: str | None) -> None:
+            if v is not None:
+                renice = Renice(pid=p.pid, create_time=p.create_time, nice=int(v))
+                self._change("proc.renice", renice, p, f"nice {p.nice}")
+
+        self.app.push_screen(
+            PromptScreen(f"Nice value for pid {p.pid} ({p.name})", str(p.nice or 0),
+                         "-20 highest priority … 19 lowest; lowering needs root", check),
+            done,
+        )  # fmt: skip
+
+    def action_affinity(self) -> None:
+        p = self._selected()
+        if p is None:
+            return
+        cores = self.host.cores
+
+        def check(v: str) -> str:
+            try:
+                parse_cpulist(v, cores)
+            except ValueError as exc:
+                return str(exc)
+            return ""
+
+        def done(v: str | None) -> None:
+            if v is not None:
+                aff = SetAffinity(
+                    pid=p.pid, create_time=p.create_time, cores=parse_cpulist(v, cores)
+                )
+                self._change("proc.affinity", aff, p, f"cores {p.affinity}")
+
+        self.app.push_screen(
+            PromptScreen(f"Cores for pid {p.pid} ({p.name})", p.affinity or f"0-{cores - 1}",
+                         f"a core list such as 0-3,8 (this host: 0-{cores - 1})", check),
+            done,
+        )  # fmt: skip
+
+    def action_signal(self) -> None:
+        p = self._selected()
+        if p is None:
+            return
+
+        def confirmed(sig: str, yes: bool | None) -> None:
+            if yes:
+                send = SendSignal(pid=p.pid, create_time=p.create_time, signal=sig)
+                self._change("proc.signal", send, p, p.status)
+
+        def picked(sig: str | None) -> None:
+            if sig is not None:
+                self.app.push_screen(
+                    ConfirmScreen(f"Send SIG{sig} to pid {p.pid} ({p.name}) on {self.host.name}?"),
+                    partial(confirmed, sig),
+                )
+
+        self.app.push_screen(ChoiceScreen(f"Signal for pid {p.pid} ({p.name})", SIGNALS), picked)
+
+    def action_requests(self) -> None:
+        self.app.post_message(OpenRequests(self.host.name))
 
     def action_back(self) -> None:
         flt = self.query_one(Input)

@@ -163,6 +163,12 @@ class ProcessTable(DataTable[Any]):
     def _cells(self, p: Proc) -> list[Any]:
         return [c.cell(p, self.mem_total, self.all_cores) for c in COLUMNS]
 
+    @property
+    def selected(self) -> Proc | None:
+        """The process under the cursor, as last reported."""
+        pid = self._selected_pid()
+        return None if pid is None else self._shown.get(pid)
+
     def _selected_pid(self) -> int | None:
         if not self.row_count:
             return None

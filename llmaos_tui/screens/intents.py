@@ -1,0 +1,30 @@
+"""What screens ask the app to do on a host: messages carrying a change or a query.
+
+Screens never reach an agent themselves; they post these and the app carries them
+out in async workers through the host's link, audited, and reports back.
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+from textual.message import Message
+
+
+class ChangeIntent(Message):
+    """Make one change on ``host`` (a ``proc.*`` or ``requests.*`` call)."""
+
+    def __init__(self, host: str, method: str, params: Struct, target: str, before: str = ""):
+        super().__init__()
+        self.host = host
+        self.method = method
+        self.params = params
+        self.target = target
+        self.before = before
+
+
+class OpenRequests(Message):
+    """Show the requests screen, of one host or (``None``) of the whole fleet."""
+
+    def __init__(self, host: str | None) -> None:
+        super().__init__()
+        self.host = host

@@ -1,0 +1,379 @@
+"""Requests: every host's queue (or one host's), re-prioritised from the keyboard.
+
+Rows: running first, then waiting by priority and FIFO position, then held, then
+the recently finished. Keys act on the request under the cursor and post
+:class:`ChangeIntent` for the app to carry out; the table follows the agents'
+``requests`` notifications, so changes made from other consoles show up live.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Checkbox, DataTable, Footer, Input, Label, RichLog, Static
+
+from llmaos_agent.protocol import (
+    LogChunk,
+    LogQuery,
+    Reprioritize,
+    RequestInfo,
+    RequestRef,
+    RequestSpec,
+)
+from llmaos_tui.fleet.state import FleetState
+from llmaos_tui.screens.dialogs import ConfirmScreen
+from llmaos_tui.screens.intents import ChangeIntent
+
+PRIORITY_STEP = 10
+"""What ``+`` and ``-`` add: one nice step for a running request (DESIGN: 10 per step)."""
+WAITING = ("queued", "held")
+ORDER = {"running": 0, "queued": 1, "held": 2}
+
+
+def _age(t: float | None) -> str:
+    if t is None:
+        return ""
+    s = max(0, int(time.time() - t))
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def _sort_key(r: RequestInfo) -> tuple[int, int, int, float]:
+    if r.state in ORDER:
+        return (ORDER[r.state], -r.priority, r.seq, 0.0)
+    return (3, 0, 0, -(r.ended or 0.0))
+
+
+class RequestsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="requests.back"),
+        Binding("plus,equals_sign", "priority(1)", "Prio +", key_display="+", id="requests.raise"),
+        Binding("minus", "priority(-1)", "Prio -", key_display="-", id="requests.lower"),
+        Binding("t", "top", "Top", id="requests.top"),
+        Binding("h", "hold", "Hold/release", id="requests.hold"),
+        Binding("c", "cancel", "Cancel…", id="requests.cancel"),
+        Binding("l,enter", "log", "Log", id="requests.log"),
+        Binding("n", "new", "New…", id="requests.new"),
+        Binding("a", "all_hosts", "All hosts", id="requests.all"),
+    ]
+    CHANGES = frozenset({"priority", "top", "hold", "cancel", "new"})
+    DEFAULT_CSS = """
+    RequestsScreen { layout: vertical; }
+    RequestsScreen #title { height: 1; padding: 0 1; background: $panel; color: $text; }
+    RequestsScreen DataTable { height: 1fr; }
+    """
+    COLUMNS = ("HOST", "ID", "STATE", "PRIO", "CPUS", "GPUS", "NAME", "AGE", "WHERE / WHY")
+
+    def __init__(self, fleet: FleetState, host: str | None, *, read_only: bool = False) -> None:
+        super().__init__(name="requests")
+        self.fleet = fleet
+        self.host = host
+        self.read_only = read_only
+        self._rows: list[tuple[str, RequestInfo]] = []
+        self._versions: tuple[int, ...] = ()
+        # Priorities asked for but not yet reported back: a second + before the agent's
+        # answer arrives builds on the first, not on the stale row.
+        self._asked: dict[str, int] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="title")
+        yield DataTable(cursor_type="row", id="requests-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for c in self.COLUMNS:
+            table.add_column(c, key=c)
+        self.refresh_requests(force=True)
+        table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in self.CHANGES and self.read_only)
+
+    # ---------------------------------------------------------------- data
+
+    def _hosts(self) -> list[str]:
+        return [self.host] if self.host else list(self.fleet.hosts)
+
+    def refresh_requests(self, force: bool = False) -> None:
+        hosts = [self.fleet.hosts[h] for h in self._hosts() if h in self.fleet.hosts]
+        versions = tuple(h.requests_version for h in hosts)
+        if versions == self._versions and not force:
+            return
+        self._versions = versions
+        rows = [(h.name, r) for h in hosts for r in h.requests.values()]
+        for _, r in rows:
+            if self._asked.get(r.id) == r.priority:
+                del self._asked[r.id]
+        rows.sort(key=lambda hr: _sort_key(hr[1]))
+        self._rows = rows
+        waiting = sum(r.state in WAITING for _, r in rows)
+        running = sum(r.state == "running" for _, r in rows)
+        where = self.host or f"all {len(hosts)} hosts"
+        ro = " · read-only" if self.read_only else ""
+        self.query_one("#title", Static).update(
+            f"Requests on {where} · {running} running, {waiting} waiting{ro}"
+        )
+        table = self.query_one(DataTable)
+        keep = self._selected_key()
+        table.clear()
+        for host, r in rows:
+            table.add_row(
+                host, r.id, r.state, Text(str(r.priority), justify="right"),
+                Text(str(r.cpus), justify="right"), Text(str(r.gpus), justify="right"),
+                r.name, _age(r.started if r.state == "running" else r.submitted), r.reason,
+                key=f"{host}/{r.id}",
+            )  # fmt: skip
+        if keep is not None:
+            for i, (host, r) in enumerate(rows):
+                if f"{host}/{r.id}" == keep:
+                    table.move_cursor(row=i, animate=False)
+                    break
+
+    def _selected_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return str(table.ordered_rows[table.cursor_row].key.value)
+
+    def selected(self) -> tuple[str, RequestInfo] | None:
+        key = self._selected_key()
+        for host, r in self._rows:
+            if f"{host}/{r.id}" == key:
+                return host, r
+        return None
+
+    # ------------------------------------------------------------- actions
+
+    def _intent(self, host: str, method: str, params: msgspec.Struct, r: RequestInfo) -> None:
+        before = f"{r.state} priority {r.priority}"
+        self.post_message(ChangeIntent(host, method, params, f"request {r.id}", before))
+
+    def action_priority(self, sign: int) -> None:
+        sel = self.selected()
+        if sel is None:
+            return
+        host, r = sel
+        base = self._asked.get(r.id, r.priority)
+        new = max(-1000, min(1000, base + sign * PRIORITY_STEP))
+        if new != base:
+            self._asked[r.id] = new
+            self._intent(host, "requests.prio", Reprioritize(id=r.id, priority=new), r)
+
+    def action_top(self) -> None:
+        sel = self.selected()
+        if sel is not None:
+            self._intent(sel[0], "requests.top", RequestRef(id=sel[1].id), sel[1])
+
+    def action_hold(self) -> None:
+        sel = self.selected()
+        if sel is not None:
+            method = "requests.release" if sel[1].state == "held" else "requests.hold"
+            self._intent(sel[0], method, RequestRef(id=sel[1].id), sel[1])
+
+    def action_cancel(self) -> None:
+        sel = self.selected()
+        if sel is None:
+            return
+        host, r = sel
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._intent(host, "requests.cancel", RequestRef(id=r.id), r)
+
+        what = "SIGTERM, then SIGKILL" if r.state == "running" else "remove it from the queue"
+        self.app.push_screen(
+            ConfirmScreen(f"Cancel {r.id} ({r.name}) on {host}? ({what})"), answered
+        )
+
+    def action_log(self) -> None:
+        sel = self.selected()
+        if sel is not None:
+            self.post_message(OpenLog(sel[0], sel[1].id))
+
+    def action_new(self) -> None:
+        sel = self.selected()
+        host = self.host or (sel[0] if sel else next(iter(self.fleet.hosts), None))
+        if host is None:
+            return
+
+        def submitted(spec: RequestSpec | None) -> None:
+            if spec is not None:
+                target = f"request: {' '.join(spec.argv)[:200]}"
+                self.post_message(ChangeIntent(host, "requests.submit", spec, target))
+
+        self.app.push_screen(SubmitScreen(host), submitted)
+
+    def action_all_hosts(self) -> None:
+        self.host = None
+        self.refresh_requests(force=True)
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+
+class OpenLog(Message):
+    def __init__(self, host: str, rid: str) -> None:
+        super().__init__()
+        self.host = host
+        self.rid = rid
+
+
+class LogArrived(Message):
+    def __init__(self, chunk: LogChunk | None, error: str = "") -> None:
+        super().__init__()
+        self.chunk = chunk
+        self.error = error
+
+
+class LogScreen(Screen[None]):
+    """A request's output, followed while it runs (as ``tail -f``)."""
+
+    BINDINGS = [Binding("escape,q", "back", "Back", id="log.back")]
+    DEFAULT_CSS = """
+    LogScreen #title { height: 1; padding: 0 1; background: $panel; }
+    LogScreen RichLog { height: 1fr; }
+    """
+
+    def __init__(
+        self, host: str, rid: str, fetch: Callable[[str, LogQuery], Awaitable[LogChunk]]
+    ) -> None:
+        super().__init__(name="log")
+        self.host, self.rid, self.fetch = host, rid, fetch
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Output of {self.rid} on {self.host}", id="title")
+        yield RichLog(id="log", wrap=False, markup=False, highlight=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.follow()
+
+    @work(exclusive=True, exit_on_error=False)
+    async def follow(self) -> None:
+        import asyncio  # noqa: PLC0415
+
+        offset = 0
+        while True:
+            try:
+                chunk = await self.fetch(self.host, LogQuery(id=self.rid, offset=offset))
+            except Exception as exc:
+                self.post_message(LogArrived(None, str(exc)))
+                return
+            self.post_message(LogArrived(chunk))
+            offset = chunk.next_offset
+            if chunk.data:
+                continue
+            if not chunk.running:
+                return
+            await asyncio.sleep(1.0)
+
+    def on_log_arrived(self, msg: LogArrived) -> None:
+        log = self.query_one(RichLog)
+        if msg.chunk is None:
+            log.write(Text(f"[log unavailable: {msg.error}]", style="italic"))
+            return
+        if msg.chunk.data:
+            log.write(Text(msg.chunk.data.rstrip("\n")))
+        if not msg.chunk.running and not msg.chunk.data:
+            self.query_one("#title", Static).update(f"Output of {self.rid} on {self.host} (ended)")
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+
+class SubmitScreen(ModalScreen[RequestSpec | None]):
+    """A form for a new request on one host; Enter submits, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="submit.cancel")]
+    DEFAULT_CSS = """
+    SubmitScreen { align: center middle; }
+    SubmitScreen > Vertical {
+        width: 76; height: auto; border: round $primary; background: $surface; padding: 0 1;
+    }
+    SubmitScreen Horizontal { height: auto; }
+    SubmitScreen Horizontal Input { width: 1fr; }
+    SubmitScreen #error { color: $error; height: auto; }
+    """
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"New request on {self.host}")
+            yield Input(placeholder="command, e.g. python serve.py --port 8000", id="command")
+            with Horizontal():
+                yield Input(value="0", placeholder="priority", id="priority")
+                yield Input(value="1", placeholder="cpus", id="cpus")
+                yield Input(value="0", placeholder="gpus", id="gpus")
+                yield Input(value="", placeholder="memory (8G)", id="mem")
+            yield Input(placeholder="name (optional)", id="name")
+            yield Checkbox("through the shell (the command is one shell string)", id="shell")
+            yield Static("", id="error")
+
+    def on_mount(self) -> None:
+        for i in self.query(Input):
+            i.cursor_blink = getattr(self.app, "cursor_blink", True)
+        self.query_one("#command", Input).focus()
+
+    def _value(self, wid: str) -> str:
+        return self.query_one(f"#{wid}", Input).value.strip()
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        try:
+            spec = self._spec()
+        except ValueError as exc:
+            self.query_one("#error", Static).update(str(exc))
+            return
+        self.dismiss(spec)
+
+    def _spec(self) -> RequestSpec:
+        command = self._value("command")
+        shell = self.query_one(Checkbox).value
+        if not command:
+            raise ValueError("give a command")
+        try:
+            argv = [command] if shell else shlex.split(command)
+        except ValueError as exc:
+            raise ValueError(f"command: {exc}") from None
+        nums = {}
+        for f in ("priority", "cpus", "gpus"):
+            try:
+                nums[f] = int(self._value(f) or "0")
+            except ValueError:
+                raise ValueError(f"{f}: a whole number") from None
+        spec = RequestSpec(
+            argv=argv, shell=shell, name=self._value("name"), mem=_size(self._value("mem")),
+            priority=nums["priority"], cpus=nums["cpus"], gpus=nums["gpus"],
+        )  # fmt: skip
+        try:  # the wire's bounds, as the agent will check them
+            return msgspec.json.decode(msgspec.json.encode(spec), type=RequestSpec)
+        except msgspec.ValidationError as exc:
+            raise ValueError(str(exc)) from None
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def _size(text: str) -> int:
+    if not text:
+        return 0
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise ValueError(f"memory: {text!r} is not a size such as 512M or 8G") from None
