@@ -225,6 +225,7 @@ class RequestSpec(Struct, forbid_unknown_fields=True, frozen=True):
     name: ShortStr = ""
     cwd: Str | None = None
     id: RequestIdStr | None = None
+    hold: bool = False  # arrive held: a request moving between hosts waits for its release
 
 
 class RequestInfo(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):

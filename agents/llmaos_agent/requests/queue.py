@@ -187,8 +187,9 @@ class RequestQueue:
                 mem=spec.mem,
                 cwd=spec.cwd,
                 owner=owner,
-                state="queued",
+                state="held" if spec.hold else "queued",
                 submitted=time.time(),
+                reason="held on arrival" if spec.hold else "",
             )
             self.store.insert(row)
         self._note(row)
