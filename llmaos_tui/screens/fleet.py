@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input
 
 from llmaos_tui.fleet.state import FleetState
+from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.widgets.heatmap import HeatMap
 from llmaos_tui.widgets.host_table import DESC_FIRST, HostTable
 from llmaos_tui.widgets.text import fixed, sparkline
@@ -59,6 +60,7 @@ class FleetScreen(Screen[None]):
     AUTO_FOCUS = "#hosts"
     BINDINGS = [
         Binding("h", "toggle_heatmap", "Heat map", id="fleet.heatmap"),
+        Binding("b", "balance", "Balance", id="fleet.balance"),
         Binding("slash", "filter", "Filter", key_display="/", id="fleet.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="fleet.filter_clear"),
         Binding("P", "sort('cpu')", "Sort CPU", id="fleet.sort_cpu"),
@@ -149,6 +151,10 @@ class FleetScreen(Screen[None]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.post_message(self.OpenHost(str(event.row_key.value)))
+
+    def action_balance(self) -> None:
+        """Plan across hosts (queued requests); one host's cores come from its screen (b)."""
+        self.app.post_message(OpenPlan(None, "hosts"))
 
     def action_toggle_heatmap(self) -> None:
         self.show_heatmap(not self.heatmap_shown)

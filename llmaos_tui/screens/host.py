@@ -15,6 +15,7 @@ from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
+from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.widgets.beta_panel import BetaPanel
 from llmaos_tui.widgets.core_bars import CoreBars
 from llmaos_tui.widgets.gpu_panel import GpuPanel
@@ -57,6 +58,7 @@ class HostScreen(Screen[None]):
         Binding("a", "affinity", "Affinity", id="host.affinity"),
         Binding("f9,k", "signal", "Kill…", id="host.signal"),
         Binding("r", "requests", "Requests", id="host.requests"),
+        Binding("b", "balance", "Balance", id="host.balance"),
     ]
     CHANGES = frozenset({"nice", "set_nice", "affinity", "signal"})
     DEFAULT_CSS = """
@@ -226,6 +228,9 @@ class HostScreen(Screen[None]):
 
     def action_requests(self) -> None:
         self.app.post_message(OpenRequests(self.host.name))
+
+    def action_balance(self) -> None:
+        self.app.post_message(OpenPlan(self.host.name, "cores"))
 
     def action_back(self) -> None:
         flt = self.query_one(Input)

@@ -1,0 +1,152 @@
+"""Review a balancing plan: beta before, predicted after, floor; each move; apply.
+
+Space deselects or reselects the move under the cursor and the prediction follows
+(a unit moves at most once in a plan, so any subset is consistent). Enter asks the
+app to carry the selected moves out; their results come back per move, and after
+a settle time the measured beta is shown against the prediction.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from llmaos_tui.balance import Plan
+
+
+class OpenPlan(Message):
+    """Plan at ``level`` for one host (``host``) or the whole fleet (None)."""
+
+    def __init__(self, host: str | None, level: str) -> None:
+        super().__init__()
+        self.host = host
+        self.level = level
+
+
+class ApplyPlan(Message):
+    def __init__(self, screen: PlanScreen, selected: list[int]) -> None:
+        super().__init__()
+        self.screen = screen
+        self.selected = selected
+
+
+class MoveDone(Message):
+    def __init__(self, index: int, ok: bool, message: str) -> None:
+        super().__init__()
+        self.index = index
+        self.ok = ok
+        self.message = message
+
+
+class PlanMeasured(Message):
+    def __init__(self, beta: float, settle: float) -> None:
+        super().__init__()
+        self.beta = beta
+        self.settle = settle
+
+
+class PlanScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="plan.back"),
+        Binding("space", "toggle_move", "Select/deselect", id="plan.toggle"),
+        Binding("enter", "apply", "Apply", id="plan.apply"),
+    ]
+    DEFAULT_CSS = """
+    PlanScreen { layout: vertical; }
+    PlanScreen #summary { height: auto; padding: 0 1; background: $panel; color: $text; }
+    PlanScreen #result { height: auto; padding: 0 1; color: $text-muted; }
+    PlanScreen DataTable { height: 1fr; }
+    """
+    COLUMNS = ("", "#", "WHAT", "FROM", "TO", "LOAD", "GAIN", "RESULT")
+
+    def __init__(self, plan: Plan, scope: str, hosts: list[str] | None, *, read_only: bool = False):
+        super().__init__(name="plan")
+        self.plan = plan
+        self.scope = scope
+        self.hosts = hosts
+        self.read_only = read_only
+        self.selected: set[int] = set(range(len(plan.moves)))
+        self.results: dict[int, tuple[bool, str]] = {}
+        self.applying = False
+        self.measured: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="summary")
+        yield DataTable(cursor_type="row", id="moves")
+        yield Static("", id="result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for c in self.COLUMNS:
+            table.add_column(c, key=c or "sel")
+        for i, m in enumerate(self.plan.moves):
+            table.add_row(
+                "✓", str(i + 1), m.name or m.unit, m.src, m.dst,
+                Text(f"{m.load:.2f}", justify="right"), Text(f"{m.gain:.3f}", justify="right"),
+                "", key=str(i),
+            )  # fmt: skip
+        self._summary()
+        table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "apply" and (self.read_only or not self.plan.moves):
+            return False
+        if action in ("apply", "toggle_move") and self.applying:
+            return None  # shown, greyed out, while the moves run
+        return True
+
+    @property
+    def predicted(self) -> float:
+        return self.plan.predict(sorted(self.selected))
+
+    def _summary(self) -> None:
+        p = self.plan
+        text = (
+            f"Balance {self.scope} · level {p.level} · β before {p.beta_before:.3f} → "
+            f"predicted {self.predicted:.3f} · floor {p.floor:.3f} · "
+            f"{len(self.selected)} of {len(p.moves)} moves"
+        )
+        if p.note:
+            text += f" · {p.note}"
+        if self.read_only:
+            text += " · read-only: review only"
+        self.query_one("#summary", Static).update(text)
+
+    def action_toggle_move(self) -> None:
+        table = self.query_one(DataTable)
+        if not table.row_count or self.applying:
+            return
+        i = int(str(table.ordered_rows[table.cursor_row].key.value))
+        self.selected.symmetric_difference_update({i})
+        table.update_cell(str(i), "sel", "✓" if i in self.selected else " ")
+        self._summary()
+
+    def action_apply(self) -> None:
+        if self.applying or self.read_only or not self.selected:
+            return
+        self.applying = True
+        self.refresh_bindings()
+        self.query_one("#result", Static).update("applying…")
+        self.post_message(ApplyPlan(self, sorted(self.selected)))
+
+    def on_move_done(self, msg: MoveDone) -> None:
+        self.results[msg.index] = (msg.ok, msg.message)
+        mark = "done: " if msg.ok else "failed: "
+        self.query_one(DataTable).update_cell(str(msg.index), "RESULT", mark + msg.message)
+
+    def on_plan_measured(self, msg: PlanMeasured) -> None:
+        self.measured = msg.beta
+        ok = sum(1 for good, _ in self.results.values() if good)
+        self.query_one("#result", Static).update(
+            f"{ok} of {len(self.results)} moves made · after {msg.settle:.0f} s: "
+            f"measured β {msg.beta:.3f} against predicted {self.predicted:.3f} "
+            f"(before {self.plan.beta_before:.3f})"
+        )
+
+    def action_back(self) -> None:
+        self.dismiss()
