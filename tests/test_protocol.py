@@ -123,6 +123,43 @@ NOTIFICATION_EXAMPLES: dict[str, list[Any]] = {
         p.RequestDelta(full=True, upsert=[], last=True),
         p.RequestDelta(full=False, upsert=[], gone=["r1", "r2"], last=True),
     ],
+    "containers": [
+        p.ContainerDelta(full=True, upsert=[], last=True),
+        p.ContainerDelta(
+            full=False,
+            upsert=[
+                p.Container(
+                    id="ab" * 32,
+                    name="web",
+                    image="nginx:1.27",
+                    image_id="sha256:" + "cd" * 32,
+                    state="running",
+                    status="Up 5 minutes (healthy)",
+                    created=1_718_000_000.0,
+                    health="healthy",
+                    ports=["0.0.0.0:8080->80/tcp"],
+                    volumes=["webdata:/data"],
+                    gpus=-1,
+                    project="shop",
+                    cpu=1.25,
+                    mem=64 << 20,
+                    pids=3,
+                    started=1_718_000_010.0,
+                ),
+                p.Container(
+                    id="ef" * 32,
+                    name="job",
+                    image="0123456789ab",
+                    image_id="sha256:01",
+                    state="exited",
+                    status="Exited (0) 2 hours ago",
+                    created=1.0,
+                ),
+            ],
+            gone=["12" * 32],
+            last=False,
+        ),
+    ],
 }
 REQ_INFO = p.RequestInfo(
     id="r0a1b2c3d4e", name="train", argv=["python", "train.py"], shell=False, priority=5,
@@ -135,6 +172,8 @@ REQ_QUEUED = p.RequestInfo(
     share_gpu=False, mem=0, state="queued", seq=4, submitted=1.0,
 )  # fmt: skip
 CHANGE = p.Change(target="pid 7 (python)", before="nice 0", after="nice 5")
+CONTAINER_CHANGE = p.Change(target="container web (abababababab)", before="running",
+                            after="exited")  # fmt: skip
 CALL_EXAMPLES: dict[str, tuple[Any, Any]] = {
     "handshake": (
         p.Handshake(protocol=PROTOCOL_VERSION, client="llmaos-tui 0.1.0"),
@@ -159,6 +198,13 @@ CALL_EXAMPLES: dict[str, tuple[Any, Any]] = {
     "proc.renice": (p.Renice(pid=7, create_time=1.5, nice=5), CHANGE),
     "proc.affinity": (p.SetAffinity(pid=7, create_time=1.5, cores=[0, 1]), CHANGE),
     "proc.signal": (p.SendSignal(pid=7, create_time=1.5, signal="TERM"), CHANGE),
+    "containers.start": (p.ContainerRef(id="web"), CONTAINER_CHANGE),
+    "containers.stop": (p.ContainerRef(id="ab" * 32, timeout=3), CONTAINER_CHANGE),
+    "containers.restart": (p.ContainerRef(id="web.1", timeout=0), CONTAINER_CHANGE),
+    "containers.logs": (
+        p.ContainerLogQuery(id="web", tail=50),
+        p.ContainerLog(id="web", data="listening on :80\n", truncated=False),
+    ),
 }
 
 

@@ -5,6 +5,13 @@ are sampled every ``interval``; the process table, the expensive part, every
 ``proc_interval`` and only while a client is attached. Each client gets the
 ``hello``, the history ring, then live ``sample`` notifications with the
 process table as changes (a full table first).
+
+Containers: the engine is asked for its list every ``CONTAINER_INTERVAL`` seconds while a
+client is attached, in a thread (an engine may be slow; sampling must not wait on it), and
+each process-table pass sums their processes' load with that same table; what changed goes
+out as a ``containers`` notification just before the pass's sample, the whole list to a
+client when it attaches. ``containers.start/stop/restart`` are changes (refused read-only,
+audited) and, like ``containers.logs``, run in a thread, answered when the engine is done.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ if sys.platform == "win32":
 else:
     import fcntl
 
-from llmaos_agent import __version__, control, endpoint
+from llmaos_agent import __version__, container_control, control, endpoint
 from llmaos_agent.audit import AuditLog
 from llmaos_agent.collect.processes import diff, full
 from llmaos_agent.collect.sampler import Sampler
@@ -40,6 +47,7 @@ from llmaos_agent.protocol import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    MAX_CONTAINERS_PER_MESSAGE,
     MAX_LINE_BYTES,
     MAX_REQUESTS_PER_MESSAGE,
     METHOD_NOT_FOUND,
@@ -49,6 +57,12 @@ from llmaos_agent.protocol import (
     REFUSED,
     VERSION_ERROR,
     BadParams,
+    Change,
+    Container,
+    ContainerDelta,
+    ContainerLog,
+    ContainerLogQuery,
+    ContainerRef,
     Empty,
     Handshake,
     HandshakeResult,
@@ -79,6 +93,9 @@ from llmaos_agent.protocol import (
 from llmaos_agent.requests.queue import NotFound, QueueError, RequestQueue
 
 log = logging.getLogger("llmaos_agent.daemon")
+
+CONTAINER_INTERVAL = 3.0
+"""Seconds between the engine's container lists while a client is attached."""
 
 MAX_CLIENT_BUFFER = 8 << 20
 """A client that lets this much pile up unread is dropped, so memory stays bounded."""
@@ -146,6 +163,10 @@ class Daemon:
             "grace_s": cancel_grace_s,
         }
         self.audit = AuditLog(paths.state / "audit.log")
+        self.containers: dict[str, Container] = {}  # as the attached clients last heard
+        self._containers_at = -CONTAINER_INTERVAL  # monotonic time of the last list
+        self._containers_task: asyncio.Task[bool] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # container calls in flight
 
     def stop(self) -> None:
         self._stop.set()
@@ -155,6 +176,8 @@ class Daemon:
         self._take_lock()
         try:
             self.sampler = Sampler(nvml=self._nvml)
+            # Before the hello, so its capabilities say whether containers can be listed.
+            await self._refresh_containers()
             self.hello = Hello(
                 protocol=PROTOCOL_VERSION,
                 agent_version=__version__,
@@ -215,7 +238,10 @@ class Daemon:
                 log.exception("request queue tick failed")
         if not self.clients:
             self.table = {}
+            self.containers = {}
             return
+        if time.monotonic() - self._containers_at >= CONTAINER_INTERVAL:
+            self._start_container_refresh()
         now = time.monotonic()
         # Half a tick of slack: ticks come with jitter, and without it a pass due at the
         # very tick would often slip to the next one (every 3 s instead of 2).
@@ -223,6 +249,9 @@ class Daemon:
             self._force_procs = False
             self._next_procs = now + self.proc_interval
             table = self.sampler.processes(sample)
+            # Before the sample, so a console that sees the pass's processes has its
+            # containers' load too.
+            self._send_containers(table)
             delta_line = encode_notification(
                 "sample", msgspec.structs.replace(sample, procs=diff(self.table, table))
             )
@@ -242,6 +271,123 @@ class Daemon:
         line = encode_notification("sample", sample)
         for c in list(self.clients):
             self._send(c, line)
+
+    # ---------------------------------------------------------- containers
+
+    def _start_container_refresh(self) -> asyncio.Task[bool]:
+        """The engine's list, in a thread; one at a time (a slow engine is not piled on)."""
+        task = self._containers_task
+        if task is None or task.done():
+            self._containers_at = time.monotonic()
+            task = self._containers_task = asyncio.ensure_future(self._refresh_containers())
+        return task
+
+    async def _refresh_containers(self) -> bool:
+        assert self.sampler is not None
+        was = self.sampler.docker_reason
+        try:
+            ok = await asyncio.to_thread(self.sampler.refresh_containers)
+        except Exception:  # a collector bug must not stop the daemon
+            log.exception("container list failed")
+            return False
+        now = self.sampler.docker_reason
+        if self.hello is not None and now != was:
+            # Clients that attach from now on hear what the engine is doing.
+            caps = msgspec.structs.replace(self.hello.caps, docker=now is None, docker_reason=now)
+            self.hello = msgspec.structs.replace(self.hello, caps=caps)
+            log.info("containers: %s", now or "the Docker engine answers")
+        return ok
+
+    def _send_containers(self, table: dict[int, Proc]) -> None:
+        assert self.sampler is not None
+        if self.sampler.containers is None:
+            return
+        current = {c.id: c for c in self.sampler.container_list(table)}
+        old = self.containers
+        changed = [c for cid, c in current.items() if old.get(cid) != c]
+        gone = [cid for cid in old if cid not in current]
+        self.containers = current
+        if not changed and not gone:
+            return
+        for i in range(0, max(len(changed), len(gone)), MAX_CONTAINERS_PER_MESSAGE):
+            delta = ContainerDelta(
+                full=False,
+                upsert=changed[i : i + MAX_CONTAINERS_PER_MESSAGE],
+                gone=gone[i : i + MAX_CONTAINERS_PER_MESSAGE],
+            )
+            line = encode_notification("containers", delta)
+            for c in list(self.clients):
+                self._send(c, line)
+
+    async def _send_all_containers(self, client: _Client) -> None:
+        """The whole list, to a client that attaches (a fresh one when the last is old)."""
+        assert self.sampler is not None
+        if time.monotonic() - self._containers_at >= CONTAINER_INTERVAL:
+            await self._start_container_refresh()
+        listed = self.sampler.container_list(self.table or None)
+        for i in range(0, max(1, len(listed)), MAX_CONTAINERS_PER_MESSAGE):
+            part = listed[i : i + MAX_CONTAINERS_PER_MESSAGE]
+            last = i + MAX_CONTAINERS_PER_MESSAGE >= len(listed)
+            client.send(
+                encode_notification("containers", ContainerDelta(full=i == 0, upsert=part,
+                                                                  last=last))
+            )  # fmt: skip
+
+    async def _container_call(self, req: Request, client: _Client) -> None:
+        """``containers.*``: the engine's work in a thread; the answer sent when it is done."""
+        assert self.sampler is not None
+        ctl = container_control.EngineControl(self.sampler.docker_socket)
+        if req.method == "containers.logs":
+            q: ContainerLogQuery = req.params
+            try:
+                self._need_engine()
+                text, cut = await asyncio.to_thread(ctl.logs, q.id, q.tail)
+            except container_control.NotFound as exc:
+                client.send(encode_error(req.id, NOT_FOUND, str(exc)))
+            except container_control.Refused as exc:
+                client.send(encode_error(req.id, REFUSED, str(exc)))
+            else:
+                client.send(encode_result(req.id, ContainerLog(id=q.id, data=text, truncated=cut)))
+            return
+        ref: ContainerRef = req.params
+        operator = client.operator or "unknown"
+        host = self.hello.host.hostname if self.hello else ""
+        target = f"container {ref.id}"
+        if self.read_only:
+            self._audit(req.method, target, "", "", "refused: read-only", operator, host)
+            client.send(
+                encode_error(
+                    req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
+                )
+            )
+            return
+        verb = req.method.removeprefix("containers.")
+        try:
+            self._need_engine()
+            target, before, after = await asyncio.to_thread(ctl.act, verb, ref.id, ref.timeout)
+        except container_control.Refused as exc:
+            self._audit(req.method, target, "", "", f"refused: {exc}", operator, host)
+            code = NOT_FOUND if isinstance(exc, container_control.NotFound) else REFUSED
+            client.send(encode_error(req.id, code, str(exc)))
+            return
+        except Exception as exc:
+            log.exception("call %s failed", req.method)
+            self._audit(req.method, target, "", "", f"error: {exc}", operator, host)
+            client.send(encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+            return
+        self._audit(req.method, target, before, after, "ok", operator, host)
+        client.send(encode_result(req.id, Change(target=target, before=before, after=after)))
+        # Show the new state soon: a fresh list, then a process pass that sends it.
+        with contextlib.suppress(Exception):
+            await self._start_container_refresh()
+        self._force_procs = True
+
+    def _need_engine(self) -> None:
+        assert self.sampler is not None
+        if self.sampler.containers is None or self.sampler.docker_reason is not None:
+            raise container_control.Refused(
+                f"no Docker engine: {self.sampler.docker_reason or 'not answering'}"
+            )
 
     def _send(self, c: _Client, data: bytes) -> None:
         if not c.send(data):
@@ -273,6 +419,7 @@ class Daemon:
                 last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
                 delta = RequestDelta(full=i == 0, upsert=part, last=last)
                 client.send(encode_notification("requests", delta))
+        await self._send_all_containers(client)
         self.clients.add(client)
         self._force_procs = True
         try:
@@ -299,6 +446,13 @@ class Daemon:
                 continue
             except ProtocolError as exc:
                 client.send(encode_error(None, INVALID_REQUEST, str(exc)))
+                continue
+            if isinstance(msg, Request) and msg.method.startswith("containers."):
+                # The engine may take seconds (a stop waits out its grace): answered
+                # when done, while this client's other calls go on.
+                task = asyncio.ensure_future(self._container_call(msg, client))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
                 continue
             if isinstance(msg, Request):
                 client.send(self._answer(msg, client))
@@ -398,6 +552,8 @@ class Daemon:
         assert q is not None
         protected = frozenset({os.getpid()} | {c.peer_pid for c in self.clients if c.peer_pid})
         m, p = req.method, req.params
+        if m.startswith("containers."):
+            raise control.Refused(f"{m} is answered by the container path, not here")
         if m == "proc.renice":
             rn: Renice = p
             ch = control.renice(rn.pid, rn.create_time, rn.nice, protected=protected)

@@ -18,7 +18,8 @@ import msgspec
 from msgspec import Meta, Raw, Struct, field
 
 PROTOCOL_VERSION: Final = 2
-"""Bumped on any incompatible change of the shapes below (2: requests and process control)."""
+"""Bumped on any incompatible change of the shapes below (2: requests and process control;
+containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -324,6 +325,71 @@ class SendSignal(Struct, forbid_unknown_fields=True, frozen=True):
     signal: ShortStr  # a name: TERM, KILL, INT, HUP, STOP, CONT, QUIT, USR1, USR2
 
 
+# ---------------------------------------------------------------- containers
+
+ContainerRefStr = Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")]
+"""A container by id (full or short) or name, as the engine accepts it."""
+ContainerState = Literal["created", "running", "paused", "restarting", "removing", "exited",
+                         "dead", "?"]  # fmt: skip
+MAX_CONTAINERS_PER_MESSAGE: Final = 500
+MAX_PORTS: Final = 256
+MAX_LOG_BYTES: Final = 256 * 1024
+
+
+class Container(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """One container of the host's engine, with its load from the agent's process table."""
+
+    id: ContainerRefStr  # the full id
+    name: ShortStr
+    image: ShortStr  # "name:tag", or a short image id when no tag names it
+    image_id: ShortStr
+    state: ContainerState
+    status: ShortStr  # the engine's words: "Up 5 minutes (healthy)"
+    created: float
+    health: Literal["healthy", "unhealthy", "starting"] | None = None
+    ports: Annotated[list[ShortStr], Meta(max_length=MAX_PORTS)] = field(default_factory=list)
+    volumes: Annotated[list[Str], Meta(max_length=MAX_PORTS)] = field(default_factory=list)
+    gpus: Annotated[int, Meta(ge=-1, le=MAX_GPUS)] = 0  # requested: 0 none, -1 all
+    project: ShortStr | None = None  # docker compose project
+    cpu: Annotated[float, Meta(ge=0.0)] = 0.0  # cores used
+    mem: NonNeg = 0  # bytes of RSS
+    pids: NonNeg = 0
+    # When its oldest process started (epoch s), while running: uptime is now - started.
+    # Sent rather than the uptime itself, which would change every pass.
+    started: float | None = None
+
+
+class ContainerDelta(Struct, forbid_unknown_fields=True, frozen=True):
+    """The containers as changes (``containers`` notification); ``full`` starts a new list."""
+
+    full: bool
+    upsert: Annotated[list[Container], Meta(max_length=MAX_CONTAINERS_PER_MESSAGE)]
+    gone: Annotated[list[ContainerRefStr], Meta(max_length=MAX_CONTAINERS_PER_MESSAGE)] = field(
+        default_factory=list
+    )
+    last: bool = True  # False while more chunks of a full list follow
+
+
+class ContainerRef(Struct, forbid_unknown_fields=True, frozen=True):
+    """``containers.start`` / ``stop`` / ``restart``: ``timeout`` is the stop grace (s)."""
+
+    id: ContainerRefStr
+    timeout: Annotated[int, Meta(ge=0, le=600)] = 10
+
+
+class ContainerLogQuery(Struct, forbid_unknown_fields=True, frozen=True):
+    id: ContainerRefStr
+    tail: Annotated[int, Meta(ge=1, le=10_000)] = 200
+
+
+class ContainerLog(Struct, forbid_unknown_fields=True, frozen=True):
+    """The last lines of a container's output (stdout and stderr interleaved)."""
+
+    id: ContainerRefStr
+    data: Annotated[str, Meta(max_length=MAX_LOG_BYTES)]
+    truncated: bool = False  # cut to MAX_LOG_BYTES (its newest part kept)
+
+
 class Change(Struct, forbid_unknown_fields=True, frozen=True):
     """What a change did, as the audit log records it."""
 
@@ -350,6 +416,7 @@ NOTIFICATIONS: Final[dict[str, type[Struct]]] = {
     "history": History,
     "log": Log,
     "requests": RequestDelta,
+    "containers": ContainerDelta,
 }
 """Agent -> console notifications and their params."""
 
@@ -371,12 +438,17 @@ CALLS: Final[dict[str, tuple[type[Struct], type[Struct]]]] = {
     "proc.renice": (Renice, Change),
     "proc.affinity": (SetAffinity, Change),
     "proc.signal": (SendSignal, Change),
+    "containers.start": (ContainerRef, Change),
+    "containers.stop": (ContainerRef, Change),
+    "containers.restart": (ContainerRef, Change),
+    "containers.logs": (ContainerLogQuery, ContainerLog),
 }
 
 CHANGES: Final = frozenset(
     m
     for m in CALLS
     if m.startswith("proc.")
+    or m in ("containers.start", "containers.stop", "containers.restart")
     or m.split(".")[-1] in {"submit", "prio", "hold", "release", "top", "cancel", "withdraw"}
 )
 """Calls that change something: refused in read-only mode, written to the audit log."""

@@ -15,7 +15,15 @@ from typing import NamedTuple
 
 from llmaos_agent.collect.processes import apply
 from llmaos_agent.metrics import beta, beta_fleet, mean
-from llmaos_agent.protocol import Hello, Proc, RequestDelta, RequestInfo, Sample
+from llmaos_agent.protocol import (
+    Container,
+    ContainerDelta,
+    Hello,
+    Proc,
+    RequestDelta,
+    RequestInfo,
+    Sample,
+)
 
 HISTORY_POINTS = 3600
 
@@ -68,6 +76,9 @@ class HostState:
     warnings: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     requests: dict[str, RequestInfo] = field(default_factory=dict)
     requests_version: int = 0
+    containers: dict[str, Container] = field(default_factory=dict)
+    """The host engine's containers by full id (empty without an engine)."""
+    containers_version: int = 0
 
     # ------------------------------------------------------------- updates
 
@@ -101,6 +112,15 @@ class HostState:
         for rid in d.gone:
             self.requests.pop(rid, None)
         self.requests_version += 1
+
+    def on_containers(self, d: ContainerDelta) -> None:
+        if d.full:
+            self.containers = {}
+        for c in d.upsert:
+            self.containers[c.id] = c
+        for cid in d.gone:
+            self.containers.pop(cid, None)
+        self.containers_version += 1
 
     # ------------------------------------------------------------- figures
 
@@ -147,6 +167,19 @@ class HostState:
     def beta_gpu(self) -> float | None:
         loads = self.gpu_loads
         return beta(loads) if loads else None
+
+    @property
+    def mem_available(self) -> int | None:
+        return self.sample.mem.available if self.sample is not None else None
+
+    @property
+    def gpu_count(self) -> int | None:
+        """GPUs the agent sees (None before the first sample: not known yet)."""
+        return len(self.sample.gpus) if self.sample is not None else None
+
+    @property
+    def docker(self) -> bool:
+        return self.hello is not None and self.hello.caps.docker
 
     @property
     def mem_total(self) -> int:

@@ -16,7 +16,14 @@ from typing import Any
 
 from msgspec import Struct
 
-from llmaos_agent.protocol import Hello, History, Notification, RequestDelta, Sample
+from llmaos_agent.protocol import (
+    ContainerDelta,
+    Hello,
+    History,
+    Notification,
+    RequestDelta,
+    Sample,
+)
 from llmaos_tui.fleet.link import Link, LinkDown, Transport
 from llmaos_tui.fleet.session import AgentSession
 from llmaos_tui.fleet.state import HostState, HostStatus
@@ -159,6 +166,10 @@ class HostWatcher:
                 self.notify(st)
         elif isinstance(msg.params, RequestDelta):
             st.on_requests(msg.params)
+            if msg.params.last:
+                self.notify(st)
+        elif isinstance(msg.params, ContainerDelta):
+            st.on_containers(msg.params)
             if msg.params.last:
                 self.notify(st)
         elif isinstance(msg.params, Hello):

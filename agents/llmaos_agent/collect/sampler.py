@@ -1,34 +1,50 @@
-"""One host sample from all collectors, with the process table on its own, slower clock."""
+"""One host sample from all collectors, with the process table and the containers on their
+own, slower clocks."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
+import msgspec
+
+from llmaos_agent.collect.containers import ContainerCollector, ContainerInfo, default_socket
 from llmaos_agent.collect.cpu import CpuCollector, load_average
 from llmaos_agent.collect.gpu import GpuCollector, gpu_mem_by_pid
-from llmaos_agent.collect.host import capabilities, host_facts
+from llmaos_agent.collect.host import capabilities, docker_status, host_facts
 from llmaos_agent.collect.memory import memory
 from llmaos_agent.collect.processes import ProcessCollector
-from llmaos_agent.protocol import Capabilities, HostFacts, Proc, Sample
+from llmaos_agent.protocol import MAX_PORTS, Capabilities, Container, HostFacts, Proc, Sample
+
+_STATES = frozenset({"created", "running", "paused", "restarting", "removing", "exited", "dead"})
 
 
 class Sampler:
-    def __init__(self, *, nvml: Any | None = None) -> None:
+    def __init__(self, *, nvml: Any | None = None, docker_socket: str | None = None) -> None:
         self.cpu = CpuCollector()
         self.gpu = GpuCollector(nvml)
         self.procs = ProcessCollector()
         self.seq = 0
+        self.docker_socket = docker_socket or default_socket()
+        # Made only once an engine answers: a host without Docker pays nothing for it.
+        self.containers: ContainerCollector | None = None
+        self.docker_reason: str | None = "not checked yet"
 
     def facts(self) -> HostFacts:
         return host_facts()
 
     def capabilities(self, *, read_only: bool) -> Capabilities:
-        return capabilities(
+        caps = capabilities(
             affinity=self.procs.has_affinity,
             cpu_num=self.procs.has_cpu_num,
             nvml_reason=self.gpu.reason,
             read_only=read_only,
+        )
+        if self.docker_reason == "not checked yet":
+            return caps  # the plain /_ping probe's word until the collector has asked
+        return msgspec.structs.replace(
+            caps, docker=self.docker_reason is None, docker_reason=self.docker_reason
         )
 
     def sample(self) -> Sample:
@@ -46,5 +62,63 @@ class Sampler:
     def processes(self, sample: Sample) -> dict[int, Proc]:
         return self.procs.snapshot(gpu_mem_by_pid(sample.gpus))
 
+    # ---------------------------------------------------------- containers
+
+    def refresh_containers(self) -> bool:
+        """List the engine's containers (one engine call; blocking: run it off the loop).
+
+        The collector is made the first time an engine answers; until then, and whenever
+        it stops answering, :attr:`docker_reason` says why there are no containers."""
+        if self.containers is None:
+            up, why = docker_status(self.docker_socket)
+            if not up and sys.platform != "win32":
+                self.docker_reason = why
+                return False
+            # The stdlib client on Unix sockets: the SDK would cost the agent ~15 MB.
+            self.containers = ContainerCollector(
+                self.docker_socket, use_sdk=None if sys.platform == "win32" else False
+            )
+        ok = self.containers.refresh()
+        self.docker_reason = self.containers.reason
+        if ok:
+            # Image names a list lacks are looked up here, off the loop, not in snapshot().
+            self.containers.snapshot(None)
+        return ok
+
+    def container_list(self, table: dict[int, Proc] | None) -> list[Container]:
+        """The last listed containers, with their load from ``table`` (the process pass)."""
+        if self.containers is None or self.docker_reason is not None:
+            return []
+        return [to_wire(c) for c in self.containers.snapshot(table)]
+
     def close(self) -> None:
         self.gpu.close()
+        if self.containers is not None:
+            self.containers.close()
+
+
+def to_wire(c: ContainerInfo) -> Container:
+    """A collector's container as the protocol sends it, cut to the protocol's bounds.
+
+    ``uptime`` travels as ``started`` (whole seconds), which stays the same from one pass
+    to the next, so a running container is not re-sent for its uptime alone."""
+    started = round(time.time() - c.uptime) if c.uptime is not None else None
+    health = c.health if c.health in ("healthy", "unhealthy", "starting") else None
+    return Container(
+        id=c.id[:256],
+        name=c.name[:256],
+        image=c.image[:256],
+        image_id=c.image_id[:256],
+        state=c.state if c.state in _STATES else "?",  # type: ignore[arg-type]
+        status=c.status[:256],
+        created=c.created,
+        health=health,  # type: ignore[arg-type]
+        ports=[p[:256] for p in c.ports[:MAX_PORTS]],
+        volumes=[v[:4096] for v in c.volumes[:MAX_PORTS]],
+        gpus=max(-1, min(64, c.gpus)),
+        project=c.project[:256] if c.project else None,
+        cpu=max(0.0, c.cpu),
+        mem=max(0, c.mem),
+        pids=c.pids,
+        started=float(started) if started is not None else None,
+    )
