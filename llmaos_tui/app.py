@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -19,25 +22,56 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker
 
-from llmaos_agent.protocol import Change, LogChunk, LogQuery, RequestInfo
+from llmaos_agent.protocol import (
+    Change,
+    ContainerLog,
+    ContainerLogQuery,
+    LogChunk,
+    LogQuery,
+    RequestInfo,
+)
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link, LinkDown
+from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
+from llmaos_tui.ops.journal import MoveJournal
 from llmaos_tui.screens.audit import AuditScreen
+from llmaos_tui.screens.containers import (
+    ContainerLogScreen,
+    ContainersScreen,
+    OpenContainerLog,
+    OpenMove,
+)
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.keys import KeysScreen
+from llmaos_tui.screens.move import (
+    MoveDone,
+    MoveIntent,
+    MovePlanQuery,
+    MovePlanReady,
+    MoveScreen,
+    MoveStepProgress,
+    MoveTargetImage,
+    MoveTargetsQuery,
+)
 from llmaos_tui.screens.requests import LogScreen, OpenLog, RequestsScreen
 from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.process_table import COLUMNS
 
+if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container move
+    from llmaos_tui.ops.container_move import MoveEngine, MoveResult, Progress
+    from llmaos_tui.ops.docker_forward import Engine
+
 COALESCE_S = 0.05
+CONTAINER_CALL_TIMEOUT = 60.0  # a stop or restart waits out the container's grace first
+RECOVER_WAIT_S = 60.0  # how long unfinished moves wait for their hosts to come up
 
 
 class HostChanged(Message):
@@ -62,6 +96,7 @@ class LlmaosApp(App[None]):
         Binding("question_mark", "keys", "Keys", key_display="?", id="app.keys"),
         Binding("f", "fleet", "Fleet", show=False, id="app.fleet"),
         Binding("r", "requests", "Requests", id="app.requests"),
+        Binding("c", "containers", "Containers", id="app.containers"),
         Binding("A", "audit", "Audit log", show=False, id="app.audit"),
     ]
 
@@ -75,9 +110,13 @@ class LlmaosApp(App[None]):
         cursor_blink: bool = True,
         theme_dirs: list[Path] | None = None,
         audit: AuditLog | None = None,
+        journal: MoveJournal | None = None,
     ) -> None:
         super().__init__()
         self.audit = audit or AuditLog()
+        # Beside the audit log (both in the state directory by default).
+        self._journal = journal
+        self._engines: dict[str, tuple[object, Engine]] = {}  # host -> (its connection, engine)
         self.read_only = read_only
         self.cursor_blink = cursor_blink
         self.fleet = FleetState()
@@ -118,6 +157,7 @@ class LlmaosApp(App[None]):
             for w in self.watchers
         ]
         self.set_interval(1.0, self._tick)
+        self.run_worker(self._recover(), name="recover-moves", exit_on_error=False)
         for err in self.config_errors:
             self.notify(err, severity="warning", timeout=10)
 
@@ -127,6 +167,11 @@ class LlmaosApp(App[None]):
         waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(waits, 5.0)
+        for _conn, eng in self._engines.values():
+            with contextlib.suppress(Exception):
+                await (asyncio.to_thread(eng.close) if eng._local else eng.aclose())
+        if self._journal is not None:
+            self._journal.close()
 
     async def ask_trust(self, question: HostKeyQuestion) -> bool:
         """Put an unknown host key to the operator; called from a link's worker."""
@@ -173,6 +218,8 @@ class LlmaosApp(App[None]):
             screen.refresh_host()
         elif isinstance(screen, RequestsScreen):
             screen.refresh_requests()
+        elif isinstance(screen, ContainersScreen):
+            screen.refresh_containers()
 
     # ------------------------------------------------------------- actions
 
@@ -229,9 +276,12 @@ class LlmaosApp(App[None]):
         if w is None:
             self.notify(f"no host {intent.host!r}", severity="error")
             return
+        call = w.call
+        if intent.method.startswith("containers."):
+            call = partial(w.call, timeout=CONTAINER_CALL_TIMEOUT)
         try:
             result = await change(
-                w.call, intent.method, intent.params, host=intent.host, target=intent.target,
+                call, intent.method, intent.params, host=intent.host, target=intent.target,
                 audit=self.audit, read_only=self.read_only, before=intent.before,
             )  # fmt: skip
         except (ReadOnlyConsole, CallError, LinkDown) as exc:
@@ -246,6 +296,178 @@ class LlmaosApp(App[None]):
             verb = intent.method.removeprefix("requests.")
             self.notify(f"{intent.host}: {verb} {result.id}: {describe(result)}")
 
+    # ---------------------------------------------------------- containers
+
+    @property
+    def journal(self) -> MoveJournal:
+        if self._journal is None:
+            self._journal = MoveJournal(self.audit.path.parent / "moves.sqlite")
+        return self._journal
+
+    def action_containers(self) -> None:
+        host = self.screen.host.name if isinstance(self.screen, HostScreen) else None
+        if isinstance(self.screen, ContainersScreen):
+            self.pop_screen()
+        self.push_screen(ContainersScreen(self.fleet, host, read_only=self.read_only))
+
+    def on_open_container_log(self, message: OpenContainerLog) -> None:
+        self.push_screen(ContainerLogScreen(message.host, message.container, self._fetch_clog))
+
+    async def _fetch_clog(self, host: str, query: ContainerLogQuery) -> ContainerLog:
+        w = self.by_name.get(host)
+        if w is None:
+            raise LinkDown(f"no host {host!r}")
+        log: ContainerLog = await w.call("containers.logs", query, timeout=30.0)
+        return log
+
+    def on_open_move(self, message: OpenMove) -> None:
+        if self.read_only:
+            self.notify("read-only: this console makes no changes (--read-only)", severity="error")
+            return
+        self.push_screen(MoveScreen(self.fleet, message.host, message.container))
+
+    async def _engine(self, host: str) -> Engine:
+        """The host's engine through its link's SSH connection (or this machine's socket),
+        kept for the next move while that connection lasts. Runs on the loop."""
+        from llmaos_agent.collect.containers import default_socket  # noqa: PLC0415
+        from llmaos_tui.ops.docker_forward import (  # noqa: PLC0415 (optional SDK)
+            EngineUnavailable,
+            forward_engine,
+            local_engine,
+        )
+
+        w = self.by_name.get(host)
+        if w is None:
+            raise EngineUnavailable(f"no host {host!r}")
+        link = w.link
+        conn: object = getattr(link, "conn", None)
+        if isinstance(link, LocalLink):
+            conn = "local"
+        if conn is None:
+            raise EngineUnavailable(
+                f"{host} has no SSH connection now (it is {w.state.status.value})"
+            )
+        cached = self._engines.get(host)
+        if cached is not None and cached[0] is conn:
+            eng = cached[1]
+        else:
+            if cached is not None:
+                with contextlib.suppress(Exception):
+                    await cached[1].aclose()
+            if isinstance(link, LocalLink):
+                eng = await asyncio.to_thread(local_engine, host, default_socket())
+            elif isinstance(link, SshLink) and link.conn is not None:
+                eng = await forward_engine(link.conn, host)
+            else:
+                raise EngineUnavailable(f"{host}: its containers cannot be reached (no SSH link)")
+            self._engines[host] = (conn, eng)
+        st = w.state
+        eng.gpus, eng.mem_available = st.gpu_count, st.mem_available
+        return eng
+
+    async def _mover(self, source: str, target: str) -> MoveEngine:
+        from llmaos_tui.ops.container_move import MoveEngine  # noqa: PLC0415 (optional SDK)
+
+        src, dst = await self._engine(source), await self._engine(target)
+        return MoveEngine(src, dst, self.journal, self.audit, read_only=self.read_only)
+
+    def on_move_targets_query(self, q: MoveTargetsQuery) -> None:
+        self.run_worker(self._targets(q), group="move-query", exit_on_error=False)
+
+    async def _targets(self, q: MoveTargetsQuery) -> None:
+        async def one(target: str) -> None:
+            has: bool | None = None
+            try:
+                eng = await self._engine(target)
+                api = eng.client.api
+                has = await asyncio.to_thread(_has_image, api, q.image_id)
+            except Exception:
+                has = None  # shown as "?"; the plan says what is wrong with that target
+            q.screen.post_message(MoveTargetImage(target, has))
+
+        await asyncio.gather(*(one(t) for t in q.targets))
+
+    def on_move_plan_query(self, q: MovePlanQuery) -> None:
+        self.run_worker(self._plan(q), group="move-query", exit_on_error=False)
+
+    async def _plan(self, q: MovePlanQuery) -> None:
+        try:
+            mover = await self._mover(q.source, q.target)
+            plan = await asyncio.to_thread(
+                mover.plan, q.container.id, commit=q.commit, keep_source=q.keep_source
+            )
+        except Exception as exc:
+            q.screen.post_message(MovePlanReady(q.target, None, [], _why(exc)))
+            return
+        refusals = [r.message for r in plan.refusals]
+        q.screen.post_message(MovePlanReady(q.target, asdict(plan), refusals))
+
+    def on_move_intent(self, intent: MoveIntent) -> None:
+        self.run_worker(self._move(intent), name="move", group="moves", exit_on_error=False)
+
+    async def _move(self, intent: MoveIntent) -> None:
+        """One move, off the loop; its steps go to the move screen, its end to a notice."""
+        from llmaos_tui.cli_containers import describe_result  # noqa: PLC0415
+        from llmaos_tui.ops.container_move import MoveResult  # noqa: PLC0415
+
+        screen = intent.screen
+        name = intent.container.name
+
+        def progress(p: Progress) -> None:  # from the move's thread: post only
+            screen.post_message(MoveStepProgress(p.step, p.state, p.bytes, p.total, p.message))
+
+        try:
+            mover = await self._mover(intent.source, intent.target)
+            res: MoveResult = await asyncio.to_thread(
+                mover.move, intent.container.id, commit=intent.commit,
+                keep_source=intent.keep_source, progress=progress,
+            )  # fmt: skip
+        except Exception as exc:
+            res = MoveResult("failed", name, intent.source, intent.target, message=_why(exc))
+        summary = describe_result(res)
+        screen.post_message(MoveDone(res.outcome, summary))
+        self.notify(summary, severity="information" if res.ok else "error", timeout=10)
+
+    async def _recover(self) -> None:
+        """Finish the moves an earlier console left unfinished, once their hosts are up."""
+        try:
+            pending = [
+                r for r in self.journal.unfinished() if r.plan.get("kind") == "container.move"
+            ]
+        except Exception as exc:
+            self.notify(f"move journal: {_why(exc)}", severity="error", timeout=10)
+            return
+        if not pending:
+            return
+        names = {str(r.plan[k]) for r in pending for k in ("source", "target")}
+        self.notify(f"finishing {len(pending)} unfinished container move(s)…", timeout=5)
+        deadline = time.monotonic() + RECOVER_WAIT_S
+        while time.monotonic() < deadline and not all(
+            n in self.fleet.hosts and self.fleet.hosts[n].status.value == "up" for n in names
+        ):
+            await asyncio.sleep(0.5)
+        from llmaos_tui.cli_containers import describe_result  # noqa: PLC0415
+        from llmaos_tui.ops.container_move import recover_all  # noqa: PLC0415 (optional SDK)
+
+        loop = asyncio.get_running_loop()
+
+        def engine_for(host: str) -> Engine:  # called from recover_all's thread
+            return asyncio.run_coroutine_threadsafe(self._engine(host), loop).result(60)
+
+        try:
+            results: list[MoveResult] = await asyncio.to_thread(
+                recover_all, self.journal, self.audit, engine_for
+            )
+        except Exception as exc:
+            self.notify(f"recovering moves: {_why(exc)}", severity="error", timeout=10)
+            return
+        for r in results:
+            self.notify(
+                f"unfinished move: {describe_result(r)}",
+                severity="information" if r.outcome in ("moved", "rolled_back") else "error",
+                timeout=15,
+            )
+
     def action_keys(self) -> None:
         if not isinstance(self.screen, KeysScreen):
             self.push_screen(KeysScreen(self.screen))
@@ -255,6 +477,9 @@ class LlmaosApp(App[None]):
         yield SystemCommand("Fleet", "Show every host (f)", self.action_fleet)
         yield SystemCommand("Keys", "Show the keys of this screen (?)", self.action_keys)
         yield SystemCommand("Requests", "Every host's request queue (r)", self.action_requests)
+        yield SystemCommand(
+            "Containers", "This host's or every host's containers (c)", self.action_containers
+        )
         yield SystemCommand("Audit log", "The changes this console made (A)", self.action_audit)
         for name, h in self.fleet.hosts.items():
             yield SystemCommand(
@@ -292,3 +517,17 @@ class LlmaosApp(App[None]):
 
     def _set_theme(self, name: str) -> None:
         self.theme = name
+
+
+def _has_image(api: Any, image_id: str) -> bool:
+    try:
+        api.inspect_image(image_id)
+    except Exception as exc:
+        if type(exc).__name__ in ("ImageNotFound", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "explanation", None) or exc) or type(exc).__name__

@@ -108,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
             op.add_argument("-f", "--follow", action="store_true", help="follow while it runs")
         op.add_argument("--json", action="store_true", help="print the result as JSON")
         _common(op)
+    from llmaos_tui.cli_containers import add_parsers  # noqa: PLC0415 (after the others)
+
+    add_parsers(sub, _common)
     return p
 
 
@@ -148,6 +151,10 @@ def build_links(args: argparse.Namespace) -> list[Link]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.cmd == "move":  # its own hosts: the two it names, SSH or this machine
+        from llmaos_tui.cli_containers import run_move  # noqa: PLC0415
+
+        return run_move(args)
     try:
         links = build_links(args)
     except InventoryError as exc:
@@ -165,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.hosts:  # -H names the hosts; this machine only when nothing is named
             links = [link for link in links if not isinstance(link, LocalLink)]
         return asyncio.run(run_request_command(args, links))
+    if args.cmd == "containers":
+        from llmaos_tui.cli_containers import run_containers  # noqa: PLC0415
+
+        if args.hosts:
+            links = [link for link in links if not isinstance(link, LocalLink)]
+        return asyncio.run(run_containers(args, links))
 
     # Textual is imported only to run the UI (headless commands must not pay for it).
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415

@@ -1,0 +1,318 @@
+"""The move dialog: pick a target host for a container, see the pre-check, move it.
+
+The picker lists the other hosts that run an agent, each with its free cores, free memory,
+GPUs, and whether its engine already has the container's image (then nothing is streamed).
+Highlighting a target asks the app for the move's plan (:class:`MovePlanQuery`): the
+pre-check's refusals, or the steps it will take. Enter asks the app to move it
+(:class:`MoveIntent`); each step then gets a progress bar, with the bytes streamed for the
+image and the volumes. The app does all the work (docker SDK, SSH forwards) and answers
+with the messages below; this screen only shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Checkbox, DataTable, Footer, Label, ProgressBar, Static
+
+from llmaos_agent.protocol import Container
+from llmaos_tui.fleet.state import FleetState, HostState
+from llmaos_tui.screens.containers import size
+
+# ------------------------------------------------------------------ screen -> app
+
+
+class MovePlanQuery(Message):
+    """Work out the move of ``container`` from ``source`` to ``target`` (changes nothing)."""
+
+    def __init__(self, screen: MoveScreen, target: str, commit: bool, keep_source: bool) -> None:
+        super().__init__()
+        self.screen = screen
+        self.source = screen.source
+        self.container = screen.container
+        self.target = target
+        self.commit = commit
+        self.keep_source = keep_source
+
+
+class MoveTargetsQuery(Message):
+    """Which of ``targets`` already have image ``image_id``."""
+
+    def __init__(self, screen: MoveScreen, targets: list[str]) -> None:
+        super().__init__()
+        self.screen = screen
+        self.image_id = screen.container.image_id
+        self.targets = targets
+
+
+class MoveIntent(Message):
+    """Move it (the app journals, audits and reports each step back to ``screen``)."""
+
+    def __init__(self, screen: MoveScreen, target: str, commit: bool, keep_source: bool) -> None:
+        super().__init__()
+        self.screen = screen
+        self.source = screen.source
+        self.container = screen.container
+        self.target = target
+        self.commit = commit
+        self.keep_source = keep_source
+
+
+# ------------------------------------------------------------------ app -> screen
+
+
+class MovePlanReady(Message):
+    """``plan``: the MovePlan as a dict (``steps``, ``stream_image``...), or None with
+    ``error``; ``refusals``: why it cannot go ahead, in words."""
+
+    def __init__(
+        self, target: str, plan: dict[str, Any] | None, refusals: list[str], error: str = ""
+    ) -> None:
+        super().__init__()
+        self.target = target
+        self.plan = plan
+        self.refusals = refusals
+        self.error = error
+
+
+class MoveTargetImage(Message):
+    def __init__(self, target: str, has: bool | None) -> None:
+        super().__init__()
+        self.target = target
+        self.has = has
+
+
+class MoveStepProgress(Message):
+    """A step's news: ``state`` is start, bytes, done, skip or rollback."""
+
+    def __init__(
+        self, step: str, state: str, done_bytes: int, total: int | None, message: str
+    ) -> None:
+        super().__init__()
+        self.step = step
+        self.state = state
+        self.done_bytes = done_bytes
+        self.total = total
+        self.message = message
+
+
+class MoveDone(Message):
+    """The move ended: ``outcome`` moved, rolled_back, refused or failed; ``summary`` says
+    it in words."""
+
+    def __init__(self, outcome: str, summary: str) -> None:
+        super().__init__()
+        self.outcome = outcome
+        self.summary = summary
+
+
+def free_gpus(h: HostState) -> str:
+    s = h.sample
+    if s is None or not s.gpus:
+        return "0"
+    idle = sum(1 for g in s.gpus if not g.procs and (g.util or 0.0) < 0.05)
+    return f"{idle}/{len(s.gpus)}"
+
+
+class MoveScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "back", "Close", id="move.close"),
+        Binding("enter", "go", "Move", id="move.go"),
+        Binding("c", "toggle_commit", "Commit", id="move.commit"),
+        Binding("k", "toggle_keep", "Keep source", id="move.keep"),
+    ]
+    DEFAULT_CSS = """
+    MoveScreen { layout: vertical; }
+    MoveScreen #title { height: 1; padding: 0 1; background: $panel; color: $text; }
+    MoveScreen #targets { height: auto; max-height: 12; }
+    MoveScreen #options { height: auto; }
+    MoveScreen #options Checkbox { width: auto; }
+    MoveScreen #plan { height: auto; padding: 0 1; }
+    MoveScreen #plan.refused { color: $error; }
+    MoveScreen #steps { height: 1fr; padding: 0 1; }
+    MoveScreen .step { height: 1; }
+    MoveScreen .step Label { width: 24; }
+    MoveScreen .step ProgressBar { width: 1fr; }
+    MoveScreen #outcome { height: auto; padding: 0 1; text-style: bold; }
+    MoveScreen #outcome.failed { color: $error; }
+    MoveScreen #outcome.moved { color: $success; }
+    """
+    COLUMNS = ("HOST", "FREE CORES", "FREE MEM", "FREE GPUS", "IMAGE", "ENGINE")
+
+    def __init__(self, fleet: FleetState, source: str, container: Container) -> None:
+        super().__init__(name="move")
+        self.fleet = fleet
+        self.source = source
+        self.container = container
+        self.targets = [
+            h.name for h in fleet.hosts.values() if h.name != source and h.up and h.docker
+        ]
+        self.has_image: dict[str, bool | None] = {}
+        self.plan: dict[str, Any] | None = None
+        self.plan_for: str | None = None
+        self.refusals: list[str] = []
+        self.running = False
+        self.finished: str | None = None  # the outcome, once it ended
+        self._bars: dict[str, ProgressBar] = {}
+
+    def compose(self) -> ComposeResult:
+        c = self.container
+        yield Static(f"Move {c.name} ({c.image}, {c.state}) from {self.source} to…", id="title")
+        yield DataTable(cursor_type="row", id="targets")
+        with Horizontal(id="options"):
+            yield Checkbox("commit its file changes (c)", id="commit")
+            yield Checkbox("keep the source, stopped (k)", id="keep")
+        yield Static("", id="plan")
+        yield VerticalScroll(id="steps")
+        yield Static("", id="outcome")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for col in self.COLUMNS:
+            table.add_column(col, key=col)
+        for name in self.targets:
+            table.add_row(*self._cells(name), key=name)
+        if not self.targets:
+            self.query_one("#plan", Static).update(
+                "No other host with a Docker engine is up: nowhere to move to."
+            )
+        else:
+            self.post_message(MoveTargetsQuery(self, list(self.targets)))
+            self._ask_plan()
+        table.focus()
+
+    def _cells(self, name: str) -> tuple[str, ...]:
+        h = self.fleet.hosts[name]
+        free = max(0.0, h.cores - h.busy_cores)
+        avail = h.mem_available
+        has = self.has_image.get(name)
+        return (
+            name,
+            f"{free:.1f}/{h.cores}",
+            size(avail) if avail is not None else "?",
+            free_gpus(h),
+            "?" if has is None else "yes" if has else "no (streamed)",
+            h.hello.caps.docker_reason or "ok" if h.hello else "?",
+        )
+
+    def selected_target(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return str(table.ordered_rows[table.cursor_row].key.value)
+
+    def _options(self) -> tuple[bool, bool]:
+        return self.query_one("#commit", Checkbox).value, self.query_one("#keep", Checkbox).value
+
+    def _ask_plan(self) -> None:
+        target = self.selected_target()
+        if target is None or self.running or self.finished:
+            return
+        self.plan, self.plan_for = None, None
+        self.query_one("#plan", Static).update(f"Pre-checking the move to {target}…")
+        commit, keep = self._options()
+        self.post_message(MovePlanQuery(self, target, commit, keep))
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._ask_plan()
+
+    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
+        # The table has the focus and takes Enter for itself: Enter on a target moves.
+        self.action_go()
+
+    def on_checkbox_changed(self, _event: Checkbox.Changed) -> None:
+        self._ask_plan()
+
+    def action_toggle_commit(self) -> None:
+        box = self.query_one("#commit", Checkbox)
+        box.value = not box.value
+
+    def action_toggle_keep(self) -> None:
+        box = self.query_one("#keep", Checkbox)
+        box.value = not box.value
+
+    # ------------------------------------------------------------ answers
+
+    def on_move_target_image(self, msg: MoveTargetImage) -> None:
+        self.has_image[msg.target] = msg.has
+        if msg.target in self.targets:
+            table = self.query_one(DataTable)
+            table.update_cell(msg.target, "IMAGE", self._cells(msg.target)[4])
+
+    def on_move_plan_ready(self, msg: MovePlanReady) -> None:
+        if msg.target != self.selected_target() or self.running:
+            return  # an answer for a row the operator has moved on from
+        box = self.query_one("#plan", Static)
+        self.plan, self.plan_for, self.refusals = msg.plan, msg.target, msg.refusals
+        if msg.plan is None:
+            box.update(f"Cannot pre-check the move to {msg.target}: {msg.error}")
+            box.add_class("refused")
+            return
+        if not msg.plan.get("commit"):  # a committed image is new everywhere
+            self.on_move_target_image(MoveTargetImage(msg.target, not msg.plan["stream_image"]))
+        if msg.refusals:
+            box.add_class("refused")
+            box.update(
+                f"Refused: the move to {msg.target} cannot go ahead:\n"
+                + "\n".join(f"  • {r}" for r in msg.refusals)
+            )
+            return
+        box.remove_class("refused")
+        steps = " → ".join(str(s) for s in msg.plan.get("steps", []))
+        box.update(f"Pre-check passed. Enter moves it to {msg.target}:\n  {steps}")
+
+    def action_go(self) -> None:
+        target = self.selected_target()
+        if self.running or self.finished or target is None:
+            return
+        if self.plan is None or self.plan_for != target:
+            self.notify("Wait for the pre-check of this target.", severity="warning")
+            return
+        if self.refusals:
+            self.notify("The pre-check refused this move; see why above.", severity="error")
+            return
+        self.running = True
+        steps = self.query_one("#steps", VerticalScroll)
+        for step in self.plan.get("steps", []):
+            name = str(step).split(" ", 1)[0]
+            bar = ProgressBar(total=None, show_eta=False, id=f"bar-{name}")
+            self._bars[name] = bar
+            steps.mount(Horizontal(Label(str(step)), bar, classes="step"))
+        commit, keep = self._options()
+        self.query_one("#outcome", Static).update(f"Moving {self.container.name} to {target}…")
+        self.post_message(MoveIntent(self, target, commit, keep))
+
+    def on_move_step_progress(self, msg: MoveStepProgress) -> None:
+        bar = self._bars.get(msg.step)
+        if bar is None:
+            return
+        if msg.state == "bytes":
+            bar.update(total=msg.total or max(msg.done_bytes, 1), progress=msg.done_bytes)
+        elif msg.state in ("done", "skip"):
+            bar.update(total=1, progress=1)
+        label = bar.parent.query_one(Label) if bar.parent is not None else None
+        if label is not None and msg.done_bytes and msg.state in ("bytes", "done"):
+            label.update(f"{msg.step} {size(msg.done_bytes)}B")
+
+    def on_move_done(self, msg: MoveDone) -> None:
+        self.running = False
+        self.finished = msg.outcome
+        if msg.outcome == "moved":  # steps that report no news of their own are done too
+            for bar in self._bars.values():
+                bar.update(total=1, progress=1)
+        out = self.query_one("#outcome", Static)
+        out.set_class(msg.outcome == "moved", "moved")
+        out.set_class(msg.outcome != "moved", "failed")
+        out.update(msg.summary + "  (Esc closes)")
+
+    def action_back(self) -> None:
+        if self.running:
+            self.notify("The move is running; it ends moved or rolled back.", severity="warning")
+            return
+        self.dismiss()

@@ -1,0 +1,225 @@
+"""Pilot tests of the containers screen and the move dialog, against real hosts.
+
+Two testbed hosts, each with its own sshd and dockerd; the console reaches them over SSH
+with the agent pushed as a zipapp, as it reaches any host. What the operator sees (the
+rows, the log, the dialog's outcome) is checked, and what happened is read back from the
+engines themselves: the container stopped and started, moved with its data, or (read-only)
+left alone.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable, Label, RichLog, Static
+
+from llmaos_tui.app import LlmaosApp
+from llmaos_tui.fleet.inventory import HostSpec
+from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.ssh import SshLink, SshOptions
+from llmaos_tui.ops.audit import AuditLog
+from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.screens.containers import ContainerLogScreen, ContainersScreen
+from llmaos_tui.screens.dialogs import ConfirmScreen
+from llmaos_tui.screens.move import MoveScreen
+from tests import images
+from tests.conftest import need
+from tests.helpers import wait_for
+from tests.testbed import Testbed, docker_available
+
+pytestmark = pytest.mark.integration
+SIZE = (170, 45)
+PORT = 18090
+
+
+@pytest.fixture(scope="module")
+def tb() -> Iterator[Testbed]:
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        need(False, "container moves need the docker SDK (pip install 'llmaos-tui[docker]')")
+    reason = docker_available() or images.busybox_available()
+    need(reason is None, reason or "")
+    with Testbed(n=2, docker=True) as bed:
+        images.import_image(bed.hosts[0].docker_socket)
+        yield bed
+
+
+@pytest.fixture
+def engines(tb: Testbed) -> Iterator[tuple[Any, Any]]:
+    """Docker clients straight on each host's socket: the test's own eyes and hands."""
+    import docker
+
+    d1, d2 = (docker.DockerClient(base_url=f"unix://{h.docker_socket}") for h in tb.hosts)
+    for d in (d1, d2):
+        for c in d.api.containers(all=True):
+            d.api.remove_container(c["Id"], v=True, force=True)
+        for v in d.api.volumes().get("Volumes") or []:
+            d.api.remove_volume(v["Name"], force=True)
+    try:
+        yield d1, d2
+    finally:
+        d1.close()
+        d2.close()
+
+
+def links(tb: Testbed) -> list[Link]:
+    options = SshOptions(
+        known_hosts=tb.known_hosts,
+        client_keys=[str(tb.client_key)],
+        config=[],
+        use_agent=False,
+        connect_timeout=5.0,
+    )
+    return [
+        SshLink(
+            HostSpec(name=h.name, host=h.addr, user="root", python=sys.executable), options=options
+        )
+        for h in tb.hosts
+    ]
+
+
+def app_for(tb: Testbed, tmp_path: Path, read_only: bool = False) -> LlmaosApp:
+    return LlmaosApp(
+        links(tb), read_only=read_only, cursor_blink=False,
+        audit=AuditLog(tmp_path / "audit.jsonl"), journal=MoveJournal(tmp_path / "moves.sqlite"),
+    )  # fmt: skip
+
+
+def run_web(d: Any) -> Any:
+    web = d.containers.run(
+        images.TEST_TAG,
+        ["sh", "-c", "echo hello-from-web; exec httpd -f -p 80 -h /data"],
+        name="web",
+        detach=True,
+        volumes={"webdata": {"bind": "/data", "mode": "rw"}},
+        ports={"80/tcp": PORT},
+    )
+    code, out = web.exec_run(["sh", "-c", "echo data that moves > /data/index.html"])
+    assert code == 0, out
+    return web
+
+
+def state_of(d: Any, name: str) -> str | None:
+    found = d.api.containers(all=True, filters={"name": f"^/{name}$"})
+    return str(found[0]["State"]) if found else None
+
+
+def row_texts(screen: ContainersScreen) -> list[list[str]]:
+    table = screen.query_one(DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def select(pilot: Any, screen: ContainersScreen, host: str, name: str) -> None:
+    await wait_for(
+        lambda: any(h == host and c.name == name for h, c in screen._rows), 30, f"{name} listed"
+    )
+    index = next(i for i, (h, c) in enumerate(screen._rows) if h == host and c.name == name)
+    table = screen.query_one(DataTable)
+    while table.cursor_row != index:
+        await pilot.press("down" if table.cursor_row < index else "up")
+    sel = screen.selected()
+    assert sel is not None and sel[1].name == name
+
+
+def http(addr: str) -> bytes:
+    with urllib.request.urlopen(f"http://{addr}:{PORT}/index.html", timeout=5) as r:
+        body: bytes = r.read()
+        return body
+
+
+async def test_containers_screen_acts_and_moves(
+    tb: Testbed, engines: tuple[Any, Any], tmp_path: Path
+) -> None:
+    d1, d2 = engines
+    h1, h2 = tb.hosts
+    run_web(d1)
+    app = app_for(tb, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(
+            lambda: all(h.docker and h.sample for h in app.fleet.hosts.values()), 90, "hosts up"
+        )
+        await pilot.press("c")
+        screen = app.screen
+        assert isinstance(screen, ContainersScreen)
+        await select(pilot, screen, h1.name, "web")
+        row = next(r for r in row_texts(screen) if r[1] == "web")
+        assert row[0] == h1.name and row[3] == "running" and images.TEST_TAG in row[2]
+        assert f"{PORT}->80/tcp" in row[8] and "webdata:/data" in row[9]
+
+        # Logs.
+        await pilot.press("l")
+        assert isinstance(app.screen, ContainerLogScreen)
+        log = app.screen.query_one(RichLog)
+        await wait_for(lambda: any("hello-from-web" in str(line.text) for line in log.lines),
+                       15, "the container's output")  # fmt: skip
+        await pilot.press("escape")
+
+        # Stop (confirmed), then start again.
+        await pilot.press("S")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(lambda: state_of(d1, "web") == "exited", 30, "web stopped")
+        await wait_for(
+            lambda: any(c.state == "exited" for _, c in screen._rows), 20, "exited shown"
+        )
+        await pilot.press("s")
+        await wait_for(lambda: state_of(d1, "web") == "running", 30, "web started")
+        await wait_for(lambda: any(r[3] == "running" for r in row_texts(screen) if r[1] == "web"),
+                       20, "running shown")  # fmt: skip
+
+        # Move it to the other host through the dialog.
+        await select(pilot, screen, h1.name, "web")
+        await pilot.press("m")
+        move = app.screen
+        assert isinstance(move, MoveScreen)
+        await wait_for(lambda: move.plan_for == h2.name, 60, "the pre-check")
+        plan_text = str(move.query_one("#plan", Static).render())
+        assert "Pre-check passed" in plan_text, plan_text
+        await wait_for(lambda: move.has_image.get(h2.name) is False, 30, "image: no")
+        await pilot.press("enter")
+        await wait_for(lambda: move.finished is not None, 180, "the move to end")
+        outcome = str(move.query_one("#outcome", Static).render())
+        assert move.finished == "moved", outcome
+        assert "moved web" in outcome
+        assert all(bar.percentage == 1.0 for bar in move._bars.values())
+        image_bar = move._bars["image"]
+        assert image_bar.parent is not None
+        assert "MB" in str(image_bar.parent.query_one(Label).render())  # the bytes streamed
+        assert state_of(d2, "web") == "running" and state_of(d1, "web") is None
+        assert http(h2.addr) == b"data that moves\n"
+        await pilot.press("escape")
+        await wait_for(
+            lambda: any(h == h2.name and c.name == "web" for h, c in screen._rows),
+            30, "web listed on the target",
+        )  # fmt: skip
+    actions = [(e["action"], e["result"]) for e in AuditLog(tmp_path / "audit.jsonl").read()]
+    assert ("containers.stop", "ok") in actions and ("containers.start", "ok") in actions
+    assert ("container.move", "ok") in actions
+
+
+async def test_read_only_console_changes_no_container(
+    tb: Testbed, engines: tuple[Any, Any], tmp_path: Path
+) -> None:
+    d1, _d2 = engines
+    h1 = tb.hosts[0]
+    run_web(d1)
+    app = app_for(tb, tmp_path, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(lambda: app.fleet.hosts[h1.name].docker, 90, "host up")
+        await pilot.press("c")
+        screen = app.screen
+        assert isinstance(screen, ContainersScreen)
+        await select(pilot, screen, h1.name, "web")
+        assert "read-only" in str(screen.query_one("#title", Static).render())
+        shown = {b.binding.key for b in screen.active_bindings.values() if b.enabled}
+        assert not {"s", "S", "R", "m"} & shown
+        await pilot.press("S", "y", "m")
+        await pilot.pause(1.0)
+        assert isinstance(app.screen, ContainersScreen)  # no dialog opened
+        assert state_of(d1, "web") == "running"
