@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -40,6 +40,7 @@ from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
 from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.plan_actions import PlanActions
 from llmaos_tui.screens.audit import AuditScreen
 from llmaos_tui.screens.containers import (
     ContainerLogScreen,
@@ -61,6 +62,7 @@ from llmaos_tui.screens.move import (
     MoveTargetImage,
     MoveTargetsQuery,
 )
+from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.screens.requests import LogScreen, OpenLog, RequestsScreen
 from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.process_table import COLUMNS
@@ -89,7 +91,7 @@ class TrustRequest(Message):
         self.answer = answer
 
 
-class LlmaosApp(App[None]):
+class LlmaosApp(PlanActions):
     TITLE = "llmaos-tui"
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -193,7 +195,7 @@ class LlmaosApp(App[None]):
 
     def _tick(self) -> None:
         self.fleet.tick()
-        if isinstance(self.screen, FleetScreen):
+        if self.screen_stack and isinstance(self.screen, FleetScreen):
             self.screen.refresh_hosts(())
 
     # ------------------------------------------------------------- updates
@@ -211,6 +213,8 @@ class LlmaosApp(App[None]):
     def _flush_dirty(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
+        if not self.screen_stack:  # a timer that fires while the app shuts down
+            return
         screen = self.screen
         if isinstance(screen, FleetScreen):
             screen.refresh_hosts(dirty)
@@ -477,6 +481,12 @@ class LlmaosApp(App[None]):
         yield SystemCommand("Fleet", "Show every host (f)", self.action_fleet)
         yield SystemCommand("Keys", "Show the keys of this screen (?)", self.action_keys)
         yield SystemCommand("Requests", "Every host's request queue (r)", self.action_requests)
+        plan_host = screen.host.name if isinstance(screen, HostScreen) else None
+        yield SystemCommand(
+            "Balance",
+            f"Plan moves that lower β ({f'cores of {plan_host}' if plan_host else 'hosts'}; b)",
+            partial(self.post_message, OpenPlan(plan_host, "cores" if plan_host else "hosts")),
+        )
         yield SystemCommand(
             "Containers", "This host's or every host's containers (c)", self.action_containers
         )

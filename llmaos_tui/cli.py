@@ -109,8 +109,10 @@ def parser() -> argparse.ArgumentParser:
         op.add_argument("--json", action="store_true", help="print the result as JSON")
         _common(op)
     from llmaos_tui.cli_containers import add_parsers  # noqa: PLC0415 (after the others)
+    from llmaos_tui.cli_plan import add_parser as add_plan  # noqa: PLC0415
 
     add_parsers(sub, _common)
+    add_plan(sub, _common)
     return p
 
 
@@ -172,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.hosts:  # -H names the hosts; this machine only when nothing is named
             links = [link for link in links if not isinstance(link, LocalLink)]
         return asyncio.run(run_request_command(args, links))
+    if args.cmd == "plan":
+        from llmaos_tui.cli_plan import run_plan  # noqa: PLC0415
+
+        if args.hosts:
+            links = [link for link in links if not isinstance(link, LocalLink)]
+        return asyncio.run(run_plan(args, links))
     if args.cmd == "containers":
         from llmaos_tui.cli_containers import run_containers  # noqa: PLC0415
 
@@ -242,5 +250,31 @@ def _host_json(h: HostState) -> dict[str, Any]:
         "beta_gpu": _round(h.beta_gpu),
         "core_loads": list(s.cpu) if s else [],
         "gpu_loads": h.gpu_loads if s else [],
-        "processes": len(h.procs),
+        # The busy processes and the waiting requests: what `plan --snapshot` moves.
+        "processes": [
+            {
+                "pid": p.pid,
+                "name": p.name,
+                "user": p.user,
+                "cpu": round(p.cpu, 1),
+                "core": p.core,
+                "pinned": p.pid <= 1,
+            }
+            for p in h.procs.values()
+            if p.cpu >= 1.0
+        ],
+        "process_count": len(h.procs),
+        "requests": [
+            {
+                "id": r.id,
+                "name": r.name,
+                "state": r.state,
+                "cpus": r.cpus,
+                "gpus": r.gpus,
+                "mem": r.mem,
+                "priority": r.priority,
+            }
+            for r in h.requests.values()
+            if r.state in ("queued", "running")
+        ],
     }

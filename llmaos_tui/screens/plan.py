@@ -126,6 +126,12 @@ class PlanScreen(Screen[None]):
         table.update_cell(str(i), "sel", "✓" if i in self.selected else " ")
         self._summary()
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # The table takes Enter for itself; on this screen Enter means apply.
+        event.stop()
+        if self.check_action("apply", ()):
+            self.action_apply()
+
     def action_apply(self) -> None:
         if self.applying or self.read_only or not self.selected:
             return
