@@ -18,12 +18,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmaos_tui.balance import Budget, Level, Plan, SnapshotError, plan_from_snapshot
+from llmaos_tui.balance import (
+    AutoBalancer,
+    Budget,
+    Level,
+    Plan,
+    SnapshotError,
+    StabilityConfig,
+    plan_from_snapshot,
+)
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog
-from llmaos_tui.ops.rebalance import apply_move, measure, plan_fleet
+from llmaos_tui.ops.rebalance import apply_move, measure, plan_fleet, problem_from_fleet
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -37,6 +45,15 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--settle", type=float, default=5.0, help="seconds before measuring (5)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for hosts")
     p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="keep balancing: re-plan every --period within the stability rules "
+        "(smoothed loads, trigger band, cool-down), at most 4 moves a period",
+    )
+    p.add_argument("--period", type=float, default=30.0, help="seconds between auto plans (30)")
+    p.add_argument("--periods", type=int, default=0, help="stop after N periods (0: never)")
+    p.add_argument("--dry-run", action="store_true", help="with --auto: say, do not move")
     common(p)
 
 
@@ -86,6 +103,8 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
         if not fleet.up_hosts():
             print("llmaos-tui: no host is up", file=sys.stderr)
             return 1
+        if args.auto:
+            return await _auto(args, fleet, watchers, level)
         plan = plan_fleet(fleet, level, budget=budget)
         if not args.apply:
             _print(plan, args.json)
@@ -108,3 +127,38 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _auto(
+    args: argparse.Namespace, fleet: FleetState, watchers: list[HostWatcher], level: Level
+) -> int:
+    """Auto mode: one decision per period; moves made unless --dry-run (off by default)."""
+    by_name = {w.state.name: w for w in watchers}
+    auto = AutoBalancer(StabilityConfig(), level=level, dry_run=args.dry_run)
+    audit = AuditLog()
+    failed = 0
+    n = 0
+    while not args.periods or n < args.periods:
+        n += 1
+        processors, units = problem_from_fleet(fleet, level)
+        d = auto.step(processors, units)
+        line: dict[str, Any] = {
+            "period": d.period, "beta_smoothed": round(d.beta_smoothed, 4),
+            "floor": round(d.floor, 4), "triggered": d.triggered, "reason": d.reason,
+            "moves": [m.to_json() for m in d.moves], "dry_run": args.dry_run, "results": [],
+        }  # fmt: skip
+        if not args.dry_run:
+            for m in d.moves:
+                out = await apply_move(m, lambda h: by_name[h].call, audit=audit,
+                                       read_only=args.read_only)  # fmt: skip
+                line["results"].append({"unit": m.unit, "ok": out.ok, "message": out.message})
+                failed += not out.ok
+        if args.json:
+            print(json.dumps(line), flush=True)
+        else:
+            print(f"period {d.period}: beta {d.beta_smoothed:.3f} (floor {d.floor:.3f}) "
+                  f"{len(d.moves)} moves{' (dry run)' if args.dry_run else ''}: {d.reason}",
+                  flush=True)  # fmt: skip
+        if not args.periods or n < args.periods:
+            await asyncio.sleep(args.period)
+    return 1 if failed else 0

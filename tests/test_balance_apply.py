@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -268,3 +269,64 @@ async def test_read_only_moves_nothing(two_hosts: Any, tmp_path: Path) -> None:
         assert await _where(ws, r.id) == {"a": "queued"}
         await ws["a"].call("requests.cancel", RequestRef(id=blocker.id))
         await ws["a"].call("requests.cancel", RequestRef(id=r.id))
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _tui(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    tui = str(Path(sys.executable).with_name("llmaos-tui"))
+    return subprocess.run(
+        [tui, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_plan_from_a_saved_snapshot(tmp_path: Path) -> None:
+    doc = {
+        "hosts": [
+            {"name": "a", "status": "up", "cores": 4, "core_loads": [1.0, 1.0, 0.0, 0.0],
+             "gpu_loads": [], "requests": [
+                 {"id": "r1", "name": "job", "state": "queued", "cpus": 2, "gpus": 0, "mem": 0}
+             ]},
+            {"name": "b", "status": "up", "cores": 4, "core_loads": [0.0, 0.0, 0.0, 0.0],
+             "gpu_loads": [], "requests": []},
+        ]
+    }  # fmt: skip
+    f = tmp_path / "fleet.json"
+    f.write_text(json.dumps(doc))
+    out = _tui("--no-local", "plan", "--snapshot", str(f), "--level", "hosts", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert [(m["src"], m["dst"]) for m in plan["moves"]] == [("a", "b")]
+    assert plan["beta_after_predicted"] < plan["beta_before"]
+    refused = _tui("--no-local", "plan", "--snapshot", str(f), "--apply")
+    assert refused.returncode == 2 and "for review" in refused.stderr
+    f.write_text("{not json")
+    bad = _tui("--no-local", "plan", "--snapshot", str(f))
+    assert bad.returncode == 2 and str(f) in bad.stderr
+
+
+@pytest.mark.skipif(CORES < 2, reason="needs two cores to balance")
+def test_plan_apply_and_auto_dry_run_on_this_machine(
+    agent_home: Path, hogs: list[psutil.Process], tmp_path: Path
+) -> None:
+    proc = start_daemon(*FAST)
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    try:
+        dry = _tui("plan", "--auto", "--dry-run", "--periods", "2", "--period", "0.5",
+                   "--level", "cores", "--json", env=env)  # fmt: skip
+        assert dry.returncode == 0, dry.stderr
+        lines = [json.loads(x) for x in dry.stdout.splitlines()]
+        assert [x["period"] for x in lines] == [1, 2] and all(x["dry_run"] for x in lines)
+        assert all(tuple(p.cpu_affinity()) == (0,) for p in hogs)  # dry run: nothing moved
+        out = _tui("plan", "--level", "cores", "--apply", "--json", "--settle", "2", env=env)
+        if out.returncode == 0 and not json.loads(out.stdout)["moves"]:
+            pytest.skip("the other core is busy with another job: nothing to gain")
+        assert out.returncode == 0, out.stderr
+        res = json.loads(out.stdout)
+        assert all(r["ok"] for r in res["results"])
+        assert sorted(tuple(p.cpu_affinity()) for p in hogs) == [(0,), (1,)]
+        assert res["beta_measured"] < res["beta_before"]
+    finally:
+        end(proc)
