@@ -96,7 +96,7 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
         deadline = time.monotonic() + args.timeout
         # Two process-table passes at least, so CPU% are measured, not first guesses.
         while time.monotonic() < deadline and not all(
-            h.status is HostStatus.DOWN or (h.sample is not None and len(h.history) >= 3)
+            h.status is HostStatus.DOWN or (h.sample is not None and h.procs_version >= 2)
             for h in fleet.hosts.values()
         ):
             await asyncio.sleep(0.1)
