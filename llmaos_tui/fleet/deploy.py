@@ -44,12 +44,10 @@ if sys.version_info < (3, 10):
     sys.stderr.write("llmaos-agent: needs Python 3.10 or newer; this is %s (%s)\\n"
                      % (sys.version.split()[0], sys.executable))
     sys.exit(3)
-_missing = []
-for _name in ("psutil", "msgspec"):
-    try:
-        __import__(_name)
-    except ImportError:
-        _missing.append(_name)
+import importlib.util
+# find_spec, not import: the attach bridge that runs through here should not carry
+# psutil and msgspec in memory for the life of the session.
+_missing = [n for n in ("psutil", "msgspec") if importlib.util.find_spec(n) is None]
 if _missing:
     sys.stderr.write("llmaos-agent: %s missing on this host; install with: "
                      "%s -m pip install --user %s\\n"
