@@ -98,7 +98,9 @@ def test_containers_with_load_from_processes(host: tuple[Testbed, Any], use_sdk:
     busy, idle, stopped = found["busy"], found["idle"], found["stopped"]
 
     assert busy.state == "running" and busy.image == images.TEST_TAG
-    assert busy.cpu >= 0.3, busy  # a spinning shell: most of a core, shared with the machine
+    # A spinning shell against an idle one: how much of a core it gets depends on the
+    # rest of this shared machine, so the check is relative.
+    assert busy.cpu > 0.05 and busy.cpu > idle.cpu + 0.05, (busy, idle)
     assert busy.pids == 1 and busy.mem > 0
     assert busy.uptime is not None and busy.uptime >= 0
     assert idle.cpu < 0.2 and idle.mem > 0
