@@ -158,7 +158,7 @@ class LlmaosApp(PlanActions):
             )
             for w in self.watchers
         ]
-        self.set_interval(1.0, self._tick)
+        self.ticker = self.set_interval(1.0, self._tick)
         self.run_worker(self._recover(), name="recover-moves", exit_on_error=False)
         for err in self.config_errors:
             self.notify(err, severity="warning", timeout=10)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from textual.pilot import Pilot
 
-from llmaos_tui.app import LlmaosApp
+from llmaos_tui.app import HostChanged, LlmaosApp
 from llmaos_tui.fleet.replay import ReplayLink
 from llmaos_tui.fleet.state import HostStatus
 from llmaos_tui.screens.fleet import FleetScreen
@@ -35,6 +35,13 @@ async def _played(pilot: Pilot[None]) -> None:
         lambda: all(h.status is HostStatus.UP and h.procs and len(h.history) > 3 for h in hosts),
         what="the recording played",
     )
+    # The fleet β history grows once a second: stop the clock and give it a fixed
+    # length, so the header's sparkline does not depend on how fast this machine is.
+    app.ticker.pause()
+    app.fleet.beta_history.clear()
+    for _ in range(3):
+        app.fleet.tick()
+    app.post_message(HostChanged(hosts[0].name))
     await pilot.pause(0.3)  # past the 50 ms coalescing of host updates
 
 
