@@ -1,6 +1,6 @@
 """Fleet scale: N simulated hosts over real SSH into the real console core.
 
-    python bench/fleet_scale.py                  # N = 50 and 200, 64 cores, 30 s each
+    python bench/fleet_scale.py --runs 3         # N = 50 and 200, 64 cores, 30 s each
     python bench/fleet_scale.py --hosts 200 --seconds 60 --render
 
 A separate process runs an asyncssh server on loopback; every SSH session it
@@ -14,7 +14,8 @@ real console core, headless) and measures, after a warm-up:
 - sample-to-state latency, p50/p99: from the sample's timestamp (set when the
   server wrote it) to the moment the console's state has it and the UI would be
   told;
-- bytes per sample on the wire.
+- bytes per sample: the JSON line (payload) and everything the server wrote to its
+  TCP connections in the window (SSH framing, MACs, keepalive replies included).
 
 Side by side, in the same run and against the same server, a bare asyncssh
 client that opens the same N sessions and only reads and drops the bytes: the
@@ -69,7 +70,22 @@ from llmaos_agent.protocol import (  # noqa: E402
 # ----------------------------------------------------------------- the server
 
 
+WIRE = {"bytes": 0}
+"""Bytes the server wrote to its TCP connections: SSH packets, framing and MACs included."""
+
+
 class _NoAuth(asyncssh.SSHServer):
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        # Count what goes on the wire at the one place asyncssh writes to the socket.
+        transport = conn._transport  # type: ignore[attr-defined]
+        write = transport.write
+
+        def counted(data: bytes) -> None:
+            WIRE["bytes"] += len(data)
+            write(data)
+
+        transport.write = counted
+
     def begin_auth(self, username: str) -> bool:
         return False  # loopback bench hosts: no authentication step to measure
 
@@ -179,9 +195,12 @@ def serve(port_file: Path, cores: int, home: Path) -> None:
         )
         tmp.rename(port_file)
         stats_file = port_file.with_suffix(".stats")
+        tmp_stats = port_file.with_suffix(".stats.tmp")
         while True:
-            await asyncio.sleep(1.0)
-            stats_file.write_text(json.dumps(stats))
+            await asyncio.sleep(0.5)
+            stats["wire"] = WIRE["bytes"]
+            tmp_stats.write_text(json.dumps(stats))
+            tmp_stats.rename(stats_file)
 
     asyncio.run(main())
 
@@ -194,8 +213,29 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _stats(path: Path | None) -> dict[str, int]:
+    if path is None or not path.exists():
+        return {"bytes": 0, "samples": 0, "wire": 0}
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def _per_sample(a: dict[str, int], b: dict[str, int]) -> dict[str, float | None]:
+    n = b["samples"] - a["samples"]
+    if n <= 0:
+        return {"payload_b": None, "wire_b": None, "server_samples": 0}
+    return {
+        "payload_b": round((b["bytes"] - a["bytes"]) / n, 1),
+        "wire_b": round((b.get("wire", 0) - a.get("wire", 0)) / n, 1),
+        "server_samples": n,
+    }
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    return round(1000 * xs[min(len(xs) - 1, int(len(xs) * q))], 1) if xs else None
+
+
 async def run_console(
-    n: int, port: int, known_hosts: Path, warmup: float, seconds: float
+    n: int, port: int, known_hosts: Path, warmup: float, seconds: float, stats: Path | None
 ) -> dict[str, Any]:
     from llmaos_tui.fleet.inventory import HostSpec
     from llmaos_tui.fleet.ssh import SshLink, SshOptions
@@ -235,12 +275,14 @@ async def run_console(
     connect_s = time.monotonic() - t0
     await asyncio.sleep(warmup)
     measuring = True
+    s0 = _stats(stats)
     cpu0, w0 = _cpu_seconds(), time.monotonic()
     for _ in range(int(seconds)):
         await asyncio.sleep(1.0)
         fleet.tick()  # what the app does each second (fleet beta history)
     cpu = (_cpu_seconds() - cpu0) / (time.monotonic() - w0)
     measuring = False
+    wire = _per_sample(s0, _stats(stats))
     up = sum(h.status is HostStatus.UP for h in fleet.hosts.values())
     for t in tasks:
         t.cancel()
@@ -251,14 +293,16 @@ async def run_console(
         "cpu_share": round(cpu, 4),
         "up_at_end": up,
         "samples": len(lat),
-        "lat_p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
-        "lat_p99_ms": round(1000 * lat[int(len(lat) * 0.99)], 1) if lat else None,
+        "lat_p50_ms": _pct(lat, 0.5),
+        "lat_p99_ms": _pct(lat, 0.99),
+        "lat_max_ms": _pct(lat, 1.0),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **wire,
     }
 
 
 async def run_bare(
-    n: int, port: int, known_hosts: Path, warmup: float, seconds: float
+    n: int, port: int, known_hosts: Path, warmup: float, seconds: float, stats: Path | None
 ) -> dict[str, Any]:
     conns = []
     sem = asyncio.Semaphore(16)
@@ -291,11 +335,14 @@ async def run_bare(
         t.cancel()
     for c in conns:
         c.close()
-    return {"cpu_share": round(cpu, 4)}
+    return {
+        "cpu_share": round(cpu, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def _client(
-    kind: str, n: int, port: int, known_hosts: Path, warmup: float, seconds: float
+    kind: str, n: int, port: int, known_hosts: Path, warmup: float, seconds: float, stats: Path
 ) -> dict[str, Any]:
     """Run one client kind in a fresh process, so CPU and RSS are its own."""
     out = subprocess.run(
@@ -314,6 +361,8 @@ def _client(
             str(warmup),
             "--seconds",
             str(seconds),
+            "--stats",
+            str(stats),
         ],
         capture_output=True,
         text=True,
@@ -324,6 +373,14 @@ def _client(
         raise SystemExit(f"{kind} client failed:\n{out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def _vmhwm(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def run_render(
@@ -391,13 +448,51 @@ def run_render(
             text=True,
             check=False,
         ).stdout
+        shot = ROOT / "bench" / "results" / f"fleet_scale-screen-{n}.txt"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot.write_text(screen)
         return {
             "cpu_share": round(cpu, 4),
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+            "peak_rss_mb": round(_vmhwm(pid) / 1024, 1),
             "up_on_screen": screen.count(" up "),
+            "screen": str(shot),
         }
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], check=False)
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """One line per host count: median and spread (min-max) over the runs."""
+    out = [
+        "hosts  runs  console %core (min-max)   bare %core  console/bare   p50 ms  p99 ms"
+        "  RSS MB  payload B  wire B  render %core"
+    ]
+    for n in sorted({r["hosts"] for r in rows}):
+        rs = [r for r in rows if r["hosts"] == n]
+        c = [100 * r["console"]["cpu_share"] for r in rs]
+        b = [100 * r["bare_ssh"]["cpu_share"] for r in rs]
+        ratio = [r["console_over_bare"] for r in rs if r["console_over_bare"]]
+        p50 = [r["console"]["lat_p50_ms"] for r in rs if r["console"]["lat_p50_ms"] is not None]
+        p99 = [r["console"]["lat_p99_ms"] for r in rs if r["console"]["lat_p99_ms"] is not None]
+        rss = [r["console"]["peak_rss_mb"] for r in rs]
+        pay = [r["console"]["payload_b"] for r in rs if r["console"]["payload_b"]]
+        wire = [r["console"]["wire_b"] for r in rs if r["console"]["wire_b"]]
+        ren = [100 * r["render"]["cpu_share"] for r in rs if "cpu_share" in r.get("render", {})]
+        out.append(
+            f"{n:5d}  {len(rs):4d}  {_median(c):6.2f} ({min(c):.2f}-{max(c):.2f})"
+            f"  {_median(b):10.2f}  {_median(ratio) if ratio else 0:12.2f}"
+            f"  {_median(p50) if p50 else 0:6.1f}  {_median(p99) if p99 else 0:6.1f}"
+            f"  {_median(rss):6.1f}  {_median(pay) if pay else 0:9.0f}"
+            f"  {_median(wire) if wire else 0:6.0f}"
+            f"  {(f'{_median(ren):.2f}') if ren else '-':>12}"
+        )
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -406,11 +501,14 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--runs", type=int, default=1, help="repeat each host count (order alternates)")
     ap.add_argument("--render", action="store_true", help="also run llmaos-tui in tmux")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fleet_scale.json")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--known-hosts", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.serve:
@@ -419,7 +517,7 @@ def main() -> None:
     if args.client:
         fn = run_console if args.client == "console" else run_bare
         res = asyncio.run(
-            fn(int(args.hosts), args.port, args.known_hosts, args.warmup, args.seconds)
+            fn(int(args.hosts), args.port, args.known_hosts, args.warmup, args.seconds, args.stats)
         )
         print(json.dumps(res))
         return
@@ -430,6 +528,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port_file), "--cores", str(args.cores)]
     )
+    rows: list[dict[str, Any]] = []
     try:
         while not port_file.exists():
             if server.poll() is not None:
@@ -438,37 +537,48 @@ def main() -> None:
         info = json.loads(port_file.read_text())
         known_hosts = tmp / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{info['port']} {info['key']}\n")
-        for n in [int(x) for x in args.hosts.split(",")]:
-            before = (
-                json.loads((port_file.with_suffix(".stats")).read_text())
-                if port_file.with_suffix(".stats").exists()
-                else {"bytes": 0, "samples": 0}
-            )
-            console = _client("console", n, info["port"], known_hosts, args.warmup, args.seconds)
-            after = json.loads(port_file.with_suffix(".stats").read_text())
-            bare = _client("bare", n, info["port"], known_hosts, args.warmup, args.seconds)
-            row: dict[str, Any] = {
-                "hosts": n,
-                "cores": args.cores,
-                "console": console,
-                "bare_ssh": bare,
-                "console_over_bare": round(console["cpu_share"] / bare["cpu_share"], 2)
-                if bare["cpu_share"]
-                else None,
-                "bytes_per_sample": round(
-                    (after["bytes"] - before["bytes"])
-                    / max(1, after["samples"] - before["samples"])
-                ),
-            }
-            if args.render:
-                row["render"] = run_render(
-                    n, info["port"], tmp, known_hosts, args.warmup, args.seconds
-                )
-            print(json.dumps(row), flush=True)
+        stats = port_file.with_suffix(".stats")
+        for run in range(args.runs):
+            for n in [int(x) for x in args.hosts.split(",")]:
+                one = {}
+                # Alternate which client goes first, so drift in the machine's load
+                # does not always favour the same one.
+                kinds = ["console", "bare"] if run % 2 == 0 else ["bare", "console"]
+                for kind in kinds:
+                    one[kind] = _client(
+                        kind, n, info["port"], known_hosts, args.warmup, args.seconds, stats
+                    )
+                console, bare = one["console"], one["bare"]
+                row: dict[str, Any] = {
+                    "run": run + 1,
+                    "hosts": n,
+                    "cores": args.cores,
+                    "load_avg": os.getloadavg()[0],
+                    "console": console,
+                    "bare_ssh": bare,
+                    "console_over_bare": round(console["cpu_share"] / bare["cpu_share"], 2)
+                    if bare["cpu_share"]
+                    else None,
+                }
+                if args.render:
+                    row["render"] = run_render(
+                        n, info["port"], tmp, known_hosts, args.warmup, args.seconds
+                    )
+                    if "cpu_share" in row["render"] and console["cpu_share"]:
+                        row["render_over_headless"] = round(
+                            row["render"]["cpu_share"] / console["cpu_share"], 2
+                        )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     finally:
         server.terminate()
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+        if rows:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(rows, indent=1))
+            print(summarize(rows))
+            print(f"(JSON in {args.out})")
 
 
 if __name__ == "__main__":
