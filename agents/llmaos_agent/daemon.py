@@ -457,6 +457,9 @@ class Daemon:
             if isinstance(msg, Request):
                 client.send(self._answer(msg, client))
                 if self.queue is not None:
+                    if msg.method.startswith("requests.") and msg.method in CHANGES:
+                        # Start what now fits at once, not at the next tick.
+                        self.queue.tick()
                     self.queue.flush()
                 if msg.method == "shutdown":
                     self.stop()

@@ -104,12 +104,12 @@ class AgentSession:
                 line = await self.transport.readline()
                 if not line:
                     return await self.transport.end_reason()
-                if self._count_line() % 64 == 0:
+                # Answers to our own calls are not counted: their number is ours to
+                # bound (a script may make thousands of calls); the rest is the agent's.
+                if not (line.strip() and self._handle(line)) and self._count_line() % 64 == 0:
                     # A stream that always has data ready never suspends readline();
                     # yield now and then so one busy host cannot starve the others.
                     await asyncio.sleep(0)
-                if line.strip():
-                    self._handle(line)
         finally:
             self._fail_pending(LinkDown("the link went down"))
 
@@ -148,12 +148,13 @@ class AgentSession:
         except ProtocolError as exc:
             raise LinkDown(f"bad answer to {method!r}: {exc}") from None
 
-    def _handle(self, line: bytes) -> None:
+    def _handle(self, line: bytes) -> bool:
+        """Act on one line; True when it answered a call of ours."""
         try:
             msg = decode(line, requests=False)
         except ProtocolError as exc:
             self._garbage_line(exc, line)
-            return
+            return False
         if isinstance(msg, Notification):
             self.on_notification(msg)
         elif isinstance(msg, Response):
@@ -162,6 +163,8 @@ class AgentSession:
                 self.on_warning(f"answer to no call (id {msg.id!r})")
             elif not entry[0].done():
                 entry[0].set_result(msg)
+                return True
+        return False
 
     def _count_line(self) -> int:
         now = time.monotonic()

@@ -34,6 +34,8 @@ CREATE_TIME_SLACK = 0.05
 LOAD_SMOOTHING = 0.3
 """Weight of the newest sample in the cores' smoothed load (about 3 samples' memory)."""
 RECENT_FINISHED = 200
+REDISPATCH_S = 10.0
+"""Longest time between two passes over an unchanged queue (aging reorders it slowly)."""
 """Finished requests a new client is sent (all are kept in the database)."""
 
 
@@ -84,6 +86,9 @@ class RequestQueue:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._changed: dict[str, RequestInfo] = {}
         self._gone: list[str] = []
+        self._queue_changed = True
+        self._memory_wait = False
+        self._last_dispatch = 0.0
         self.adopt()
 
     def close(self) -> None:
@@ -276,6 +281,7 @@ class RequestQueue:
 
     def _note(self, row: Row) -> None:
         self._changed[row.id] = self.info(row)
+        self._queue_changed = True
 
     def flush(self) -> None:
         """Tell the daemon what changed since the last flush."""
@@ -298,18 +304,25 @@ class RequestQueue:
         self.gpus = [Gpu(uuid=u, util=util) for u, util in gpus]
 
     def tick(self) -> None:
-        """Reap what ended, escalate cancels, then start what fits. Cheap when idle."""
+        """Reap what ended, escalate cancels, then start what fits. Cheap when idle.
+
+        The queue is read and ordered only when something changed (a submit, a new
+        priority, a release, a request that ended), when the head waits for memory
+        (which comes and goes), or every ``REDISPATCH_S`` (aging reorders slowly):
+        a thousand waiting requests must not cost a thousand rows a second.
+        """
         now = time.time()
-        active = self.store.active()
-        running = [r for r in active if r.state == "running"]
-        for r in running:
+        for r in self.store.by_state("running"):
             self._poll(r, now)
         for rid, child in list(self._children.items()):
             if child.poll() is not None:  # reap the supervisor: no zombies
                 del self._children[rid]
-        queued = [r for r in active if r.state == "queued"]
-        if queued:
-            self._dispatch(queued, [r for r in self.store.active() if r.state == "running"], now)
+        if self._queue_changed or self._memory_wait or now - self._last_dispatch >= REDISPATCH_S:
+            self._queue_changed = False
+            self._last_dispatch = now
+            queued = self.store.by_state("queued")
+            if queued:
+                self._dispatch(queued, self.store.by_state("running"), now)
         self.flush()
 
     def _pending(self, r: Row) -> Pending:
@@ -345,9 +358,12 @@ class RequestQueue:
             where = scheduler.place(p, res)
             row = rows[p.id]
             if isinstance(where, str):
+                self._memory_wait = where.startswith("waits for memory")
                 if row.reason != where:  # say why the head waits; the rest wait behind it
                     self._set_row(row.with_(reason=where))
+                    self._queue_changed = False  # noting the reason is not a change to act on
                 return
+            self._memory_wait = False
             scheduler.claim(res, p, where)
             self._start(row, where, now)
 

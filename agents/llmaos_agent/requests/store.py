@@ -162,6 +162,14 @@ class Store:
         )
         return [_from_db(v) for v in cur]
 
+    def by_state(self, *states: str) -> list[Row]:
+        marks = ",".join("?" * len(states))
+        cur = self.db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM requests WHERE state IN ({marks}) ORDER BY seq",
+            states,
+        )
+        return [_from_db(v) for v in cur]
+
     def query(self, states: list[str], limit: int) -> tuple[list[Row], int]:
         where, args = "", list(states)
         if states:
