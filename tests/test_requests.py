@@ -668,8 +668,8 @@ def test_cli_submit_list_prio_cancel(daemon: subprocess.Popen[bytes], tmp_path: 
 
 async def test_many_calls_at_once_do_not_trip_the_flood_guard(session: AgentSession) -> None:
     """A script making thousands of calls gets thousands of answers; that is not a flood."""
-    from llmaos_agent.protocol import Empty  # noqa: PLC0415
-    from llmaos_tui.fleet.session import FLOOD_LINES  # noqa: PLC0415
+    from llmaos_agent.protocol import Empty
+    from llmaos_tui.fleet.session import FLOOD_LINES
 
     pongs = await asyncio.gather(*(session.call("ping", Empty()) for _ in range(FLOOD_LINES + 500)))
     assert len(pongs) == FLOOD_LINES + 500
