@@ -97,6 +97,9 @@ log = logging.getLogger("llmaos_agent.daemon")
 CONTAINER_INTERVAL = 3.0
 """Seconds between the engine's container lists while a client is attached."""
 
+DISPATCH_DELAY_S = 0.02
+"""After a request change, how long to wait for more before starting what fits."""
+
 MAX_CLIENT_BUFFER = 8 << 20
 """A client that lets this much pile up unread is dropped, so memory stays bounded."""
 
@@ -163,6 +166,7 @@ class Daemon:
             "grace_s": cancel_grace_s,
         }
         self.audit = AuditLog(paths.state / "audit.log")
+        self._dispatch_handle: asyncio.TimerHandle | None = None
         self.containers: dict[str, Container] = {}  # as the attached clients last heard
         self._containers_at = -CONTAINER_INTERVAL  # monotonic time of the last list
         self._containers_task: asyncio.Task[bool] | None = None
@@ -458,8 +462,7 @@ class Daemon:
                 client.send(self._answer(msg, client))
                 if self.queue is not None:
                     if msg.method.startswith("requests.") and msg.method in CHANGES:
-                        # Start what now fits at once, not at the next tick.
-                        self.queue.tick()
+                        self._dispatch_soon()
                     self.queue.flush()
                 if msg.method == "shutdown":
                     self.stop()
@@ -502,6 +505,22 @@ class Daemon:
             log.exception("call %s failed", req.method)
             return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
+
+    def _dispatch_soon(self) -> None:
+        """Start what now fits within a few ms, not at the next tick; a burst of submits
+        is served first and then dispatched in one pass."""
+        if self._dispatch_handle is None:
+            self._dispatch_handle = asyncio.get_running_loop().call_later(
+                DISPATCH_DELAY_S, self._dispatch_now
+            )
+
+    def _dispatch_now(self) -> None:
+        self._dispatch_handle = None
+        if self.queue is not None and not self._stop.is_set():
+            try:
+                self.queue.tick()
+            except Exception:
+                log.exception("request dispatch failed")
 
     def _query(self, req: Request) -> bytes:
         assert self.queue is not None

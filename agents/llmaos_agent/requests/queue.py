@@ -383,6 +383,7 @@ class RequestQueue:
             d / "spec.json",
             {"argv": row.argv, "shell": row.shell, "cwd": row.cwd, "env": env,
              "cores": cores, "nice": nice},
+            sync=False,  # read by the supervisor at once; the database row is the record
         )  # fmt: skip
         penv = dict(os.environ)
         penv["PYTHONPATH"] = _pythonpath()

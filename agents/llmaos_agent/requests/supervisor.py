@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_atomic(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
+    """Replace ``path`` whole; with ``sync`` (exit status, pid) on disk before it returns."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
