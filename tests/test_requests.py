@@ -151,16 +151,18 @@ async def test_top_moves_a_request_to_the_head(session: AgentSession) -> None:
 
 
 async def test_hold_keeps_a_request_back_until_released(session: AgentSession) -> None:
-    r = await submit(session, "true", name="held-one")
-    # Held before the next scheduling pass can start it, or refused because it started.
-    try:
-        await session.call("requests.hold", RequestRef(id=r.id))
-    except CallError:
-        pytest.skip("the request started before it could be held (a very fast tick)")
+    b = await blocker(session)
+    r = await submit(session, "true", name="held-one", cpus=CORES)
+    await session.call("requests.hold", RequestRef(id=r.id))
+    arrived = await submit(session, "true", name="arrives-held", hold=True)
+    assert arrived.state == "held"
+    await session.call("requests.cancel", RequestRef(id=b.id))  # the cores are free now
     await asyncio.sleep(1.0)
     assert (await get(session, r.id)).state == "held"
-    await session.call("requests.release", RequestRef(id=r.id))
-    assert (await until(session, r.id, "done")).exit_code == 0
+    assert (await get(session, arrived.id)).state == "held"
+    for rid in (r.id, arrived.id):
+        await session.call("requests.release", RequestRef(id=rid))
+        assert (await until(session, rid, "done")).exit_code == 0
 
 
 # ------------------------------------------------------------------ resources, placement
