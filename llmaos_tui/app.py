@@ -72,6 +72,10 @@ if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container m
     from llmaos_tui.ops.docker_forward import Engine
 
 COALESCE_S = 0.05
+FLEET_COALESCE_S = 0.25
+"""The fleet views redraw at most 4 times a second: with many hosts a sample arrives
+every few ms, and drawing the table is the console's whole cost (DESIGN: at most 1 Hz
+per cell); 250 ms keeps what the operator sees within the latency target."""
 CONTAINER_CALL_TIMEOUT = 60.0  # a stop or restart waits out the container's grace first
 RECOVER_WAIT_S = 60.0  # how long unfinished moves wait for their hosts to come up
 
@@ -208,7 +212,8 @@ class LlmaosApp(PlanActions):
         self._dirty.add(message.name)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.set_timer(COALESCE_S, self._flush_dirty)
+            fleet_view = self.screen_stack and isinstance(self.screen, FleetScreen)
+            self.set_timer(FLEET_COALESCE_S if fleet_view else COALESCE_S, self._flush_dirty)
 
     def _flush_dirty(self) -> None:
         self._flush_scheduled = False

@@ -42,7 +42,7 @@ async def _played(pilot: Pilot[None]) -> None:
     for _ in range(3):
         app.fleet.tick()
     app.post_message(HostChanged(hosts[0].name))
-    await pilot.pause(0.3)  # past the 50 ms coalescing of host updates
+    await pilot.pause(0.5)  # past the coalescing of host updates (250 ms on the fleet)
 
 
 @pytest.mark.parametrize("theme", THEMES)

@@ -1,0 +1,123 @@
+"""Console start-up: time from launching ``llmaos-tui`` to its first full screen.
+
+Runs the installed ``llmaos-tui`` (no configuration, this machine only) in a private
+tmux server and polls the screen every 10 ms until the host screen shows one core bar
+per logical core; btop is started the same way, side by side in the same run, until
+its first frame shows its CPU box, as the baseline. Each is started ``--runs`` times
+(alternating) with a private HOME and agent home, so nothing of the user's is read and
+each llmaos-tui run starts its agent daemon from cold (the worst case).
+
+    python bench/startup.py [--runs 5]
+
+Target (issue 2): the console starts in under 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SIZE = ("160", "45")
+BAR = re.compile(r"(?<![\w.])(\d+) [─█▏▎▍▌▋▊▉]+ +\d+%")  # as tests/test_e2e_tmux.py reads it
+
+
+def _tmux(sock: str, *args: str) -> str:
+    return subprocess.run(
+        ["tmux", "-S", sock, *args], capture_output=True, text=True, check=False, timeout=10
+    ).stdout
+
+
+def _time_to(sock: str, argv: list[str], env: dict[str, str], ready: Callable[[str], bool],
+             timeout: float = 20.0) -> float | None:  # fmt: skip
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+    t0 = time.monotonic()
+    subprocess.run(
+        ["tmux", "-S", sock, "new-session", "-d", "-x", SIZE[0], "-y", SIZE[1], "-s", "b", *cmd],
+        check=True, timeout=10,
+    )  # fmt: skip
+    try:
+        while time.monotonic() - t0 < timeout:
+            if ready(_tmux(sock, "capture-pane", "-p", "-t", "b")):
+                return time.monotonic() - t0
+            time.sleep(0.01)
+        return None
+    finally:
+        _tmux(sock, "kill-session", "-t", "b")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/startup.json"))
+    args = ap.parse_args()
+    tui = shutil.which("llmaos-tui", path=str(Path(sys.executable).parent))
+    if tui is None or shutil.which("tmux") is None:
+        print("needs llmaos-tui (pip install .) and tmux", file=sys.stderr)
+        return 2
+    cores = os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="llmaos-startup-"))
+    sock = str(tmp / "tmux.sock")
+    results: dict[str, list[float | None]] = {"llmaos-tui": [], "btop": []}
+    try:
+        for i in range(args.runs):
+            home = tmp / f"home{i}"
+            home.mkdir()
+            env = {"HOME": str(home), "TERM": "xterm-256color", "PATH": os.environ["PATH"],
+                   "LANG": "C.UTF-8", "LLMAOS_AGENT_HOME": str(tmp / f"agent{i}")}  # fmt: skip
+
+            def tui_ready(screen: str) -> bool:
+                # The host screen: a bar per core ("N ███  42%") and the process table.
+                bars = {int(m.group(1)) for m in BAR.finditer(screen)}
+                return bars == set(range(cores)) and "PID" in screen
+
+            def btop_ready(screen: str) -> bool:
+                return "cpu" in screen.lower() and "mem" in screen.lower()
+
+            order = [
+                ("llmaos-tui", [tui], tui_ready),
+                ("btop", ["btop", "--utf-force"], btop_ready),
+            ]
+            if i % 2:
+                order.reverse()
+            for name, argv, ready in order:
+                if name == "btop" and shutil.which("btop") is None:
+                    continue
+                results[name].append(_time_to(sock, argv, env, ready))
+            subprocess.run(
+                [tui.replace("llmaos-tui", "llmaos-agent"), "stop"],
+                env={**os.environ, "LLMAOS_AGENT_HOME": env["LLMAOS_AGENT_HOME"]},
+                capture_output=True, check=False, timeout=20,
+            )  # fmt: skip
+    finally:
+        _tmux(sock, "kill-server")
+        shutil.rmtree(tmp, ignore_errors=True)
+    summary = {}
+    for name, ts in results.items():
+        ok = [t for t in ts if t is not None]
+        summary[name] = {
+            "runs": [None if t is None else round(t, 3) for t in ts],
+            "median_s": round(statistics.median(ok), 3) if ok else None,
+            "max_s": round(max(ok), 3) if ok else None,
+        }
+        print(f"{name:<11} median {summary[name]['median_s']} s, max {summary[name]['max_s']} s,"
+              f" runs {summary[name]['runs']}")  # fmt: skip
+    t, b = summary["llmaos-tui"]["median_s"], summary["btop"]["median_s"]
+    if t and b:
+        print(f"llmaos-tui / btop: {t / b:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
