@@ -6,6 +6,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -114,3 +116,29 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+@pytest.fixture
+def sleeper() -> Iterator[psutil.Process]:
+    """A ``sleep`` child to renice, pin and signal; killed after the test."""
+    p = subprocess.Popen(["sleep", "120"])
+    try:
+        yield psutil.Process(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+
+
+@pytest.fixture
+def hogs() -> Iterator[list[psutil.Process]]:
+    """Two busy loops, both pinned to core 0: work for a balancer to spread."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        ps = [psutil.Process(p.pid) for p in procs]
+        for p in ps:
+            p.cpu_affinity([0])
+        yield ps
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

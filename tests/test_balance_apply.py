@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +55,6 @@ async def watching(*links: Link) -> AsyncIterator[tuple[FleetState, dict[str, Ho
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@pytest.fixture
-def hogs() -> Iterator[list[psutil.Process]]:
-    """Two busy loops, both pinned to core 0."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        ps = [psutil.Process(p.pid) for p in procs]
-        for p in ps:
-            p.cpu_affinity([0])
-        yield ps
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 @pytest.mark.skipif(CORES < 2, reason="needs two cores to balance")

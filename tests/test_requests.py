@@ -402,16 +402,6 @@ async def test_withdraw_removes_a_waiting_request(session: AgentSession) -> None
     await session.call("requests.cancel", RequestRef(id=b.id))
 
 
-@pytest.fixture
-def sleeper() -> Iterator[psutil.Process]:
-    p = subprocess.Popen(["sleep", "60"])
-    try:
-        yield psutil.Process(p.pid)
-    finally:
-        p.kill()
-        p.wait()
-
-
 async def test_process_control_acts_and_reports(
     session: AgentSession, sleeper: psutil.Process
 ) -> None:

@@ -154,16 +154,6 @@ async def test_read_only_console_hides_and_refuses(side: AgentSession, tmp_path:
     await side.call("requests.cancel", RequestRef(id=blocker.id))
 
 
-@pytest.fixture
-def sleeper() -> Iterator[psutil.Process]:
-    p = subprocess.Popen(["sleep", "120"])
-    try:
-        yield psutil.Process(p.pid)
-    finally:
-        p.kill()
-        p.wait()
-
-
 async def test_htop_keys_renice_pin_and_signal(
     daemon: subprocess.Popen[bytes], sleeper: psutil.Process, tmp_path: Path
 ) -> None:

@@ -10,14 +10,13 @@ Each call is blocking: the daemon runs it off its event loop. Errors are :class:
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
-import socket
 import struct
 import sys
 import urllib.parse
 from typing import Any
 
+from llmaos_agent.collect.containers import UnixHTTPConnection
 from llmaos_agent.protocol import MAX_LOG_BYTES
 
 TIMEOUT = 10.0
@@ -31,22 +30,6 @@ class NotFound(Refused):
     """No such container."""
 
 
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
-
-
 class EngineControl:
     """The calls that change a container, on the engine at ``socket_path``."""
 
@@ -57,7 +40,7 @@ class EngineControl:
     def _request(self, method: str, url: str, *, timeout: float | None = None) -> tuple[int, bytes]:
         if sys.platform == "win32":  # pragma: no cover - a named pipe there, not yet done
             raise Refused("container actions on Windows are not supported yet")
-        conn = _UnixHTTP(self.socket_path, timeout or self.timeout)
+        conn = UnixHTTPConnection(self.socket_path, timeout or self.timeout)
         try:
             conn.request(method, url, headers={"Host": "docker"})
             r = conn.getresponse()

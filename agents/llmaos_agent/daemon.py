@@ -313,15 +313,8 @@ class Daemon:
         self.containers = current
         if not changed and not gone:
             return
-        for i in range(0, max(len(changed), len(gone)), MAX_CONTAINERS_PER_MESSAGE):
-            delta = ContainerDelta(
-                full=False,
-                upsert=changed[i : i + MAX_CONTAINERS_PER_MESSAGE],
-                gone=gone[i : i + MAX_CONTAINERS_PER_MESSAGE],
-            )
-            line = encode_notification("containers", delta)
-            for c in list(self.clients):
-                self._send(c, line)
+        self._broadcast_changes("containers", ContainerDelta, changed, gone,
+                                MAX_CONTAINERS_PER_MESSAGE)  # fmt: skip
 
     async def _send_all_containers(self, client: _Client) -> None:
         """The whole list, to a client that attaches (a fresh one when the last is old)."""
@@ -614,13 +607,16 @@ class Daemon:
         return info, before, _describe(info)
 
     def _requests_changed(self, changed: list[RequestInfo], gone: list[str]) -> None:
-        for i in range(0, max(len(changed), len(gone)), MAX_REQUESTS_PER_MESSAGE):
-            delta = RequestDelta(
-                full=False,
-                upsert=changed[i : i + MAX_REQUESTS_PER_MESSAGE],
-                gone=gone[i : i + MAX_REQUESTS_PER_MESSAGE],
-            )
-            line = encode_notification("requests", delta)
+        self._broadcast_changes("requests", RequestDelta, changed, gone, MAX_REQUESTS_PER_MESSAGE)
+
+    def _broadcast_changes(
+        self, method: str, delta: Any, changed: list[Any], gone: list[str], per_message: int
+    ) -> None:
+        """Send changes to every client as ``method`` notifications of bounded size."""
+        for i in range(0, max(len(changed), len(gone)), per_message):
+            d = delta(full=False, upsert=changed[i : i + per_message],
+                      gone=gone[i : i + per_message])  # fmt: skip
+            line = encode_notification(method, d)
             for c in list(self.clients):
                 self._send(c, line)
 

@@ -100,6 +100,9 @@ class HostScreen(Screen[None]):
         self.refresh_host()
         self.query_one(ProcessTable).focus()
 
+    def on_unmount(self) -> None:
+        self._mounted = False  # being torn down: its widgets may already be gone
+
     def on_screen_resume(self) -> None:
         self.refresh_host()
 

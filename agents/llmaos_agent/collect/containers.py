@@ -101,7 +101,9 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
-class _UnixHTTP(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to the engine over its Unix socket (the stdlib has no such connection)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -125,7 +127,7 @@ class StdlibBackend:
         self.timeout = timeout
 
     def _get(self, url: str) -> Any:
-        conn = _UnixHTTP(self.path, self.timeout)
+        conn = UnixHTTPConnection(self.path, self.timeout)
         try:
             conn.request("GET", url, headers={"Host": "docker"})
             r = conn.getresponse()
