@@ -150,7 +150,7 @@ async def _sim_host(
     try:
         while not reader.done():
             seq += 1
-            loads = [round(min(1.0, max(0.0, b + rng.uniform(-0.1, 0.1))), 3) for b in base]
+            loads = [round(min(1.0, max(0.0, b + rng.uniform(-0.1, 0.1))), 2) for b in base]
             s = Sample(
                 t=time.time(),
                 seq=seq,

@@ -20,7 +20,7 @@ class CpuCollector:
 
 
 def _clamp(x: float) -> float:
-    return round(min(max(x, 0.0), 1.0), 3)
+    return round(min(max(x, 0.0), 1.0), 2)
 
 
 def load_average() -> list[float] | None:
