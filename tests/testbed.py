@@ -149,6 +149,21 @@ def _run(
 
 
 @functools.cache
+def _clear_stale_shell_locks(max_age: float = 60.0) -> None:
+    """Remove a pyenv rehash lock left by a killed login shell.
+
+    Every SSH command to a testbed host runs root's login shell, and where root's
+    ``.bashrc`` runs ``pyenv init`` (as on these machines) each one takes pyenv's rehash
+    lock. A test that kills sshd with its sessions can kill a shell holding it; the lock
+    stays, and every later login waits 60 s for it. A lock older than a minute is stale.
+    """
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    lock = root / "shims" / ".pyenv-shim"
+    with contextlib.suppress(OSError):
+        if time.time() - lock.stat().st_mtime >= max_age:
+            lock.unlink()
+
+
 def testbed_available() -> str | None:
     """None when a testbed can be built here, else the reason it cannot."""
     if os.geteuid() != 0:
@@ -375,6 +390,7 @@ class Testbed:
         if reason is not None:
             raise TestbedError(reason)
         t0 = time.monotonic()
+        _clear_stale_shell_locks()
         try:
             self._claim_prefix()
             self._make_keys()
@@ -710,6 +726,8 @@ class Testbed:
             with contextlib.suppress(psutil.Error):
                 c.kill()
         _wait_dead(children, timeout=5)
+        if children:  # a killed login shell may have held pyenv's lock: do not let it linger
+            _clear_stale_shell_locks(max_age=0.0)
         host._sshd = None
 
     def start_sshd(self, host: TestHost) -> None:
