@@ -148,7 +148,6 @@ def _run(
     return cp
 
 
-@functools.cache
 def _clear_stale_shell_locks(max_age: float = 60.0) -> None:
     """Remove a pyenv rehash lock left by a killed login shell.
 
@@ -164,6 +163,7 @@ def _clear_stale_shell_locks(max_age: float = 60.0) -> None:
             lock.unlink()
 
 
+@functools.cache
 def testbed_available() -> str | None:
     """None when a testbed can be built here, else the reason it cannot."""
     if os.geteuid() != 0:
