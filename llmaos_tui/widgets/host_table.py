@@ -202,10 +202,16 @@ class HostTable(DataTable[Any]):
         return known + [n for n in names if values[n] is None]
 
     def _resort(self, keep: str | None) -> None:
-        rank = {n: i for i, n in enumerate(self._order())}
-        self.sort("name", key=lambda cell: rank[cell.plain])
+        order = self._order()
+        # Most updates change cells, not the order; a sort makes the table lay out and
+        # redraw every row again, so it is done only when the order moved.
+        if order != self.shown_names:
+            rank = {n: i for i, n in enumerate(order)}
+            self.sort("name", key=lambda cell: rank[cell.plain])
         if keep is not None and keep in self._rows:
-            self.move_cursor(row=self.get_row_index(keep), animate=False)
+            row = self.get_row_index(keep)
+            if row != self.cursor_row:
+                self.move_cursor(row=row, animate=False)
 
     def sort_by(self, key: str | None, reverse: bool | None = None) -> None:
         """Sort by a column (None: fleet order); the same column again flips the order."""
