@@ -34,6 +34,7 @@ from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.widgets.text import ago
 
 if TYPE_CHECKING:  # the docker SDK is optional: loaded by `move` only
     from llmaos_tui.ops.container_move import MoveResult, Progress
@@ -327,14 +328,9 @@ def sorted_containers(h: HostState) -> list[Container]:
 
 
 def uptime(c: Container, now: float | None = None) -> str:
-    if c.started is None or c.state != "running":
+    if c.state != "running":
         return ""
-    s = max(0, int((time.time() if now is None else now) - c.started))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
+    return ago(c.started, time.time() if now is None else now)
 
 
 def format_table(hosts: Any) -> str:

@@ -142,3 +142,18 @@ def hogs() -> Iterator[list[psutil.Process]]:
         for p in procs:
             p.kill()
             p.wait()
+
+
+@pytest.fixture
+def daemon(agent_home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A fast-sampling agent daemon in the private home, with aging off; stopped after
+    the test with every request it started (requests outlive daemons by design)."""
+    from tests.test_daemon import end, start_daemon
+    from tests.test_requests import FAST, _kill_leftovers
+
+    proc = start_daemon(*FAST, "--aging", "3600")
+    try:
+        yield proc
+    finally:
+        end(proc)
+        _kill_leftovers(agent_home)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -48,16 +48,6 @@ from tests.test_daemon import end, start_daemon
 
 FAST = ["--interval", "0.2", "--proc-interval", "0.4", "--cancel-grace", "1"]
 CORES = psutil.cpu_count() or 1
-
-
-@pytest.fixture
-def daemon(agent_home: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_daemon(*FAST, "--aging", "3600")
-    try:
-        yield proc
-    finally:
-        end(proc)
-        _kill_leftovers(agent_home)
 
 
 def _kill_leftovers(home: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -25,20 +25,9 @@ from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.requests import RequestsScreen, SubmitScreen
 from tests.helpers import wait_for
-from tests.test_daemon import end, start_daemon
-from tests.test_requests import CORES, FAST, _kill_leftovers
+from tests.test_requests import CORES
 
 SIZE = (130, 40)
-
-
-@pytest.fixture
-def daemon(agent_home: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_daemon(*FAST, "--aging", "3600")
-    try:
-        yield proc
-    finally:
-        end(proc)
-        _kill_leftovers(agent_home)
 
 
 @pytest.fixture

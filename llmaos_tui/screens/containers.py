@@ -24,19 +24,15 @@ from llmaos_agent.protocol import Container, ContainerLog, ContainerLogQuery, Co
 from llmaos_tui.fleet.state import FleetState
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
+from llmaos_tui.widgets.text import ago
 
 STOP_GRACE = 10  # seconds a stop or restart gives the container before the kill
 
 
 def uptime(c: Container, now: float | None = None) -> str:
-    if c.started is None or c.state != "running":
+    if c.state != "running":
         return ""
-    s = max(0, int((time.time() if now is None else now) - c.started))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
+    return ago(c.started, time.time() if now is None else now)
 
 
 def size(n: int) -> str:

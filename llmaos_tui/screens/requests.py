@@ -33,18 +33,12 @@ from llmaos_agent.protocol import (
 from llmaos_tui.fleet.state import FleetState
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
+from llmaos_tui.widgets.text import ago
 
 PRIORITY_STEP = 10
 """What ``+`` and ``-`` add: one nice step for a running request (DESIGN: 10 per step)."""
 WAITING = ("queued", "held")
 ORDER = {"running": 0, "queued": 1, "held": 2}
-
-
-def _age(t: float | None) -> str:
-    if t is None:
-        return ""
-    s = max(0, int(time.time() - t))
-    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
 def _sort_key(r: RequestInfo) -> tuple[int, int, int, float]:
@@ -126,11 +120,12 @@ class RequestsScreen(Screen[None]):
         table = self.query_one(DataTable)
         keep = self._selected_key()
         table.clear()
+        now = time.time()
         for host, r in rows:
             table.add_row(
                 host, r.id, r.state, Text(str(r.priority), justify="right"),
                 Text(str(r.cpus), justify="right"), Text(str(r.gpus), justify="right"),
-                r.name, _age(r.started if r.state == "running" else r.submitted), r.reason,
+                r.name, ago(r.started if r.state == "running" else r.submitted, now), r.reason,
                 key=f"{host}/{r.id}",
             )  # fmt: skip
         if keep is not None:

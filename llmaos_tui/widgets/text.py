@@ -71,3 +71,15 @@ def level_class(frac: float | None, prefix: str) -> str:
     if frac is None or frac < 0.5:
         return f"{prefix}--low"
     return f"{prefix}--mid" if frac < 0.85 else f"{prefix}--high"
+
+
+def ago(since: float | None, now: float) -> str:
+    """How long since ``since`` (epoch s), as top and docker ps write it: 42s, 7m, 3h, 2d."""
+    if since is None:
+        return ""
+    s = max(0, int(now - since))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
