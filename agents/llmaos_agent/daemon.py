@@ -255,7 +255,10 @@ class Daemon:
             table = self.sampler.processes(sample)
             # Before the sample, so a console that sees the pass's processes has its
             # containers' load too.
-            self._send_containers(table)
+            try:
+                self._send_containers(table)
+            except Exception:  # one bad pass must not stop the sampling
+                log.exception("container update failed")
             delta_line = encode_notification(
                 "sample", msgspec.structs.replace(sample, procs=diff(self.table, table))
             )
@@ -316,11 +319,13 @@ class Daemon:
         self._broadcast_changes("containers", ContainerDelta, changed, gone,
                                 MAX_CONTAINERS_PER_MESSAGE)  # fmt: skip
 
-    async def _send_all_containers(self, client: _Client) -> None:
-        """The whole list, to a client that attaches (a fresh one when the last is old)."""
+    def _send_all_containers(self, client: _Client) -> None:
+        """The whole list as last read, to a client that attaches. Never waits for the
+        engine: a slow or hung engine must not keep a console from its samples; a
+        refresh due now runs in the background and its changes follow as deltas."""
         assert self.sampler is not None
         if time.monotonic() - self._containers_at >= CONTAINER_INTERVAL:
-            await self._start_container_refresh()
+            self._start_container_refresh()
         listed = self.sampler.container_list(self.table or None)
         for i in range(0, max(1, len(listed)), MAX_CONTAINERS_PER_MESSAGE):
             part = listed[i : i + MAX_CONTAINERS_PER_MESSAGE]
@@ -416,7 +421,10 @@ class Daemon:
                 last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
                 delta = RequestDelta(full=i == 0, upsert=part, last=last)
                 client.send(encode_notification("requests", delta))
-        await self._send_all_containers(client)
+        try:
+            self._send_all_containers(client)
+        except Exception:  # the container list is extra; samples must reach the client
+            log.exception("container list for a new client failed")
         self.clients.add(client)
         self._force_procs = True
         try:
