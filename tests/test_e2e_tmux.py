@@ -8,6 +8,7 @@ bar per logical core, and quit on ``q`` with status 0, leaving no console behind
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -112,7 +113,10 @@ def test_llmaos_tui_opens_on_this_machine_and_quits_on_q(
     _wait(lambda: bars() == set(range(ncores)), 30, f"{ncores} core bars", tmux)
     # The console's own process (the pane's, as env execs it) shows up in its table.
     pid = tmux.pane("#{pane_pid}")
-    row = re.compile(rf"^ *{pid} .*llmaos-tui", re.MULTILINE)
+    # Its command line is cut at the column's width (a long venv path hides "llmaos-tui"),
+    # so the row is found by its pid and its user, as the table shows them.
+    user = pwd.getpwuid(os.getuid()).pw_name
+    row = re.compile(rf"^ *{pid} +{re.escape(user[:12])} ", re.MULTILINE)
     _wait(lambda: row.search(tmux.screen()) is not None, 30, f"a row for pid {pid}", tmux)
     text = tmux.screen()
     assert f"{ncores} cores" in text

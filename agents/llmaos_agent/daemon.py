@@ -320,12 +320,24 @@ class Daemon:
                                 MAX_CONTAINERS_PER_MESSAGE)  # fmt: skip
 
     def _send_all_containers(self, client: _Client) -> None:
-        """The whole list as last read, to a client that attaches. Never waits for the
-        engine: a slow or hung engine must not keep a console from its samples; a
-        refresh due now runs in the background and its changes follow as deltas."""
+        """The whole list, to a client that attaches, without making it wait: when the
+        last list is old, a refresh runs in the background and the list goes out when it
+        is done (never a stale one); meanwhile the client already gets its samples."""
+        if time.monotonic() - self._containers_at < CONTAINER_INTERVAL:
+            self._send_container_list(client)
+            return
+
+        def done(_task: asyncio.Task[bool]) -> None:
+            if client in self.clients:
+                try:
+                    self._send_container_list(client)
+                except Exception:  # the list is extra; the client keeps its samples
+                    log.exception("container list for a new client failed")
+
+        self._start_container_refresh().add_done_callback(done)
+
+    def _send_container_list(self, client: _Client) -> None:
         assert self.sampler is not None
-        if time.monotonic() - self._containers_at >= CONTAINER_INTERVAL:
-            self._start_container_refresh()
         listed = self.sampler.container_list(self.table or None)
         for i in range(0, max(1, len(listed)), MAX_CONTAINERS_PER_MESSAGE):
             part = listed[i : i + MAX_CONTAINERS_PER_MESSAGE]
@@ -421,11 +433,11 @@ class Daemon:
                 last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
                 delta = RequestDelta(full=i == 0, upsert=part, last=last)
                 client.send(encode_notification("requests", delta))
+        self.clients.add(client)
         try:
             self._send_all_containers(client)
         except Exception:  # the container list is extra; samples must reach the client
             log.exception("container list for a new client failed")
-        self.clients.add(client)
         self._force_procs = True
         try:
             await self._read_requests(reader, client)
