@@ -5,8 +5,9 @@
 
 Two testbed hosts (network namespaces, each with its own sshd and dockerd; needs root,
 docker.io, openssh-server, busybox-static). On host1: an image of busybox plus IMAGE_MB of
-random bytes (incompressible), and a container running busybox httpd with a named volume
-holding VOLUME_MB of random bytes and a published port. Each run, in alternating order:
+random bytes (incompressible), and a container running busybox httpd (under docker-init)
+with a named volume holding VOLUME_MB of random bytes and a published port. Each run, in
+alternating order:
 
 - **move**: ``MoveEngine.move`` from host1 to host2, the engines reached through SSH
   forwards of their sockets (asyncssh), the target lacking the image; each step's time as
@@ -96,6 +97,10 @@ def _make_source(d1: Any, volume_mb: int) -> None:
         ["httpd", "-f", "-p", "80", "-h", "/data"],
         name=NAME,
         detach=True,
+        # A service answers SIGTERM; busybox httpd as PID 1 would not (the kernel drops
+        # signals PID 1 has no handler for), and every stop would then measure the stop
+        # timeout instead of the move. docker-init (`docker run --init`) forwards it.
+        init=True,
         volumes={VOLUME: {"bind": "/data"}},
         ports={"80/tcp": PORT},
     )
@@ -154,7 +159,7 @@ def run_baseline(tb: Testbed) -> dict[str, Any]:
     out["save_load_s"] = time.monotonic() - t
     t = time.monotonic()
     cp = subprocess.run(
-        _ssh(tb, h2, "docker", "create", "--name", NAME, "-p", f"{PORT}:80", "-v",
+        _ssh(tb, h2, "docker", "create", "--init", "--name", NAME, "-p", f"{PORT}:80", "-v",
              f"{VOLUME}:/data", IMAGE, "httpd", "-f", "-p", "80", "-h", "/data"),
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip

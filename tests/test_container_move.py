@@ -215,7 +215,7 @@ def test_move_with_volume_and_port(env: Env) -> None:
     assert any(e.step == "image" and e.state == "bytes" for e in events)
     assert any(e.step == "copy" and e.state == "bytes" for e in events)
     done = [e.step for e in events if e.state == "done"]
-    assert done == ["image", "stop", "create", "copy", "start", "verify", "finish"]
+    assert done == ["image", "create", "stop", "copy", "start", "verify", "finish"]
     # The audit log and the journal have it.
     (line,) = env.audit.read()
     assert line["action"] == "container.move" and line["result"] == "ok"
@@ -351,7 +351,7 @@ sys.exit(3)
 """
 
 
-@pytest.mark.parametrize(("kill_at", "end"), [("create", "rolled_back"), ("verify", "moved")])
+@pytest.mark.parametrize(("kill_at", "end"), [("copy", "rolled_back"), ("verify", "moved")])
 def test_console_killed_mid_move_is_finished_on_restart(env: Env, kill_at: str, end: str) -> None:
     _run(env.d1, "job", ["sleep", "1000"], volumes={"jobdata": {"bind": "/data"}})
     _exec(env.d1, "job", ["sh", "-c", "echo precious > /data/state"])

@@ -8,10 +8,10 @@ The steps, each written to the :class:`~llmaos_tui.ops.journal.MoveJournal` befo
 ``image``    stream the image source -> target when the target lacks it: the source's
              ``save`` is piped chunk by chunk into the target's ``load``, so the console
              never holds more than one chunk, and the service still runs meanwhile;
-``stop``     stop the source (bounded timeout): from here the service is down;
 ``create``   the named volumes, then the container, created and not started, with the
              source's configuration (env, command, entrypoint, labels, ports, volumes,
-             restart policy, device requests, limits...);
+             restart policy, device requests, limits...), while the source still serves;
+``stop``     stop the source (bounded timeout): from here the service is down;
 ``copy``     each volume's data, ``get_archive`` from the stopped source piped into
              ``put_archive`` on the created target;
 ``start``    the target;
@@ -54,8 +54,8 @@ STEPS = (
     "precheck",
     "commit",
     "image",
-    "stop",
     "create",
+    "stop",
     "copy",
     "start",
     "verify",
@@ -429,9 +429,11 @@ class MoveEngine:
         if commit:
             steps.append("commit")
         steps.append("image" if stream else "image (present on target: not streamed)")
+        steps.append("create")
         if state.get("Running"):
             steps.append("stop")
-        steps += ["create", "copy"] if volumes else ["create"]
+        if volumes:
+            steps.append("copy")
         if state.get("Running"):
             steps += ["start", "verify"]
         steps.append("finish (keep source stopped)" if keep_source else "finish (remove source)")
@@ -673,10 +675,9 @@ class MoveEngine:
                 made["bytes"] = res.image_bytes = self._stream_image(ref, plan.image_size)
                 if not self._dst_has_image(plan.image_id):
                     raise MoveError(f"{self.dst.name} did not get image {plan.image_id[:19]}")
-        if plan.was_running:
-            with self._step(rec, "stop", timings, timeout=self.stop_timeout):
-                api_src.stop(cid, timeout=self.stop_timeout)
-        # Create: volumes, then the container (not started).
+        # Create: volumes, then the container (not started), while the source still serves:
+        # a create the target refuses then costs no downtime, and the service is down only
+        # for the stop, the data copy and the start.
         with self._step(rec, "create", timings, container=plan.container) as made:
             for v in plan.volumes:
                 if v["anonymous"]:
@@ -692,6 +693,9 @@ class MoveEngine:
             config = self._create_config(attrs, image)
             new_id = str(api_dst.create_container_from_config(config, name=plan.container)["Id"])
             made["id"] = res.new_id = new_id
+        if plan.was_running:
+            with self._step(rec, "stop", timings, timeout=self.stop_timeout):
+                api_src.stop(cid, timeout=self.stop_timeout)
         # Copy the volumes' data from the stopped source into the created target.
         if plan.volumes:
             with self._step(
