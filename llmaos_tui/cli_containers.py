@@ -56,6 +56,12 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         "--keep-source", action="store_true", help="keep the source stopped instead of removing"
     )
     mv.add_argument("--dry-run", action="store_true", help="pre-check and show the plan only")
+    mv.add_argument(
+        "--live",
+        action="store_true",
+        help="checkpoint and restore (CRIU) instead of stop and start; says why not where "
+        "it is unavailable",
+    )
     mv.add_argument("--json", action="store_true", help="print the result as JSON")
     mv.add_argument(
         "--read-only", action="store_true", dest="move_read_only", help="refuse (as the console)"
@@ -180,6 +186,7 @@ def _move(args: argparse.Namespace, journal: MoveJournal, audit: AuditLog) -> in
             commit=args.commit,
             keep_source=args.keep_source,
             dry_run=args.dry_run,
+            live=args.live,
             progress=_progress_printer(),
         )
         return _report(res, args)

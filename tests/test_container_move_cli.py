@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -150,6 +151,26 @@ def test_dry_run_and_refusals_change_nothing(
     cp = llmaos_tui(home, "--read-only", "move", "web", "--from", h1.name, "--to", h2.name)
     assert cp.returncode == 1
     assert "read-only" in cp.stdout
+
+    # Live mode says why it is unavailable: the testbed's engines run without experimental
+    # features, and CRIU works or not as it does on this machine (same kernel).
+    cp = llmaos_tui(home, "move", "web", "--from", h1.name, "--to", h2.name, "--live", "--json")
+    assert cp.returncode == 1, cp.stderr
+    res = json.loads(cp.stdout)
+    assert res["outcome"] == "refused"
+    (live,) = [r["message"] for r in res["refusals"] if r["code"] == "live-unavailable"]
+    for h in (h1, h2):
+        assert f"the engine on {h.name} does not run with experimental features" in live
+    local = (
+        subprocess.run(["criu", "check"], capture_output=True, check=False)
+        if shutil.which("criu")
+        else None
+    )
+    if local is None:
+        assert f"criu is not installed on {h1.name}" in live
+    elif local.returncode != 0:
+        assert f"criu check fails on {h1.name}: " in live
+    assert (names(d1), names(d2)) == before
 
     # A name clash needs a container of that name there (and so the image).
     images.copy_image(h1.docker_socket, h2.docker_socket)

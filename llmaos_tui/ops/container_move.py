@@ -238,6 +238,31 @@ class MoveEngine:
             return [self._read_only_refusal()]
         return self.plan(container, commit=commit).refusals
 
+    def live_unavailable(self) -> str:
+        """Why a live move (checkpoint on the source, restore on the target) cannot run.
+
+        It needs both engines started with experimental features and ``criu check`` passing
+        on both hosts. Where all of that holds, the answer is still that this version does
+        not carry a checkpoint between hosts: it could not be tried on a kernel where CRIU
+        works, and an untried path is not offered for a move that must not lose anything.
+        """
+        reasons = []
+        for eng in (self.src, self.dst):
+            try:
+                if not eng.client.api.info().get("ExperimentalBuild"):
+                    reasons.append(
+                        f"the engine on {eng.name} does not run with experimental features "
+                        "(dockerd --experimental)"
+                    )
+                why = eng.criu_check()
+            except Exception as exc:
+                why = f"cannot check {eng.name}: {_reason(exc)}"
+            if why:
+                reasons.append(why)
+        if not reasons:
+            reasons.append("this version does not carry a checkpoint between hosts yet")
+        return "live mode is unavailable: " + "; ".join(reasons)
+
     @staticmethod
     def _read_only_refusal() -> Refusal:
         return Refusal("read-only", "the console is read-only (--read-only): moves are refused")
@@ -541,9 +566,13 @@ class MoveEngine:
         commit: bool = False,
         keep_source: bool = False,
         dry_run: bool = False,
+        live: bool = False,
         progress: ProgressFn | None = None,
     ) -> MoveResult:
-        """Move ``container`` (name or id) from ``src`` to ``dst``; see the module text."""
+        """Move ``container`` (name or id) from ``src`` to ``dst``; see the module text.
+
+        ``live`` asks for checkpoint and restore instead of stop and start: refused, with
+        :meth:`live_unavailable`'s reasons, before anything changes."""
         self._progress = progress
         timings: dict[str, float] = {}
         t0 = time.monotonic()
@@ -565,6 +594,8 @@ class MoveEngine:
         base = MoveResult(
             "", plan.container, self.src.name, self.dst.name, plan=plan, timings=timings
         )
+        if live:
+            plan.refusals.append(Refusal("live-unavailable", self.live_unavailable()))
         if plan.refusals:
             base.outcome, base.refusals = "refused", plan.refusals
             base.message = "; ".join(r.message for r in plan.refusals)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
@@ -47,6 +48,7 @@ BULK_CIPHERS = [
     "aes256-ctr",
 ]
 PROBE_TIMEOUT = 5.0
+CRIU_TIMEOUT = 20.0
 CALL_TIMEOUT = 120.0  # docker-py's per-socket-operation timeout: image loads take a while
 
 T = TypeVar("T")
@@ -82,6 +84,40 @@ class Engine:
         if self._conn is None or self._loop is None:
             raise EngineUnavailable(f"{self.name}: no SSH connection to check {path} with")
         return self._call(self._stat(path), PROBE_TIMEOUT * 2)
+
+    def criu_check(self) -> str | None:
+        """None when ``criu check`` passes on the host (live moves need it), else why not.
+
+        The command is a constant (nothing from input reaches a shell); it needs root, as
+        checkpointing does."""
+        if self._local:
+            if shutil.which("criu") is None:
+                return f"criu is not installed on {self.name}"
+            try:
+                cp = subprocess.run(
+                    ["criu", "check"], capture_output=True, text=True, timeout=CRIU_TIMEOUT,
+                    check=False,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"criu check on {self.name} did not run: {exc}"
+            return _criu_verdict(self.name, cp.returncode, cp.stdout + cp.stderr)
+        if self._conn is None or self._loop is None:
+            raise EngineUnavailable(f"{self.name}: no SSH connection to run criu check on")
+        return self._call(self._criu_remote(), CRIU_TIMEOUT + PROBE_TIMEOUT)
+
+    async def _criu_remote(self) -> str | None:
+        assert self._conn is not None
+        try:
+            done = await self._conn.run("criu check", timeout=CRIU_TIMEOUT)
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            return f"criu check on {self.name} did not run: {exc or 'timed out'}"
+        if done.exit_status == 127:
+            return f"criu is not installed on {self.name}"
+        out = "".join(
+            x.decode(errors="replace") if isinstance(x, bytes) else str(x or "")
+            for x in (done.stdout, done.stderr)
+        )
+        return _criu_verdict(self.name, done.exit_status, out)
 
     async def _stat(self, path: str) -> bool:
         assert self._conn is not None
@@ -139,6 +175,17 @@ class Engine:
         if not thread.is_alive():
             loop.close()
         self._thread = None
+
+
+def _criu_verdict(host: str, code: int | None, output: str) -> str | None:
+    if code == 0:
+        return None
+    # criu prints its findings as "Error (file:line): what"; the first is the cause, the
+    # later ones what failed because of it.
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln.split("): ", 1)[-1] for ln in lines if ln.startswith("Error")]
+    why = errors[0] if errors else (lines[-1] if lines else f"exit status {code}")
+    return f"criu check fails on {host}: {why}"
 
 
 async def _answers(conn: asyncssh.SSHClientConnection, path: str) -> str | None:
