@@ -225,6 +225,34 @@ def test_move_with_volume_and_port(env: Env) -> None:
     assert env.journal.get(res.move_id or "").outcome == {"outcome": "moved", "new_id": res.new_id}
 
 
+def test_container_on_two_networks_arrives_on_both(env: Env) -> None:
+    nets = ("front", "back")
+    for d in (env.d1, env.d2):
+        for n in nets:
+            d.api.create_network(n, driver="bridge")
+    try:
+        c = env.d1.containers.create(
+            images.TEST_TAG, ["sleep", "1000"], name="multi", network="front"
+        )
+        env.d1.api.connect_container_to_network(c.id, "back", aliases=["db-side"])
+        c.start()
+
+        res = env.mover().move("multi")
+
+        assert res.outcome == "moved", res.message
+        moved = env.d2.api.inspect_container("multi")
+        assert moved["State"]["Running"]
+        on = moved["NetworkSettings"]["Networks"]
+        assert set(on) == set(nets)
+        assert "db-side" in (on["back"]["Aliases"] or [])
+        assert moved["HostConfig"]["NetworkMode"] == "front"
+    finally:
+        for d in (env.d1, env.d2):
+            _clean(d, (images.TEST_TAG,))
+            for n in nets:
+                d.api.remove_network(n)
+
+
 def test_image_present_is_not_streamed_and_source_kept(env: Env) -> None:
     images.copy_image(env.h1.docker_socket, env.h2.docker_socket)
     src = _run(env.d1, "worker", ["sleep", "1000"], restart_policy={"Name": "always"})

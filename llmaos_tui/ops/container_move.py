@@ -724,6 +724,7 @@ class MoveEngine:
             config = self._create_config(attrs, image)
             new_id = str(api_dst.create_container_from_config(config, name=plan.container)["Id"])
             made["id"] = res.new_id = new_id
+            made["networks"] = self._connect_networks(attrs, new_id)
         if plan.was_running:
             with self._step(rec, "stop", timings, timeout=self.stop_timeout):
                 api_src.stop(cid, timeout=self.stop_timeout)
@@ -790,7 +791,27 @@ class MoveEngine:
         return sent
 
     @staticmethod
-    def _create_config(attrs: dict[str, Any], image: str) -> dict[str, Any]:
+    def _endpoints(attrs: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+        """The user-defined networks the source is on, with aliases and fixed addresses, and
+        which of them the container is created on (the engine takes one at create)."""
+        hc = attrs.get("HostConfig") or {}
+        nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        mode = str(hc.get("NetworkMode") or "")
+        short_id = str(attrs.get("Id", ""))[:12]
+        endpoints = {}
+        for net, ep in nets.items():
+            if net in _DEFAULT_NETWORKS:
+                continue
+            endpoints[net] = {
+                "Aliases": [a for a in ep.get("Aliases") or [] if a != short_id],
+                "IPAMConfig": ep.get("IPAMConfig"),
+            }
+        if not endpoints or mode in _DEFAULT_NETWORKS:
+            return None, endpoints
+        return (mode if mode in endpoints else next(iter(endpoints))), endpoints
+
+    @classmethod
+    def _create_config(cls, attrs: dict[str, Any], image: str) -> dict[str, Any]:
         """The create request that gives the target the source's configuration."""
         cfg = dict(attrs.get("Config") or {})
         cfg["Image"] = image
@@ -798,23 +819,29 @@ class MoveEngine:
             del cfg["Hostname"]  # docker's default (the id): let the new id name it
         hc = dict(attrs.get("HostConfig") or {})
         cfg["HostConfig"] = hc
-        nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-        mode = str(hc.get("NetworkMode") or "")
-        endpoints = {}
-        for net, ep in nets.items():
-            if net in _DEFAULT_NETWORKS:
-                continue
-            endpoints[net] = {
-                "Aliases": [
-                    a for a in ep.get("Aliases") or [] if a != str(attrs.get("Id", ""))[:12]
-                ],
-                "IPAMConfig": ep.get("IPAMConfig"),
-            }
-        if endpoints and mode not in _DEFAULT_NETWORKS:
-            # the engine takes one network at create; others are connected before start
-            first = mode if mode in endpoints else next(iter(endpoints))
+        first, endpoints = cls._endpoints(attrs)
+        if first is not None:
             cfg["NetworkingConfig"] = {"EndpointsConfig": {first: endpoints[first]}}
         return cfg
+
+    def _connect_networks(self, attrs: dict[str, Any], new_id: str) -> list[str]:
+        """Join the created target to the source's other user-defined networks (before it
+        starts, so it never runs half-connected); return their names."""
+        first, endpoints = self._endpoints(attrs)
+        joined = []
+        for net, ep in endpoints.items():
+            if net == first:
+                continue
+            ipam = ep.get("IPAMConfig") or {}
+            self.dst.client.api.connect_container_to_network(
+                new_id,
+                net,
+                aliases=ep["Aliases"] or None,
+                ipv4_address=ipam.get("IPv4Address") or None,
+                ipv6_address=ipam.get("IPv6Address") or None,
+            )
+            joined.append(net)
+        return joined
 
     def _verify(self, new_id: str) -> None:
         """Running for ``settle`` seconds without a restart, and healthy if it has a check."""
