@@ -75,6 +75,7 @@ class Env:
     options: SshOptions
     tmp: Path
     opened: list[Engine]
+    cleanups: list[Callable[[], object]]
 
     def spec(self, h: TestHost) -> HostSpec:
         return HostSpec(name=h.name, host=h.addr, user="root", port=h.port)
@@ -144,10 +145,13 @@ def env(tb: Testbed, tmp_path: Path) -> Iterator[Env]:
         opts,
         tmp_path,
         [],
+        [],
     )
     try:
         yield e
     finally:
+        for undo in e.cleanups:
+            undo()
         for eng in e.opened:
             eng.close()
         e.journal.close()
@@ -445,6 +449,29 @@ def _setup_port_clash(env: Env) -> dict[str, Any]:
     return {"ports": {"80/tcp": 18090}}
 
 
+LISTENER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 18092))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _setup_host_port_clash(env: Env) -> dict[str, Any]:
+    # A process of host2 itself (no container) listens on the port the move would publish.
+    p = subprocess.Popen(
+        [*env.tb._nsenter(env.h2), sys.executable, "-c", LISTENER],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    env.cleanups.append(lambda: (p.kill(), p.wait()))
+    return {"ports": {"80/tcp": 18092}}
+
+
 def _setup_bind(env: Env) -> dict[str, Any]:
     env.tb.exec(env.h1, ["mkdir", "-p", "/run/only-on-host1"])
     return {"volumes": {"/run/only-on-host1": {"bind": "/cfg"}}}
@@ -466,13 +493,18 @@ def _setup_gpu(env: Env) -> dict[str, Any]:
         (_setup_name_clash, "name-clash", "host2 already has a container named app"),
         (_setup_port_clash, "port-clash", "port 18090/tcp is already published on host2 by other"),
         (
+            _setup_host_port_clash,
+            "port-clash",
+            "port 18092/tcp is in use on host2 by a process of the host",
+        ),
+        (
             _setup_bind,
             "bind-mount",
             "bind mount /run/only-on-host1 (-> /cfg) does not exist on host2",
         ),
         (_setup_gpu, "gpu", "asks for GPUs (any driver, 1) and host2 has none"),
     ],
-    ids=["name", "port", "bind", "gpu"],
+    ids=["name", "port", "host-port", "bind", "gpu"],
 )
 def test_refusals_change_nothing(
     env: Env, setup: Callable[[Env], dict[str, Any]], code: str, words: str

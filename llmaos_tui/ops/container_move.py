@@ -363,6 +363,18 @@ class MoveEngine:
                         )
                     )
                     break
+            else:
+                # A process of the host itself (not a container) may hold it: the start would
+                # fail to bind. TCP only; a wildcard binding is probed on the loopback.
+                probe = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip  # noqa: S104
+                if proto == "tcp" and self.dst.listening(probe, hp):
+                    refusals.append(
+                        Refusal(
+                            "port-clash",
+                            f"port {hp}/tcp is in use on {dst_name} by a process of the host "
+                            f"(something accepts connections at {probe}:{hp})",
+                        )
+                    )
 
         # Mounts: named volumes are copied; bind mounts must exist on the target.
         volumes: list[dict[str, Any]] = []

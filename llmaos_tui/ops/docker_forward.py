@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -84,6 +85,38 @@ class Engine:
         if self._conn is None or self._loop is None:
             raise EngineUnavailable(f"{self.name}: no SSH connection to check {path} with")
         return self._call(self._stat(path), PROBE_TIMEOUT * 2)
+
+    def listening(self, ip: str, port: int) -> bool | None:
+        """Whether something on the host accepts TCP connections at ``ip``:``port`` (a
+        process there would make a published port fail to bind); None when it cannot be
+        told. Asked through the host's own sshd (a direct-tcpip channel to that address), so
+        nothing on the network is probed and no port needs to be open."""
+        if self._local:
+            try:
+                with socket.create_connection((ip, port), timeout=PROBE_TIMEOUT):
+                    return True
+            except ConnectionRefusedError:
+                return False
+            except OSError:
+                return None
+        if self._conn is None or self._loop is None:
+            raise EngineUnavailable(f"{self.name}: no SSH connection to probe port {port} with")
+        return self._call(self._listening_remote(ip, port), PROBE_TIMEOUT * 2)
+
+    async def _listening_remote(self, ip: str, port: int) -> bool | None:
+        assert self._conn is not None
+        try:
+            _reader, writer = await asyncio.wait_for(
+                self._conn.open_connection(ip, port), PROBE_TIMEOUT
+            )
+        except asyncssh.ChannelOpenError as exc:
+            # sshd answers "connect failed" when nothing listens; "prohibited" when it
+            # forwards no TCP at all, and then nothing can be told.
+            return False if exc.code == asyncssh.OPEN_CONNECT_FAILED else None
+        except (asyncssh.Error, OSError, asyncio.TimeoutError):
+            return None
+        writer.close()
+        return True
 
     def criu_check(self) -> str | None:
         """None when ``criu check`` passes on the host (live moves need it), else why not.
