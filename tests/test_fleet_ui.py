@@ -193,6 +193,47 @@ async def test_a_narrow_map_wraps_each_host_onto_lines_of_its_own() -> None:
         assert lines[big].startswith("small") and lines[big].count(CORE) == 4
 
 
+class TableApp(App[None]):
+    def __init__(self, hosts: list[HostState]) -> None:
+        super().__init__()
+        self.hosts = hosts
+
+    def compose(self) -> ComposeResult:
+        yield HostTable(id="table")
+
+    def on_mount(self) -> None:
+        self.query_one(HostTable).update_hosts(self.hosts)
+
+
+def drawn(table: HostTable) -> list[str]:
+    """The table's lines as drawn now (header first), each stripped."""
+    return [table.render_line(y).text.strip() for y in range(table.size.height)]
+
+
+async def test_table_draws_each_update_and_sort_where_cells_are_cached() -> None:
+    hosts = [fake_host(f"h{i}", 4, 0, 0.1 * (i + 1)) for i in range(5)]
+    app = TableApp(hosts)
+    async with app.run_test(size=(120, 12)) as pilot:
+        await pilot.pause()
+        table = app.query_one(HostTable)
+        before = drawn(table)
+        assert before[1].startswith("h0") and " 10%" in before[1]
+        assert before[3].startswith("h2") and " 30%" in before[3]
+        # One host's load changes: its row is drawn with the new figure, the others as before.
+        hosts[2].sample = fake_host("h2", 4, 0, 0.9).sample  # the fleet state updates in place
+        table.update_hosts([hosts[2]])
+        await pilot.pause()
+        after = drawn(table)
+        assert " 90%" in after[3] and " 30%" not in after[3]
+        assert after[1:3] == before[1:3] and after[4:6] == before[4:6]
+        # A sort moves the rows; every line shows its own host's figures.
+        table.sort_by("cpu")
+        await pilot.pause()
+        rows = [ln for ln in drawn(table)[1:] if ln]
+        assert [r.split()[0] for r in rows] == ["h2", "h4", "h3", "h1", "h0"]
+        assert " 90%" in rows[0] and " 50%" in rows[1] and " 10%" in rows[-1]
+
+
 # ------------------------------------------------------ sorting, filtering
 
 
