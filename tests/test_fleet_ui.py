@@ -140,21 +140,23 @@ def fake_host(name: str, cores: int, gpus: int, load: float) -> HostState:
     return h
 
 
-class MapApp(App[None]):
-    def __init__(self, hosts: list[HostState]) -> None:
+class HostsApp(App[None]):
+    """One fleet widget alone, given ``hosts``."""
+
+    def __init__(self, widget: HeatMap | HostTable, hosts: list[HostState]) -> None:
         super().__init__()
-        self.hosts = hosts
+        self.widget, self.hosts = widget, hosts
 
     def compose(self) -> ComposeResult:
-        yield HeatMap(id="map")
+        yield self.widget
 
     def on_mount(self) -> None:
-        self.query_one(HeatMap).update_hosts(self.hosts)
+        self.widget.update_hosts(self.hosts)
 
 
 async def test_two_hundred_hosts_of_64_cores_pack_into_columns() -> None:
     hosts = [fake_host(f"gpu{i:03d}", 64, 8, (i % 10) / 10) for i in range(200)]
-    app = MapApp(hosts)
+    app = HostsApp(HeatMap(id="map"), hosts)
     async with app.run_test(size=(250, 80)) as pilot:
         await pilot.pause()
         heat = app.query_one(HeatMap)
@@ -181,7 +183,7 @@ async def test_two_hundred_hosts_of_64_cores_pack_into_columns() -> None:
 
 async def test_a_narrow_map_wraps_each_host_onto_lines_of_its_own() -> None:
     hosts = [fake_host("big", 64, 2, 0.5), fake_host("small", 4, 0, 0.1)]
-    app = MapApp(hosts)
+    app = HostsApp(HeatMap(id="map"), hosts)
     async with app.run_test(size=(40, 20)) as pilot:
         await pilot.pause()
         heat = app.query_one(HeatMap)
@@ -193,18 +195,6 @@ async def test_a_narrow_map_wraps_each_host_onto_lines_of_its_own() -> None:
         assert lines[big].startswith("small") and lines[big].count(CORE) == 4
 
 
-class TableApp(App[None]):
-    def __init__(self, hosts: list[HostState]) -> None:
-        super().__init__()
-        self.hosts = hosts
-
-    def compose(self) -> ComposeResult:
-        yield HostTable(id="table")
-
-    def on_mount(self) -> None:
-        self.query_one(HostTable).update_hosts(self.hosts)
-
-
 def drawn(table: HostTable) -> list[str]:
     """The table's lines as drawn now (header first), each stripped."""
     return [table.render_line(y).text.strip() for y in range(table.size.height)]
@@ -212,7 +202,7 @@ def drawn(table: HostTable) -> list[str]:
 
 async def test_table_draws_each_update_and_sort_where_cells_are_cached() -> None:
     hosts = [fake_host(f"h{i}", 4, 0, 0.1 * (i + 1)) for i in range(5)]
-    app = TableApp(hosts)
+    app = HostsApp(HostTable(id="table"), hosts)
     async with app.run_test(size=(120, 12)) as pilot:
         await pilot.pause()
         table = app.query_one(HostTable)
