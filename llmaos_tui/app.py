@@ -32,13 +32,13 @@ from llmaos_agent.protocol import (
 )
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link, LinkDown
-from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
+from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
 from llmaos_tui.plan_actions import PlanActions
 from llmaos_tui.screens.audit import AuditScreen
@@ -122,7 +122,6 @@ class LlmaosApp(PlanActions):
         self.audit = audit or AuditLog()
         # Beside the audit log (both in the state directory by default).
         self._journal = journal
-        self._engines: dict[str, tuple[object, Engine]] = {}  # host -> (its connection, engine)
         self.read_only = read_only
         self.cursor_blink = cursor_blink
         self.fleet = FleetState()
@@ -130,6 +129,7 @@ class LlmaosApp(PlanActions):
             HostWatcher(self.fleet.add(link.name), link, self._host_changed) for link in links
         ]
         self.by_name = {w.state.name: w for w in self.watchers}
+        self.engines = EnginePool(self._link_of, self.fleet.hosts.get)
         for link in links:
             if isinstance(link, SshLink) and link.ask is None:
                 link.ask = self.ask_trust
@@ -173,11 +173,13 @@ class LlmaosApp(PlanActions):
         waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(waits, 5.0)
-        for _conn, eng in self._engines.values():
-            with contextlib.suppress(Exception):
-                await (asyncio.to_thread(eng.close) if eng._local else eng.aclose())
+        await self.engines.aclose()
         if self._journal is not None:
             self._journal.close()
+
+    def _link_of(self, host: str) -> Link | None:
+        w = self.by_name.get(host)
+        return w.link if w is not None else None
 
     async def ask_trust(self, question: HostKeyQuestion) -> bool:
         """Put an unknown host key to the operator; called from a link's worker."""
@@ -338,41 +340,7 @@ class LlmaosApp(PlanActions):
     async def _engine(self, host: str) -> Engine:
         """The host's engine through its link's SSH connection (or this machine's socket),
         kept for the next move while that connection lasts. Runs on the loop."""
-        from llmaos_agent.collect.containers import default_socket  # noqa: PLC0415
-        from llmaos_tui.ops.docker_forward import (  # noqa: PLC0415 (optional SDK)
-            EngineUnavailable,
-            forward_engine,
-            local_engine,
-        )
-
-        w = self.by_name.get(host)
-        if w is None:
-            raise EngineUnavailable(f"no host {host!r}")
-        link = w.link
-        conn: object = getattr(link, "conn", None)
-        if isinstance(link, LocalLink):
-            conn = "local"
-        if conn is None:
-            raise EngineUnavailable(
-                f"{host} has no SSH connection now (it is {w.state.status.value})"
-            )
-        cached = self._engines.get(host)
-        if cached is not None and cached[0] is conn:
-            eng = cached[1]
-        else:
-            if cached is not None:
-                with contextlib.suppress(Exception):
-                    await cached[1].aclose()
-            if isinstance(link, LocalLink):
-                eng = await asyncio.to_thread(local_engine, host, default_socket())
-            elif isinstance(link, SshLink) and link.conn is not None:
-                eng = await forward_engine(link.conn, host)
-            else:
-                raise EngineUnavailable(f"{host}: its containers cannot be reached (no SSH link)")
-            self._engines[host] = (conn, eng)
-        st = w.state
-        eng.gpus, eng.mem_available = st.gpu_count, st.mem_available
-        return eng
+        return await self.engines.get(host)
 
     async def _mover(self, source: str, target: str) -> MoveEngine:
         from llmaos_tui.ops.container_move import MoveEngine  # noqa: PLC0415 (optional SDK)

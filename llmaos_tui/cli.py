@@ -223,6 +223,27 @@ async def snapshot(links: list[Link], timeout: float) -> dict[str, Any]:
     }
 
 
+def _host_units(h: HostState) -> dict[str, Any]:
+    """What a hosts-level plan sees of ``h`` beyond its loads, in the form ``plan --snapshot``
+    reads: free memory and GPUs, and its running containers as units (pinned or not, their
+    replica groups), so a what-if plans them as the live plan would."""
+    if h.sample is None:
+        return {}
+    from llmaos_tui.ops.rebalance import container_unit, host_processor  # noqa: PLC0415
+
+    proc = host_processor(h)
+    running = [c for c in h.containers.values() if c.state == "running"]
+    return {
+        "mem_available": proc.mem_free,
+        "gpus_free": proc.gpus_free,
+        "containers": [
+            {"id": c.id, "name": u.name, "cpu": u.load, "mem": u.mem, "gpus": u.gpus,
+             "group": u.group, "pinned": u.pinned, "cost": u.cost}
+            for c, u in ((c, container_unit(h, c)) for c in running)
+        ],
+    }  # fmt: skip
+
+
 def _settled(h: HostState) -> bool:
     if h.status is HostStatus.DOWN:
         return True
@@ -236,6 +257,7 @@ def _round(v: float | None, n: int = 4) -> float | None:
 def _host_json(h: HostState) -> dict[str, Any]:
     s, hello = h.sample, h.hello
     return {
+        **_host_units(h),
         "name": h.name,
         "target": h.target,
         "status": h.status.value if h.status is not HostStatus.UP or s else "connecting",

@@ -4,6 +4,11 @@
 review); without it the hosts are watched until they report, then planned. With
 ``--apply`` the moves are carried out through the agents (audited), and after a
 settle time beta is measured again and printed against the prediction.
+``--units requests,containers`` (hosts level; default both) says what a plan may move:
+waiting requests, running containers, or both. A container moves through the journaled
+container move, over the same SSH connections the hosts are watched on, with the move
+journal and audit log of ``llmaos-tui move`` (unfinished moves of an earlier console are
+finished first).
 Exit codes: 0 planned (and applied), 1 a move failed or no host answered, 2 usage.
 """
 
@@ -16,7 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from llmaos_tui.balance import (
     AutoBalancer,
@@ -31,7 +36,23 @@ from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog
-from llmaos_tui.ops.rebalance import apply_move, measure, plan_fleet, problem_from_fleet
+from llmaos_tui.ops.engine_pool import EnginePool
+from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.ops.rebalance import (
+    HOST_UNITS,
+    ContainerMoves,
+    HostUnits,
+    Outcome,
+    apply_move,
+    constraints_for,
+    measure,
+    plan_fleet,
+    problem_from_fleet,
+)
+
+if TYPE_CHECKING:
+    from llmaos_tui.balance import Move
+    from llmaos_tui.ops.container_move import Progress
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -40,6 +61,9 @@ def add_parser(sub: Any, common: Any) -> None:
                    help="cores within a host, GPUs, or hosts in the fleet (default: hosts "
                         "for several hosts, cores for one)")  # fmt: skip
     p.add_argument("--snapshot", type=Path, help="plan from a `snapshot --json` file")
+    p.add_argument("--units", type=units_arg, default=None, metavar="KINDS",
+                   help="what a hosts-level plan may move: requests, containers, or both "
+                        "comma-separated (default requests,containers)")  # fmt: skip
     p.add_argument("--apply", action="store_true", help="carry the moves out")
     p.add_argument("--max-moves", type=int, default=32, help="at most this many moves (32)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds before measuring (5)")
@@ -55,6 +79,84 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--periods", type=int, default=0, help="stop after N periods (0: never)")
     p.add_argument("--dry-run", action="store_true", help="with --auto: say, do not move")
     common(p)
+
+
+def units_arg(text: str) -> frozenset[HostUnits]:
+    """``requests,containers`` -> the kinds a host-level plan may move (argparse type)."""
+    names = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = names - HOST_UNITS
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name requests, containers or both (comma-separated)"
+        )
+    return frozenset(cast("set[HostUnits]", names))
+
+
+class _Containers:
+    """The container side of applying plans: the hosts' engines over the links the fleet
+    is watched on, the move journal (opened on the first container move) and progress
+    lines on stderr."""
+
+    def __init__(self, fleet: FleetState, watchers: list[HostWatcher], quiet: bool) -> None:
+        by_name = {w.state.name: w for w in watchers}
+        self.pool = EnginePool(lambda h: by_name[h].link if h in by_name else None, fleet.hosts.get)
+        self.quiet = quiet
+        self.journal: MoveJournal | None = None
+        self.audit = AuditLog()
+
+    async def moves(self) -> ContainerMoves | None:
+        """What apply_move needs for a container; None (the move then fails, saying why)
+        when the move journal cannot be opened."""
+        if self.journal is None:
+            try:
+                self.journal = MoveJournal()
+            except Exception as exc:
+                print(f"llmaos-tui: cannot open the move journal: {exc}", file=sys.stderr)
+                return None
+            await self._recover(self.journal)
+        return ContainerMoves(self.pool.get, self.journal, None if self.quiet else _progress)
+
+    async def _recover(self, journal: MoveJournal) -> None:
+        """Finish the moves an earlier console left unfinished, as ``move`` does first."""
+        try:
+            from llmaos_tui.ops.container_move import recover_all  # noqa: PLC0415 (optional SDK)
+        except ImportError:
+            return  # no docker SDK: no move can have been made from here either
+
+        loop = asyncio.get_running_loop()
+
+        def engine_for(host: str) -> Any:  # from recover_all's thread
+            return asyncio.run_coroutine_threadsafe(self.pool.get(host), loop).result(60)
+
+        try:
+            done = await asyncio.to_thread(recover_all, journal, self.audit, engine_for)
+        except Exception as exc:
+            print(f"llmaos-tui: recovering unfinished moves: {exc}", file=sys.stderr)
+            return
+        for r in done:
+            print(f"llmaos-tui: an unfinished move of {r.container} ({r.source} -> "
+                  f"{r.target}): {r.outcome} {r.message}".rstrip(), file=sys.stderr)  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        if self.journal is not None:
+            self.journal.close()
+
+
+def _progress(m: Move, p: Progress) -> None:
+    if p.state in ("start", "done", "rollback"):  # not each chunk's bytes
+        extra = f" ({p.bytes / (1 << 20):.1f} MiB)" if p.bytes else ""
+        msg = f": {p.message}" if p.message else ""
+        print(f"  {m.name or m.unit} {p.step}: {p.state}{extra}{msg}", file=sys.stderr)
+
+
+async def _apply(
+    m: Move, by_name: dict[str, HostWatcher], audit: AuditLog, read_only: bool,
+    containers: _Containers,
+) -> Outcome:  # fmt: skip
+    moves = await containers.moves() if m.kind == "container" and not read_only else None
+    return await apply_move(m, lambda h: by_name[h].call, audit=audit, read_only=read_only,
+                            containers=moves)  # fmt: skip
 
 
 def _print(plan: Plan, as_json: bool, extra: dict[str, Any] | None = None) -> None:
@@ -75,6 +177,10 @@ def _print(plan: Plan, as_json: bool, extra: dict[str, Any] | None = None) -> No
 
 async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
     budget = Budget(max_moves=max(0, args.max_moves))
+    if args.snapshot and args.units is not None:
+        print("llmaos-tui: --units filters the live fleet's units; a snapshot's are its own",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.snapshot:
         if args.apply:
             print("llmaos-tui: a plan from a snapshot is for review; drop --apply",
@@ -89,9 +195,14 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
         _print(plan, args.json)
         return 0
     level: Level = args.level or ("cores" if len(links) == 1 else "hosts")
+    if args.units is not None and level != "hosts":
+        print("llmaos-tui: --units chooses what moves between hosts: use it with "
+              "--level hosts", file=sys.stderr)  # fmt: skip
+        return 2
     fleet = FleetState()
     watchers = [HostWatcher(fleet.add(link.name), link, lambda _h: None) for link in links]
     tasks = [asyncio.ensure_future(w.run()) for w in watchers]
+    containers = _Containers(fleet, watchers, quiet=args.json)
     try:
         deadline = time.monotonic() + args.timeout
         # Two process-table passes at least, so CPU% are measured, not first guesses.
@@ -104,17 +215,16 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
             print("llmaos-tui: no host is up", file=sys.stderr)
             return 1
         if args.auto:
-            return await _auto(args, fleet, watchers, level)
-        plan = plan_fleet(fleet, level, budget=budget)
+            return await _auto(args, fleet, watchers, level, containers)
+        plan = plan_fleet(fleet, level, budget=budget, units=args.units)
         if not args.apply:
             _print(plan, args.json)
             return 0
         by_name = {w.state.name: w for w in watchers}
-        audit = AuditLog()
+        audit = containers.audit
         results = []
         for m in plan.moves:
-            out = await apply_move(m, lambda h: by_name[h].call, audit=audit,
-                                   read_only=args.read_only)  # fmt: skip
+            out = await _apply(m, by_name, audit, args.read_only, containers)
             results.append({"unit": m.unit, "ok": out.ok, "message": out.message})
             if not args.json:
                 print(("done: " if out.ok else "FAILED: ") + out.message, file=sys.stderr)
@@ -123,6 +233,7 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
         _print(plan, args.json, {"results": results, "beta_measured": round(measured, 4)})
         return 0 if all(r["ok"] for r in results) else 1
     finally:
+        await containers.aclose()  # the forwards first, while their connections are up
         for t in tasks:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -130,17 +241,22 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
 
 
 async def _auto(
-    args: argparse.Namespace, fleet: FleetState, watchers: list[HostWatcher], level: Level
+    args: argparse.Namespace,
+    fleet: FleetState,
+    watchers: list[HostWatcher],
+    level: Level,
+    containers: _Containers,
 ) -> int:
     """Auto mode: one decision per period; moves made unless --dry-run (off by default)."""
     by_name = {w.state.name: w for w in watchers}
     auto = AutoBalancer(StabilityConfig(), level=level, dry_run=args.dry_run)
-    audit = AuditLog()
+    audit = containers.audit
     failed = 0
     n = 0
     while not args.periods or n < args.periods:
         n += 1
-        processors, units = problem_from_fleet(fleet, level)
+        processors, units = problem_from_fleet(fleet, level, units=args.units)
+        auto.constraints = constraints_for(fleet, processors, units)
         d = auto.step(processors, units)
         line: dict[str, Any] = {
             "period": d.period, "beta_smoothed": round(d.beta_smoothed, 4),
@@ -149,8 +265,7 @@ async def _auto(
         }  # fmt: skip
         if not args.dry_run:
             for m in d.moves:
-                out = await apply_move(m, lambda h: by_name[h].call, audit=audit,
-                                       read_only=args.read_only)  # fmt: skip
+                out = await _apply(m, by_name, audit, args.read_only, containers)
                 line["results"].append({"unit": m.unit, "ok": out.ok, "message": out.message})
                 failed += not out.ok
         if args.json:

@@ -1,29 +1,51 @@
 """The app's side of balancing: compute a plan, open its review, carry it out, measure.
 
 A mixin of :class:`llmaos_tui.app.LlmaosApp`. Moves run one after another in an
-async worker on the app's loop (each through its host's link, audited); results
-and the measurement are posted to the review screen, never drawn from the worker.
+async worker on the app's loop (each through its host's link, audited; a container
+through both hosts' engines, its blocking docker calls on a worker thread); results,
+a container move's steps and the measurement are posted to the review screen, never
+drawn from the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, cast
 
 from textual.app import App
 
-from llmaos_tui.balance import Level
+from llmaos_tui.balance import Level, Move
 from llmaos_tui.fleet.link import LinkDown
-from llmaos_tui.ops.rebalance import Caller, apply_move, measure, plan_fleet
-from llmaos_tui.screens.plan import ApplyPlan, MoveDone, OpenPlan, PlanMeasured, PlanScreen
+from llmaos_tui.ops.rebalance import (
+    Caller,
+    ContainerMoves,
+    HostUnits,
+    apply_move,
+    measure,
+    plan_fleet,
+)
+from llmaos_tui.screens.plan import (
+    ApplyPlan,
+    MoveDone,
+    MoveProgress,
+    OpenPlan,
+    PlanMeasured,
+    PlanScreen,
+)
 
 if TYPE_CHECKING:
     from llmaos_tui.fleet.state import FleetState
     from llmaos_tui.fleet.watcher import HostWatcher
     from llmaos_tui.ops.audit import AuditLog
+    from llmaos_tui.ops.container_move import Progress
+    from llmaos_tui.ops.engine_pool import EnginePool
+    from llmaos_tui.ops.journal import MoveJournal
 
 SETTLE_S = 5.0
 """Seconds between the last move and the measurement: a few samples of the new state."""
+PROGRESS_EVERY_S = 0.5
+"""A container move's bytes are shown at most this often (its steps' starts always)."""
 
 
 class PlanActions(App[None]):
@@ -31,16 +53,24 @@ class PlanActions(App[None]):
     by_name: dict[str, HostWatcher]
     audit: AuditLog
     read_only: bool
+    engines: EnginePool
     settle_s: float = SETTLE_S
+
+    @property
+    def journal(self) -> MoveJournal:
+        raise NotImplementedError  # the app's, opened on first use
 
     def on_open_plan(self, msg: OpenPlan) -> None:
         level: Level = (
             "cores" if msg.level == "cores" else "gpus" if msg.level == "gpus" else "hosts"
         )
         hosts = [msg.host] if msg.host else None
-        p = plan_fleet(self.fleet, level, hosts)
+        units = cast("frozenset[HostUnits] | None", msg.units)
+        p = plan_fleet(self.fleet, level, hosts, units=units)
         scope = msg.host or f"the fleet ({len(self.fleet.hosts)} hosts)"
-        self.push_screen(PlanScreen(p, scope, hosts, read_only=self.read_only))
+        if isinstance(self.screen, PlanScreen) and not self.screen.applying:
+            self.pop_screen()  # planned again (``u``): this one replaces it
+        self.push_screen(PlanScreen(p, scope, hosts, read_only=self.read_only, units=msg.units))
 
     def _caller(self, host: str) -> Caller:
         w = self.by_name.get(host)
@@ -55,12 +85,48 @@ class PlanActions(App[None]):
     def on_apply_plan(self, msg: ApplyPlan) -> None:
         self.run_worker(self._apply_plan(msg), group="plans", exit_on_error=False)
 
+    def _container_moves(self, screen: PlanScreen) -> ContainerMoves | None:
+        """The engines, journal and progress for the plan's container moves (None: the move
+        journal cannot be opened; each container move then fails, saying so)."""
+        try:
+            journal = self.journal
+        except Exception as exc:
+            self.notify(f"move journal: {exc}", severity="error", timeout=10)
+            return None
+        index = {id(m): i for i, m in enumerate(screen.plan.moves)}
+        last: dict[int, float] = {}
+
+        def progress(m: Move, p: Progress) -> None:  # from the move's thread: post only
+            i = index.get(id(m))
+            if i is None:
+                return
+            if p.state == "bytes":
+                now = time.monotonic()
+                if now - last.get(i, 0.0) < PROGRESS_EVERY_S:
+                    return
+                last[i] = now
+                of = f"/{p.total / 1e6:.0f}" if p.total else ""
+                text = f"{p.step} {p.bytes / 1e6:.0f}{of} MB…"
+            elif p.state == "start":
+                text = f"{p.step}…"
+            elif p.state == "rollback":
+                text = f"rolling back: {p.message or p.step}…"
+            else:
+                return
+            screen.post_message(MoveProgress(i, text))
+
+        return ContainerMoves(self.engines.get, journal, progress)
+
     async def _apply_plan(self, msg: ApplyPlan) -> None:
         screen = msg.screen
+        containers: ContainerMoves | None = None
+        if any(screen.plan.moves[i].kind == "container" for i in msg.selected):
+            containers = self._container_moves(screen)
         for i in msg.selected:
             out = await apply_move(
-                screen.plan.moves[i], self._caller, audit=self.audit, read_only=self.read_only
-            )
+                screen.plan.moves[i], self._caller, audit=self.audit, read_only=self.read_only,
+                containers=containers,
+            )  # fmt: skip
             screen.post_message(MoveDone(i, out.ok, out.message))
         await asyncio.sleep(self.settle_s)
         screen.post_message(

@@ -1,4 +1,5 @@
-"""Shared fixtures: private agent homes, and the rule that turns skips into failures in CI."""
+"""Shared fixtures: private agent homes, two Docker testbed hosts, and the rule that turns
+skips into failures in CI."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from tests.testbed import Testbed
 
 REQUIRE_INTEGRATION = os.environ.get("LLMAOS_REQUIRE_INTEGRATION") == "1"
 
@@ -157,3 +162,63 @@ def daemon(agent_home: Path) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         end(proc)
         _kill_leftovers(agent_home)
+
+
+# -------------------------------------------------------------- two hosts with Docker
+
+
+@pytest.fixture(scope="module")
+def docker_pair() -> Iterator[Testbed]:
+    """Two testbed hosts, each with its own sshd and dockerd, for a whole test module; the
+    busybox test image on the first. Skipped (failed under LLMAOS_REQUIRE_INTEGRATION=1)
+    without root, docker, the docker SDK or a static busybox."""
+    from tests import images
+    from tests.testbed import Testbed, docker_available
+
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        need(False, "container moves need the docker SDK (pip install 'llmaos-tui[docker]')")
+    reason = docker_available() or images.busybox_available()
+    need(reason is None, reason or "")
+    with Testbed(n=2, docker=True) as bed:
+        images.import_image(bed.hosts[0].docker_socket)
+        yield bed
+
+
+@pytest.fixture
+def engines(docker_pair: Testbed) -> Iterator[tuple[Any, Any]]:
+    """Docker clients straight on each host's socket (the test's own eyes and hands), with
+    no container or volume left from an earlier test."""
+    import docker
+
+    d1, d2 = (docker.DockerClient(base_url=f"unix://{h.docker_socket}") for h in docker_pair.hosts)
+    for d in (d1, d2):
+        for c in d.api.containers(all=True):
+            d.api.remove_container(c["Id"], v=True, force=True)
+        for v in d.api.volumes().get("Volumes") or []:
+            d.api.remove_volume(v["Name"], force=True)
+    try:
+        yield d1, d2
+    finally:
+        d1.close()
+        d2.close()
+
+
+@pytest.fixture
+def docker_home(docker_pair: Testbed, tmp_path: Path) -> Path:
+    """A HOME whose hosts file names the two hosts, as an operator's would (for commands
+    run with :func:`tests.helpers.run_tui`)."""
+    home = tmp_path / "home"
+    cfg = home / ".config" / "llmaos-tui"
+    cfg.mkdir(parents=True)
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "known_hosts").write_text(docker_pair.known_hosts.read_text())
+    (cfg / "hosts.toml").write_text(
+        "".join(
+            f'[hosts.{h.name}]\nhost = "{h.addr}"\nuser = "root"\n'
+            f'identity = "{docker_pair.client_key}"\npython = "{sys.executable}"\n'
+            for h in docker_pair.hosts
+        )
+    )
+    return home

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from llmaos_tui.fleet.local import LocalLink
 
@@ -25,3 +29,25 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
         await asyncio.sleep(0.05)
+
+
+def run_tui(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``llmaos-tui ARGS`` in a subprocess with ``home`` as HOME (its hosts file, its
+    known_hosts, its state directory: audit log and move journal), as a user runs it."""
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_STATE_HOME": str(home / ".state")}  # fmt: skip
+    env.pop("SSH_AUTH_SOCK", None)
+    return subprocess.run(
+        [sys.executable, "-m", "llmaos_tui", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def audit_of(home: Path) -> list[dict[str, Any]]:
+    """The console's audit log entries under ``home`` (see :func:`run_tui`)."""
+    path = home / ".state" / "llmaos-tui" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

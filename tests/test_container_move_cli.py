@@ -8,85 +8,20 @@ user sees, and the engines are asked directly what happened.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import need
-from tests.testbed import Testbed, docker_available
+from tests.helpers import audit_of, run_tui
+from tests.testbed import Testbed
 
 pytestmark = pytest.mark.integration
 PORT = 18095
-
-
-@pytest.fixture(scope="module")
-def tb() -> Iterator[Testbed]:
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        need(False, "container moves need the docker SDK (pip install 'llmaos-tui[docker]')")
-    reason = docker_available() or images.busybox_available()
-    need(reason is None, reason or "")
-    with Testbed(n=2, docker=True) as bed:
-        images.import_image(bed.hosts[0].docker_socket)
-        yield bed
-
-
-@pytest.fixture
-def engines(tb: Testbed) -> Iterator[tuple[Any, Any]]:
-    import docker
-
-    d1, d2 = (docker.DockerClient(base_url=f"unix://{h.docker_socket}") for h in tb.hosts)
-    for d in (d1, d2):
-        for c in d.api.containers(all=True):
-            d.api.remove_container(c["Id"], v=True, force=True)
-        for v in d.api.volumes().get("Volumes") or []:
-            d.api.remove_volume(v["Name"], force=True)
-    try:
-        yield d1, d2
-    finally:
-        d1.close()
-        d2.close()
-
-
-@pytest.fixture
-def home(tb: Testbed, tmp_path: Path) -> Path:
-    """A HOME whose hosts file names the testbed's hosts, as an operator's would."""
-    home = tmp_path / "home"
-    cfg = home / ".config" / "llmaos-tui"
-    cfg.mkdir(parents=True)
-    (home / ".ssh").mkdir(mode=0o700)
-    (home / ".ssh" / "known_hosts").write_text(tb.known_hosts.read_text())
-    (cfg / "hosts.toml").write_text(
-        "".join(
-            f'[hosts.{h.name}]\nhost = "{h.addr}"\nuser = "root"\n'
-            f'identity = "{tb.client_key}"\npython = "{sys.executable}"\n'
-            for h in tb.hosts
-        )
-    )
-    return home
-
-
-def llmaos_tui(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_STATE_HOME": str(home / ".state")}  # fmt: skip
-    env.pop("SSH_AUTH_SOCK", None)
-    return subprocess.run(
-        [sys.executable, "-m", "llmaos_tui", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def run_web(d: Any, name: str = "web") -> Any:
@@ -107,16 +42,13 @@ def names(d: Any) -> dict[str, str]:
     return {c["Names"][0].lstrip("/"): c["State"] for c in d.api.containers(all=True)}
 
 
-def audit_of(home: Path) -> list[dict[str, Any]]:
-    path = home / ".state" / "llmaos-tui" / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def test_move_with_data_and_port(tb: Testbed, engines: tuple[Any, Any], home: Path) -> None:
+def test_move_with_data_and_port(
+    docker_pair: Testbed, engines: tuple[Any, Any], docker_home: Path
+) -> None:
     d1, d2 = engines
-    h1, h2 = tb.hosts
+    h1, h2 = docker_pair.hosts
     run_web(d1)
-    cp = llmaos_tui(home, "move", "web", "--from", h1.name, "--to", h2.name, "--json")
+    cp = run_tui(docker_home, "move", "web", "--from", h1.name, "--to", h2.name, "--json")
     assert cp.returncode == 0, cp.stderr
     res = json.loads(cp.stdout)
     assert res["outcome"] == "moved" and res["image_bytes"] > 0 and res["volume_bytes"] > 0
@@ -124,10 +56,10 @@ def test_move_with_data_and_port(tb: Testbed, engines: tuple[Any, Any], home: Pa
     assert names(d2) == {"web": "running"} and names(d1) == {}
     with urllib.request.urlopen(f"http://{h2.addr}:{PORT}/index.html", timeout=5) as r:
         assert r.read() == b"moved by the cli\n"
-    assert [(e["action"], e["result"]) for e in audit_of(home)] == [("container.move", "ok")]
+    assert [(e["action"], e["result"]) for e in audit_of(docker_home)] == [("container.move", "ok")]
 
     # The listing shows it where it now runs, from the agents.
-    cp = llmaos_tui(home, "containers", "--json", "--no-local")  # the hosts file's hosts
+    cp = run_tui(docker_home, "containers", "--json", "--no-local")  # the hosts file's hosts
     assert cp.returncode == 0, cp.stderr
     hosts = {h["name"]: h for h in json.loads(cp.stdout)["hosts"]}
     assert hosts[h1.name]["docker"] is True and hosts[h1.name]["containers"] == []
@@ -137,24 +69,24 @@ def test_move_with_data_and_port(tb: Testbed, engines: tuple[Any, Any], home: Pa
 
 
 def test_dry_run_and_refusals_change_nothing(
-    tb: Testbed, engines: tuple[Any, Any], home: Path
+    docker_pair: Testbed, engines: tuple[Any, Any], docker_home: Path
 ) -> None:
     d1, d2 = engines
-    h1, h2 = tb.hosts
+    h1, h2 = docker_pair.hosts
     run_web(d1)
     before = (names(d1), names(d2))
 
-    cp = llmaos_tui(home, "move", "web", "--from", h1.name, "--to", h2.name, "--dry-run")
+    cp = run_tui(docker_home, "move", "web", "--from", h1.name, "--to", h2.name, "--dry-run")
     assert cp.returncode == 0, cp.stderr
     assert "dry run of web" in cp.stdout and "stop" in cp.stdout
 
-    cp = llmaos_tui(home, "--read-only", "move", "web", "--from", h1.name, "--to", h2.name)
+    cp = run_tui(docker_home, "--read-only", "move", "web", "--from", h1.name, "--to", h2.name)
     assert cp.returncode == 1
     assert "read-only" in cp.stdout
 
     # Live mode says why it is unavailable: the testbed's engines run without experimental
     # features, and CRIU works or not as it does on this machine (same kernel).
-    cp = llmaos_tui(home, "move", "web", "--from", h1.name, "--to", h2.name, "--live", "--json")
+    cp = run_tui(docker_home, "move", "web", "--from", h1.name, "--to", h2.name, "--live", "--json")
     assert cp.returncode == 1, cp.stderr
     res = json.loads(cp.stdout)
     assert res["outcome"] == "refused"
@@ -175,13 +107,13 @@ def test_dry_run_and_refusals_change_nothing(
     # A name clash needs a container of that name there (and so the image).
     images.copy_image(h1.docker_socket, h2.docker_socket)
     d2.containers.create(images.TEST_TAG, ["true"], name="web")
-    cp = llmaos_tui(home, "move", "web", "--from", h1.name, "--to", h2.name)
+    cp = run_tui(docker_home, "move", "web", "--from", h1.name, "--to", h2.name)
     assert cp.returncode == 1
     assert "already has a container named web" in cp.stdout
     assert names(d1) == before[0] and names(d2) == {"web": "created"}
 
-    cp = llmaos_tui(home, "move", "web", "--from", h1.name, "--to", h1.name)
+    cp = run_tui(docker_home, "move", "web", "--from", h1.name, "--to", h1.name)
     assert cp.returncode == 2
-    results = [e["result"] for e in audit_of(home)]
+    results = [e["result"] for e in audit_of(docker_home)]
     assert any(r.startswith("refused") and "read-only" in r for r in results)
     assert any("already has a container named web" in r for r in results)

@@ -70,9 +70,11 @@ def host() -> Iterator[tuple[Testbed, Any]]:
             ports={"80/tcp": 18080},
             volumes={"idledata": {"bind": "/data"}},
             healthcheck={"test": ["CMD", "true"], "interval": 200_000_000},
-            labels={"com.docker.compose.project": "shop"},
+            labels={"com.docker.compose.project": "shop", "com.docker.compose.service": "web"},
         )
-        d.containers.create(run, ["true"], name="stopped")
+        d.containers.create(
+            run, ["true"], name="stopped", labels={"com.docker.swarm.task.id": "x1"}
+        )
         try:
             yield tb, d
         finally:
@@ -104,7 +106,8 @@ def test_containers_with_load_from_processes(host: tuple[Testbed, Any], use_sdk:
     assert busy.pids == 1 and busy.mem > 0
     assert busy.uptime is not None and busy.uptime >= 0
     assert idle.cpu < 0.2 and idle.mem > 0
-    assert idle.health == "healthy" and idle.project == "shop"
+    assert idle.health == "healthy" and idle.project == "shop" and idle.service == "web"
+    assert idle.orchestrator is None and stopped.orchestrator == "swarm"
     assert "0.0.0.0:18080->80/tcp" in idle.ports  # and [::]:18080 where the engine has IPv6
     assert idle.volumes == ["idledata:/data"]
     assert stopped.state == "created" and stopped.cpu == 0 and stopped.uptime is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,50 +27,18 @@ from llmaos_tui.screens.containers import ContainerLogScreen, ContainersScreen
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.move import MoveScreen
 from tests import images
-from tests.conftest import need
 from tests.helpers import wait_for
-from tests.testbed import Testbed, docker_available
+from tests.testbed import Testbed
 
 pytestmark = pytest.mark.integration
 SIZE = (170, 45)
 PORT = 18090
 
 
-@pytest.fixture(scope="module")
-def tb() -> Iterator[Testbed]:
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        need(False, "container moves need the docker SDK (pip install 'llmaos-tui[docker]')")
-    reason = docker_available() or images.busybox_available()
-    need(reason is None, reason or "")
-    with Testbed(n=2, docker=True) as bed:
-        images.import_image(bed.hosts[0].docker_socket)
-        yield bed
-
-
-@pytest.fixture
-def engines(tb: Testbed) -> Iterator[tuple[Any, Any]]:
-    """Docker clients straight on each host's socket: the test's own eyes and hands."""
-    import docker
-
-    d1, d2 = (docker.DockerClient(base_url=f"unix://{h.docker_socket}") for h in tb.hosts)
-    for d in (d1, d2):
-        for c in d.api.containers(all=True):
-            d.api.remove_container(c["Id"], v=True, force=True)
-        for v in d.api.volumes().get("Volumes") or []:
-            d.api.remove_volume(v["Name"], force=True)
-    try:
-        yield d1, d2
-    finally:
-        d1.close()
-        d2.close()
-
-
-def links(tb: Testbed) -> list[Link]:
+def links(docker_pair: Testbed) -> list[Link]:
     options = SshOptions(
-        known_hosts=tb.known_hosts,
-        client_keys=[str(tb.client_key)],
+        known_hosts=docker_pair.known_hosts,
+        client_keys=[str(docker_pair.client_key)],
         config=[],
         use_agent=False,
         connect_timeout=5.0,
@@ -80,13 +47,13 @@ def links(tb: Testbed) -> list[Link]:
         SshLink(
             HostSpec(name=h.name, host=h.addr, user="root", python=sys.executable), options=options
         )
-        for h in tb.hosts
+        for h in docker_pair.hosts
     ]
 
 
-def app_for(tb: Testbed, tmp_path: Path, read_only: bool = False) -> LlmaosApp:
+def app_for(docker_pair: Testbed, tmp_path: Path, read_only: bool = False) -> LlmaosApp:
     return LlmaosApp(
-        links(tb), read_only=read_only, cursor_blink=False,
+        links(docker_pair), read_only=read_only, cursor_blink=False,
         audit=AuditLog(tmp_path / "audit.jsonl"), journal=MoveJournal(tmp_path / "moves.sqlite"),
     )  # fmt: skip
 
@@ -134,12 +101,12 @@ def http(addr: str) -> bytes:
 
 
 async def test_containers_screen_acts_and_moves(
-    tb: Testbed, engines: tuple[Any, Any], tmp_path: Path
+    docker_pair: Testbed, engines: tuple[Any, Any], tmp_path: Path
 ) -> None:
     d1, d2 = engines
-    h1, h2 = tb.hosts
+    h1, h2 = docker_pair.hosts
     run_web(d1)
-    app = app_for(tb, tmp_path)
+    app = app_for(docker_pair, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(
             lambda: all(h.docker and h.sample for h in app.fleet.hosts.values()), 90, "hosts up"
@@ -204,12 +171,12 @@ async def test_containers_screen_acts_and_moves(
 
 
 async def test_read_only_console_changes_no_container(
-    tb: Testbed, engines: tuple[Any, Any], tmp_path: Path
+    docker_pair: Testbed, engines: tuple[Any, Any], tmp_path: Path
 ) -> None:
     d1, _d2 = engines
-    h1 = tb.hosts[0]
+    h1 = docker_pair.hosts[0]
     run_web(d1)
-    app = app_for(tb, tmp_path, read_only=True)
+    app = app_for(docker_pair, tmp_path, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(lambda: app.fleet.hosts[h1.name].docker, 90, "host up")
         await pilot.press("c")

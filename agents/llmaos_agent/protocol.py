@@ -351,6 +351,10 @@ class Container(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=T
     volumes: Annotated[list[Str], Meta(max_length=MAX_PORTS)] = field(default_factory=list)
     gpus: Annotated[int, Meta(ge=-1, le=MAX_GPUS)] = 0  # requested: 0 none, -1 all
     project: ShortStr | None = None  # docker compose project
+    service: ShortStr | None = None  # its compose service: replicas share project and service
+    # Another orchestrator that owns it and would act on its own when it moves ("swarm",
+    # "kubernetes", "nomad", "ecs"), from its labels; None: the engine's alone.
+    orchestrator: ShortStr | None = None
     cpu: Annotated[float, Meta(ge=0.0)] = 0.0  # cores used
     mem: NonNeg = 0  # bytes of RSS
     pids: NonNeg = 0

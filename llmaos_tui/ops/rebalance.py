@@ -2,9 +2,12 @@
 
 * :func:`problem_from_fleet` turns the fleet's state into planner input: at the
   ``cores`` level every busy process is a unit on the core it last ran on (moved
-  by setting its affinity); at the ``hosts`` level every waiting request is a unit
-  on its host (moved by the request-move protocol below).
-* :func:`apply_move` carries one move out through the agents, audited.
+  by setting its affinity); at the ``hosts`` level every waiting request and every
+  running container is a unit on its host (requests moved by the request-move
+  protocol below, containers by the journaled container move). ``units`` chooses
+  which of the two a host-level plan may move; the others stay as pinned load.
+* :func:`apply_move` carries one move out through the agents (a container through
+  both hosts' engines, :class:`ContainerMoves`), audited.
 * :func:`move_request` moves a queued request between hosts without ever losing it
   or running it twice: the target accepts it *held* under the same id, then the
   source gives it up, then the target releases it. If the source cannot give it
@@ -16,14 +19,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from msgspec import Struct
 
-from llmaos_agent.protocol import RequestInfo, RequestRef, RequestSpec, SetAffinity
+from llmaos_agent.protocol import Container, RequestInfo, RequestRef, RequestSpec, SetAffinity
 from llmaos_tui.balance import (
     Budget,
     Constraints,
@@ -40,14 +44,32 @@ from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import ReadOnlyConsole, change
+from llmaos_tui.ops.journal import MoveJournal
+
+if TYPE_CHECKING:  # the docker SDK is optional: loaded by the first container move
+    from llmaos_tui.ops.container_move import MoveResult, Progress
+    from llmaos_tui.ops.docker_forward import Engine
 
 Caller = Callable[[str, Struct], Awaitable[Any]]
+
+HostUnits = Literal["requests", "containers"]
+"""What a host-level plan may move: waiting requests, running containers."""
+HOST_UNITS: frozenset[HostUnits] = frozenset(get_args(HostUnits))
 
 MIN_PROCESS_LOAD = 0.05
 """Processes below 5% of a core are left out: moving them cannot change beta much."""
 PROTECTED = frozenset({"sshd", "sshd-session", "init", "systemd", "llmaos-agent"})
 
 _PROC_UNIT = re.compile(r"^(?P<host>.+)/pid(?P<pid>\d+)@(?P<ct>[0-9.]+)$")
+# A container unit: host, name and the first 12 hex digits of its id, "gpu1/ct:web@3f2a...".
+# The move goes by the id (docker resolves a unique prefix), so a container of the same
+# name made since the plan is never moved in its place; the name is for people.
+_CT_UNIT = re.compile(r"^(?P<host>.+)/ct:(?P<name>[^/]+)@(?P<cid>[0-9a-f]{12,64})$")
+CONTAINER_COST = 4.0
+"""A container move's cost against a request's 1: it stops the service for seconds and may
+stream an image and volumes; the planner prefers requests when the gain is the same."""
+KEPT_SOURCE = re.compile(r"\.moved-[0-9A-Za-z]+$")
+"""The name a container move leaves on a kept source (``NAME.moved-ID``)."""
 _CORE = re.compile(r"^(?P<host>.+)/cpu(?P<core>\d+)$")
 
 
@@ -67,10 +89,17 @@ def _up(fleet: FleetState, hosts: list[str] | None) -> list[HostState]:
 
 
 def problem_from_fleet(
-    fleet: FleetState, level: Level, hosts: list[str] | None = None
+    fleet: FleetState,
+    level: Level,
+    hosts: list[str] | None = None,
+    units: Collection[HostUnits] | None = None,
 ) -> tuple[list[Processor], list[Unit]]:
+    """Planner input from what the agents report. ``units`` (hosts level only): what the
+    plan may move, requests and/or containers (default both); the others stay pinned, so
+    their load and memory still count where they are."""
+    movable = HOST_UNITS if units is None else frozenset(units)
     procs: list[Processor] = []
-    units: list[Unit] = []
+    out: list[Unit] = []
     for h in _up(fleet, hosts):
         s = h.sample
         assert s is not None
@@ -91,49 +120,140 @@ def problem_from_fleet(
                     or p.name in PROTECTED
                     or (not root and p.user != agent_user)
                 )
-                units.append(
+                out.append(
                     Unit(
                         id=f"{h.name}/pid{p.pid}@{p.create_time}", kind="process", load=load,
                         processor=f"{h.name}/cpu{p.core}", pinned=pinned, name=p.name,
                     )
                 )  # fmt: skip
         elif level == "hosts":
-            queued = [r for r in h.requests.values() if r.state == "queued"]
-            busy = sum(s.cpu) + sum(r.cpus for r in queued)
-            free = h.mem_total - s.mem.used if h.mem_total else None
-            procs.append(
-                Processor(id=h.name, host=h.name, kind="host", load=busy,
-                          capacity=float(len(s.cpu)), mem_free=free)
-            )  # fmt: skip
-            for r in queued:
-                units.append(
+            procs.append(host_processor(h))
+            for r in h.requests.values():
+                if r.state != "queued":
+                    continue
+                out.append(
                     Unit(
                         id=f"{h.name}/{r.id}", kind="request_queued", load=float(r.cpus),
                         processor=h.name, mem=float(r.mem), gpus=r.gpus, name=r.name,
-                        pinned=r.gpus > 0,  # GPU requests stay: the target may lack GPUs
+                        # GPU requests stay: the target may lack GPUs
+                        pinned=r.gpus > 0 or "requests" not in movable,
                     )
                 )  # fmt: skip
+            out.extend(
+                container_unit(h, c, movable="containers" in movable)
+                for c in h.containers.values()
+                if c.state == "running"
+            )
         else:  # gpus: requests are placed on GPUs when they start, not while queued
             for g in s.gpus:
                 procs.append(
                     Processor(id=f"{h.name}/gpu{g.index}", host=h.name, kind="gpu",
                               load=g.util or 0.0)
                 )  # fmt: skip
-    return procs, units
+    return procs, out
+
+
+def host_processor(h: HostState) -> Processor:
+    """A host as one processor: capacity its cores, load its busy cores plus the cores its
+    waiting requests ask for (demand not running yet), free memory and free GPUs."""
+    s = h.sample
+    assert s is not None
+    queued = sum(r.cpus for r in h.requests.values() if r.state == "queued")
+    # Available memory, as the container move's pre-check reads it (reclaimable cache is
+    # free); a host that reports none falls back to total less used.
+    avail = h.mem_available
+    free: float | None = float(avail) if avail else None
+    if free is None and h.mem_total:
+        free = float(max(0, h.mem_total - s.mem.used))
+    n_gpus = len(s.gpus)
+    # GPUs held now: running containers' (0 none, -1 all of them) and running requests'
+    # (a shared GPU is not held). A host whose agent sees no GPU has none to give: 0.
+    held = sum(n_gpus if c.gpus < 0 else c.gpus for c in h.containers.values()
+               if c.state == "running")  # fmt: skip
+    held += sum(r.gpus for r in h.requests.values() if r.state == "running" and not r.share_gpu)
+    return Processor(
+        id=h.name, host=h.name, kind="host", load=sum(s.cpu) + queued,
+        capacity=float(len(s.cpu)), mem_free=free, gpus_free=max(0, n_gpus - held),
+    )  # fmt: skip
+
+
+def container_unit(h: HostState, c: Container, *, movable: bool = True) -> Unit:
+    """A running container of host ``h`` as a unit: its load the cores it uses, its memory
+    its RSS, its GPUs those it asked for, its replica set its compose service.
+
+    Pinned (the plan never proposes it, though its load counts where it is) when a move
+    would not be safe or would not stay made:
+
+    * a bind mount: the host path's data does not travel with it (the move refuses a
+      path the target lacks, and one it has holds other data);
+    * all GPUs (``--gpus all``): on another host "all" is another set of devices, which
+      the planner cannot weigh; a container with a count of GPUs moves where
+      ``gpus_free`` has room (the planner's check);
+    * another orchestrator's (swarm, kubernetes, nomad, ecs): it would reschedule or
+      fight the move. Compose is not one: it started the container and leaves it to the
+      engine, and the move carries its labels, so compose services move (their replicas
+      kept apart, below);
+    * a health check that is failing or still starting: the move verifies health on the
+      target and would roll back;
+    * a source a container move kept (``NAME.moved-ID``): the console's own leftover;
+    * on a host whose agent runs read-only (``daemon --read-only``: no change there);
+    * ``movable=False``: the operator left containers out of this plan.
+    """
+    bind = any(v.startswith("/") for v in c.volumes)  # "name:/dest" or "/host/path:/dest"
+    pinned = (
+        not movable
+        or not takes_containers(h)
+        or bind
+        or c.gpus < 0
+        or c.orchestrator is not None
+        or c.health in ("unhealthy", "starting")
+        or KEPT_SOURCE.search(c.name) is not None
+    )
+    # Replicas of one compose service: anti-affinity, so a plan never stacks two on a host
+    # (and across hosts, so the same service on two hosts is one group).
+    group = f"compose:{c.project}/{c.service}" if c.project and c.service else None
+    return Unit(
+        id=f"{h.name}/ct:{c.name}@{c.id[:12]}", kind="container", load=c.cpu,
+        processor=h.name, mem=float(c.mem), gpus=max(0, c.gpus), pinned=pinned,
+        group=group, cost=CONTAINER_COST, name=c.name,
+    )  # fmt: skip
 
 
 def plan_fleet(
-    fleet: FleetState, level: Level, hosts: list[str] | None = None, budget: Budget | None = None
+    fleet: FleetState,
+    level: Level,
+    hosts: list[str] | None = None,
+    budget: Budget | None = None,
+    units: Collection[HostUnits] | None = None,
 ) -> Plan:
-    processors, units = problem_from_fleet(fleet, level, hosts)
+    processors, found = problem_from_fleet(fleet, level, hosts, units)
     if not processors:
         return Plan(level, 0.0, 0.0, 0.0, (), (), "no host is up with samples")
-    result = plan(processors, units, level=level, budget=budget, constraints=Constraints())
+    constraints = constraints_for(fleet, processors, found)
+    result = plan(processors, found, level=level, budget=budget, constraints=constraints)
     if level == "gpus" and not result.moves:
         note = "GPU work is placed when requests start; nothing queued to re-place"
         return Plan(level, result.beta_before, result.beta_after_predicted, result.floor,
                     (), result.slots, note)  # fmt: skip
     return result
+
+
+def takes_containers(h: HostState | None) -> bool:
+    """Whether a container may be moved to (or from) host ``h``: its agent reports a Docker
+    engine, and was not started read-only (``daemon --read-only``: no change there)."""
+    return h is not None and h.hello is not None and h.docker and not h.hello.caps.read_only
+
+
+def constraints_for(
+    fleet: FleetState, processors: Sequence[Processor], units: Sequence[Unit]
+) -> Constraints:
+    """The planner's constraints for this fleet: containers never go to a host that cannot
+    take them (:func:`takes_containers`); the rest as the planner's defaults."""
+    closed = [p.id for p in processors if not takes_containers(fleet.hosts.get(p.host))]
+    forbidden = frozenset(
+        (u.id, pid) for u in units if u.kind == "container" and not u.pinned for pid in closed
+    )
+    return Constraints(forbidden=forbidden)
 
 
 def measure(fleet: FleetState, level: Level, hosts: list[str] | None = None) -> float:
@@ -158,12 +278,31 @@ class Outcome:
     message: str
 
 
+@dataclass
+class ContainerMoves:
+    """What carrying out a plan's container moves needs, beyond the agents' calls.
+
+    ``engine_for`` gives a host's engine on the running loop (an
+    :class:`~llmaos_tui.ops.engine_pool.EnginePool`'s ``get``: forwarded over the host's
+    link); ``journal`` is the move journal (the ``move`` command's and the console's, so
+    an unfinished move is finished by whichever starts next); ``progress`` hears each
+    step's news, from the move's worker thread (post it on, draw nothing there).
+    """
+
+    engine_for: Callable[[str], Awaitable[Engine]]
+    journal: MoveJournal
+    progress: Callable[[Move, Progress], None] | None = None
+    stop_timeout: int = 10
+    settle: float = 3.0
+
+
 async def apply_move(
     m: Move,
     caller_for: Callable[[str], Caller],
     *,
     audit: AuditLog,
     read_only: bool,
+    containers: ContainerMoves | None = None,
 ) -> Outcome:
     """Carry out one move; failures come back as an Outcome, never as an exception."""
     try:
@@ -174,11 +313,78 @@ async def apply_move(
             msg = await move_request(
                 rid, src_host, m.dst, caller_for, audit=audit, read_only=read_only
             )
+        elif m.kind == "container":
+            msg = await move_container(m, containers, audit=audit, read_only=read_only)
         else:
             return Outcome(m, False, f"moves of {m.kind} are not carried out from a plan yet")
     except (MoveFailed, ReadOnlyConsole, CallError, LinkDown) as exc:
         return Outcome(m, False, str(exc))
+    except OSError as exc:  # the console's audit log could not be written
+        return Outcome(m, False, f"audit log: {exc}")
     return Outcome(m, True, msg)
+
+
+async def move_container(
+    m: Move, containers: ContainerMoves | None, *, audit: AuditLog, read_only: bool
+) -> str:
+    """Move the plan's container ``m.unit`` from host ``m.src`` to ``m.dst`` through the
+    journaled container move (:class:`~llmaos_tui.ops.container_move.MoveEngine`): it ends
+    moved and verified, or with the source running as before. The move's blocking docker
+    calls run on a worker thread; this waits on the loop. Raises :class:`MoveFailed`."""
+    if read_only:
+        raise ReadOnlyConsole("read-only: this console makes no changes (--read-only)")
+    u = _CT_UNIT.match(m.unit)
+    if u is None or u["host"] != m.src:
+        raise MoveFailed(f"not a container move: {m.unit} {m.src} -> {m.dst}")
+    if containers is None:
+        raise MoveFailed("container moves need the hosts' engines, which this caller lacks")
+    name, cid = u["name"], u["cid"]
+    try:
+        from llmaos_tui.ops.container_move import MoveEngine  # noqa: PLC0415 (optional SDK)
+    except ImportError:
+        raise MoveFailed(
+            "container moves need the docker SDK: pip install 'llmaos-tui[docker]'"
+        ) from None
+    try:
+        src = await containers.engine_for(m.src)
+        dst = await containers.engine_for(m.dst)
+    except Exception as exc:  # no engine, no link, an SDK error: nothing has changed
+        raise MoveFailed(
+            f"{name} stays on {m.src}: cannot reach the engines: {_why(exc)}"
+        ) from None
+    mover = MoveEngine(
+        src, dst, containers.journal, audit, read_only=read_only,
+        stop_timeout=containers.stop_timeout, settle=containers.settle,
+    )  # fmt: skip
+    hear = containers.progress
+
+    def progress(p: Progress) -> None:
+        if hear is not None:
+            hear(m, p)
+
+    try:
+        res = await asyncio.to_thread(mover.move, cid, progress=progress)
+    except Exception as exc:  # the move's own failures are results; this is something else
+        raise MoveFailed(f"{name} {m.src} -> {m.dst}: {_why(exc)}; see the move journal") from None
+    if not res.ok:
+        raise MoveFailed(describe_container_move(res))
+    return describe_container_move(res)
+
+
+def describe_container_move(res: MoveResult) -> str:
+    """One line on how a container move ended."""
+    what = f"container {res.container} {res.source} -> {res.target}"
+    if res.outcome == "moved":
+        return f"{what} moved ({sum(res.timings.values()):.1f} s)"
+    if res.outcome == "refused":
+        return f"{what} refused: " + "; ".join(r.message for r in res.refusals)
+    if res.outcome == "rolled_back":
+        return f"{what} rolled back, the source runs as before: {res.message}"
+    return f"{what} {res.outcome}: {res.message}"
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "explanation", None) or exc) or type(exc).__name__
 
 
 async def _move_process(

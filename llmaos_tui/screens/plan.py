@@ -2,8 +2,10 @@
 
 Space deselects or reselects the move under the cursor and the prediction follows
 (a unit moves at most once in a plan, so any subset is consistent). Enter asks the
-app to carry the selected moves out; their results come back per move, and after
-a settle time the measured beta is shown against the prediction.
+app to carry the selected moves out; their results come back per move (a container
+move's steps as they run), and after a settle time the measured beta is shown against
+the prediction. At the hosts level ``u`` plans again moving requests and containers,
+requests only, or containers only.
 """
 
 from __future__ import annotations
@@ -17,14 +19,27 @@ from textual.widgets import DataTable, Footer, Static
 
 from llmaos_tui.balance import Plan
 
+UNIT_CHOICES: tuple[frozenset[str], ...] = (
+    frozenset({"requests", "containers"}),
+    frozenset({"requests"}),
+    frozenset({"containers"}),
+)
+"""What a hosts-level plan may move, in the order ``u`` cycles through them."""
+
+
+def units_words(units: frozenset[str]) -> str:
+    return " and ".join(sorted(units, reverse=True))  # "requests and containers"
+
 
 class OpenPlan(Message):
-    """Plan at ``level`` for one host (``host``) or the whole fleet (None)."""
+    """Plan at ``level`` for one host (``host``) or the whole fleet (None); at the hosts
+    level ``units`` says what may move (None: requests and containers)."""
 
-    def __init__(self, host: str | None, level: str) -> None:
+    def __init__(self, host: str | None, level: str, units: frozenset[str] | None = None) -> None:
         super().__init__()
         self.host = host
         self.level = level
+        self.units = units
 
 
 class ApplyPlan(Message):
@@ -42,6 +57,15 @@ class MoveDone(Message):
         self.message = message
 
 
+class MoveProgress(Message):
+    """News of a running move (a container move's step), shown in its row."""
+
+    def __init__(self, index: int, text: str) -> None:
+        super().__init__()
+        self.index = index
+        self.text = text
+
+
 class PlanMeasured(Message):
     def __init__(self, beta: float, settle: float) -> None:
         super().__init__()
@@ -54,6 +78,7 @@ class PlanScreen(Screen[None]):
         Binding("escape", "back", "Back", id="plan.back"),
         Binding("space", "toggle_move", "Select/deselect", id="plan.toggle"),
         Binding("enter", "apply", "Apply", id="plan.apply"),
+        Binding("u", "units", "What moves", id="plan.units"),
     ]
     DEFAULT_CSS = """
     PlanScreen { layout: vertical; }
@@ -63,12 +88,21 @@ class PlanScreen(Screen[None]):
     """
     COLUMNS = ("", "#", "WHAT", "FROM", "TO", "LOAD", "GAIN", "RESULT")
 
-    def __init__(self, plan: Plan, scope: str, hosts: list[str] | None, *, read_only: bool = False):
+    def __init__(
+        self,
+        plan: Plan,
+        scope: str,
+        hosts: list[str] | None,
+        *,
+        read_only: bool = False,
+        units: frozenset[str] | None = None,
+    ):
         super().__init__(name="plan")
         self.plan = plan
         self.scope = scope
         self.hosts = hosts
         self.read_only = read_only
+        self.units = units or UNIT_CHOICES[0]
         self.selected: set[int] = set(range(len(plan.moves)))
         self.results: dict[int, tuple[bool, str]] = {}
         self.applying = False
@@ -85,8 +119,10 @@ class PlanScreen(Screen[None]):
         for c in self.COLUMNS:
             table.add_column(c, key=c or "sel")
         for i, m in enumerate(self.plan.moves):
+            what = m.name or m.unit
             table.add_row(
-                "✓", str(i + 1), m.name or m.unit, m.src, m.dst,
+                "✓", str(i + 1), f"container {what}" if m.kind == "container" else what,
+                m.src, m.dst,
                 Text(f"{m.load:.2f}", justify="right"), Text(f"{m.gain:.3f}", justify="right"),
                 "", key=str(i),
             )  # fmt: skip
@@ -96,8 +132,10 @@ class PlanScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "apply" and (self.read_only or not self.plan.moves):
             return False
-        if action in ("apply", "toggle_move") and self.applying:
-            return None  # shown, greyed out, while the moves run
+        if action == "units" and self.plan.level != "hosts":
+            return False
+        if action in ("apply", "toggle_move", "units") and (self.applying or self.results):
+            return None  # shown, greyed out, while the moves run (and after)
         return True
 
     @property
@@ -111,6 +149,8 @@ class PlanScreen(Screen[None]):
             f"predicted {self.predicted:.3f} · floor {p.floor:.3f} · "
             f"{len(self.selected)} of {len(p.moves)} moves"
         )
+        if p.level == "hosts":
+            text += f" · moving {units_words(self.units)} (u)"
         if p.note:
             text += f" · {p.note}"
         if self.read_only:
@@ -139,6 +179,18 @@ class PlanScreen(Screen[None]):
         self.refresh_bindings()
         self.query_one("#result", Static).update("applying…")
         self.post_message(ApplyPlan(self, sorted(self.selected)))
+
+    def action_units(self) -> None:
+        if self.applying or self.results or self.plan.level != "hosts":
+            return
+        at = UNIT_CHOICES.index(self.units) if self.units in UNIT_CHOICES else -1
+        nxt = UNIT_CHOICES[(at + 1) % len(UNIT_CHOICES)]
+        host = self.hosts[0] if self.hosts and len(self.hosts) == 1 else None
+        self.app.post_message(OpenPlan(host, "hosts", nxt))
+
+    def on_move_progress(self, msg: MoveProgress) -> None:
+        if msg.index not in self.results:
+            self.query_one(DataTable).update_cell(str(msg.index), "RESULT", msg.text)
 
     def on_move_done(self, msg: MoveDone) -> None:
         self.results[msg.index] = (msg.ok, msg.message)

@@ -78,6 +78,8 @@ class ContainerInfo:
     volumes: list[str] = field(default_factory=list)  # "name:/data", "/srv/x:/x"
     gpus: int = 0  # GPUs requested: 0 none, -1 all
     project: str | None = None  # docker compose project, when it has one
+    service: str | None = None  # its compose service (replicas share project and service)
+    orchestrator: str | None = None  # swarm, kubernetes, nomad, ecs: see orchestrator_of
     cpu: float = 0.0  # cores used, from the process sample
     mem: int = 0
     pids: int = 0
@@ -375,6 +377,8 @@ class ContainerCollector:
                     volumes=_volumes(c.get("Mounts") or []),
                     gpus=self._gpus.get(cid, 0),
                     project=labels.get("com.docker.compose.project"),
+                    service=labels.get("com.docker.compose.service"),
+                    orchestrator=orchestrator_of(labels),
                     cpu=u.cpu,
                     mem=u.mem,
                     pids=u.pids,
@@ -390,6 +394,25 @@ class ContainerCollector:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+# A label each orchestrator puts on the containers it runs (and reschedules on its own).
+ORCHESTRATOR_LABELS = (
+    ("com.docker.swarm.task.id", "swarm"),
+    ("com.docker.swarm.service.id", "swarm"),
+    ("io.kubernetes.pod.name", "kubernetes"),
+    ("com.hashicorp.nomad.alloc_id", "nomad"),
+    ("com.amazonaws.ecs.task-arn", "ecs"),
+)
+
+
+def orchestrator_of(labels: Mapping[str, Any]) -> str | None:
+    """The orchestrator that runs a container with these labels, or None (compose is not
+    one: it starts containers and leaves them to the engine)."""
+    for label, name in ORCHESTRATOR_LABELS:
+        if labels.get(label):
+            return name
+    return None
 
 
 def _ports(ports: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -117,6 +117,8 @@ def to_wire(c: ContainerInfo) -> Container:
         volumes=[v[:4096] for v in c.volumes[:MAX_PORTS]],
         gpus=max(-1, min(64, c.gpus)),
         project=c.project[:256] if c.project else None,
+        service=c.service[:256] if c.service else None,
+        orchestrator=c.orchestrator,
         cpu=max(0.0, c.cpu),
         mem=max(0, c.mem),
         pids=c.pids,
