@@ -119,11 +119,11 @@ NOTIFICATION_EXAMPLES: dict[str, list[Any]] = {
     "sample": [SAMPLE, SAMPLE_MINIMAL],
     "history": [p.History(samples=[SAMPLE_MINIMAL, SAMPLE], last=False), p.History([], True)],
     "log": [p.Log(level=level, message=f"{level} message") for level in ("debug", "error")],
-    "requests": [
+    "requests.changed": [
         p.RequestDelta(full=True, upsert=[], last=True),
         p.RequestDelta(full=False, upsert=[], gone=["r1", "r2"], last=True),
     ],
-    "containers": [
+    "containers.changed": [
         p.ContainerDelta(full=True, upsert=[], last=True),
         p.ContainerDelta(
             full=False,

@@ -316,7 +316,7 @@ class Daemon:
         self.containers = current
         if not changed and not gone:
             return
-        self._broadcast_changes("containers", ContainerDelta, changed, gone,
+        self._broadcast_changes("containers.changed", ContainerDelta, changed, gone,
                                 MAX_CONTAINERS_PER_MESSAGE)  # fmt: skip
 
     def _send_all_containers(self, client: _Client) -> None:
@@ -343,9 +343,10 @@ class Daemon:
             part = listed[i : i + MAX_CONTAINERS_PER_MESSAGE]
             last = i + MAX_CONTAINERS_PER_MESSAGE >= len(listed)
             client.send(
-                encode_notification("containers", ContainerDelta(full=i == 0, upsert=part,
-                                                                  last=last))
-            )  # fmt: skip
+                encode_notification(
+                    "containers.changed", ContainerDelta(full=i == 0, upsert=part, last=last)
+                )
+            )
 
     async def _container_call(self, req: Request, client: _Client) -> None:
         """``containers.*``: the engine's work in a thread; the answer sent when it is done."""
@@ -432,7 +433,7 @@ class Daemon:
                 part = reqs[i : i + MAX_REQUESTS_PER_MESSAGE]
                 last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
                 delta = RequestDelta(full=i == 0, upsert=part, last=last)
-                client.send(encode_notification("requests", delta))
+                client.send(encode_notification("requests.changed", delta))
         self.clients.add(client)
         try:
             self._send_all_containers(client)
@@ -627,7 +628,9 @@ class Daemon:
         return info, before, _describe(info)
 
     def _requests_changed(self, changed: list[RequestInfo], gone: list[str]) -> None:
-        self._broadcast_changes("requests", RequestDelta, changed, gone, MAX_REQUESTS_PER_MESSAGE)
+        self._broadcast_changes(
+            "requests.changed", RequestDelta, changed, gone, MAX_REQUESTS_PER_MESSAGE
+        )
 
     def _broadcast_changes(
         self, method: str, delta: Any, changed: list[Any], gone: list[str], per_message: int

@@ -17,9 +17,11 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 from msgspec import Meta, Raw, Struct, field
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
-containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none)."""
+containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
+3: the change streams are named ``requests.changed`` and ``containers.changed`` as DESIGN.md
+has them, and a container tells its compose service and orchestrator)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -419,8 +421,8 @@ NOTIFICATIONS: Final[dict[str, type[Struct]]] = {
     "sample": Sample,
     "history": History,
     "log": Log,
-    "requests": RequestDelta,
-    "containers": ContainerDelta,
+    "requests.changed": RequestDelta,
+    "containers.changed": ContainerDelta,
 }
 """Agent -> console notifications and their params."""
 
