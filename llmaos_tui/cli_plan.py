@@ -63,7 +63,8 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--snapshot", type=Path, help="plan from a `snapshot --json` file")
     p.add_argument("--units", type=units_arg, default=None, metavar="KINDS",
                    help="what a hosts-level plan may move: requests, containers, or both "
-                        "comma-separated (default requests,containers)")  # fmt: skip
+                        "comma-separated (default requests,containers; with --auto "
+                        "requests only)")  # fmt: skip
     p.add_argument("--apply", action="store_true", help="carry the moves out")
     p.add_argument("--max-moves", type=int, default=32, help="at most this many moves (32)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds before measuring (5)")
@@ -249,15 +250,18 @@ async def _auto(
 ) -> int:
     """Auto mode: one decision per period; moves made unless --dry-run (off by default)."""
     by_name = {w.state.name: w for w in watchers}
+    # Unattended, only what moves without a pause of service: a container move stops it
+    # for seconds, so auto mode moves containers only when --units names them.
+    units: frozenset[HostUnits] = args.units if args.units is not None else frozenset({"requests"})
     auto = AutoBalancer(StabilityConfig(), level=level, dry_run=args.dry_run)
     audit = containers.audit
     failed = 0
     n = 0
     while not args.periods or n < args.periods:
         n += 1
-        processors, units = problem_from_fleet(fleet, level, units=args.units)
-        auto.constraints = constraints_for(fleet, processors, units)
-        d = auto.step(processors, units)
+        processors, found = problem_from_fleet(fleet, level, units=units)
+        auto.constraints = constraints_for(fleet, processors, found)
+        d = auto.step(processors, found)
         line: dict[str, Any] = {
             "period": d.period, "beta_smoothed": round(d.beta_smoothed, 4),
             "floor": round(d.floor, 4), "triggered": d.triggered, "reason": d.reason,

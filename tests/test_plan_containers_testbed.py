@@ -73,6 +73,15 @@ def test_plan_moves_a_container_to_the_idle_host(
             assert cp.returncode == 0, cp.stderr
             submitted.append(json.loads(cp.stdout)["id"])
 
+        # Unattended, auto mode leaves containers where they are unless told (a move pauses
+        # the service); what it would move is queued requests.
+        cp = run_tui(docker_home, "plan", "--no-local", "--level", "hosts", "--auto",
+                     "--dry-run", "--periods", "1", "--json")  # fmt: skip
+        assert cp.returncode == 0, (cp.stdout, cp.stderr)
+        (period,) = [json.loads(ln) for ln in cp.stdout.splitlines() if ln.strip()]
+        assert period["dry_run"] and period["results"] == []
+        assert all(m["kind"] == "request_queued" for m in period["moves"]), period
+
         plan: dict[str, Any] = {}
         for i in range(TRIES):
             time.sleep(5 * i)
