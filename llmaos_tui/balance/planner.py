@@ -4,10 +4,14 @@ Method (issue 5): best-improvement greedy on the exact gain of a single move. Wi
 ``D = sum_i |L_i - T_i|`` (beta is ``D / L``), moving load ``w`` from a processor
 with excess ``e = L_s - T_s > 0`` to one with deficit ``d = T_t - L_t > 0`` changes
 D by ``-2 * min(w, e, d, e + d - w)``, and by nothing better otherwise. So for a
-unit the best destination is the feasible one with the largest deficit, and each
-step takes the move with the largest gain over all units, ties broken by the
-larger drop of the variance of loads, then by the lower migration cost. It stops at
-the budget (moves, cost) or when no move gains ``Budget.min_gain`` of beta.
+unit the best destination is the feasible one with the largest deficit, or, when
+several take the whole unit (``d >= w <= e``: all gain ``2w``), the one it fills
+best; each step takes the move with the largest gain over all units, ties broken by
+the larger drop of the variance of loads, then by the lower migration cost. When
+no single move gains, compound moves clear room for a large unit. It stops at the
+budget (moves, cost) or when no move gains ``Budget.min_gain`` of beta. On small
+instances (a few processors, a few dozen units) a local search and a bounded exact
+search then refine the end state, with no more moves (:mod:`.exact`).
 
 Also here: :func:`floor`, a lower bound on beta that no number of moves can beat,
 and :func:`k_move_bound`, one that no plan of at most k moves can beat (the
@@ -22,6 +26,7 @@ from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from llmaos_tui.balance.bounds import max_excess_drop
 from llmaos_tui.balance.model import (
     Budget,
     Constraints,
@@ -72,6 +77,10 @@ class _State:
     # for bisect: the candidates nearest the ideal load are found in O(log n).
     on: list[list[tuple[float, int]]] = field(default_factory=list)
     occupied: set[tuple[str, int]] = field(default_factory=set)
+    # load - target per processor, and per domain the pairs (exc, index) kept sorted
+    # as moves are made: the largest deficits and excesses without re-sorting.
+    exc: list[float] = field(default_factory=list)
+    order: list[list[tuple[float, int]]] = field(default_factory=list)
     total: float = 0.0
     dev: float = 0.0
 
@@ -97,10 +106,11 @@ class _State:
         st.members = [[] for _ in doms]
         for i, d in enumerate(st.dom):
             st.members[d].append(i)
+        # Domains need not be contiguous in the processor list.
+        st.target = [0.0] * len(st.procs)
         for mem in st.members:
             dl = sum(st.load[i] for i in mem)
             dc = sum(st.procs[i].capacity for i in mem)
-            st.target.extend(0.0 for _ in mem)
             for i in mem:
                 st.target[i] = st.procs[i].capacity * dl / dc
         st.on = [[] for _ in st.procs]
@@ -114,7 +124,9 @@ class _State:
         for lst in st.on:
             lst.sort()
         st.total = sum(st.load)
-        st.dev = sum(abs(st.load[i] - st.target[i]) for i in range(len(st.procs)))
+        st.exc = [st.load[i] - st.target[i] for i in range(len(st.procs))]
+        st.order = [sorted((st.exc[i], i) for i in mem) for mem in st.members]
+        st.dev = sum(abs(x) for x in st.exc)
         return st
 
     def feasible(self, k: int, j: int) -> bool:
@@ -148,7 +160,12 @@ class _State:
             self.occupied.discard((u.group, i))
             self.occupied.add((u.group, j))
         self.where[k] = j
-        after = abs(self.load[i] - self.target[i]) + abs(self.load[j] - self.target[j])
+        order = self.order[self.dom[i]]
+        for p in (i, j):
+            del order[bisect_left(order, (self.exc[p], p))]
+            self.exc[p] = self.load[p] - self.target[p]
+            insort(order, (self.exc[p], p))
+        after = abs(self.exc[i]) + abs(self.exc[j])
         self.dev += after - before
         return before - after
 
@@ -162,25 +179,28 @@ def _best_move(
     st: _State, tol: float, cost_left: float
 ) -> tuple[float, float, float, int, int] | None:
     """The best single move now: (gain, variance change, cost, unit, destination)."""
-    n = len(st.procs)
-    exc = [st.load[i] - st.target[i] for i in range(n)]
-    # Destinations per domain by decreasing deficit (stable, so ties go to the lower index).
-    dests: list[list[int]] = []
-    for mem in st.members:
-        order = sorted(mem, key=exc.__getitem__)
-        dests.append([j for j in order if exc[j] < -tol])
-    sources = sorted((i for i in range(n) if exc[i] > tol and st.on[i]), key=lambda i: -exc[i])
+    exc = st.exc
+    # Sources by decreasing excess, ties to the lower index (the domains' sorted pairs,
+    # read from the top, hold them).
+    tops: list[tuple[float, int]] = []
+    for order in st.order:
+        for e, i in reversed(order):
+            if e <= tol:
+                break
+            if st.on[i]:
+                tops.append((-e, i))
+    tops.sort()
+    sources = [i for _e, i in tops]
     best: tuple[float, float, float, int, int] | None = None
     best_gain = tol
     for i in sources:
         e = exc[i]
-        dlist = dests[st.dom[i]]
-        if not dlist:
+        if 2.0 * e <= best_gain:
+            break  # sources come by decreasing excess: none further on can do better
+        dlist = st.order[st.dom[i]]
+        dmax = -dlist[0][0]
+        if dmax <= tol or 2.0 * min(e, dmax) <= best_gain:
             continue
-        dmax = -exc[dlist[0]]
-        if 2.0 * min(e, dmax) <= best_gain:
-            # Sources come by decreasing excess: none further on can do better.
-            break
         lst = st.on[i]
         if 2.0 * min(lst[-1][0], e, dmax) <= best_gain:
             continue
@@ -211,15 +231,28 @@ def _best_move(
             u = st.units[k]
             if u.cost > cost_left:
                 continue
-            for j in dlist:
-                d = -exc[j]
+            for neg_d, j in dlist:
+                if neg_d >= -tol:
+                    break  # the rest are not under their targets
+                d = -neg_d
                 g = single_move_gain(w, e, d)
                 if g < best_gain - tol:
                     break  # deficits only fall further down the list
                 if j == i or not st.feasible(k, j):
                     continue
-                dvar = 2.0 * w * (st.load[j] - st.load[i] + w)
-                cand = (g, dvar, u.cost, k, j)
+                dst = j
+                if w <= e and w <= d:
+                    # Every destination with room for the whole unit gains the same:
+                    # take the one it fills best (best fit), keeping large deficits for
+                    # large units. On 500 hosts this ends at beta 0.009-0.011 where the
+                    # largest deficit ended at 0.013-0.015.
+                    pos = bisect_left(dlist, (-w, len(st.procs)))
+                    for _neg_b, jb in reversed(dlist[:pos]):
+                        if jb != i and st.feasible(k, jb):
+                            dst = jb
+                            break
+                dvar = 2.0 * w * (st.load[dst] - st.load[i] + w)
+                cand = (g, dvar, u.cost, k, dst)
                 if (
                     best is None
                     or g > best[0] + tol
@@ -249,7 +282,7 @@ def plan(
     st = _State.build(processors, units, constraints)
     slots = tuple(Slot(p.id, p.domain, p.capacity, st.load[i]) for i, p in enumerate(st.procs))
     before = beta_of((s.domain, s.capacity, s.load) for s in slots)
-    lower = floor(processors, units, constraints)
+    lower = _floor_of(st)  # before any move: the state is the input's
     moves: list[Move] = []
     if st.total <= 0.0:
         return Plan(level, 0.0, 0.0, 0.0, (), slots, "no load")
@@ -275,21 +308,29 @@ def plan(
         and len(st.units) * len(st.procs) <= _EXACT_WORK
     ):
         # Small instance: the greedy's choices are never revisited, and on a handful of
-        # processors that can cost a few hundredths of beta. A bounded exact search
-        # with the greedy's result as incumbent and the same number of moves finds the
-        # optimum or returns the greedy's plan unchanged.
-        from llmaos_tui.balance.exact import solve  # noqa: PLC0415 (exact.py imports this module)
+        # processors that can cost a few hundredths of beta. Local search over end
+        # states with no more moves than the greedy made (from its plan and from its
+        # plans with one choice taken away), then a bounded exact search with the best
+        # of those as incumbent, find the optimum or a better plan, or give the
+        # greedy's plan back unchanged.
+        from llmaos_tui.balance.exact import refine as refined  # noqa: PLC0415
+        from llmaos_tui.balance.exact import solve  # noqa: PLC0415 (exact imports this module)
 
+        start = refined(
+            processors, units, [(m.unit, m.dst) for m in moves], constraints, budget.min_gain
+        )
         opt = solve(
             processors,
             units,
             max_moves=len(moves),
             constraints=constraints,
             node_limit=_EXACT_NODES,
-            incumbent=(st.dev / st.total, tuple((m.unit, m.dst) for m in moves)),
+            incumbent=(start.beta, start.moves),
         )
-        if opt.beta < (st.dev - tol) / st.total:
-            found = _ordered(processors, units, constraints, dict(opt.moves), "exact search")
+        # The refined plan must beat the greedy's by at least what one move must gain
+        # (another plan, for less, is not worth the operator's review).
+        if opt.beta * st.total < st.dev - max(tol, budget.min_gain * st.total):
+            found = _ordered(processors, units, constraints, dict(opt.moves), "refined")
             if found is not None:
                 st, moves = found
     after = beta_of((p.domain, p.capacity, max(0.0, st.load[i])) for i, p in enumerate(st.procs))
@@ -364,22 +405,29 @@ def _best_room_move(
     it gains ``min_dev_gain`` per move.
     """
     n = len(st.procs)
-    exc = [st.load[i] - st.target[i] for i in range(n)]
+    exc = st.exc
     big = sorted(
         ((w, k, i) for i in range(n) if exc[i] > tol for w, k in st.on[i][-2:]),
         reverse=True,
     )[:_ROOM_UNITS]
     best: list[tuple[int, int]] = []
     best_rate = min_dev_gain
+    # Fixed load = what stays whatever we evict; the least fixed load is the best room.
+    # The states tried are undone, so these stay valid through the loop.
+    fixed: dict[int, list[tuple[float, int]]] = {}
     for _w, k, i in big:
         if st.units[k].cost > cost_left:
             continue
-        mem = st.members[st.dom[i]]
-        # Fixed load = what stays whatever we evict; the least fixed load is the best room.
-        rooms = sorted(
-            (j for j in mem if j != i),
-            key=lambda j: (st.load[j] - sum(x for x, _k in st.on[j]) - st.target[j], j),
-        )[:_ROOM_DESTS]
+        d = st.dom[i]
+        if d not in fixed:
+            fixed[d] = heapq.nsmallest(
+                _ROOM_DESTS + 1,
+                (
+                    (st.load[j] - sum(x for x, _k in st.on[j]) - st.target[j], j)
+                    for j in st.members[d]
+                ),
+            )
+        rooms = [j for _f, j in fixed[d] if j != i][:_ROOM_DESTS]
         for j in rooms:
             steps = _try_room(st, k, i, j, left, cost_left, tol)
             if steps is None:
@@ -422,8 +470,7 @@ def _try_room(
 
 def _place(st: _State, k: int, not_here: int) -> int | None:
     """The feasible processor with the largest deficit for unit k, other than its own."""
-    mem = st.members[st.dom[not_here]]
-    for j in sorted(mem, key=lambda j: st.load[j] - st.target[j]):
+    for _e, j in st.order[st.dom[not_here]]:
         if j != not_here and st.feasible(k, j):
             return j
     return None
@@ -433,13 +480,19 @@ def _pinned_base(
     processors: Sequence[Processor], units: Sequence[Unit], constraints: Constraints
 ) -> tuple[_State, list[float], list[list[float]]]:
     st = _State.build(processors, units, constraints)
+    base, movable = _base_of(st)
+    return st, base, movable
+
+
+def _base_of(st: _State) -> tuple[list[float], list[list[float]]]:
+    """Each processor's load without its movable units, and each domain's movable loads."""
     base = list(st.load)
     movable: list[list[float]] = [[] for _ in st.members]
     for i, lst in enumerate(st.on):
         for w, _k in lst:
             base[i] -= w
             movable[st.dom[i]].append(w)
-    return st, base, movable
+    return base, movable
 
 
 def floor(
@@ -457,8 +510,12 @@ def floor(
     costs no less than the sum of their increments on the least loaded base). Memory,
     GPU, capacity and anti-affinity limits are ignored: they can only raise the optimum.
     """
-    constraints = constraints or Constraints()
-    st, base, movable = _pinned_base(processors, units, constraints)
+    return _floor_of(_State.build(processors, units, constraints or Constraints()))
+
+
+def _floor_of(st: _State) -> float:
+    """:func:`floor` of a state before any move."""
+    base, movable = _base_of(st)
     if st.total <= 0.0:
         return 0.0
     excess = 0.0
@@ -483,25 +540,31 @@ def k_move_bound(
 ) -> float:
     """A lower bound on beta after at most ``k`` moves (each unit moved at most once).
 
-    Excess side: a processor that gives up m of its movable units loses at most the m
-    largest, so its excess falls by at most ``min(e_i, top_m(i))``. Deficit side: one
-    that receives m units gains at most the m largest movable units of its domain.
-    Both are concave in m, so the best share of k moves is found greedily; the bound
-    is the largest of the two and of :func:`floor`.
+    The largest of four valid bounds. Excess side: a processor that gives up m of
+    its movable units loses at most the m largest, so its excess falls by at most
+    ``min(e_i, top_m(i))``. Deficit side: one that receives m units gains at most the
+    m largest movable units of its domain. Both are concave in m, so the best share
+    of k moves is found greedily. Third, :func:`.bounds.max_excess_drop`, which
+    counts that a unit larger than a deficit overfills it and that a processor sent
+    below its target must be refilled (proved in :mod:`.bounds`). And :func:`floor`.
     """
     constraints = constraints or Constraints()
     st, _base, movable = _pinned_base(processors, units, constraints)
     if st.total <= 0.0:
         return 0.0
     excess0 = st.dev / 2.0
-    exc = [st.load[i] - st.target[i] for i in range(len(st.procs))]
-    src_lists = [sorted((w for w, _k in st.on[i]), reverse=True) for i in range(len(st.procs))]
-    drop_src = _greedy_share(k, [(max(0.0, exc[i]), src_lists[i]) for i in range(len(st.procs))])
+    n = len(st.procs)
+    exc = [st.load[i] - st.target[i] for i in range(n)]
+    src_lists = [sorted((w for w, _k in st.on[i]), reverse=True) for i in range(n)]
+    drop_src = _greedy_share(k, [(max(0.0, exc[i]), src_lists[i]) for i in range(n)])
     dom_lists = [sorted(m, reverse=True) for m in movable]
-    drop_dst = _greedy_share(
-        k, [(max(0.0, -exc[i]), dom_lists[st.dom[i]]) for i in range(len(st.procs))]
+    drop_dst = _greedy_share(k, [(max(0.0, -exc[i]), dom_lists[st.dom[i]]) for i in range(n)])
+    drop_room = max_excess_drop(
+        [(max(0.0, exc[i]), max(0.0, -exc[i]), src_lists[i]) for i in range(n) if src_lists[i]],
+        [max(0.0, -x) for x in exc],
+        k,
     )
-    bound = 2.0 * (excess0 - min(drop_src, drop_dst)) / st.total
+    bound = 2.0 * (excess0 - min(drop_src, drop_dst, drop_room)) / st.total
     return max(bound, floor(processors, units, constraints))
 
 
