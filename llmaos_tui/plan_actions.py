@@ -21,9 +21,11 @@ from llmaos_tui.ops.rebalance import (
     Caller,
     ContainerMoves,
     HostUnits,
+    PlanInput,
     apply_move,
     measure,
-    plan_fleet,
+    plan_from,
+    plan_input,
 )
 from llmaos_tui.screens.plan import (
     ApplyPlan,
@@ -31,6 +33,7 @@ from llmaos_tui.screens.plan import (
     MoveProgress,
     OpenPlan,
     PlanMeasured,
+    PlanReady,
     PlanScreen,
 )
 
@@ -66,11 +69,27 @@ class PlanActions(App[None]):
         )
         hosts = [msg.host] if msg.host else None
         units = cast("frozenset[HostUnits] | None", msg.units)
-        p = plan_fleet(self.fleet, level, hosts, units=units)
+        # The fleet is read here, on the loop; the planning runs on a thread (a small plan's
+        # exact refinement takes up to a few hundred ms, too long to hold the screen).
+        inp = plan_input(self.fleet, level, hosts, units=units)
         scope = msg.host or f"the fleet ({len(self.fleet.hosts)} hosts)"
+        self.run_worker(
+            self._plan_off_loop(inp, scope, hosts, msg.units),
+            group="plan-open", exclusive=True, exit_on_error=False,
+        )  # fmt: skip
+
+    async def _plan_off_loop(
+        self, inp: PlanInput, scope: str, hosts: list[str] | None, units: frozenset[str] | None
+    ) -> None:
+        p = await asyncio.to_thread(plan_from, inp)
+        self.post_message(PlanReady(p, scope, hosts, units))
+
+    def on_plan_ready(self, msg: PlanReady) -> None:
         if isinstance(self.screen, PlanScreen) and not self.screen.applying:
             self.pop_screen()  # planned again (``u``): this one replaces it
-        self.push_screen(PlanScreen(p, scope, hosts, read_only=self.read_only, units=msg.units))
+        self.push_screen(
+            PlanScreen(msg.plan, msg.scope, msg.hosts, read_only=self.read_only, units=msg.units)
+        )
 
     def _caller(self, host: str) -> Caller:
         w = self.by_name.get(host)

@@ -31,6 +31,19 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = 
         await asyncio.sleep(0.05)
 
 
+async def review(app: Any, after: Any = None, timeout: float = 15.0) -> Any:
+    """The plan review the app opens (planned off the loop, so it comes a moment after the
+    key), other than ``after``, the review it replaces."""
+    from llmaos_tui.screens.plan import PlanScreen
+
+    await wait_for(
+        lambda: isinstance(app.screen, PlanScreen) and app.screen is not after,
+        timeout,
+        "the plan's review",
+    )
+    return app.screen
+
+
 def run_tui(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """``llmaos-tui ARGS`` in a subprocess with ``home`` as HOME (its hosts file, its
     known_hosts, its state directory: audit log and move journal), as a user runs it."""

@@ -24,7 +24,7 @@ from llmaos_agent.protocol import RequestRef, RequestSpec
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.screens.plan import PlanScreen
 from tests import images
-from tests.helpers import audit_of, run_tui, wait_for
+from tests.helpers import audit_of, review, run_tui, wait_for
 from tests.test_containers_ui import app_for
 from tests.testbed import Testbed, TestHost
 
@@ -146,11 +146,10 @@ async def test_review_moves_only_containers_after_u(
                 30, "the demand and the busy container in the state",
             )  # fmt: skip
             await pilot.press("b")
-            await pilot.pause(0.2)
+            screen = await review(app)
             for _ in range(2):  # both -> requests -> containers
                 await pilot.press("u")
-                await pilot.pause(0.2)
-            screen = app.screen
+                screen = await review(app, after=screen)
             assert isinstance(screen, PlanScreen) and screen.units == {"containers"}
             moves = [(m.kind, m.name, m.src, m.dst) for m in screen.plan.moves]
             room = {s.id: s for s in screen.plan.slots}[h2.name]

@@ -19,7 +19,7 @@ from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.journal import MoveJournal
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.plan import MoveProgress, PlanScreen
-from tests.helpers import wait_for
+from tests.helpers import review, wait_for
 
 SIZE = (140, 30)
 
@@ -40,15 +40,14 @@ async def test_u_cycles_what_a_hosts_plan_may_move(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         assert isinstance(app.screen, FleetScreen)
         await pilot.press("b")
-        await pilot.pause(0.1)
+        screen = await review(app)
         seen = []
         for _ in range(4):
-            screen = app.screen
             assert isinstance(screen, PlanScreen) and screen.plan.level == "hosts"
             seen.append(sorted(screen.units))
             assert "(u)" in summary(screen)
             await pilot.press("u")
-            await pilot.pause(0.1)
+            screen = await review(app, after=screen)
         assert seen == [
             ["containers", "requests"], ["requests"], ["containers"], ["containers", "requests"]
         ]  # fmt: skip
@@ -78,4 +77,5 @@ async def test_container_move_in_review_reports_its_failure_and_progress(tmp_pat
         assert not ok and "web stays on a" in message and "no host 'a'" in message
         assert str(table.get_row_at(0)[7]).startswith("failed: web stays on a")
         await pilot.press("u")  # after a plan ran, its review stays as it is
+        await pilot.pause(0.5)
         assert app.screen is screen

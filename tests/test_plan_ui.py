@@ -12,7 +12,7 @@ from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.plan import PlanScreen
-from tests.helpers import wait_for
+from tests.helpers import review, wait_for
 from tests.test_daemon import end, start_daemon
 from tests.test_requests import FAST
 
@@ -42,10 +42,13 @@ async def test_review_deselect_updates_prediction_then_apply(
             else:
                 assert isinstance(app.screen, HostScreen)
                 await pilot.press("b")
-                await pilot.pause(0.2)
-                screen = app.screen
+                screen = await review(app)
                 assert isinstance(screen, PlanScreen)
                 plan = screen.plan
+                others = [sl.load for sl in plan.slots if not sl.id.endswith("/cpu0")]
+                if not plan.moves and others and min(others) > 0.4:
+                    # another job took the idle core between the check above and the plan
+                    pytest.skip(f"the other cores turned busy ({others}): nothing to gain")
                 assert plan.moves and plan.beta_after_predicted < plan.beta_before
                 full = screen.predicted
                 await pilot.press("space")  # deselect the first move: no gain from it

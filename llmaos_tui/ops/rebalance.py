@@ -219,6 +219,47 @@ def container_unit(h: HostState, c: Container, *, movable: bool = True) -> Unit:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PlanInput:
+    """What the planner gets, taken from the fleet at one moment (:func:`plan_input`), so
+    the plan itself (:func:`plan_from`, pure) may run on a worker thread while the fleet
+    keeps changing on the event loop."""
+
+    level: Level
+    processors: tuple[Processor, ...]
+    units: tuple[Unit, ...]
+    constraints: Constraints
+
+
+def plan_input(
+    fleet: FleetState,
+    level: Level,
+    hosts: list[str] | None = None,
+    units: Collection[HostUnits] | None = None,
+) -> PlanInput:
+    processors, found = problem_from_fleet(fleet, level, hosts, units)
+    return PlanInput(
+        level, tuple(processors), tuple(found), constraints_for(fleet, processors, found)
+    )
+
+
+def plan_from(inp: PlanInput, budget: Budget | None = None) -> Plan:
+    """The plan for ``inp``; no I/O and no fleet state, so safe off the event loop (a small
+    plan's exact refinement takes up to a few hundred milliseconds)."""
+    level = inp.level
+    if not inp.processors:
+        return Plan(level, 0.0, 0.0, 0.0, (), (), "no host is up with samples")
+    result = plan(
+        list(inp.processors), list(inp.units), level=level, budget=budget,
+        constraints=inp.constraints,
+    )  # fmt: skip
+    if level == "gpus" and not result.moves:
+        note = "GPU work is placed when requests start; nothing queued to re-place"
+        return Plan(level, result.beta_before, result.beta_after_predicted, result.floor,
+                    (), result.slots, note)  # fmt: skip
+    return result
+
+
 def plan_fleet(
     fleet: FleetState,
     level: Level,
@@ -226,16 +267,7 @@ def plan_fleet(
     budget: Budget | None = None,
     units: Collection[HostUnits] | None = None,
 ) -> Plan:
-    processors, found = problem_from_fleet(fleet, level, hosts, units)
-    if not processors:
-        return Plan(level, 0.0, 0.0, 0.0, (), (), "no host is up with samples")
-    constraints = constraints_for(fleet, processors, found)
-    result = plan(processors, found, level=level, budget=budget, constraints=constraints)
-    if level == "gpus" and not result.moves:
-        note = "GPU work is placed when requests start; nothing queued to re-place"
-        return Plan(level, result.beta_before, result.beta_after_predicted, result.floor,
-                    (), result.slots, note)  # fmt: skip
-    return result
+    return plan_from(plan_input(fleet, level, hosts, units), budget)
 
 
 def takes_containers(h: HostState | None) -> bool:

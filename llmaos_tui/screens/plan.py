@@ -42,6 +42,19 @@ class OpenPlan(Message):
         self.units = units
 
 
+class PlanReady(Message):
+    """A plan worked out (off the loop), to open for review."""
+
+    def __init__(
+        self, plan: Plan, scope: str, hosts: list[str] | None, units: frozenset[str] | None
+    ) -> None:
+        super().__init__()
+        self.plan = plan
+        self.scope = scope
+        self.hosts = hosts
+        self.units = units
+
+
 class ApplyPlan(Message):
     def __init__(self, screen: PlanScreen, selected: list[int]) -> None:
         super().__init__()
