@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,8 @@ def run_move(tb: Testbed, opts: SshOptions, tmp: Path, settle: float) -> dict[st
     h1, h2 = tb.hosts
     spec = [HostSpec(name=h.name, host=h.addr, user="root", port=h.port) for h in (h1, h2)]
     t0 = time.monotonic()
-    engines: list[Engine] = [open_engine(s, opts) for s in spec]
+    with ThreadPoolExecutor(2) as pool:  # as `llmaos-tui move` opens them: both at once
+        engines: list[Engine] = list(pool.map(lambda s: open_engine(s, opts), spec))
     connect = time.monotonic() - t0
     marks: dict[str, float] = {}
 

@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -166,16 +167,22 @@ def _move(args: argparse.Namespace, journal: MoveJournal, audit: AuditLog) -> in
         for r in recover_all(journal, audit, engine_for, progress=_progress_printer()):
             _err(f"recovered an unfinished move of {r.container} ({r.source} -> {r.target}): "
                  f"{r.outcome}{': ' + r.message if r.message else ''}")  # fmt: skip
-        try:
-            src, dst = engine_for(args.src), engine_for(args.dst)
-        except Exception as exc:
-            why = f"cannot reach the engines: {_reason(exc)}"
-            return _report(
-                MoveResult("refused", args.container, args.src, args.dst, message=why,
-                           refusals=[Refusal("unreachable", why)]),
-                args,
-            )  # fmt: skip
-        facts = asyncio.run(agent_facts({n: hosts[n] for n in (args.src, args.dst)}, options))
+        # Both engines' SSH connections and the agents' facts at once: each is a round of
+        # SSH handshakes, and in turn they were most of a short move's wall time.
+        with ThreadPoolExecutor(3, thread_name_prefix="move-connect") as pool:
+            ask = agent_facts({n: hosts[n] for n in (args.src, args.dst)}, options)
+            asked = pool.submit(asyncio.run, ask)
+            opening = [pool.submit(engine_for, n) for n in (args.src, args.dst)]
+            try:
+                src, dst = (f.result() for f in opening)
+            except Exception as exc:
+                why = f"cannot reach the engines: {_reason(exc)}"
+                return _report(
+                    MoveResult("refused", args.container, args.src, args.dst, message=why,
+                               refusals=[Refusal("unreachable", why)]),
+                    args,
+                )  # fmt: skip
+            facts = asked.result()
         for eng in (src, dst):
             h = facts.get(eng.name)
             if h is not None and h.sample is not None:
