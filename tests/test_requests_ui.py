@@ -71,9 +71,11 @@ async def test_requests_screen_keys_change_the_queue(side: AgentSession, tmp_pat
         await pilot.press("r")
         screen = app.screen
         assert isinstance(screen, RequestsScreen)
-        await pilot.pause(0.1)
         # The running blocker is first; the waiting one is the second row.
-        assert [r.id for _, r in screen._rows[:2]] == [blocker.id, waiting.id]
+        await wait_for(
+            lambda: [r.id for _, r in screen._rows[:2]] == [blocker.id, waiting.id],
+            10, "the blocker first, then the waiting request",
+        )  # fmt: skip
         await pilot.press("down")
         assert screen.selected() is not None and screen.selected()[1].id == waiting.id  # type: ignore[index]
 
@@ -87,7 +89,7 @@ async def test_requests_screen_keys_change_the_queue(side: AgentSession, tmp_pat
         await pilot.press("h")
         await eventually(lambda: _state(side, waiting.id, "queued"), "released")
         await pilot.press("c")
-        assert isinstance(app.screen, ConfirmScreen)
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen), 5, "the confirmation")
         await pilot.press("enter")  # a stray Enter refuses
         await pilot.pause(0.3)
         assert (await req(side, waiting.id)).state == "queued"
@@ -96,7 +98,7 @@ async def test_requests_screen_keys_change_the_queue(side: AgentSession, tmp_pat
 
         # A new request from the form.
         await pilot.press("n")
-        assert isinstance(app.screen, SubmitScreen)
+        await wait_for(lambda: isinstance(app.screen, SubmitScreen), 5, "the form")
         await pilot.press(*"echo from-the-form")
         await pilot.press("enter")
         await wait_for(
