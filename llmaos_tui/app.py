@@ -373,10 +373,11 @@ class LlmaosApp(PlanActions):
             plan = await asyncio.to_thread(
                 mover.plan, q.container.id, commit=q.commit, keep_source=q.keep_source
             )
+            live = await asyncio.to_thread(mover.live_unavailable) if q.live else None
         except Exception as exc:
             q.screen.post_message(MovePlanReady(q.target, None, [], _why(exc)))
             return
-        refusals = [r.message for r in plan.refusals]
+        refusals = [r.message for r in plan.refusals] + ([live] if live else [])
         q.screen.post_message(MovePlanReady(q.target, asdict(plan), refusals))
 
     def on_move_intent(self, intent: MoveIntent) -> None:
@@ -397,7 +398,7 @@ class LlmaosApp(PlanActions):
             mover = await self._mover(intent.source, intent.target)
             res: MoveResult = await asyncio.to_thread(
                 mover.move, intent.container.id, commit=intent.commit,
-                keep_source=intent.keep_source, progress=progress,
+                keep_source=intent.keep_source, live=intent.live, progress=progress,
             )  # fmt: skip
         except Exception as exc:
             res = MoveResult("failed", name, intent.source, intent.target, message=_why(exc))

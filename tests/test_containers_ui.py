@@ -148,6 +148,19 @@ async def test_containers_screen_acts_and_moves(
         await wait_for(lambda: move.plan_for == h2.name, 60, "the pre-check")
         plan_text = str(move.query_one("#plan", Static).render())
         assert "Pre-check passed" in plan_text, plan_text
+        # Live mode says why it is unavailable here (no experimental engines), then off again.
+
+        def plan_says(words: str) -> bool:
+            return move.plan_for == h2.name and words in str(
+                move.query_one("#plan", Static).render()
+            )
+
+        await pilot.press("v")
+        await wait_for(lambda: plan_says("live mode is unavailable"), 60, "the live check")
+        assert plan_says(f"the engine on {h2.name} does not run with experimental features")
+        assert "Refused" in str(move.query_one("#plan", Static).render())
+        await pilot.press("v")
+        await wait_for(lambda: plan_says("Pre-check passed"), 60, "the pre-check again")
         await wait_for(lambda: move.has_image.get(h2.name) is False, 30, "image: no")
         await pilot.press("enter")
         await wait_for(lambda: move.finished is not None, 180, "the move to end")

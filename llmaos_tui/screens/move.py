@@ -28,9 +28,12 @@ from llmaos_tui.screens.containers import size
 
 
 class MovePlanQuery(Message):
-    """Work out the move of ``container`` from ``source`` to ``target`` (changes nothing)."""
+    """Work out the move of ``container`` from ``source`` to ``target`` (changes nothing);
+    ``live``: also say whether checkpoint and restore could be used, and why not."""
 
-    def __init__(self, screen: MoveScreen, target: str, commit: bool, keep_source: bool) -> None:
+    def __init__(
+        self, screen: MoveScreen, target: str, commit: bool, keep_source: bool, live: bool
+    ) -> None:
         super().__init__()
         self.screen = screen
         self.source = screen.source
@@ -38,6 +41,7 @@ class MovePlanQuery(Message):
         self.target = target
         self.commit = commit
         self.keep_source = keep_source
+        self.live = live
 
 
 class MoveTargetsQuery(Message):
@@ -53,7 +57,9 @@ class MoveTargetsQuery(Message):
 class MoveIntent(Message):
     """Move it (the app journals, audits and reports each step back to ``screen``)."""
 
-    def __init__(self, screen: MoveScreen, target: str, commit: bool, keep_source: bool) -> None:
+    def __init__(
+        self, screen: MoveScreen, target: str, commit: bool, keep_source: bool, live: bool
+    ) -> None:
         super().__init__()
         self.screen = screen
         self.source = screen.source
@@ -61,6 +67,7 @@ class MoveIntent(Message):
         self.target = target
         self.commit = commit
         self.keep_source = keep_source
+        self.live = live
 
 
 # ------------------------------------------------------------------ app -> screen
@@ -125,6 +132,7 @@ class MoveScreen(Screen[None]):
         Binding("enter", "go", "Move", id="move.go"),
         Binding("c", "toggle_commit", "Commit", id="move.commit"),
         Binding("k", "toggle_keep", "Keep source", id="move.keep"),
+        Binding("v", "toggle_live", "Live", id="move.live"),
     ]
     DEFAULT_CSS = """
     MoveScreen { layout: vertical; }
@@ -167,6 +175,7 @@ class MoveScreen(Screen[None]):
         with Horizontal(id="options"):
             yield Checkbox("commit its file changes (c)", id="commit")
             yield Checkbox("keep the source, stopped (k)", id="keep")
+            yield Checkbox("live: checkpoint and restore (v)", id="live")
         yield Static("", id="plan")
         yield VerticalScroll(id="steps")
         yield Static("", id="outcome")
@@ -207,8 +216,12 @@ class MoveScreen(Screen[None]):
             return None
         return str(table.ordered_rows[table.cursor_row].key.value)
 
-    def _options(self) -> tuple[bool, bool]:
-        return self.query_one("#commit", Checkbox).value, self.query_one("#keep", Checkbox).value
+    def _options(self) -> tuple[bool, bool, bool]:
+        return (
+            self.query_one("#commit", Checkbox).value,
+            self.query_one("#keep", Checkbox).value,
+            self.query_one("#live", Checkbox).value,
+        )
 
     def _ask_plan(self) -> None:
         target = self.selected_target()
@@ -216,8 +229,8 @@ class MoveScreen(Screen[None]):
             return
         self.plan, self.plan_for = None, None
         self.query_one("#plan", Static).update(f"Pre-checking the move to {target}…")
-        commit, keep = self._options()
-        self.post_message(MovePlanQuery(self, target, commit, keep))
+        commit, keep, live = self._options()
+        self.post_message(MovePlanQuery(self, target, commit, keep, live))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._ask_plan()
@@ -235,6 +248,10 @@ class MoveScreen(Screen[None]):
 
     def action_toggle_keep(self) -> None:
         box = self.query_one("#keep", Checkbox)
+        box.value = not box.value
+
+    def action_toggle_live(self) -> None:
+        box = self.query_one("#live", Checkbox)
         box.value = not box.value
 
     # ------------------------------------------------------------ answers
@@ -284,9 +301,9 @@ class MoveScreen(Screen[None]):
             bar = ProgressBar(total=None, show_eta=False, id=f"bar-{name}")
             self._bars[name] = bar
             steps.mount(Horizontal(Label(str(step)), bar, classes="step"))
-        commit, keep = self._options()
+        commit, keep, live = self._options()
         self.query_one("#outcome", Static).update(f"Moving {self.container.name} to {target}…")
-        self.post_message(MoveIntent(self, target, commit, keep))
+        self.post_message(MoveIntent(self, target, commit, keep, live))
 
     def on_move_step_progress(self, msg: MoveStepProgress) -> None:
         bar = self._bars.get(msg.step)
