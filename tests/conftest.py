@@ -33,6 +33,22 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def need_docker_testbed(
+    sdk_why: str = "container moves need the docker SDK (pip install 'llmaos-tui[docker]')",
+) -> None:
+    """What testbed hosts with their own dockerd need: root, docker.io, a static busybox for
+    the test image, and the docker SDK to drive them (``need`` for each)."""
+    from tests import images
+    from tests.testbed import docker_available
+
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        need(False, sdk_why)
+    reason = docker_available() or images.busybox_available()
+    need(reason is None, reason or "")
+
+
 @pytest.fixture
 def agent_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private LLMAOS_AGENT_HOME, short enough for a Unix socket path.
@@ -173,14 +189,9 @@ def docker_pair() -> Iterator[Testbed]:
     busybox test image on the first. Skipped (failed under LLMAOS_REQUIRE_INTEGRATION=1)
     without root, docker, the docker SDK or a static busybox."""
     from tests import images
-    from tests.testbed import Testbed, docker_available
+    from tests.testbed import Testbed
 
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        need(False, "container moves need the docker SDK (pip install 'llmaos-tui[docker]')")
-    reason = docker_available() or images.busybox_available()
-    need(reason is None, reason or "")
+    need_docker_testbed()
     with Testbed(n=2, docker=True) as bed:
         images.import_image(bed.hosts[0].docker_socket)
         yield bed

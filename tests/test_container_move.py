@@ -30,8 +30,8 @@ from llmaos_tui.ops.container_move import MoveEngine, MoveResult, Progress, reco
 from llmaos_tui.ops.docker_forward import Engine, local_engine, open_engine
 from llmaos_tui.ops.journal import MoveJournal
 from tests import images
-from tests.conftest import need
-from tests.testbed import Testbed, TestHost, docker_available
+from tests.conftest import need_docker_testbed
+from tests.testbed import Testbed, TestHost
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,19 +39,10 @@ SETTLE = 1.0  # seconds the target must keep running to count as verified
 STOP = 1  # busybox as PID 1 ignores SIGTERM: a short stop timeout, then SIGKILL
 
 
-def _docker_or_skip() -> None:
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        need(False, "container moves need the docker SDK (pip install 'llmaos-tui[docker]')")
-    reason = docker_available() or images.busybox_available()
-    need(reason is None, reason or "")
-
-
 @pytest.fixture(scope="module")
 def tb() -> Iterator[Testbed]:
     """Two hosts with sshd and dockerd for the whole module; the test image on host1 only."""
-    _docker_or_skip()
+    need_docker_testbed()
     with Testbed(n=2, docker=True) as bed:
         images.import_image(bed.hosts[0].docker_socket)
         yield bed

@@ -30,10 +30,10 @@ from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from tests import images
-from tests.conftest import need
+from tests.conftest import need_docker_testbed
 from tests.helpers import wait_for
 from tests.test_daemon import FAST, end, start_daemon
-from tests.testbed import Testbed, docker_available
+from tests.testbed import Testbed
 
 
 @contextlib.asynccontextmanager
@@ -86,12 +86,9 @@ async def test_a_read_only_agent_refuses_container_changes(
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[tuple[Testbed, Any]]:
-    try:
-        import docker
-    except ImportError:
-        need(False, "these tests drive the engine with the docker SDK")
-    reason = docker_available() or images.busybox_available()
-    need(reason is None, reason or "")
+    need_docker_testbed("these tests drive the engine with the docker SDK")
+    import docker
+
     with Testbed(n=1, docker=True) as tb:
         h = tb.hosts[0]
         images.import_image(h.docker_socket)
