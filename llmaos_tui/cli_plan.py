@@ -40,6 +40,7 @@ from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
 from llmaos_tui.ops.rebalance import (
     HOST_UNITS,
+    NOT_TRIED,
     ContainerMoves,
     HostUnits,
     Outcome,
@@ -66,6 +67,8 @@ def add_parser(sub: Any, common: Any) -> None:
                         "comma-separated (default requests,containers; with --auto "
                         "requests only)")  # fmt: skip
     p.add_argument("--apply", action="store_true", help="carry the moves out")
+    p.add_argument("--stop-on-failure", action="store_true",
+                   help="with --apply: after a move fails, try none of the rest")  # fmt: skip
     p.add_argument("--max-moves", type=int, default=32, help="at most this many moves (32)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds before measuring (5)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for hosts")
@@ -223,8 +226,12 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
             return 0
         by_name = {w.state.name: w for w in watchers}
         audit = containers.audit
-        results = []
+        results: list[dict[str, Any]] = []
         for m in plan.moves:
+            if args.stop_on_failure and not all(r["ok"] for r in results):
+                why = f"{NOT_TRIED}: an earlier move failed"
+                results.append({"unit": m.unit, "ok": False, "message": why, "tried": False})
+                continue
             out = await _apply(m, by_name, audit, args.read_only, containers)
             results.append({"unit": m.unit, "ok": out.ok, "message": out.message})
             if not args.json:

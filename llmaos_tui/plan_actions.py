@@ -18,6 +18,7 @@ from textual.app import App
 from llmaos_tui.balance import Level, Move
 from llmaos_tui.fleet.link import LinkDown
 from llmaos_tui.ops.rebalance import (
+    NOT_TRIED,
     Caller,
     ContainerMoves,
     HostUnits,
@@ -141,11 +142,17 @@ class PlanActions(App[None]):
         containers: ContainerMoves | None = None
         if any(screen.plan.moves[i].kind == "container" for i in msg.selected):
             containers = self._container_moves(screen)
+        failed = False
         for i in msg.selected:
+            if failed and msg.stop_on_failure:
+                why = f"{NOT_TRIED}: an earlier move failed"
+                screen.post_message(MoveDone(i, False, why, tried=False))
+                continue
             out = await apply_move(
                 screen.plan.moves[i], self._caller, audit=self.audit, read_only=self.read_only,
                 containers=containers,
             )  # fmt: skip
+            failed |= not out.ok
             screen.post_message(MoveDone(i, out.ok, out.message))
         await asyncio.sleep(self.settle_s)
         screen.post_message(

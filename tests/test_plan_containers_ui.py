@@ -79,3 +79,33 @@ async def test_container_move_in_review_reports_its_failure_and_progress(tmp_pat
         await pilot.press("u")  # after a plan ran, its review stays as it is
         await pilot.pause(0.5)
         assert app.screen is screen
+
+
+async def test_stop_on_failure_leaves_the_rest_untried(tmp_path: Path) -> None:
+    def move(name: str) -> Move:
+        return Move(unit=f"a/ct:{name}@0123456789ab", src="a", dst="b", load=1.0, gain=0.1,
+                    beta_after=0.0, reason="", kind="container", name=name)  # fmt: skip
+
+    slots = (Slot("a", "fleet", 2.0, 2.0), Slot("b", "fleet", 2.0, 0.0))
+    plan = Plan("hosts", 0.5, 0.0, 0.0, (move("web"), move("db")), slots)
+    for stop in (False, True):
+        app = app_for(tmp_path / str(stop))
+        app.settle_s = 0.1
+        async with app.run_test(size=SIZE) as pilot:
+            screen = PlanScreen(plan, "the fleet", None)
+            await app.push_screen(screen)
+            if stop:
+                await pilot.press("f")
+                assert "stop at the first failure (f)" in summary(screen)
+            await pilot.press("enter")
+            await wait_for(lambda s=screen: s.measured is not None, 15, "the plan to end")
+            table = screen.query_one(DataTable)
+            assert str(table.get_row_at(0)[7]).startswith("failed: web stays on a")
+            second = str(table.get_row_at(1)[7])
+            result = str(screen.query_one("#result", Static).render())
+            if stop:  # the first failed: the second was never tried
+                assert second == "not tried: an earlier move failed"
+                assert result.startswith("0 of 1 moves made")
+            else:  # failures do not stop the others
+                assert second.startswith("failed: db stays on a")
+                assert result.startswith("0 of 2 moves made")

@@ -56,6 +56,9 @@ HostUnits = Literal["requests", "containers"]
 """What a host-level plan may move: waiting requests, running containers."""
 HOST_UNITS: frozenset[HostUnits] = frozenset(get_args(HostUnits))
 
+NOT_TRIED = "not tried"
+"""How a move left out after an earlier one failed ("stop at the first failure") is
+reported."""
 MIN_PROCESS_LOAD = 0.05
 """Processes below 5% of a core are left out: moving them cannot change beta much."""
 PROTECTED = frozenset({"sshd", "sshd-session", "init", "systemd", "llmaos-agent"})

@@ -56,18 +56,27 @@ class PlanReady(Message):
 
 
 class ApplyPlan(Message):
-    def __init__(self, screen: PlanScreen, selected: list[int]) -> None:
+    """Carry out the ``selected`` moves in order; ``stop_on_failure``: after a move fails,
+    try none of the rest (they are marked "not tried")."""
+
+    def __init__(
+        self, screen: PlanScreen, selected: list[int], stop_on_failure: bool = False
+    ) -> None:
         super().__init__()
         self.screen = screen
         self.selected = selected
+        self.stop_on_failure = stop_on_failure
 
 
 class MoveDone(Message):
-    def __init__(self, index: int, ok: bool, message: str) -> None:
+    """How move ``index`` ended; ``tried`` False: left out after an earlier failure."""
+
+    def __init__(self, index: int, ok: bool, message: str, tried: bool = True) -> None:
         super().__init__()
         self.index = index
         self.ok = ok
         self.message = message
+        self.tried = tried
 
 
 class MoveProgress(Message):
@@ -92,6 +101,7 @@ class PlanScreen(Screen[None]):
         Binding("space", "toggle_move", "Select/deselect", id="plan.toggle"),
         Binding("enter", "apply", "Apply", id="plan.apply"),
         Binding("u", "units", "What moves", id="plan.units"),
+        Binding("f", "toggle_stop", "Stop on failure", id="plan.stop_on_failure"),
     ]
     DEFAULT_CSS = """
     PlanScreen { layout: vertical; }
@@ -120,6 +130,9 @@ class PlanScreen(Screen[None]):
         self.results: dict[int, tuple[bool, str]] = {}
         self.applying = False
         self.measured: float | None = None
+        self.stop_on_failure = False
+        self.untried: set[int] = set()
+        """Off by default: a failed move is shown and the others still run (``f`` turns it on)."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="summary")
@@ -147,7 +160,9 @@ class PlanScreen(Screen[None]):
             return False
         if action == "units" and self.plan.level != "hosts":
             return False
-        if action in ("apply", "toggle_move", "units") and (self.applying or self.results):
+        if action in ("apply", "toggle_move", "units", "toggle_stop") and (
+            self.applying or self.results
+        ):
             return None  # shown, greyed out, while the moves run (and after)
         return True
 
@@ -164,6 +179,8 @@ class PlanScreen(Screen[None]):
         )
         if p.level == "hosts":
             text += f" · moving {units_words(self.units)} (u)"
+        if p.moves:
+            text += " · stop at the first failure (f)" if self.stop_on_failure else ""
         if p.note:
             text += f" · {p.note}"
         if self.read_only:
@@ -191,7 +208,13 @@ class PlanScreen(Screen[None]):
         self.applying = True
         self.refresh_bindings()
         self.query_one("#result", Static).update("applying…")
-        self.post_message(ApplyPlan(self, sorted(self.selected)))
+        self.post_message(ApplyPlan(self, sorted(self.selected), self.stop_on_failure))
+
+    def action_toggle_stop(self) -> None:
+        if self.applying or self.results:
+            return
+        self.stop_on_failure = not self.stop_on_failure
+        self._summary()
 
     def action_units(self) -> None:
         if self.applying or self.results or self.plan.level != "hosts":
@@ -207,14 +230,17 @@ class PlanScreen(Screen[None]):
 
     def on_move_done(self, msg: MoveDone) -> None:
         self.results[msg.index] = (msg.ok, msg.message)
-        mark = "done: " if msg.ok else "failed: "
+        if not msg.tried:
+            self.untried.add(msg.index)
+        mark = "done: " if msg.ok else "failed: " if msg.tried else ""
         self.query_one(DataTable).update_cell(str(msg.index), "RESULT", mark + msg.message)
 
     def on_plan_measured(self, msg: PlanMeasured) -> None:
         self.measured = msg.beta
         ok = sum(1 for good, _ in self.results.values() if good)
+        tried = len(self.results) - len(self.untried)
         self.query_one("#result", Static).update(
-            f"{ok} of {len(self.results)} moves made · after {msg.settle:.0f} s: "
+            f"{ok} of {tried} moves made · after {msg.settle:.0f} s: "
             f"measured β {msg.beta:.3f} against predicted {self.predicted:.3f} "
             f"(before {self.plan.beta_before:.3f})"
         )
