@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -90,10 +91,26 @@ class _NoAuth(asyncssh.SSHServer):
         return False  # loopback bench hosts: no authentication step to measure
 
 
+MARKED = 8
+"""With --render, the first hosts log in as ``mark0``... and send samples whose cores all
+carry one load that changes every sample; the server notes when it sent each, and the bench
+watches the terminal for the figure (sample-to-screen latency)."""
+
+
+def _mark_load(seq: int) -> float:
+    """A marked host's load for sample ``seq``: a different whole percent each time."""
+    return (11 + (seq * 37) % 89) / 100
+
+
 async def _sim_host(
-    process: asyncssh.SSHServerProcess[bytes], cores: int, stats: dict[str, int]
+    process: asyncssh.SSHServerProcess[bytes],
+    cores: int,
+    stats: dict[str, int],
+    marks: Path | None = None,
 ) -> None:
     rng = random.Random()
+    user = str(process.get_extra_info("username") or "")
+    marked = marks is not None and user.startswith("mark")
     hello = Hello(
         protocol=PROTOCOL_VERSION,
         agent_version="0.1.0",
@@ -150,7 +167,10 @@ async def _sim_host(
     try:
         while not reader.done():
             seq += 1
-            loads = [round(min(1.0, max(0.0, b + rng.uniform(-0.1, 0.1))), 2) for b in base]
+            if marked:
+                loads = [_mark_load(seq)] * cores
+            else:
+                loads = [round(min(1.0, max(0.0, b + rng.uniform(-0.1, 0.1))), 2) for b in base]
             s = Sample(
                 t=time.time(),
                 seq=seq,
@@ -168,6 +188,10 @@ async def _sim_host(
             stats["bytes"] += len(line)
             stats["samples"] += 1
             out.write(line)
+            if marked and marks is not None:
+                # CLOCK_MONOTONIC is the machine's: the bench process reads the same clock.
+                with marks.open("a") as f:
+                    f.write(f"{user} {round(_mark_load(seq) * 100)} {time.monotonic()}\n")
             await asyncio.sleep(1.0)
     finally:
         reader.cancel()
@@ -183,7 +207,7 @@ def serve(port_file: Path, cores: int, home: Path) -> None:
             0,
             server_factory=_NoAuth,
             server_host_keys=[key],
-            process_factory=lambda p: _sim_host(p, cores, stats),
+            process_factory=lambda p: _sim_host(p, cores, stats, port_file.with_suffix(".marks")),
             sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(home)),
             encoding=None,
             backlog=1024,
@@ -393,7 +417,9 @@ def run_render(
     # One entry per simulated host: the same address, distinct names.
     lines = []
     for i in range(n):
-        lines += [f"[hosts.sim{i:03d}]", 'host = "127.0.0.1"', f"port = {port}", 'user = "ops"', ""]
+        user = f"mark{i}" if i < MARKED else "ops"
+        lines += [f"[hosts.sim{i:03d}]", 'host = "127.0.0.1"', f"port = {port}",
+                  f'user = "{user}"', ""]  # fmt: skip
     hosts.write_text("\n".join(lines))
     sock = str(tmp / "tmux.sock")
     env = [
@@ -451,15 +477,63 @@ def run_render(
         shot = ROOT / "bench" / "results" / f"fleet_scale-screen-{n}.txt"
         shot.parent.mkdir(parents=True, exist_ok=True)
         shot.write_text(screen)
+        # After the CPU window (the polling below costs tmux and this process some CPU).
+        latency = _screen_latency(sock, tmp / "server.marks", min(seconds, 20.0))
         return {
             "cpu_share": round(cpu, 4),
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),
             "peak_rss_mb": round(_vmhwm(pid) / 1024, 1),
             "up_on_screen": screen.count(" up "),
             "screen": str(shot),
+            **latency,
         }
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], check=False)
+
+
+_ROW = re.compile(r"^\s*(sim\d{3})\s+up\b\D*?\d+\s+(\d+)%")
+"""A fleet-table row: host name, status up, OS, cores, then the CPU% figure."""
+POLL_S = 0.02
+
+
+def _screen_latency(sock: str, marks: Path, seconds: float) -> dict[str, Any]:
+    """Sample-to-screen latency of the marked hosts: the terminal (tmux's copy of the
+    screen) is read every POLL_S; each time a marked host's CPU% changes, the time since the
+    server sent the sample with that figure. The poll adds up to POLL_S to each reading."""
+    shown: dict[str, str] = {}
+    seen: list[tuple[str, str, float]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        out = subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+        now = time.monotonic()
+        for line in out.splitlines():
+            m = _ROW.match(line)
+            if m is None or int(m[1][3:]) >= MARKED:
+                continue
+            host, pct = f"mark{int(m[1][3:])}", m[2]
+            if shown.get(host) not in (None, pct):
+                seen.append((host, pct, now))
+            shown[host] = pct
+        time.sleep(POLL_S)
+    sent: dict[tuple[str, str], list[float]] = {}
+    for line in marks.read_text().splitlines() if marks.exists() else []:
+        user, pct, t = line.split()
+        sent.setdefault((user, pct), []).append(float(t))
+    lat = []
+    for host, pct, t in seen:
+        before = [x for x in sent.get((host, pct), []) if x <= t]
+        if before:
+            lat.append((t - max(before)) * 1000)
+    if not lat:
+        return {"screen_latency": "no marked host seen changing"}
+    lat.sort()
+    return {
+        "screen_lat_n": len(lat),
+        "screen_lat_p50_ms": round(_median(lat), 1),
+        "screen_lat_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1),
+        "screen_lat_max_ms": round(lat[-1], 1),
+    }
 
 
 def _median(xs: list[float]) -> float:
