@@ -503,10 +503,13 @@ def _screen_latency(sock: str, marks: Path, seconds: float) -> dict[str, Any]:
     shown: dict[str, str] = {}
     seen: list[tuple[str, str, float]] = []
     end = time.monotonic() + seconds
+    polls = 0
+    started = time.monotonic()
     while time.monotonic() < end:
         out = subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True,
                              text=True, check=False).stdout  # fmt: skip
         now = time.monotonic()
+        polls += 1
         for line in out.splitlines():
             m = _ROW.match(line)
             if m is None or int(m[1][3:]) >= MARKED:
@@ -529,6 +532,7 @@ def _screen_latency(sock: str, marks: Path, seconds: float) -> dict[str, Any]:
         return {"screen_latency": "no marked host seen changing"}
     lat.sort()
     return {
+        "screen_poll_ms": round((time.monotonic() - started) / max(polls, 1) * 1000, 1),
         "screen_lat_n": len(lat),
         "screen_lat_p50_ms": round(_median(lat), 1),
         "screen_lat_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1),

@@ -223,6 +223,23 @@ async def test_table_draws_each_update_and_sort_where_cells_are_cached() -> None
         assert [r.split()[0] for r in rows] == ["h2", "h4", "h3", "h1", "h0"]
         assert " 90%" in rows[0] and " 50%" in rows[1] and " 10%" in rows[-1]
 
+        # The cursor's highlight is drawn on its row, and follows it.
+        def lit() -> list[int]:
+            backs = [
+                next(seg.style.bgcolor for seg in table.render_line(y) if seg.style)
+                for y in range(1, 6)
+            ]
+            return [i for i, bg in enumerate(backs) if backs.count(bg) == 1]
+
+        table.focus()
+        await pilot.pause()
+        at = table.cursor_row
+        assert lit() == [at]
+        assert at == 4  # it stayed on h0, now the last row
+        await pilot.press("up")
+        await pilot.pause()
+        assert table.cursor_row == 3 and lit() == [3]
+
 
 # ------------------------------------------------------ sorting, filtering
 

@@ -33,6 +33,7 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("spark", "CPU HISTORY", SPARK_WIDTH),
 )
 CELL_CACHE_SIZE = 8192  # rendered cells kept: several screens' worth of 10 columns
+LINE_CACHE_SIZE = 2048  # rendered lines kept: several screens' worth
 NUMERIC = frozenset({"cores", "cpu", "mem", "gpu", "beta_cpu", "beta_gpu"})
 
 _STATUS_ORDER = {
@@ -129,6 +130,8 @@ class HostTable(DataTable[Any]):
         """A number per shown cell that changes whenever the cell does (see _render_cell)."""
         self._next_version = 0
         self._cell_cache: dict[tuple[Any, ...], Any] = {}
+        self._row_versions: dict[str, int] = {}
+        self._line_cache_by_row: dict[tuple[Any, ...], Any] = {}
         self._styles: dict[tuple[str, str], Style] = {}
 
     def on_mount(self) -> None:
@@ -160,6 +163,7 @@ class HostTable(DataTable[Any]):
             del self._rows[h.name]
             for key, _, _ in COLUMNS:
                 self._versions.pop((h.name, key), None)
+            self._row_versions.pop(h.name, None)
             return True
         cells = self._cells(h)
         self._rows[h.name] = cells
@@ -179,6 +183,42 @@ class HostTable(DataTable[Any]):
     def _bump(self, name: str, key: str) -> None:
         self._next_version += 1
         self._versions[(name, key)] = self._next_version
+        self._row_versions[name] = self._next_version
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Any) -> Any:
+        """DataTable's line, cached per row until one of its cells changes (the same counter
+        as the cells, see ``_render_cell``): assembling 60 unchanged lines a frame was the
+        next largest cost after the cells. Header lines and other cursor types go to
+        DataTable as before."""
+        if self.cursor_type != "row":
+            return super()._render_line(y, x1, x2, base_style)
+        try:
+            row_key, line_no = self._get_offsets(y)
+        except LookupError:
+            return super()._render_line(y, x1, x2, base_style)
+        version = self._row_versions.get(str(row_key.value))
+        if row_key is self._header_row_key or version is None:
+            return super()._render_line(y, x1, x2, base_style)
+        row = self._row_locations.get(row_key)
+        key = (
+            version,
+            row,  # zebra stripes and the lines' click targets follow the row's place
+            line_no,
+            x1,
+            x2,
+            self.size.width,
+            self.show_cursor and self.cursor_coordinate.row == row,
+            self._show_hover_cursor and self.hover_coordinate.row == row,
+            base_style,
+            self._pseudo_class_state,
+        )
+        strip = self._line_cache_by_row.get(key)
+        if strip is None:
+            if len(self._line_cache_by_row) > LINE_CACHE_SIZE:
+                self._line_cache_by_row.clear()
+            strip = super()._render_line(y, x1, x2, base_style)
+            self._line_cache_by_row[key] = strip
+        return strip
 
     def _render_cell(
         self,
