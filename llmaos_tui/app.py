@@ -385,8 +385,7 @@ class LlmaosApp(PlanActions):
 
     async def _move(self, intent: MoveIntent) -> None:
         """One move, off the loop; its steps go to the move screen, its end to a notice."""
-        from llmaos_tui.cli_containers import describe_result  # noqa: PLC0415
-        from llmaos_tui.ops.container_move import MoveResult  # noqa: PLC0415
+        from llmaos_tui.ops.container_move import MoveResult, describe  # noqa: PLC0415
 
         screen = intent.screen
         name = intent.container.name
@@ -402,7 +401,7 @@ class LlmaosApp(PlanActions):
             )  # fmt: skip
         except Exception as exc:
             res = MoveResult("failed", name, intent.source, intent.target, message=_why(exc))
-        summary = describe_result(res)
+        summary = describe(res)
         screen.post_message(MoveDone(res.outcome, summary))
         self.notify(summary, severity="information" if res.ok else "error", timeout=10)
 
@@ -424,8 +423,7 @@ class LlmaosApp(PlanActions):
             n in self.fleet.hosts and self.fleet.hosts[n].status.value == "up" for n in names
         ):
             await asyncio.sleep(0.5)
-        from llmaos_tui.cli_containers import describe_result  # noqa: PLC0415
-        from llmaos_tui.ops.container_move import recover_all  # noqa: PLC0415 (optional SDK)
+        from llmaos_tui.ops.container_move import describe, recover_all  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
 
@@ -441,7 +439,7 @@ class LlmaosApp(PlanActions):
             return
         for r in results:
             self.notify(
-                f"unfinished move: {describe_result(r)}",
+                f"unfinished move: {describe(r)}",
                 severity="information" if r.outcome in ("moved", "rolled_back") else "error",
                 timeout=15,
             )

@@ -207,34 +207,13 @@ def _report(res: MoveResult, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.as_dict(), indent=2, default=str))
     else:
-        print(describe_result(res))
+        from llmaos_tui.ops.container_move import describe  # noqa: PLC0415 (optional SDK)
+
+        print(describe(res))
         if res.outcome == "dry_run" and res.plan is not None:
             for step in res.plan.steps:
                 print(f"  {step}")
     return 0 if res.ok else 1
-
-
-def describe_result(res: MoveResult) -> str:
-    """One line an operator reads: what happened to the container, and why."""
-    what = f"{res.container} {res.source} -> {res.target}"
-    if res.outcome == "moved":
-        moved = f"moved {what}"
-        extra = []
-        if res.image_bytes:
-            extra.append(f"image {_mib(res.image_bytes)} streamed")
-        if res.volume_bytes:
-            extra.append(f"volumes {_mib(res.volume_bytes)} copied")
-        total = sum(res.timings.values())
-        extra.append(f"{total:.1f} s")
-        return f"{moved} ({', '.join(extra)})"
-    if res.outcome == "dry_run":
-        return f"dry run of {what}: {res.message}"
-    if res.outcome == "refused":
-        lines = [f"refused: {what}"] + [f"  {r.message}" for r in res.refusals]
-        return "\n".join(lines)
-    if res.outcome == "rolled_back":
-        return f"rolled back: {what}; the source runs as before ({res.message})"
-    return f"{res.outcome}: {what}: {res.message}"
 
 
 def _mib(n: int) -> str:

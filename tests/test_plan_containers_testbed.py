@@ -101,7 +101,7 @@ def test_plan_moves_a_container_to_the_idle_host(
         moves = [(m["kind"], m["name"], m["src"], m["dst"]) for m in plan["moves"]]
         assert moves == [("container", "busy", h1.name, h2.name)], plan
         assert plan["results"][0]["ok"], plan["results"]
-        assert f"container busy {h1.name} -> {h2.name} moved" in plan["results"][0]["message"]
+        assert f"moved busy {h1.name} -> {h2.name}" in plan["results"][0]["message"]
 
         # What the engines say: it runs on h2 only; the pinned one never left h1.
         assert names(d2) == {"busy": "running"}
@@ -163,7 +163,7 @@ async def test_review_moves_only_containers_after_u(
                 assert ok, message
                 assert names(d2) == {"busy": "running"} and names(d1) == {}
                 done = str(screen.query_one(DataTable).get_row_at(0)[7])
-                assert done.startswith(f"done: container busy {h1.name} -> {h2.name} moved")
+                assert done.startswith(f"done: moved busy {h1.name} -> {h2.name}")
         finally:
             for rid in submitted:
                 await app.by_name[h1.name].call("requests.cancel", RequestRef(id=rid))

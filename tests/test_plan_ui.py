@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import psutil
@@ -36,8 +37,14 @@ async def test_review_deselect_updates_prediction_then_apply(
                 and len(host.history) > 5,
                 20, "the hogs busy",
             )  # fmt: skip
+
+            def calm() -> bool:  # a core with room for a hog (the test's own work comes and goes)
+                return host.sample is not None and min(host.sample.cpu[1:]) < 0.35
+
+            with contextlib.suppress(AssertionError):
+                await wait_for(calm, 15, "an idle core")
             busy = host.sample.cpu[1:] if host.sample else []
-            if busy and min(busy) > 0.4:  # another job fills the other cores: nothing to gain
+            if not calm():  # another job fills the other cores: nothing to gain
                 skip = f"the other cores are busy ({busy}): no idle core to move to"
             else:
                 assert isinstance(app.screen, HostScreen)

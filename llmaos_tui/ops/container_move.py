@@ -147,6 +147,33 @@ class MoveResult:
         return asdict(self)
 
 
+def describe(res: MoveResult, *, one_line: bool = False) -> str:
+    """What happened to the container, and why, as an operator reads it (the CLI, the
+    console's notices, a plan's row). ``one_line`` joins a refusal's reasons with "; "."""
+    what = f"{res.container} {res.source} -> {res.target}"
+    if res.outcome == "moved":
+        extra = []
+        if res.image_bytes:
+            extra.append(f"image {_mib(res.image_bytes)} streamed")
+        if res.volume_bytes:
+            extra.append(f"volumes {_mib(res.volume_bytes)} copied")
+        extra.append(f"{sum(res.timings.values()):.1f} s")
+        return f"moved {what} ({', '.join(extra)})"
+    if res.outcome == "dry_run":
+        return f"dry run of {what}: {res.message}"
+    if res.outcome == "refused":
+        if one_line:
+            return f"refused: {what}: " + "; ".join(r.message for r in res.refusals)
+        return "\n".join([f"refused: {what}"] + [f"  {r.message}" for r in res.refusals])
+    if res.outcome == "rolled_back":
+        return f"rolled back: {what}; the source runs as before ({res.message})"
+    return f"{res.outcome}: {what}: {res.message}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
 class MoveError(RuntimeError):
     """A step failed; the move is being rolled back (or forward)."""
 

@@ -47,7 +47,7 @@ from llmaos_tui.ops.changes import ReadOnlyConsole, change
 from llmaos_tui.ops.journal import MoveJournal
 
 if TYPE_CHECKING:  # the docker SDK is optional: loaded by the first container move
-    from llmaos_tui.ops.container_move import MoveResult, Progress
+    from llmaos_tui.ops.container_move import Progress
     from llmaos_tui.ops.docker_forward import Engine
 
 Caller = Callable[[str, Struct], Awaitable[Any]]
@@ -375,7 +375,10 @@ async def move_container(
         raise MoveFailed("container moves need the hosts' engines, which this caller lacks")
     name, cid = u["name"], u["cid"]
     try:
-        from llmaos_tui.ops.container_move import MoveEngine  # noqa: PLC0415 (optional SDK)
+        from llmaos_tui.ops.container_move import (  # noqa: PLC0415 (optional SDK)
+            MoveEngine,
+            describe,
+        )
     except ImportError:
         raise MoveFailed(
             "container moves need the docker SDK: pip install 'llmaos-tui[docker]'"
@@ -402,20 +405,8 @@ async def move_container(
     except Exception as exc:  # the move's own failures are results; this is something else
         raise MoveFailed(f"{name} {m.src} -> {m.dst}: {_why(exc)}; see the move journal") from None
     if not res.ok:
-        raise MoveFailed(describe_container_move(res))
-    return describe_container_move(res)
-
-
-def describe_container_move(res: MoveResult) -> str:
-    """One line on how a container move ended."""
-    what = f"container {res.container} {res.source} -> {res.target}"
-    if res.outcome == "moved":
-        return f"{what} moved ({sum(res.timings.values()):.1f} s)"
-    if res.outcome == "refused":
-        return f"{what} refused: " + "; ".join(r.message for r in res.refusals)
-    if res.outcome == "rolled_back":
-        return f"{what} rolled back, the source runs as before: {res.message}"
-    return f"{what} {res.outcome}: {res.message}"
+        raise MoveFailed(describe(res, one_line=True))
+    return describe(res, one_line=True)
 
 
 def _why(exc: BaseException) -> str:
