@@ -196,9 +196,12 @@ def _port_bindings(host_config: dict[str, Any]) -> list[tuple[str, int, str, int
     return out
 
 
+_WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (addresses compared or probed, nothing bound)
+"""Published on every address (an empty HostIp is docker's way of saying so)."""
+
+
 def _ip_overlap(a: str, b: str) -> bool:
-    wild = ("", "0.0.0.0", "::")  # noqa: S104 (addresses compared, nothing bound)
-    return a in wild or b in wild or a == b
+    return a in _WILDCARD or b in _WILDCARD or a == b
 
 
 class MoveEngine:
@@ -393,7 +396,7 @@ class MoveEngine:
             else:
                 # A process of the host itself (not a container) may hold it: the start would
                 # fail to bind. TCP only; a wildcard binding is probed on the loopback.
-                probe = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip  # noqa: S104
+                probe = "127.0.0.1" if ip in _WILDCARD else ip
                 if proto == "tcp" and self.dst.listening(probe, hp):
                     refusals.append(
                         Refusal(

@@ -27,9 +27,8 @@ from llmaos_tui.screens.containers import size
 # ------------------------------------------------------------------ screen -> app
 
 
-class MovePlanQuery(Message):
-    """Work out the move of ``container`` from ``source`` to ``target`` (changes nothing);
-    ``live``: also say whether checkpoint and restore could be used, and why not."""
+class _MoveAsk(Message):
+    """A move of the screen's container from its source to ``target``, with its options."""
 
     def __init__(
         self, screen: MoveScreen, target: str, commit: bool, keep_source: bool, live: bool
@@ -42,6 +41,11 @@ class MovePlanQuery(Message):
         self.commit = commit
         self.keep_source = keep_source
         self.live = live
+
+
+class MovePlanQuery(_MoveAsk):
+    """Work out the move (changes nothing); ``live``: also say whether checkpoint and
+    restore could be used, and why not."""
 
 
 class MoveTargetsQuery(Message):
@@ -54,20 +58,8 @@ class MoveTargetsQuery(Message):
         self.targets = targets
 
 
-class MoveIntent(Message):
+class MoveIntent(_MoveAsk):
     """Move it (the app journals, audits and reports each step back to ``screen``)."""
-
-    def __init__(
-        self, screen: MoveScreen, target: str, commit: bool, keep_source: bool, live: bool
-    ) -> None:
-        super().__init__()
-        self.screen = screen
-        self.source = screen.source
-        self.container = screen.container
-        self.target = target
-        self.commit = commit
-        self.keep_source = keep_source
-        self.live = live
 
 
 # ------------------------------------------------------------------ app -> screen
