@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -29,6 +30,27 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
         await asyncio.sleep(0.05)
+
+
+async def hogs_and_idle_core(host: Any, pids: set[int]) -> str:
+    """Wait until the ``hogs`` fixture's processes show busy in ``host``'s table, then for
+    another core with room for one of them (the test's own work comes and goes). Returns
+    "" when there is one, else why not (another job fills the cores: nothing to gain)."""
+    await wait_for(
+        lambda: all((q := host.procs.get(pid)) is not None and q.cpu > 25 for pid in pids)
+        and len(host.history) > 5,
+        20, "the hogs busy",
+    )  # fmt: skip
+
+    def calm() -> bool:
+        return host.sample is not None and min(host.sample.cpu[1:]) < 0.35
+
+    with contextlib.suppress(AssertionError):
+        await wait_for(calm, 15, "an idle core")
+    if calm():
+        return ""
+    busy = host.sample.cpu[1:] if host.sample else []
+    return f"the other cores are busy ({busy}): no idle core to move to"
 
 
 async def review(app: Any, after: Any = None, timeout: float = 15.0) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import psutil
@@ -13,7 +12,7 @@ from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.plan import PlanScreen
-from tests.helpers import review, wait_for
+from tests.helpers import hogs_and_idle_core, review, wait_for
 from tests.test_daemon import end, start_daemon
 from tests.test_requests import FAST
 
@@ -28,25 +27,10 @@ async def test_review_deselect_updates_prediction_then_apply(
     try:
         app = LlmaosApp([LocalLink()], cursor_blink=False, audit=AuditLog(tmp_path / "a.jsonl"))
         app.settle_s = 1.5
-        skip = ""
         async with app.run_test(size=(130, 40)) as pilot:
             host = app.fleet.hosts["local"]
-            pids = {p.pid for p in hogs}
-            await wait_for(
-                lambda: all((q := host.procs.get(pid)) is not None and q.cpu > 25 for pid in pids)
-                and len(host.history) > 5,
-                20, "the hogs busy",
-            )  # fmt: skip
-
-            def calm() -> bool:  # a core with room for a hog (the test's own work comes and goes)
-                return host.sample is not None and min(host.sample.cpu[1:]) < 0.35
-
-            with contextlib.suppress(AssertionError):
-                await wait_for(calm, 15, "an idle core")
-            busy = host.sample.cpu[1:] if host.sample else []
-            if not calm():  # another job fills the other cores: nothing to gain
-                skip = f"the other cores are busy ({busy}): no idle core to move to"
-            else:
+            skip = await hogs_and_idle_core(host, {p.pid for p in hogs})
+            if not skip:
                 assert isinstance(app.screen, HostScreen)
                 await pilot.press("b")
                 screen = await review(app)
