@@ -35,7 +35,9 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = 
 async def hogs_and_idle_core(host: Any, pids: set[int]) -> str:
     """Wait until the ``hogs`` fixture's processes show busy in ``host``'s table, then for
     another core with room for one of them (the test's own work comes and goes). Returns
-    "" when there is one, else why not (another job fills the cores: nothing to gain)."""
+    "" when there is one, else why not (another job fills the cores: nothing to gain).
+    For a test that plans through the app; test_balance_apply checks once, since waiting
+    longer lets other busy processes of the machine into its plan."""
     await wait_for(
         lambda: all((q := host.procs.get(pid)) is not None and q.cpu > 25 for pid in pids)
         and len(host.history) > 5,
