@@ -34,7 +34,8 @@ class User:
     def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
         kw.setdefault("capture_output", True)
         kw.setdefault("timeout", 60)
-        return subprocess.run(argv, user=self.uid, group=self.gid, extra_groups=[], **kw)
+        kw.setdefault("check", False)
+        return subprocess.run(argv, user=self.uid, group=self.gid, extra_groups=[], **kw)  # noqa: PLW1510 - check is in kw
 
 
 @pytest.fixture
