@@ -8,6 +8,7 @@ directory (``%LOCALAPPDATA%`` on Windows).
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import stat
@@ -86,3 +87,34 @@ def private_dir(path: Path) -> Path:
         if st.st_mode & 0o077:
             path.chmod(0o700)
     return path
+
+
+class UnsafeFile(RuntimeError):
+    """A file the agent keeps (queue, audit log, spec, pid, log) is a link, not ours, or open
+    to others."""
+
+
+def open_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` for the agent's own files: never through a symlink (``O_NOFOLLOW``), and
+    only a regular file of this user that nobody else may write; :class:`UnsafeFile`
+    otherwise (the file is left as it was)."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags | nofollow | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as exc:
+        if nofollow and exc.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path} is a symbolic link; refusing to follow it") from None
+        raise
+    if sys.platform != "win32":
+        st = os.fstat(fd)
+        why = ""
+        if not stat.S_ISREG(st.st_mode):
+            why = "is not a regular file"
+        elif st.st_uid != os.getuid():
+            why = f"belongs to uid {st.st_uid}, not to us (uid {os.getuid()})"
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            why = f"is writable by others (mode {oct(st.st_mode & 0o777)})"
+        if why:
+            os.close(fd)
+            raise UnsafeFile(f"{path} {why}; refusing it")
+    return fd

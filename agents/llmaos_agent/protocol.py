@@ -17,11 +17,12 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 from msgspec import Meta, Raw, Struct, field
 
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
 containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
 3: the change streams are named ``requests.changed`` and ``containers.changed`` as DESIGN.md
-has them, and a container tells its compose service and orchestrator)."""
+has them, and a container tells its compose service and orchestrator; 4: ids that become
+paths match :data:`SAFE_ID`, and the hello says whether the request queue is available)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -38,6 +39,13 @@ Pid = Annotated[int, Meta(ge=0, le=2**32)]
 MAX_CORES: Final = 4096
 MAX_GPUS: Final = 64
 MAX_PROCS: Final = 100_000
+
+SAFE_ID: Final = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+"""What an id that may become part of a file path matches (request ids, journal entries):
+a bounded run of letters, digits, ``_``, ``-`` and ``.``, never starting with ``.`` or ``-`` (so never
+``.`` or ``..``), never holding ``/``, ``\\`` or NUL. Checked where a message is decoded, on
+both sides, and again by :func:`llmaos_agent.paths.inside` before a path is used."""
+SafeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=SAFE_ID)]
 
 
 class ProtocolError(ValueError):
@@ -81,6 +89,8 @@ class Capabilities(Struct, forbid_unknown_fields=True, frozen=True):
     docker_reason: Str | None
     root: bool
     read_only: bool
+    queue: bool = True  # the request queue works; False: ``queue_reason`` says why not
+    queue_reason: Str | None = None
 
 
 class Hello(Struct, forbid_unknown_fields=True, frozen=True):
@@ -208,7 +218,7 @@ class RpcError(Struct, forbid_unknown_fields=True, frozen=True):
 
 # ------------------------------------------------------------------ requests
 
-RequestIdStr = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+RequestIdStr = SafeId
 Priority = Annotated[int, Meta(ge=-1000, le=1000)]
 RequestState = Literal["queued", "running", "done", "failed", "cancelled", "held"]
 MAX_ARGV: Final = 1024
@@ -329,7 +339,9 @@ class SendSignal(Struct, forbid_unknown_fields=True, frozen=True):
 
 # ---------------------------------------------------------------- containers
 
-ContainerRefStr = Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")]
+ContainerRefStr = Annotated[
+    str, Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
 """A container by id (full or short) or name, as the engine accepts it."""
 ContainerState = Literal["created", "running", "paused", "restarting", "removing", "exited",
                          "dead", "?"]  # fmt: skip
@@ -495,8 +507,10 @@ class Response(Struct, frozen=True):
 Incoming: TypeAlias = Notification | Request | Response
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
-# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
-_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string,
+# and RecursionError for JSON nested deeper than its C stack allows (a hostile ``[[[[...``):
+# both are a bad line, answered as one, never a crash.
+_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _encoder = msgspec.json.Encoder()
 
 
