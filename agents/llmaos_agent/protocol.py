@@ -42,9 +42,10 @@ MAX_PROCS: Final = 100_000
 
 SAFE_ID: Final = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 """What an id that may become part of a file path matches (request ids, journal entries):
-a bounded run of letters, digits, ``_``, ``-`` and ``.``, never starting with ``.`` or ``-`` (so never
-``.`` or ``..``), never holding ``/``, ``\\`` or NUL. Checked where a message is decoded, on
-both sides, and again by :func:`llmaos_agent.paths.inside` before a path is used."""
+a bounded run of letters, digits, ``_``, ``-`` and ``.``, never starting with ``.`` or ``-``
+(so never ``.`` or ``..``), never holding ``/``, ``\\`` or NUL. Checked where a message is
+decoded, on both sides, and again by :func:`llmaos_agent.paths.inside` before a path is
+used."""
 SafeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=SAFE_ID)]
 
 
