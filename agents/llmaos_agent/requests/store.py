@@ -2,7 +2,10 @@
 
 Every change is one transaction committed before the caller is answered, with
 ``synchronous=FULL``, so what a client was told is on disk even across a power
-cut. Lists of cores, GPUs and argv are stored as JSON text.
+cut. Lists of cores, GPUs and argv are stored as JSON text. A file that exists but is
+corrupt, truncated or empty raises :class:`StoreUnavailable` (see
+:mod:`llmaos_agent.statedb`): the daemon then runs without a queue and says why, rather
+than starting an empty queue over the requests it had.
 """
 
 # ruff: noqa: S608 - the SQL is built from the fixed column list and "?" marks only;
@@ -16,6 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from llmaos_agent.statedb import Unavailable, open_db
+
+StoreUnavailable = Unavailable
+"""The queue's database exists but cannot be trusted (the message says why and how to
+recover); nothing was written to it."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -110,7 +119,7 @@ class Store:
         self.path = path
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), so a
         # second daemon or tool on the same file waits instead of failing mid-write.
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        self.db = open_db(path, ("requests",))
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
