@@ -17,6 +17,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 from msgspec import Meta, Raw, Struct, field
 
+from llmaos_agent.paths import SAFE_ID
+
 PROTOCOL_VERSION: Final = 4
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
 containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
@@ -40,12 +42,6 @@ MAX_CORES: Final = 4096
 MAX_GPUS: Final = 64
 MAX_PROCS: Final = 100_000
 
-SAFE_ID: Final = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
-"""What an id that may become part of a file path matches (request ids, journal entries):
-a bounded run of letters, digits, ``_``, ``-`` and ``.``, never starting with ``.`` or ``-``
-(so never ``.`` or ``..``), never holding ``/``, ``\\`` or NUL. Checked where a message is
-decoded, on both sides, and again by :func:`llmaos_agent.paths.inside` before a path is
-used."""
 SafeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=SAFE_ID)]
 
 
@@ -341,7 +337,7 @@ class SendSignal(Struct, forbid_unknown_fields=True, frozen=True):
 # ---------------------------------------------------------------- containers
 
 ContainerRefStr = Annotated[
-    str, Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    str, Meta(min_length=1, max_length=256, pattern=r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 ]
 """A container by id (full or short) or name, as the engine accepts it."""
 ContainerState = Literal["created", "running", "paused", "restarting", "removing", "exited",
