@@ -6,12 +6,19 @@ in ``requests/<id>/`` (spec, output, pid and exit status, written by the
 supervisor), so a restarted daemon loses nothing: queued requests stay queued,
 running ones are re-adopted (supervisor pid and start time checked), and the exit
 status of those that ended meanwhile is read from their ``exit.json``.
+
+Dispatch is exactly once whatever instant the daemon dies (:meth:`RequestQueue._start`):
+the row is committed ``starting`` with a new attempt number before anything runs, and the
+supervisor runs only that attempt, once, under the request's lock and after a durable
+claim. A ``starting`` or ``running`` row with no claim and no live supervisor is voided
+under the lock (its spec removed, so a late supervisor of it runs nothing) and queued
+again; one with a claim is adopted. Request ids become directory names only through
+:func:`llmaos_agent.paths.inside`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -24,19 +31,32 @@ from typing import Any
 
 import psutil
 
+from llmaos_agent import faults
+from llmaos_agent.paths import (
+    UnsafeDirectory,
+    UnsafeFile,
+    UnsafePath,
+    inside,
+    open_file,
+    private_dir,
+)
 from llmaos_agent.protocol import LogChunk, RequestInfo, RequestSpec
 from llmaos_agent.requests import scheduler
 from llmaos_agent.requests.scheduler import Gpu, Pending, Resources
 from llmaos_agent.requests.store import Row, Store
-from llmaos_agent.requests.supervisor import write_atomic
+from llmaos_agent.requests.supervisor import open_lock, read_json, try_lock, write_atomic
 
 CREATE_TIME_SLACK = 0.05
 LOAD_SMOOTHING = 0.3
 """Weight of the newest sample in the cores' smoothed load (about 3 samples' memory)."""
 RECENT_FINISHED = 200
+"""Finished requests a new client is sent (all are kept in the database)."""
 REDISPATCH_S = 10.0
 """Longest time between two passes over an unchanged queue (aging reorders it slowly)."""
-"""Finished requests a new client is sent (all are kept in the database)."""
+MAX_ATTEMPTS = 3
+"""Dispatches of one request whose supervisor exits before claiming it, before the
+request is failed (a supervisor that cannot start at all must not loop for ever)."""
+STARTED = ("starting", "running")
 
 
 class QueueError(Exception):
@@ -72,8 +92,7 @@ class RequestQueue:
         grace_s: float = 10.0,
         on_change: Callable[[list[RequestInfo], list[str]], None] = lambda _u, _g: None,
     ) -> None:
-        self.dir = state_dir / "requests"
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir = private_dir(state_dir / "requests")
         self.store = Store(state_dir / "requests.sqlite")
         self.slots_per_core = slots_per_core
         self.aging_s = aging_s
@@ -107,7 +126,7 @@ class RequestQueue:
             gpus=row.gpus,
             share_gpu=row.share_gpu,
             mem=row.mem,
-            state=row.state,  # type: ignore[arg-type]
+            state="running" if row.state == "starting" else row.state,  # type: ignore[arg-type]
             seq=row.seq,
             submitted=row.submitted,
             owner=row.owner,
@@ -125,6 +144,8 @@ class RequestQueue:
         return self.info(self._row(rid))
 
     def query(self, states: list[str], limit: int) -> tuple[list[RequestInfo], int]:
+        if "running" in states:
+            states = [*states, "starting"]
         rows, total = self.store.query(states, limit)
         return [self.info(r) for r in rows], total
 
@@ -133,7 +154,14 @@ class RequestQueue:
         rows = self.store.active() + self.store.recent_finished(RECENT_FINISHED)
         return [self.info(r) for r in rows]
 
+    def _dir(self, rid: str) -> Path:
+        try:
+            return inside(self.dir, rid)
+        except UnsafePath as exc:
+            raise QueueError(str(exc)) from None
+
     def _row(self, rid: str) -> Row:
+        self._dir(rid)  # an id that is no name is no request, whatever the database says
         row = self.store.get(rid)
         if row is None:
             raise NotFound(f"no request {rid!r} on this host")
@@ -141,11 +169,17 @@ class RequestQueue:
 
     def log(self, rid: str, offset: int, max_bytes: int) -> LogChunk:
         row = self._row(rid)
-        path = self.dir / rid / "out.log"
         data = b""
-        with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(max_bytes)
+        try:
+            fd = open_file(self._dir(rid) / "out.log", os.O_RDONLY)
+        except FileNotFoundError:
+            pass
+        except (OSError, UnsafeFile) as exc:
+            raise QueueError(f"cannot read the log of {rid}: {exc}") from None
+        else:
+            with os.fdopen(fd, "rb") as f:
+                f.seek(offset)
+                data = f.read(max_bytes)
         # Cut at a character boundary so a multi-byte character is not split in two.
         text = data.decode("utf-8", errors="ignore")
         used = len(text.encode("utf-8"))
@@ -156,7 +190,7 @@ class RequestQueue:
             offset=offset,
             next_offset=offset + used,
             data=text,
-            running=row.state in ("running", "queued", "held"),
+            running=row.state in ("running", "starting", "queued", "held"),
         )
 
     # ------------------------------------------------------------- changes
@@ -176,6 +210,7 @@ class RequestQueue:
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
             raise QueueError(f"no directory {spec.cwd!r} on this host")
         rid = spec.id or new_id()
+        self._dir(rid)
         with self.store.tx():
             if self.store.get(rid) is not None:
                 raise QueueError(f"a request {rid!r} already exists on this host")
@@ -202,11 +237,11 @@ class RequestQueue:
 
     def reprioritize(self, rid: str, priority: int) -> tuple[RequestInfo, str]:
         row = self._row(rid)
-        if row.state not in ("queued", "held", "running"):
+        if row.state not in ("queued", "held", *STARTED):
             raise QueueError(f"request {rid} has ended ({row.state}); its priority is history")
         before = f"priority {row.priority}"
         new = row.with_(priority=priority)
-        if row.state == "running":
+        if row.state in STARTED:
             new = self._renice_running(new)
         with self.store.tx():
             self.store.update(new)
@@ -251,7 +286,7 @@ class RequestQueue:
             return self._set(
                 row.with_(state="cancelled", ended=time.time(), reason="cancelled before it ran")
             )
-        if row.state != "running":
+        if row.state not in STARTED:
             raise QueueError(f"request {rid} has already ended ({row.state})")
         if row.cancel_at is None:
             row = self._set_row(row.with_(cancel_at=time.time(), reason="cancelling (SIGTERM)"))
@@ -263,9 +298,10 @@ class RequestQueue:
         row = self._row(rid)
         if row.state not in ("queued", "held"):
             raise QueueError(f"request {rid} is {row.state} here; it cannot be withdrawn")
+        d = self._dir(rid)
         with self.store.tx():
             self.store.delete(rid)
-        shutil.rmtree(self.dir / rid, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
         self._gone.append(rid)
         self._changed.pop(rid, None)
         return self.info(row)
@@ -312,7 +348,7 @@ class RequestQueue:
         a thousand waiting requests must not cost a thousand rows a second.
         """
         now = time.time()
-        for r in self.store.by_state("running"):
+        for r in self.store.by_state(*STARTED):
             self._poll(r, now)
         for rid, child in list(self._children.items()):
             if child.poll() is not None:  # reap the supervisor: no zombies
@@ -322,7 +358,7 @@ class RequestQueue:
             self._last_dispatch = now
             queued = self.store.by_state("queued")
             if queued:
-                self._dispatch(queued, self.store.by_state("running"), now)
+                self._dispatch(queued, self.store.by_state(*STARTED), now)
         self.flush()
 
     def _pending(self, r: Row) -> Pending:
@@ -368,23 +404,45 @@ class RequestQueue:
             self._start(row, where, now)
 
     def _start(self, row: Row, where: scheduler.Placement, now: float) -> None:
-        d = self.dir / row.id
-        d.mkdir(mode=0o700, exist_ok=True)
-        for stale in ("pid", "exit.json"):  # a request moved back here starts afresh
-            (d / stale).unlink(missing_ok=True)
+        """Start ``row`` at most once, whatever instant this process dies (the steps are
+        the named fault points): (1) ``starting`` with a new attempt is committed before
+        anything runs; (2) the spec for that attempt is written; (3) the supervisor is
+        started; (4) ``running`` is committed with its pid. The supervisor claims the
+        attempt under the request's lock before it runs anything; :meth:`_settle` finds
+        what a dead daemon left at any step and either adopts it or voids and requeues
+        it, never starts it a second time."""
+        d = self._dir(row.id)
         nice, why_nice = self._allowed_nice(scheduler.nice_for(row.priority))
+        cores = where.cores if hasattr(os, "sched_setaffinity") else []
+        attempt = row.attempt + 1
+        reason = where.reason + (f"; {why_nice}" if why_nice else "")
+        row = self._set_row(
+            row.with_(
+                state="starting", attempt=attempt, started=now, sup_pid=None, sup_ct=None,
+                pid=None, pid_ct=None, cores=cores, gpu_uuids=where.gpus, nice=nice,
+                reason=reason,
+            )
+        )  # fmt: skip
+        faults.point("dispatch.starting")
+        try:
+            private_dir(d)
+        except (OSError, UnsafeDirectory) as exc:
+            self._set_row(row.with_(state="failed", ended=now, reason=f"cannot start it: {exc}"))
+            return
+        for stale in ("pid", "exit.json", "claim"):  # a request moved back here starts afresh
+            (d / stale).unlink(missing_ok=True)
         env: dict[str, str] = {"LLMAOS_REQUEST_ID": row.id}
         if where.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(where.gpus)
         elif row.gpus == 0:
             env["CUDA_VISIBLE_DEVICES"] = ""  # asked for no GPU: gets none
-        cores = where.cores if hasattr(os, "sched_setaffinity") else []
         write_atomic(
             d / "spec.json",
-            {"argv": row.argv, "shell": row.shell, "cwd": row.cwd, "env": env,
-             "cores": cores, "nice": nice},
+            {"id": row.id, "attempt": attempt, "argv": row.argv, "shell": row.shell,
+             "cwd": row.cwd, "env": env, "cores": cores, "nice": nice},
             sync=False,  # read by the supervisor at once; the database row is the record
         )  # fmt: skip
+        faults.point("dispatch.spec")
         penv = dict(os.environ)
         penv["PYTHONPATH"] = _pythonpath()
         kw: dict[str, Any] = {}
@@ -395,31 +453,32 @@ class RequestQueue:
         else:
             kw["start_new_session"] = True
         try:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "llmaos_agent.requests.supervisor", str(d)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=open(d / "supervisor.log", "ab"),  # noqa: SIM115 - the child keeps it
-                env=penv,
-                close_fds=True,
-                **kw,
-            )
-        except OSError as exc:
+            log_fd = open_file(d / "supervisor.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", "llmaos_agent.requests.supervisor", str(d),
+                     str(attempt)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_fd,
+                    env=penv,
+                    close_fds=True,
+                    **kw,
+                )  # fmt: skip
+            finally:
+                os.close(log_fd)
+        except (OSError, UnsafeFile) as exc:
             self._set_row(
                 row.with_(state="failed", ended=now, reason=f"cannot start the supervisor: {exc}")
             )
             return
+        faults.point("dispatch.spawned")
         self._children[row.id] = child
         sup_ct = None
         with contextlib.suppress(psutil.Error):
             sup_ct = psutil.Process(child.pid).create_time()
-        reason = where.reason + (f"; {why_nice}" if why_nice else "")
-        self._set_row(
-            row.with_(
-                state="running", started=now, sup_pid=child.pid, sup_ct=sup_ct,
-                cores=cores, gpu_uuids=where.gpus, nice=nice, reason=reason,
-            )
-        )  # fmt: skip
+        self._set_row(row.with_(state="running", sup_pid=child.pid, sup_ct=sup_ct))
+        faults.point("dispatch.running")
 
     def _allowed_nice(self, want: int) -> tuple[int, str]:
         if _privileged():
@@ -474,35 +533,94 @@ class RequestQueue:
     # ------------------------------------------------------------ supervision
 
     def _poll(self, row: Row, now: float) -> None:
-        d = self.dir / row.id
+        d = self._dir(row.id)
+        claim = read_json(d / "claim")
+        if claim is None or claim.get("attempt") != row.attempt:
+            self._settle(row, d, now)
+            return
+        if row.state == "starting" or row.sup_pid is None:
+            # Started by a daemon that died before it wrote the supervisor down: adopt it.
+            row = self._set_row(
+                row.with_(state="running", sup_pid=_int(claim.get("pid")),
+                          sup_ct=_float(claim.get("create_time")))
+            )  # fmt: skip
         if row.pid is None:
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                info = json.loads((d / "pid").read_text())
-                row = self._set_row(row.with_(pid=int(info["pid"]), pid_ct=info.get("create_time")))
+            info = read_json(d / "pid")
+            if info is not None and info.get("attempt") == row.attempt:
+                row = self._set_row(
+                    row.with_(pid=_int(info.get("pid")), pid_ct=_float(info.get("create_time")))
+                )
                 if row.cancel_at is not None:
                     self._signal(row, signal.SIGTERM)
-        try:
-            ended = json.loads((d / "exit.json").read_text())
-        except (FileNotFoundError, ValueError):
-            ended = None
+        ended = self._exit_of(d, row)
         if ended is not None:
             self._finish(row, ended)
             return
         if not self._supervisor_alive(row):
             # Look once more: it may have written the file between our two reads.
-            if (d / "exit.json").exists():
-                with contextlib.suppress(ValueError, OSError):
-                    self._finish(row, json.loads((d / "exit.json").read_text()))
-                    return
-            self._set_row(
-                row.with_(
-                    state="failed", ended=now,
-                    reason="its supervisor vanished without an exit status (host reboot?)",
-                )
-            )  # fmt: skip
+            ended = self._exit_of(d, row)
+            if ended is not None:
+                self._finish(row, ended)
+                return
+            why = (
+                "its supervisor vanished without an exit status (host reboot?)"
+                if row.pid is not None
+                else "its supervisor died after claiming it and before recording the "
+                "request's pid: it may or may not have started, so it is not run again"
+            )
+            self._set_row(row.with_(state="failed", ended=now, reason=why))
             return
         if row.cancel_at is not None and now - row.cancel_at > self.grace_s:
             self._signal(row, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    def _settle(self, row: Row, d: Path, now: float) -> None:
+        """A dispatched attempt nobody has claimed (yet): wait while its supervisor may
+        still claim it; otherwise void it under the request's lock, so no late supervisor
+        of it can run, and queue the request again (or fail it after ``MAX_ATTEMPTS``
+        supervisors of ours that gave up)."""
+        child = self._children.get(row.id)
+        if child is not None and child.poll() is None:
+            return  # ours, still starting
+        if child is None and self._supervisor_alive(row):
+            return  # a dead daemon's, still starting
+        try:
+            lock = open_lock(d)
+        except FileNotFoundError:
+            lock = None  # the directory went with a dispatch that never got that far
+        except (OSError, UnsafeFile) as exc:
+            self._set_row(row.with_(state="failed", ended=now, reason=f"cannot settle: {exc}"))
+            return
+        try:
+            if lock is not None and not try_lock(lock):
+                return  # a supervisor holds it: it is about to claim, or it has
+            claim = read_json(d / "claim")
+            if claim is not None and claim.get("attempt") == row.attempt:
+                return  # claimed meanwhile: the next poll adopts it
+            with contextlib.suppress(FileNotFoundError):
+                (d / "spec.json").unlink()  # voided: a supervisor of it now runs nothing
+            if row.attempt >= MAX_ATTEMPTS:
+                tail = _tail(d / "supervisor.log")
+                self._set_row(
+                    row.with_(state="failed", ended=now,
+                              reason=f"dispatched {row.attempt} times and never started: {tail}")
+                )  # fmt: skip
+                return
+            why = (
+                "its supervisor exited before starting it; queued again"
+                if child is not None
+                else "the daemon stopped while starting it, before it ran; queued again"
+            )
+            self._set_row(
+                row.with_(state="queued", started=None, sup_pid=None, sup_ct=None, pid=None,
+                          pid_ct=None, cores=[], gpu_uuids=[], nice=None, reason=why)
+            )  # fmt: skip
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    def _exit_of(self, d: Path, row: Row) -> dict[str, Any] | None:
+        ended = read_json(d / "exit.json")
+        return ended if ended is not None and ended.get("attempt") == row.attempt else None
 
     def _supervisor_alive(self, row: Row) -> bool:
         child = self._children.get(row.id)
@@ -519,7 +637,8 @@ class RequestQueue:
             return False
 
     def _finish(self, row: Row, ended: dict[str, Any]) -> None:
-        code = int(ended.get("code", -1))
+        code = _int(ended.get("code"), low=-(2**31))
+        code = -1 if code is None else code
         if row.cancel_at is not None:
             state, why = "cancelled", f"cancelled by the operator (exit {code})"
         elif code == 0:
@@ -527,7 +646,7 @@ class RequestQueue:
         else:
             state, why = "failed", ended.get("error") or f"exit {code}"
         self._set_row(
-            row.with_(state=state, exit_code=code, ended=float(ended.get("ended", time.time())),
+            row.with_(state=state, exit_code=code, ended=_float(ended.get("ended")) or time.time(),
                       reason=str(why))
         )  # fmt: skip
 
@@ -536,6 +655,25 @@ class RequestQueue:
         status of those that ended while no daemon watched is read now."""
         now = time.time()
         for r in self.store.active():
-            if r.state == "running":
+            if r.state in STARTED:
                 self._poll(r, now)
         self._changed.clear()
+
+
+def _int(v: object, low: int = 1) -> int | None:
+    """An integer from a record file (``low`` or more), or None for anything else."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and low <= v < 2**31 else None
+
+
+def _float(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    try:
+        fd = open_file(path, os.O_RDONLY)
+    except (OSError, UnsafeFile):
+        return "(no supervisor log)"
+    with os.fdopen(fd, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+        return f.read().decode("utf-8", "replace").strip() or "(empty supervisor log)"

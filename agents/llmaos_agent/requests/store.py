@@ -53,12 +53,16 @@ CREATE TABLE IF NOT EXISTS requests (
     gpu_uuids TEXT NOT NULL,
     nice INTEGER,
     reason TEXT NOT NULL,
-    cancel_at REAL
+    cancel_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state);
 """
 
-ACTIVE = ("queued", "held", "running")
+ACTIVE = ("queued", "held", "starting", "running")
+"""``starting``: committed before the supervisor is started, so a daemon killed at any
+point of a dispatch finds the request there and settles it (see queue.RequestQueue._start);
+the wire shows it as running."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Row:
     nice: int | None = None
     reason: str = ""
     cancel_at: float | None = None
+    attempt: int = 0  # dispatches so far; a supervisor runs only the attempt it was started for
 
     def with_(self, **changes: Any) -> Row:
         return replace(self, **changes)
@@ -123,6 +128,9 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(requests)")}
+        if "attempt" not in cols:  # a queue from before exactly-once dispatch
+            self.db.execute("ALTER TABLE requests ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -186,14 +194,14 @@ class Store:
         (total,) = self.db.execute(f"SELECT COUNT(*) FROM requests {where}", args).fetchone()
         cur = self.db.execute(
             f"SELECT {','.join(_COLUMNS)} FROM requests {where} "
-            "ORDER BY (state IN ('queued','held','running')) DESC, seq DESC LIMIT ?",
+            "ORDER BY (state IN ('queued','held','starting','running')) DESC, seq DESC LIMIT ?",
             [*args, limit],
         )
         return [_from_db(v) for v in cur], int(total)
 
     def recent_finished(self, limit: int) -> list[Row]:
         cur = self.db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM requests WHERE state NOT IN (?,?,?) "
+            f"SELECT {','.join(_COLUMNS)} FROM requests WHERE state NOT IN (?,?,?,?) "
             "ORDER BY ended DESC LIMIT ?",
             [*ACTIVE, limit],
         )

@@ -1,12 +1,19 @@
 """The small process that runs one request and writes down how it ended.
 
-``python -m llmaos_agent.requests.supervisor DIR``: reads ``DIR/spec.json``, pins
-itself (so the request inherits its cores), sets its nice value, starts the request
-in a process group of its own with output to ``DIR/out.log``, writes ``DIR/pid``,
-waits, and writes ``DIR/exit.json`` (atomically). The daemon starts it in a new
-session, so a daemon that dies (even by kill -9) or a console that goes away leaves
-it running; the next daemon adopts it by reading those files. Hang-ups and
-terminal signals are ignored here: only the request is ever signalled.
+``python -m llmaos_agent.requests.supervisor DIR ATTEMPT``: takes ``DIR/lock`` (held for
+its whole life), reads ``DIR/spec.json``, and runs it only when the spec is the one the
+daemon wrote for that request and that attempt and nobody has claimed the attempt yet;
+then writes ``DIR/claim`` (on disk before anything runs), pins itself (so the request
+inherits its cores), sets its nice value, starts the request in a process group of its
+own with output to ``DIR/out.log``, writes ``DIR/pid``, waits, and writes
+``DIR/exit.json`` (atomically). The lock and the claim are what make a dispatch happen at
+most once whatever instant the daemon dies: a second supervisor of the same request
+gives up, and a daemon that finds an unclaimed attempt voids it under the lock before it
+queues the request again. The daemon starts this in a new session, so a daemon that dies
+(even by kill -9) or a console that goes away leaves it running; the next daemon adopts
+it by reading those files. Hang-ups and terminal signals are ignored here: only the
+request is ever signalled. Every file is opened without following links and only when it
+is this user's (:func:`llmaos_agent.paths.open_file`).
 """
 
 from __future__ import annotations
@@ -21,16 +28,81 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmaos_agent import faults
+from llmaos_agent.paths import UnsafeFile, open_file
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
+
+EXIT_NOT_MINE = 3
+"""Exit status of a supervisor that ran nothing: the attempt was voided, superseded,
+claimed by another supervisor, or its directory or spec is not the daemon's."""
+MAX_SPEC_BYTES = 4 << 20
+
 
 def write_atomic(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
     """Replace ``path`` whole; with ``sync`` (exit status, pid) on disk before it returns."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # left by a writer that died; O_EXCL below must not meet it
+    fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
         if sync:
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_json(path: Path, limit: int = 1 << 16) -> dict[str, Any] | None:
+    """A small JSON object file of ours; None when missing, unreadable, not ours or not an
+    object (a half-written or planted file is no record)."""
+    try:
+        fd = open_file(path, os.O_RDONLY)
+    except (OSError, UnsafeFile):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def try_lock(fd: int) -> bool:
+    """An exclusive lock on the open file ``fd`` without waiting; False when held."""
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def open_lock(d: Path) -> int:
+    return open_file(d / "lock", os.O_RDWR | os.O_CREAT)
+
+
+def _check_dir(d: Path) -> str:
+    """Why ``d`` is not a request directory the daemon made for us ("" when it is)."""
+    try:
+        st = os.lstat(d)
+    except OSError as exc:
+        return f"cannot read {d}: {exc.strerror or exc}"
+    if sys.platform == "win32":
+        return ""
+    if not os.path.isdir(d) or os.path.islink(d):
+        return f"{d} is not a directory"
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return f"{d} is not a private directory of ours"
+    return ""
 
 
 def _create_time(pid: int) -> float | None:
@@ -42,8 +114,33 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
-def run(d: Path) -> int:
-    spec = json.loads((d / "spec.json").read_text(encoding="utf-8"))
+def run(d: Path, attempt: int) -> int:
+    why = _check_dir(d)
+    if why:
+        print(f"llmaos-agent supervisor: {why}; running nothing", file=sys.stderr)
+        return EXIT_NOT_MINE
+    lock = open_lock(d)
+    if not try_lock(lock):
+        print("llmaos-agent supervisor: another supervisor holds this request", file=sys.stderr)
+        return EXIT_NOT_MINE
+    faults.point("supervisor.locked")
+    spec = read_json(d / "spec.json", MAX_SPEC_BYTES)
+    if spec is None or spec.get("id") != d.name or spec.get("attempt") != attempt:
+        print(
+            f"llmaos-agent supervisor: no spec for attempt {attempt} of {d.name} "
+            "(voided or superseded); running nothing",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_MINE
+    claim = read_json(d / "claim")
+    if claim is not None and claim.get("attempt") == attempt:
+        # An earlier supervisor of this attempt claimed it and died: it may have started
+        # the request, so this one must not (the daemon reports the attempt failed).
+        print(f"llmaos-agent supervisor: attempt {attempt} was claimed before", file=sys.stderr)
+        return EXIT_NOT_MINE
+    me = {"attempt": attempt, "pid": os.getpid(), "create_time": _create_time(os.getpid())}
+    write_atomic(d / "claim", me)
+    faults.point("supervisor.claimed")
     for name in ("SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT"):
         sig = getattr(signal, name, None)
         if sig is not None:
@@ -58,6 +155,7 @@ def run(d: Path) -> int:
             os.setpriority(os.PRIO_PROCESS, 0, int(nice))
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # ours, for finding this module; not the request's
+    env.pop(faults.ENV, None)
     env.update(spec.get("env") or {})
     kw: dict[str, Any] = {}
     if sys.platform == "win32":
@@ -73,7 +171,8 @@ def run(d: Path) -> int:
         kw["preexec_fn"] = _child
     argv = spec["argv"]
     started = time.time()
-    with open(d / "out.log", "ab", buffering=0) as out:
+    out_fd = open_file(d / "out.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(out_fd, "ab", buffering=0) as out:
         try:
             if spec.get("shell"):
                 shell = (
@@ -95,6 +194,7 @@ def run(d: Path) -> int:
             write_atomic(
                 d / "exit.json",
                 {
+                    "attempt": attempt,
                     "code": 127,
                     "ended": time.time(),
                     "error": f"cannot start: {exc.strerror or exc}",
@@ -103,18 +203,21 @@ def run(d: Path) -> int:
             return 0
         write_atomic(
             d / "pid",
-            {"pid": child.pid, "create_time": _create_time(child.pid), "started": started},
-        )
+            {"attempt": attempt, "pid": child.pid, "create_time": _create_time(child.pid),
+             "started": started},
+        )  # fmt: skip
+        faults.point("supervisor.pid")
         code = child.wait()
-    write_atomic(d / "exit.json", {"code": code, "ended": time.time()})
+    write_atomic(d / "exit.json", {"attempt": attempt, "code": code, "ended": time.time()})
+    os.close(lock)
     return 0
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print("usage: python -m llmaos_agent.requests.supervisor DIR", file=sys.stderr)
+    if len(sys.argv) != 3 or not sys.argv[2].isdigit():
+        print("usage: python -m llmaos_agent.requests.supervisor DIR ATTEMPT", file=sys.stderr)
         return 2
-    return run(Path(sys.argv[1]))
+    return run(Path(sys.argv[1]), int(sys.argv[2]))
 
 
 if __name__ == "__main__":
