@@ -3,6 +3,10 @@
 Each host's watcher runs as an async worker on the app's event loop; it only
 updates the host's state and posts :class:`HostChanged`. The app coalesces those
 into one redraw of what is on screen, so a busy fleet costs one pass per burst.
+
+Notifications carry the hosts' text (an agent's error, a request's name, a container
+move's summary): :meth:`LlmaosApp.notify` is their one way out, cleaned and never read
+as markup, whichever screen or worker raised them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker
 
@@ -30,6 +35,7 @@ from llmaos_agent.protocol import (
     LogQuery,
     RequestInfo,
 )
+from llmaos_agent.safetext import clean
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.session import CallError
@@ -178,6 +184,22 @@ class LlmaosApp(PlanActions):
         await self.engines.aclose()
         if self._journal is not None:
             self._journal.close()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast, cleaned and drawn as plain text (``markup`` is ignored: a notice
+        names what hosts report, so it is never markup)."""
+        super().notify(
+            clean(message), title=clean(title), severity=severity, timeout=timeout,
+            markup=False,
+        )  # fmt: skip
 
     def _link_of(self, host: str) -> Link | None:
         w = self.by_name.get(host)
@@ -467,8 +489,8 @@ class LlmaosApp(PlanActions):
         yield SystemCommand("Audit log", "The changes this console made (A)", self.action_audit)
         for name, h in self.fleet.hosts.items():
             yield SystemCommand(
-                f"Host: {name}",
-                f"Open {name} ({h.target or 'host'})",
+                clean(f"Host: {name}"),
+                clean(f"Open {name} ({h.target or 'host'})"),
                 partial(self.open_host, name),
             )
         for t in sorted(self._themes):

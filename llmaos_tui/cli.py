@@ -2,6 +2,12 @@
 
 Kept free of Textual at import time: the UI is imported only when it is run,
 so headless commands start fast and work without a terminal.
+
+Text output names what hosts report: every formatter of the subcommands cleans it with
+:func:`llmaos_agent.safetext.clean` (``--json`` is exact, and ``json.dumps`` escapes
+control and non-ASCII characters itself). Numbers given on the command line are checked
+against the wire's bounds by the argparse types below, so a bad value is a usage error
+(exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -11,11 +17,14 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from llmaos_agent.protocol import MAX_CORES, MAX_GPUS
+from llmaos_agent.safetext import clean
 from llmaos_tui import __version__
 from llmaos_tui.fleet.inventory import InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
@@ -26,6 +35,12 @@ from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 
 REQUEST_COMMANDS = ("submit", "requests", "prio", "hold", "release", "top", "cancel", "log")
+
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000  # protocol.Priority
+MAX_SIZE = (1 << 63) - 1
+"""The largest memory size: the agent stores it in SQLite, whose integers are 64-bit."""
+MAX_SECONDS = 7 * 86400.0
+"""The longest timeout, settle or period the CLI takes (a week)."""
 
 MAX_CONCURRENT_CONNECTS = 16
 """Below OpenSSH's default MaxStartups (10:30:100 starts refusing at 10 unauthenticated
@@ -71,14 +86,20 @@ def parser() -> argparse.ArgumentParser:
     snap = sub.add_parser("snapshot", help="print one snapshot of the fleet and exit")
     snap.add_argument("--json", action="store_true", required=True, help="as JSON (required)")
     snap.add_argument(
-        "--timeout", type=float, default=15.0, help="seconds to wait for hosts (default 15)"
+        "--timeout", type=seconds, default=15.0, help="seconds to wait for hosts (default 15)"
     )
     _common(snap)
 
     sb = sub.add_parser("submit", help="queue a request on a host (-H, default this machine)")
-    sb.add_argument("--priority", type=int, default=0, help="-1000..1000, higher first (0)")
-    sb.add_argument("--cpus", type=int, default=1, help="cores it needs (pinned there; 1)")
-    sb.add_argument("--gpus", type=int, default=0, help="GPUs it needs (exclusive; 0)")
+    sb.add_argument("--priority", type=priority, default=0, help="-1000..1000, higher first (0)")
+    sb.add_argument(
+        "--cpus", type=bounded(0, MAX_CORES, "cores"), default=1,
+        help="cores it needs (pinned there; 1)",
+    )  # fmt: skip
+    sb.add_argument(
+        "--gpus", type=bounded(0, MAX_GPUS, "GPUs"), default=0,
+        help="GPUs it needs (exclusive; 0)",
+    )  # fmt: skip
     sb.add_argument("--share-gpu", action="store_true", help="may share its GPUs")
     sb.add_argument("--mem", type=_size, default=0, help="memory it needs free, e.g. 8G")
     sb.add_argument("--name", default="", help="a name to show (default: the program)")
@@ -104,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
         op = sub.add_parser(name, help=helptext)
         op.add_argument("id", metavar="ID")
         if name == "prio":
-            op.add_argument("priority", type=int, metavar="P")
+            op.add_argument("priority", type=priority, metavar="P")
         if name == "log":
             op.add_argument("-f", "--follow", action="store_true", help="follow while it runs")
         op.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -118,16 +139,55 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _size(text: str) -> int:
+    """``512M``, ``8G``, ``1.5T``, ``4096`` -> bytes; anything else (``inf``, ``nan``, a
+    negative or beyond 2**63-1 bytes) is an argparse error."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    shown = ascii(text)  # the value echoed back, with nothing a terminal would obey
     try:
         value = float(num) * units[unit]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 512M or 8G)") from None
+        raise argparse.ArgumentTypeError(f"not a size: {shown} (try 512M or 8G)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a size: {shown} (a finite number, try 8G)")
     if value < 0:
-        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {shown}")
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"too large: {shown} (at most {MAX_SIZE} bytes)")
     return int(value)
+
+
+def bounded(lo: int, hi: int, what: str) -> Any:
+    """An argparse type: a whole number in ``lo..hi`` (the wire's bounds)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a whole number: {text!a} ({what}: {lo}..{hi})"
+            ) from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({what}: {lo}..{hi})")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+priority = bounded(PRIORITY_MIN, PRIORITY_MAX, "priority")
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 to a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!a}") from None
+    if not 0 <= value <= MAX_SECONDS:  # false for nan too
+        raise argparse.ArgumentTypeError(f"{text!a}: seconds from 0 to {MAX_SECONDS:.0f} (a week)")
+    return value
 
 
 def build_links(args: argparse.Namespace) -> list[Link]:
@@ -161,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         links = build_links(args)
     except InventoryError as exc:
-        print(f"llmaos-tui: {exc}", file=sys.stderr)
+        print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
         return 2
     if not links:
         print("llmaos-tui: no hosts (drop --no-local, or add -H HOST)", file=sys.stderr)
@@ -195,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         keymap = load_keymap()
     except ConfigError as exc:
-        print(f"llmaos-tui: {exc}", file=sys.stderr)
+        print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
         return 2
     app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keymap)
     quiet_collector()

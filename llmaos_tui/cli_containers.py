@@ -9,6 +9,10 @@ pre-checks. Progress goes to stderr, the result to stdout (``--json``: as JSON).
 
 Exit codes: 0 moved (or, with --dry-run, would move), 1 refused, rolled back or failed
 (the message says why), 2 bad usage.
+
+Container names, images, ports, engine errors and progress messages are the hosts' text:
+every text line goes through :func:`llmaos_agent.safetext.clean` (``_err``, ``_say``,
+:func:`format_table`'s cells); ``--json`` is exact.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import msgspec
 
 from llmaos_agent.collect.containers import default_socket
 from llmaos_agent.protocol import Container
+from llmaos_agent.safetext import clean
+from llmaos_tui.cli import seconds
 from llmaos_tui.fleet.inventory import HostSpec, InventoryError, build_inventory, parse_target
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
@@ -73,13 +79,18 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     ls = sub.add_parser("containers", help="list every host's containers")
     ls.add_argument("--json", action="store_true", help="as JSON")
     ls.add_argument(
-        "--timeout", type=float, default=15.0, help="seconds to wait for hosts (default 15)"
+        "--timeout", type=seconds, default=15.0, help="seconds to wait for hosts (default 15)"
     )
     common(ls)
 
 
 def _err(msg: str) -> None:
-    print(f"llmaos-tui: {msg}", file=sys.stderr)
+    print(clean(f"llmaos-tui: {msg}"), file=sys.stderr)
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """A line of text output: it names containers and hosts, so it is cleaned."""
+    print(clean(text), file=sys.stderr if err else sys.stdout)
 
 
 def _options(args: argparse.Namespace) -> SshOptions:
@@ -209,10 +220,10 @@ def _report(res: MoveResult, args: argparse.Namespace) -> int:
     else:
         from llmaos_tui.ops.container_move import describe  # noqa: PLC0415 (optional SDK)
 
-        print(describe(res))
+        _say(describe(res))
         if res.outcome == "dry_run" and res.plan is not None:
             for step in res.plan.steps:
-                print(f"  {step}")
+                _say(f"  {step}")
     return 0 if res.ok else 1
 
 
@@ -230,11 +241,11 @@ def _progress_printer() -> Callable[[Progress], None]:
                 return
             last[p.step] = now
             total = f" of {_mib(p.total)}" if p.total else ""
-            print(f"  {p.step}: {_mib(p.bytes)}{total}", file=sys.stderr)
+            _say(f"  {p.step}: {_mib(p.bytes)}{total}", err=True)
             return
         extra = f" ({_mib(p.bytes)})" if p.bytes else ""
         msg = f": {p.message}" if p.message else ""
-        print(f"{p.step}: {p.state}{extra}{msg}", file=sys.stderr)
+        _say(f"{p.step}: {p.state}{extra}{msg}", err=True)
 
     return show
 
@@ -327,7 +338,9 @@ def uptime(c: Container, now: float | None = None) -> str:
 
 
 def format_table(hosts: Any) -> str:
-    rows = [("HOST", "NAME", "IMAGE", "STATE", "HEALTH", "CPU", "MEM", "GPUS", "PORTS", "UP")]
+    rows: list[tuple[str, ...]] = [
+        ("HOST", "NAME", "IMAGE", "STATE", "HEALTH", "CPU", "MEM", "GPUS", "PORTS", "UP")
+    ]
     notes = []
     for h in hosts:
         if h.status is HostStatus.DOWN:
@@ -336,13 +349,14 @@ def format_table(hosts: Any) -> str:
         if h.hello is not None and not h.hello.caps.docker:
             notes.append(f"{h.name}: no containers ({h.hello.caps.docker_reason})")
         for c in sorted_containers(h):
-            rows.append((
+            rows.append(tuple(clean(v) for v in (
                 h.name, c.name, c.image, c.state, c.health or "", f"{c.cpu:.2f}",
                 _mib(c.mem) if c.mem else "", _gpus(c.gpus), ",".join(c.ports), uptime(c),
-            ))  # fmt: skip
+            )))  # fmt: skip
+    # Cleaned before the widths are taken: an escape is as wide as it is drawn.
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines + notes)
+    return "\n".join(lines + [clean(n) for n in notes])
 
 
 def _gpus(n: int) -> str:

@@ -10,6 +10,10 @@ container move, over the same SSH connections the hosts are watched on, with the
 journal and audit log of ``llmaos-tui move`` (unfinished moves of an earlier console are
 finished first).
 Exit codes: 0 planned (and applied), 1 a move failed or no host answered, 2 usage.
+
+Unit names, hosts, notes and the moves' messages are the hosts' text: every text line
+goes through :func:`_say` (cleaned, :func:`llmaos_agent.safetext.clean`); ``--json`` is
+exact.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from llmaos_agent.safetext import clean
 from llmaos_tui.balance import (
     AutoBalancer,
     Budget,
@@ -32,6 +37,7 @@ from llmaos_tui.balance import (
     StabilityConfig,
     plan_from_snapshot,
 )
+from llmaos_tui.cli import seconds
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
@@ -70,8 +76,8 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--stop-on-failure", action="store_true",
                    help="with --apply: after a move fails, try none of the rest")  # fmt: skip
     p.add_argument("--max-moves", type=int, default=32, help="at most this many moves (32)")
-    p.add_argument("--settle", type=float, default=5.0, help="seconds before measuring (5)")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for hosts")
+    p.add_argument("--settle", type=seconds, default=5.0, help="seconds before measuring (5)")
+    p.add_argument("--timeout", type=seconds, default=20.0, help="seconds to wait for hosts")
     p.add_argument("--json", action="store_true", help="as JSON")
     p.add_argument(
         "--auto",
@@ -79,10 +85,15 @@ def add_parser(sub: Any, common: Any) -> None:
         help="keep balancing: re-plan every --period within the stability rules "
         "(smoothed loads, trigger band, cool-down), at most 4 moves a period",
     )
-    p.add_argument("--period", type=float, default=30.0, help="seconds between auto plans (30)")
+    p.add_argument("--period", type=seconds, default=30.0, help="seconds between auto plans (30)")
     p.add_argument("--periods", type=int, default=0, help="stop after N periods (0: never)")
     p.add_argument("--dry-run", action="store_true", help="with --auto: say, do not move")
     common(p)
+
+
+def _say(text: str, *, err: bool = False, flush: bool = False) -> None:
+    """A line of text output, cleaned: it names hosts' units and their errors."""
+    print(clean(text), file=sys.stderr if err else sys.stdout, flush=flush)
 
 
 def units_arg(text: str) -> frozenset[HostUnits]:
@@ -91,7 +102,7 @@ def units_arg(text: str) -> frozenset[HostUnits]:
     unknown = names - HOST_UNITS
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: name requests, containers or both (comma-separated)"
+            f"{text!a}: name requests, containers or both (comma-separated)"
         )
     return frozenset(cast("set[HostUnits]", names))
 
@@ -115,7 +126,7 @@ class _Containers:
             try:
                 self.journal = MoveJournal()
             except Exception as exc:
-                print(f"llmaos-tui: cannot open the move journal: {exc}", file=sys.stderr)
+                _say(f"llmaos-tui: cannot open the move journal: {exc}", err=True)
                 return None
             await self._recover(self.journal)
         return ContainerMoves(self.pool.get, self.journal, None if self.quiet else _progress)
@@ -135,11 +146,11 @@ class _Containers:
         try:
             done = await asyncio.to_thread(recover_all, journal, self.audit, engine_for)
         except Exception as exc:
-            print(f"llmaos-tui: recovering unfinished moves: {exc}", file=sys.stderr)
+            _say(f"llmaos-tui: recovering unfinished moves: {exc}", err=True)
             return
         for r in done:
-            print(f"llmaos-tui: an unfinished move of {r.container} ({r.source} -> "
-                  f"{r.target}): {r.outcome} {r.message}".rstrip(), file=sys.stderr)  # fmt: skip
+            _say(f"llmaos-tui: an unfinished move of {r.container} ({r.source} -> "
+                 f"{r.target}): {r.outcome} {r.message}".rstrip(), err=True)  # fmt: skip
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -151,7 +162,7 @@ def _progress(m: Move, p: Progress) -> None:
     if p.state in ("start", "done", "rollback"):  # not each chunk's bytes
         extra = f" ({p.bytes / (1 << 20):.1f} MiB)" if p.bytes else ""
         msg = f": {p.message}" if p.message else ""
-        print(f"  {m.name or m.unit} {p.step}: {p.state}{extra}{msg}", file=sys.stderr)
+        _say(f"  {m.name or m.unit} {p.step}: {p.state}{extra}{msg}", err=True)
 
 
 async def _apply(
@@ -167,16 +178,16 @@ def _print(plan: Plan, as_json: bool, extra: dict[str, Any] | None = None) -> No
     if as_json:
         print(json.dumps({**plan.to_json(), **(extra or {})}, indent=2))
         return
-    print(
+    _say(
         f"level {plan.level}: beta {plan.beta_before:.3f} -> predicted "
         f"{plan.beta_after_predicted:.3f} (floor {plan.floor:.3f}), {len(plan.moves)} moves"
         + (f" · {plan.note}" if plan.note else "")
     )
     for i, m in enumerate(plan.moves, 1):
-        print(f"{i:>3}. {m.name or m.unit}: {m.src} -> {m.dst}  load {m.load:.2f}  "
-              f"gain {m.gain:.3f}")  # fmt: skip
+        _say(f"{i:>3}. {m.name or m.unit}: {m.src} -> {m.dst}  load {m.load:.2f}  "
+             f"gain {m.gain:.3f}")  # fmt: skip
     for k, v in (extra or {}).items():
-        print(f"{k}: {v}")
+        _say(f"{k}: {v}")
 
 
 async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
@@ -194,7 +205,7 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
             doc = json.loads(args.snapshot.read_text())
             plan = plan_from_snapshot(doc, level=args.level or "hosts", budget=budget)
         except (OSError, ValueError, SnapshotError) as exc:
-            print(f"llmaos-tui: {args.snapshot}: {exc}", file=sys.stderr)
+            _say(f"llmaos-tui: {args.snapshot}: {exc}", err=True)
             return 2
         _print(plan, args.json)
         return 0
@@ -235,7 +246,7 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
             out = await _apply(m, by_name, audit, args.read_only, containers)
             results.append({"unit": m.unit, "ok": out.ok, "message": out.message})
             if not args.json:
-                print(("done: " if out.ok else "FAILED: ") + out.message, file=sys.stderr)
+                _say(("done: " if out.ok else "FAILED: ") + out.message, err=True)
         await asyncio.sleep(args.settle)
         measured = measure(fleet, level)
         _print(plan, args.json, {"results": results, "beta_measured": round(measured, 4)})
@@ -282,9 +293,9 @@ async def _auto(
         if args.json:
             print(json.dumps(line), flush=True)
         else:
-            print(f"period {d.period}: beta {d.beta_smoothed:.3f} (floor {d.floor:.3f}) "
-                  f"{len(d.moves)} moves{' (dry run)' if args.dry_run else ''}: {d.reason}",
-                  flush=True)  # fmt: skip
+            _say(f"period {d.period}: beta {d.beta_smoothed:.3f} (floor {d.floor:.3f}) "
+                 f"{len(d.moves)} moves{' (dry run)' if args.dry_run else ''}: {d.reason}",
+                 flush=True)  # fmt: skip
         if not args.periods or n < args.periods:
             await asyncio.sleep(args.period)
     return 1 if failed else 0

@@ -3,6 +3,13 @@
 
 Exit codes: 0 done, 1 the agent refused or a host could not be reached (the
 message says which), 2 bad usage.
+
+Request names, argv, reasons, log output and the agents' errors are the hosts' text: the
+text output goes through :func:`llmaos_agent.safetext.clean` (:func:`_err`, :func:`_row`,
+:func:`_line`; a log with newlines and tabs kept), ``--json`` is exact (``json.dumps``
+escapes every control and non-ASCII character). ``requests`` says which hosts' agents
+report their queue unavailable (the hello's ``caps.queue``), in text and in ``--json``
+(``queues``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from llmaos_agent.protocol import (
     RequestSpec,
     RequestState,
 )
+from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.oneshot import connected
 from llmaos_tui.fleet.session import AgentSession, CallError
@@ -33,7 +41,12 @@ from llmaos_tui.ops.changes import ReadOnlyConsole, change
 
 
 def _err(msg: str) -> None:
-    print(f"llmaos-tui: {msg}", file=sys.stderr)
+    print(clean(f"llmaos-tui: {msg}"), file=sys.stderr)
+
+
+def _line(text: str) -> None:
+    """One line of text output (it holds a host's text)."""
+    print(clean(text))
 
 
 def _json(obj: Any) -> str:
@@ -91,7 +104,7 @@ async def _submit(args: argparse.Namespace, link: Link) -> int:
     if args.json:
         print(_json({"host": link.name, **msgspec.to_builtins(info)}))
     else:
-        print(f"{link.name} {info.id} {info.state} priority {info.priority}")
+        _line(f"{link.name} {info.id} {info.state} priority {info.priority}")
     return 0
 
 
@@ -119,9 +132,14 @@ async def _change(
 async def _list(args: argparse.Namespace, links: list[Link]) -> int:
     states: list[RequestState] = [] if args.all else ["queued", "held", "running"]
 
+    queues: dict[str, dict[str, Any]] = {}
+
     async def one(link: Link) -> tuple[str, RequestList | str]:
         try:
             async with connected(link) as session:
+                if session.hello is not None:
+                    caps = session.hello.caps
+                    queues[link.name] = {"available": caps.queue, "reason": caps.queue_reason}
                 return link.name, await session.call("requests.list", RequestQuery(states=states))
         except (LinkDown, CallError, OSError, asyncio.TimeoutError) as exc:
             return link.name, str(exc) or type(exc).__name__
@@ -133,7 +151,9 @@ async def _list(args: argparse.Namespace, links: list[Link]) -> int:
             "hosts": {
                 h: (msgspec.to_builtins(r.requests) if isinstance(r, RequestList) else {"error": r})
                 for h, r in results
-            }
+            },
+            # Each host reached: whether its agent's request queue works, and why not.
+            "queues": {h: queues[h] for h, _ in results if h in queues},
         }
         print(json.dumps(out, indent=2))
     else:
@@ -142,13 +162,23 @@ async def _list(args: argparse.Namespace, links: list[Link]) -> int:
         print(f"{'HOST':<14} {'ID':<12} {'STATE':<9} {'PRIO':>5} {'CPUS':>4} {'GPUS':>4}  "
               f"{'NAME':<20} WHERE / WHY")  # fmt: skip
         for h, r in rows:
-            print(
-                f"{h[:14]:<14} {r.id:<12} {r.state:<9} {r.priority:>5} {r.cpus:>4} {r.gpus:>4}  "
-                f"{r.name[:20]:<20} {r.reason[:60]}"
-            )
+            print(_row(h, r))
+        for h, _ in results:
+            q = queues.get(h)
+            if q is not None and not q["available"]:
+                _line(f"{h}: queue unavailable: {q['reason'] or 'no reason given'}")
     for h, why in failed:
         _err(f"{h}: {why}")
     return 1 if failed else 0
+
+
+def _row(host: str, r: RequestInfo) -> str:
+    """One request as a line of the table: each text field cleaned, then cut to its width
+    (so an escape counts in the width it takes on screen)."""
+    return (
+        f"{clean(host)[:14]:<14} {clean(r.id):<12} {r.state:<9} {r.priority:>5} {r.cpus:>4} "
+        f"{r.gpus:>4}  {clean(r.name)[:20]:<20} {clean(r.reason)[:60]}"
+    )
 
 
 async def _on_request(args: argparse.Namespace, links: list[Link]) -> int:
@@ -190,7 +220,7 @@ async def _act(
     if args.json:
         print(_json({"host": host, **msgspec.to_builtins(new)}))
     else:
-        print(
+        _line(
             f"{host} {new.id} {new.state} priority {new.priority}"
             + (f" ({new.reason})" if new.reason else "")
         )
@@ -198,11 +228,17 @@ async def _act(
 
 
 async def _log(args: argparse.Namespace, session: AgentSession, info: RequestInfo) -> int:
+    """The output as text, cleaned (newlines and tabs kept: each character is cleaned on
+    its own, so a chunk's edge cannot split what :func:`clean` would have caught); with
+    ``--json`` one exact JSON object per chunk."""
     offset = 0
     while True:
         chunk = await session.call("requests.log", LogQuery(id=info.id, offset=offset))
         if chunk.data:
-            sys.stdout.write(chunk.data)
+            if args.json:
+                sys.stdout.write(json.dumps(msgspec.to_builtins(chunk)) + "\n")
+            else:
+                sys.stdout.write(clean(chunk.data, keep_newlines=True))
             sys.stdout.flush()
         offset = chunk.next_offset
         if chunk.data and chunk.next_offset > chunk.offset:

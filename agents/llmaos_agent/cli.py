@@ -1,4 +1,10 @@
-"""``llmaos-agent``: daemon, attach, sample, stop, version."""
+"""``llmaos-agent``: daemon, attach, sample, stop, version.
+
+Text output (``sample``'s GPU names, error messages) goes through
+:func:`llmaos_agent.safetext.clean`; ``sample --json`` is ASCII-only JSON (:func:`ascii_json`),
+so no process name reaches the terminal raw (msgspec writes DEL, C1 and bidi characters
+as they are).
+"""
 
 # Each subcommand imports what it needs and no more: ``attach`` is a byte pipe that
 # stays up as long as the console does, and must not carry the daemon, psutil,
@@ -18,15 +24,38 @@ if TYPE_CHECKING:
     import argparse
 
 
+def clean(text: str) -> str:
+    """:func:`llmaos_agent.safetext.clean`, imported when first used: ``attach`` keeps
+    ``re`` and ``unicodedata`` out of the bridge's memory (see above)."""
+    from llmaos_agent.safetext import clean as _clean
+
+    return _clean(text)
+
+
 def _interval(text: str) -> float:
     import argparse
 
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0.05 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!a}") from None
+    if not 0.05 <= v <= 3600:  # false for nan as well as for inf and 1e400
         raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
+    return v
+
+
+MAX_SLOTS = 1024
+
+
+def _slots(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!a}") from None
+    if not 1 <= v <= MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SLOTS}")
     return v
 
 
@@ -41,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--interval", type=_interval, default=1.0, help="core sampling period (s)")
     d.add_argument("--proc-interval", type=_interval, default=2.0, help="process table period (s)")
     d.add_argument(
-        "--slots-per-core", type=int, default=1, help="requests a core takes at once (1)"
+        "--slots-per-core", type=_slots, default=1, help="requests a core takes at once (1)"
     )
     d.add_argument(
         "--aging",
@@ -101,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmaos-agent {__version__} protocol {PROTOCOL_VERSION}")
         return 0
     except UnsafeDirectory as exc:
-        print(f"llmaos-agent: {exc}", file=sys.stderr)
+        print(clean(f"llmaos-agent: {exc}"), file=sys.stderr)
         return 2
 
 
@@ -112,7 +141,7 @@ def _attach(no_start: bool, read_only: bool) -> int:
     try:
         sock = connect_or_start(default_paths(), start=not no_start, extra=extra)
     except OSError as exc:
-        print(f"llmaos-agent attach: no daemon: {exc}", file=sys.stderr)
+        print(clean(f"llmaos-agent attach: no daemon: {exc}"), file=sys.stderr)
         return EXIT_NO_DAEMON
     return bridge(sock)
 
@@ -139,7 +168,7 @@ def _daemon(args: argparse.Namespace) -> int:
     try:
         asyncio.run(d.run())
     except AlreadyRunning as exc:
-        print(f"llmaos-agent daemon: {exc}", file=sys.stderr)
+        print(clean(f"llmaos-agent daemon: {exc}"), file=sys.stderr)
         return 1
     return 0
 
@@ -152,6 +181,22 @@ def no_ssl() -> None:
     Only where nothing has imported ssl yet, so a process that uses it keeps it.
     """
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+
+def ascii_json(encoded: bytes) -> str:
+    """msgspec's JSON with every character past ``~`` (DEL, C1, bidi, all non-ASCII) as a
+    ``\\u`` escape, as ``json.dumps`` writes them: the same document, safe to print.
+    Such characters occur only inside strings, where the escape means the same."""
+    import re
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group())
+        if c > 0xFFFF:  # a surrogate pair, as JSON spells it
+            c -= 0x10000
+            return f"\\u{0xD800 + (c >> 10):04x}\\u{0xDC00 + (c & 0x3FF):04x}"
+        return f"\\u{c:04x}"
+
+    return re.sub("[^\x00-\x7e]", esc, encoded.decode())
 
 
 def _sample(as_json: bool, window: float) -> int:
@@ -176,13 +221,13 @@ def _sample(as_json: bool, window: float) -> int:
             "beta_cpu": round(bc, 4),
             "beta_gpu": round(bg, 4),
         }
-        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+        sys.stdout.write(ascii_json(msgspec.json.encode(report)) + "\n")
         return 0
     cores = " ".join(f"{x * 100:3.0f}" for x in sample.cpu)
     print(f"cores %: {cores}")
     print(f"beta_cpu {bc:.3f}  beta_gpu {bg:.3f}  processes {len(table)}")
     for g in sample.gpus:
-        print(f"gpu{g.index} {g.name}: util {g.util} mem {g.mem_used}/{g.mem_total}")
+        print(clean(f"gpu{g.index} {g.name}: util {g.util} mem {g.mem_used}/{g.mem_total}"))
     return 0
 
 

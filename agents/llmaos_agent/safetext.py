@@ -62,8 +62,10 @@ def clean(text: object, *, keep_newlines: bool = False) -> str:
 
 
 def clean_lines(text: str) -> list[str]:
-    """The lines of ``text`` (a log), each cleaned: newlines split, nothing else kept raw."""
-    return [clean(line) for line in text.splitlines()]
+    """The lines of ``text`` (a log), each cleaned: split at every line boundary
+    (``str.splitlines``: CR, VT, FF, FS-RS, NEL and U+2028/2029 too, so none of them is
+    left to move the cursor), tabs kept (a log's columns), nothing else kept raw."""
+    return [clean(line, keep_newlines=True) for line in text.splitlines()]
 
 
 def is_clean(text: str) -> bool:

@@ -1,4 +1,7 @@
-"""The console's audit log: every change this console asked for, newest first."""
+"""The console's audit log: every change this console asked for, newest first.
+
+Its targets, before and after texts and results came from the hosts: the table is a
+:class:`SafeTable`, which cleans every cell."""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+
+from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.text import safe
 
 
 class AuditScreen(Screen[None]):
@@ -24,8 +30,8 @@ class AuditScreen(Screen[None]):
         self.path = path
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Audit log · {len(self.entries)} entries · {self.path}", id="title")
-        yield DataTable(cursor_type="row", id="audit-table")
+        yield Static(safe(f"Audit log · {len(self.entries)} entries · {self.path}"), id="title")
+        yield SafeTable(cursor_type="row", id="audit-table")
         yield Footer()
 
     def on_mount(self) -> None:

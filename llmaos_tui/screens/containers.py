@@ -5,6 +5,9 @@ each container's load from its host's process sampling. Keys act on the containe
 the cursor: ``s`` start, ``S`` stop, ``R`` restart (posted as :class:`ChangeIntent`, which
 the app carries out through the host's agent, audited), ``l`` its log, ``m`` move it to
 another host (the move dialog). A read-only console hides the keys that change anything.
+
+Names, images, labels, engine errors and log lines are the hosts' (and the containers')
+text: the table is a :class:`SafeTable`, the rest is drawn with ``safe`` / ``safe_log``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from llmaos_agent.protocol import Container, ContainerLog, ContainerLogQuery, Co
 from llmaos_tui.fleet.state import FleetState
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
-from llmaos_tui.widgets.text import ago
+from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.text import ago, safe, safe_log
 
 STOP_GRACE = 10  # seconds a stop or restart gives the container before the kill
 
@@ -94,7 +98,7 @@ class ContainersScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title")
-        yield DataTable(cursor_type="row", id="containers-table")
+        yield SafeTable(cursor_type="row", id="containers-table")
         yield Static("", id="detail")
         yield Footer()
 
@@ -131,7 +135,7 @@ class ContainersScreen(Screen[None]):
             if h.hello is not None and not h.hello.caps.docker and h.hello.caps.docker_reason
         ]
         self.query_one("#title", Static).update(
-            f"Containers on {where} · {running} running, {len(rows) - running} stopped{ro}"
+            safe(f"Containers on {where} · {running} running, {len(rows) - running} stopped{ro}")
         )
         table = self.query_one(DataTable)
         keep = self._selected_key()
@@ -152,7 +156,7 @@ class ContainersScreen(Screen[None]):
         detail = "; ".join(no_engine) if no_engine else ""
         if not rows and not detail:
             detail = "No containers."
-        self.query_one("#detail", Static).update(detail)
+        self.query_one("#detail", Static).update(safe(detail))
 
     def _selected_key(self) -> str | None:
         table = self.query_one(DataTable)
@@ -250,9 +254,8 @@ class ContainerLogScreen(Screen[None]):
         self.host, self.container, self.fetch = host, container, fetch
 
     def compose(self) -> ComposeResult:
-        yield Static(
-            f"Output of {self.container.name} on {self.host} (last {self.TAIL} lines)", id="title"
-        )
+        title = f"Output of {self.container.name} on {self.host} (last {self.TAIL} lines)"
+        yield Static(safe(title), id="title")
         yield RichLog(id="log", wrap=False, markup=False, highlight=False)
         yield Footer()
 
@@ -273,11 +276,11 @@ class ContainerLogScreen(Screen[None]):
         log = self.query_one(RichLog)
         log.clear()
         if msg.log is None:
-            log.write(Text(f"[log unavailable: {msg.error}]", style="italic"))
+            log.write(safe(f"[log unavailable: {msg.error}]", style="italic"))
             return
         if msg.log.truncated:
             log.write(Text("[older output cut]", style="italic"))
-        log.write(Text(msg.log.data.rstrip("\n")) if msg.log.data else Text("[no output]"))
+        log.write(safe_log(msg.log.data.rstrip("\n")) if msg.log.data else Text("[no output]"))
 
     def action_reload(self) -> None:
         self.load()

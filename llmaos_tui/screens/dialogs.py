@@ -1,4 +1,9 @@
-"""Small modal dialogs: a value prompt, a pick from a list, a yes/no confirmation."""
+"""Small modal dialogs: a value prompt, a pick from a list, a yes/no confirmation.
+
+Their titles and questions name what a host reported (a process, a request, a
+container), so each is drawn through :func:`llmaos_tui.widgets.text.safe`: escapes for
+control characters, never markup.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
+
+from llmaos_tui.widgets.text import safe
 
 
 class PromptScreen(ModalScreen[str | None]):
@@ -33,9 +40,9 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
+            yield Label(safe(self.title_text))
             yield Input(value=self.value, id="value")
-            yield Static(self.hint, id="hint")
+            yield Static(safe(self.hint), id="hint")
             yield Static("", id="error")
 
     def on_mount(self) -> None:
@@ -44,7 +51,7 @@ class PromptScreen(ModalScreen[str | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         err = self.check(event.value)
         if err:
-            self.query_one("#error", Static).update(err)
+            self.query_one("#error", Static).update(safe(err))
             return
         self.dismiss(event.value)
 
@@ -71,8 +78,8 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
-            yield OptionList(*self.options, id="choices")
+            yield Label(safe(self.title_text))
+            yield OptionList(*(safe(o) for o in self.options), id="choices")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(self.options[event.option_index])
@@ -102,7 +109,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question, id="question")
+            yield Static(safe(self.question), id="question")
             yield Static("y: yes   n / Esc: no", id="keys")
 
     def action_answer(self, yes: bool) -> None:

@@ -7,6 +7,9 @@ pre-check's refusals, or the steps it will take. Enter asks the app to move it
 (:class:`MoveIntent`); each step then gets a progress bar, with the bytes streamed for the
 image and the volumes. The app does all the work (docker SDK, SSH forwards) and answers
 with the messages below; this screen only shows them.
+
+Container names, images, engine errors and refusals are the hosts' text: the targets
+table is a :class:`SafeTable` and every other piece is drawn with ``safe``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from textual.widgets import Checkbox, DataTable, Footer, Label, ProgressBar, Sta
 from llmaos_agent.protocol import Container
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.screens.containers import size
+from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.text import safe, safe_lines
 
 # ------------------------------------------------------------------ screen -> app
 
@@ -162,8 +167,9 @@ class MoveScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         c = self.container
-        yield Static(f"Move {c.name} ({c.image}, {c.state}) from {self.source} to…", id="title")
-        yield DataTable(cursor_type="row", id="targets")
+        title = f"Move {c.name} ({c.image}, {c.state}) from {self.source} to…"
+        yield Static(safe(title), id="title")
+        yield SafeTable(cursor_type="row", id="targets")
         with Horizontal(id="options"):
             yield Checkbox("commit its file changes (c)", id="commit")
             yield Checkbox("keep the source, stopped (k)", id="keep")
@@ -220,7 +226,7 @@ class MoveScreen(Screen[None]):
         if target is None or self.running or self.finished:
             return
         self.plan, self.plan_for = None, None
-        self.query_one("#plan", Static).update(f"Pre-checking the move to {target}…")
+        self.query_one("#plan", Static).update(safe(f"Pre-checking the move to {target}…"))
         commit, keep, live = self._options()
         self.post_message(MovePlanQuery(self, target, commit, keep, live))
 
@@ -260,21 +266,20 @@ class MoveScreen(Screen[None]):
         box = self.query_one("#plan", Static)
         self.plan, self.plan_for, self.refusals = msg.plan, msg.target, msg.refusals
         if msg.plan is None:
-            box.update(f"Cannot pre-check the move to {msg.target}: {msg.error}")
+            box.update(safe(f"Cannot pre-check the move to {msg.target}: {msg.error}"))
             box.add_class("refused")
             return
         if not msg.plan.get("commit"):  # a committed image is new everywhere
             self.on_move_target_image(MoveTargetImage(msg.target, not msg.plan["stream_image"]))
         if msg.refusals:
             box.add_class("refused")
-            box.update(
-                f"Refused: the move to {msg.target} cannot go ahead:\n"
-                + "\n".join(f"  • {r}" for r in msg.refusals)
-            )
+            lines = [f"Refused: the move to {msg.target} cannot go ahead:"]
+            lines += [f"  • {r}" for r in msg.refusals]
+            box.update(safe_lines(lines))
             return
         box.remove_class("refused")
         steps = " → ".join(str(s) for s in msg.plan.get("steps", []))
-        box.update(f"Pre-check passed. Enter moves it to {msg.target}:\n  {steps}")
+        box.update(safe_lines([f"Pre-check passed. Enter moves it to {msg.target}:", f"  {steps}"]))
 
     def action_go(self) -> None:
         target = self.selected_target()
@@ -292,9 +297,10 @@ class MoveScreen(Screen[None]):
             name = str(step).split(" ", 1)[0]
             bar = ProgressBar(total=None, show_eta=False, id=f"bar-{name}")
             self._bars[name] = bar
-            steps.mount(Horizontal(Label(str(step)), bar, classes="step"))
+            steps.mount(Horizontal(Label(safe(step)), bar, classes="step"))
         commit, keep, live = self._options()
-        self.query_one("#outcome", Static).update(f"Moving {self.container.name} to {target}…")
+        moving = f"Moving {self.container.name} to {target}…"
+        self.query_one("#outcome", Static).update(safe(moving))
         self.post_message(MoveIntent(self, target, commit, keep, live))
 
     def on_move_step_progress(self, msg: MoveStepProgress) -> None:
@@ -307,7 +313,7 @@ class MoveScreen(Screen[None]):
             bar.update(total=1, progress=1)
         label = bar.parent.query_one(Label) if bar.parent is not None else None
         if label is not None and msg.done_bytes and msg.state in ("bytes", "done"):
-            label.update(f"{msg.step} {size(msg.done_bytes)}B")
+            label.update(safe(f"{msg.step} {size(msg.done_bytes)}B"))
 
     def on_move_done(self, msg: MoveDone) -> None:
         self.running = False
@@ -318,7 +324,7 @@ class MoveScreen(Screen[None]):
         out = self.query_one("#outcome", Static)
         out.set_class(msg.outcome == "moved", "moved")
         out.set_class(msg.outcome != "moved", "failed")
-        out.update(msg.summary + "  (Esc closes)")
+        out.update(safe(msg.summary + "  (Esc closes)"))
 
     def action_back(self) -> None:
         if self.running:

@@ -6,6 +6,10 @@ app to carry the selected moves out; their results come back per move (a contain
 move's steps as they run), and after a settle time the measured beta is shown against
 the prediction. At the hosts level ``u`` plans again moving requests and containers,
 requests only, or containers only.
+
+Unit names, hosts, notes and results (a move's error text) are the hosts' text: the
+moves table is a :class:`SafeTable` and the summary and result lines are drawn with
+``safe``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from llmaos_tui.balance import Plan
+from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.text import safe
 
 UNIT_CHOICES: tuple[frozenset[str], ...] = (
     frozenset({"requests", "containers"}),
@@ -136,7 +142,7 @@ class PlanScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="summary")
-        yield DataTable(cursor_type="row", id="moves")
+        yield SafeTable(cursor_type="row", id="moves")
         yield Static("", id="result")
         yield Footer()
 
@@ -185,7 +191,7 @@ class PlanScreen(Screen[None]):
             text += f" · {p.note}"
         if self.read_only:
             text += " · read-only: review only"
-        self.query_one("#summary", Static).update(text)
+        self.query_one("#summary", Static).update(safe(text))
 
     def action_toggle_move(self) -> None:
         table = self.query_one(DataTable)
@@ -240,7 +246,7 @@ class PlanScreen(Screen[None]):
         ok = sum(1 for good, _ in self.results.values() if good)
         tried = len(self.results) - len(self.untried)
         self.query_one("#result", Static).update(
-            f"{ok} of {tried} moves made · after {msg.settle:.0f} s: "
+            f"{ok} of {tried} moves made · after {msg.settle:.0f} s: "  # numbers only
             f"measured β {msg.beta:.3f} against predicted {self.predicted:.3f} "
             f"(before {self.plan.beta_before:.3f})"
         )

@@ -4,13 +4,18 @@ Rows: running first, then waiting by priority and FIFO position, then held, then
 the recently finished. Keys act on the request under the cursor and post
 :class:`ChangeIntent` for the app to carry out; the table follows the agents'
 ``requests`` notifications, so changes made from other consoles show up live.
+
+Names, argv, reasons and log lines are the hosts' text: the table is a
+:class:`SafeTable`, titles and notes are drawn with ``safe`` and the log with
+``safe_log`` (control characters as escapes, never markup). A host whose agent says
+its queue is unavailable (hello caps) is named, with the reason, under the title.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import msgspec
 from rich.text import Text
@@ -30,15 +35,27 @@ from llmaos_agent.protocol import (
     RequestRef,
     RequestSpec,
 )
-from llmaos_tui.fleet.state import FleetState
+from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
-from llmaos_tui.widgets.text import ago
+from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.text import ago, safe, safe_log
 
 PRIORITY_STEP = 10
 """What ``+`` and ``-`` add: one nice step for a running request (DESIGN: 10 per step)."""
 WAITING = ("queued", "held")
 ORDER = {"running": 0, "queued": 1, "held": 2}
+
+
+def queue_notes(hosts: Iterable[HostState]) -> list[str]:
+    """ "HOST: queue unavailable: REASON" for each host whose agent says its request queue
+    cannot be used (its hello's caps), in words to show as they are (cleaned by the
+    caller)."""
+    return [
+        f"{h.name}: queue unavailable: {h.hello.caps.queue_reason or 'no reason given'}"
+        for h in hosts
+        if h.hello is not None and not h.hello.caps.queue
+    ]
 
 
 def _sort_key(r: RequestInfo) -> tuple[int, int, int, float]:
@@ -63,6 +80,8 @@ class RequestsScreen(Screen[None]):
     DEFAULT_CSS = """
     RequestsScreen { layout: vertical; }
     RequestsScreen #title { height: 1; padding: 0 1; background: $panel; color: $text; }
+    RequestsScreen #queue-note { height: auto; padding: 0 1; color: $warning; display: none; }
+    RequestsScreen #queue-note.-shown { display: block; }
     RequestsScreen DataTable { height: 1fr; }
     """
     COLUMNS = ("HOST", "ID", "STATE", "PRIO", "CPUS", "GPUS", "NAME", "AGE", "WHERE / WHY")
@@ -80,7 +99,8 @@ class RequestsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title")
-        yield DataTable(cursor_type="row", id="requests-table")
+        yield Static("", id="queue-note")
+        yield SafeTable(cursor_type="row", id="requests-table")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -115,8 +135,12 @@ class RequestsScreen(Screen[None]):
         where = self.host or f"all {len(hosts)} hosts"
         ro = " · read-only" if self.read_only else ""
         self.query_one("#title", Static).update(
-            f"Requests on {where} · {running} running, {waiting} waiting{ro}"
+            safe(f"Requests on {where} · {running} running, {waiting} waiting{ro}")
         )
+        notes = queue_notes(hosts)
+        note = self.query_one("#queue-note", Static)
+        note.update(safe("; ".join(notes)))
+        note.set_class(bool(notes), "-shown")
         table = self.query_one(DataTable)
         keep = self._selected_key()
         table.clear()
@@ -246,7 +270,7 @@ class LogScreen(Screen[None]):
         self.host, self.rid, self.fetch = host, rid, fetch
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Output of {self.rid} on {self.host}", id="title")
+        yield Static(safe(f"Output of {self.rid} on {self.host}"), id="title")
         yield RichLog(id="log", wrap=False, markup=False, highlight=False)
         yield Footer()
 
@@ -275,12 +299,13 @@ class LogScreen(Screen[None]):
     def on_log_arrived(self, msg: LogArrived) -> None:
         log = self.query_one(RichLog)
         if msg.chunk is None:
-            log.write(Text(f"[log unavailable: {msg.error}]", style="italic"))
+            log.write(safe(f"[log unavailable: {msg.error}]", style="italic"))
             return
         if msg.chunk.data:
-            log.write(Text(msg.chunk.data.rstrip("\n")))
+            log.write(safe_log(msg.chunk.data.rstrip("\n")))
         if not msg.chunk.running and not msg.chunk.data:
-            self.query_one("#title", Static).update(f"Output of {self.rid} on {self.host} (ended)")
+            title = f"Output of {self.rid} on {self.host} (ended)"
+            self.query_one("#title", Static).update(safe(title))
 
     def action_back(self) -> None:
         self.dismiss()
@@ -306,7 +331,7 @@ class SubmitScreen(ModalScreen[RequestSpec | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"New request on {self.host}")
+            yield Label(safe(f"New request on {self.host}"))
             yield Input(placeholder="command, e.g. python serve.py --port 8000", id="command")
             with Horizontal():
                 yield Input(value="0", placeholder="priority", id="priority")
@@ -329,7 +354,7 @@ class SubmitScreen(ModalScreen[RequestSpec | None]):
         try:
             spec = self._spec()
         except ValueError as exc:
-            self.query_one("#error", Static).update(str(exc))
+            self.query_one("#error", Static).update(safe(str(exc)))
             return
         self.dismiss(spec)
 

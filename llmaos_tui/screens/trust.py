@@ -15,6 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from llmaos_agent.safetext import clean
+
 
 class TrustScreen(ModalScreen[bool]):
     AUTO_FOCUS = "#refuse"
@@ -49,26 +51,28 @@ class TrustScreen(ModalScreen[bool]):
         self.known_hosts = known_hosts
 
     def compose(self) -> ComposeResult:
-        # Text, never markup: names and paths are the operator's, not ours.
-        where = (
+        # Text, never markup; and cleaned: the host's name and target are the operator's,
+        # but the key type is what the server sent.
+        where = clean(
             self.host_name
             if self.target in ("", self.host_name)
             else (f"{self.host_name} ({self.target})")
         )
         with Vertical():
             yield Static(Text(f"Unknown host key: {where}"), id="trust-title")
+            key_type = clean(self.key_type)
             yield Static(
                 Text(
-                    f"The host presented a key of type {self.key_type} that is not in your "
+                    f"The host presented a key of type {key_type} that is not in your "
                     "known_hosts. Compare its fingerprint with the one the host's "
                     "administrator gives you (ssh-keygen -lf on the host's key):"
                 ),
                 id="trust-body",
             )
-            yield Static(Text(f"{self.key_type}  {self.fingerprint}"), id="trust-fingerprint")
+            yield Static(Text(clean(f"{key_type}  {self.fingerprint}")), id="trust-fingerprint")
             yield Static(
                 Text(
-                    f"Trust (t) writes this key to {self.known_hosts} and connects. "
+                    f"Trust (t) writes this key to {clean(self.known_hosts)} and connects. "
                     "Refuse (r or Esc) leaves the host down."
                 ),
                 id="trust-note",

@@ -9,6 +9,7 @@ from textual.geometry import Size
 from textual.widget import Widget
 
 from llmaos_agent.protocol import GpuSample, Proc
+from llmaos_agent.safetext import clean
 from llmaos_tui.widgets.text import NA, bar, human_bytes, level_class
 
 
@@ -40,7 +41,8 @@ class GpuPanel(Widget):
     def update_gpus(
         self, gpus: Sequence[GpuSample], reason: str | None, procs: Mapping[int, Proc]
     ) -> None:
-        names = {p.pid: procs[p.pid].name for g in gpus for p in g.procs if p.pid in procs}
+        # Process names are their owners' text: cleaned once here, drawn as they are.
+        names = {p.pid: clean(procs[p.pid].name) for g in gpus for p in g.procs if p.pid in procs}
         new = list(gpus)
         if (new, reason, names) == (self.gpus, self.reason, self.names):
             return
@@ -57,7 +59,7 @@ class GpuPanel(Widget):
         out = Text(no_wrap=True, overflow="crop")
         if not self.gpus:
             out.append("GPUs ", label)
-            out.append(f"none ({self.reason})" if self.reason else "none")
+            out.append(f"none ({clean(self.reason)})" if self.reason else "none")
             return out
         width = self.size.width
         for i, g in enumerate(self.gpus):
@@ -65,7 +67,8 @@ class GpuPanel(Widget):
                 out.append("\n")
             out.append(f"GPU{g.index} ", label)
             if g.error:
-                out.append(f"{g.name}: {g.error}", self.get_component_rich_style("gpu--error"))
+                err = clean(f"{g.name}: {g.error}")  # the driver's and NVML's text
+                out.append(err, self.get_component_rich_style("gpu--error"))
                 out.append("\n")
                 continue
             mem_frac = g.mem_used / g.mem_total if g.mem_used is not None and g.mem_total else None
@@ -85,7 +88,7 @@ class GpuPanel(Widget):
             out.append_text(bar(mem_frac, bar_w, mem_fill, empty))
             out.append(f" {mem}{tail}")
             out.append("\n     ", label)
-            out.append(g.name[:30], label)
+            out.append(clean(g.name)[:30], label)
             procs = ", ".join(
                 f"{p.pid} {self.names.get(p.pid, '?')} {human_bytes(p.used_mem)}" for p in g.procs
             )

@@ -30,6 +30,7 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
+from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import HostState, HostStatus
 
 CORE = "█"
@@ -126,7 +127,7 @@ class HeatMap(Widget):
     # -------------------------------------------------------------- layout
 
     def _label_width(self) -> int:
-        longest = max((len(h.name) for h in self._hosts), default=4)
+        longest = max((len(clean(h.name)) for h in self._hosts), default=4)
         return min(longest, LABEL_MAX) + 1
 
     def _geometry(self, width: int) -> tuple[int, int, int]:
@@ -191,11 +192,13 @@ class HeatMap(Widget):
         return lines
 
     def _draw_host(self, h: HostState, label_w: int, per_line: int) -> list[Line]:
-        name = h.name if len(h.name) <= LABEL_MAX else h.name[: LABEL_MAX - 1] + "…"
+        # Segments go to the terminal as they are: host text is cleaned here, first.
+        shown = clean(h.name)
+        name = shown if len(shown) <= LABEL_MAX else shown[: LABEL_MAX - 1] + "…"
         cores, gpus = _cells(h)
         if not cores and not gpus:
             dim = self.get_component_rich_style("heatmap--down")
-            status = h.status.value + (f": {h.reason}" if h.reason else "")
+            status = h.status.value + (f": {clean(h.reason)}" if h.reason else "")
             if h.status is HostStatus.UP:
                 status = "waiting for the first sample"
             text = name.ljust(label_w) + status[:per_line].ljust(per_line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import HostState, HostStatus
 
 
@@ -42,14 +43,18 @@ class HostHeader(Widget):
         h = self.host
         muted = self.get_component_rich_style("hostheader--muted")
         out = Text(no_wrap=True, overflow="ellipsis")
-        out.append(f" {h.name} ", self.get_component_rich_style("hostheader--name"))
+        # Each piece cleaned: the hello's facts and the reason are the agent's text.
+        out.append(f" {clean(h.name)} ", self.get_component_rich_style("hostheader--name"))
         if h.hello:
             f = h.hello.host
-            out.append(f"{f.hostname} · {f.os} {f.os_release} · {f.cores} cores · ", muted)
-            out.append(f"{h.target} · agent {h.hello.agent_version} · ", muted)
+            facts = f"{f.hostname} · {f.os} {f.os_release} · {f.cores} cores · "
+            out.append(clean(facts), muted)
+            out.append(clean(f"{h.target} · agent {h.hello.agent_version} · "), muted)
         out.append(h.status.value, self.get_component_rich_style(status_class(h.status)))
         if h.reason:
-            out.append(f": {h.reason}", self.get_component_rich_style(status_class(h.status)))
+            out.append(
+                f": {clean(h.reason)}", self.get_component_rich_style(status_class(h.status))
+            )
         if self.read_only:
             out.append("  [read-only]", muted)
         return out

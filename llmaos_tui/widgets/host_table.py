@@ -16,7 +16,9 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
+from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import HostState, HostStatus
+from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import NA, fixed, percent, sparkline
 
 SPARK_WIDTH = 20
@@ -100,7 +102,10 @@ def host_matches(h: HostState, needle: str) -> bool:
     return True
 
 
-class HostTable(DataTable[Any]):
+class HostTable(SafeTable):
+    """The cells are cleaned by :class:`SafeTable`: a down reason is the agent's or the
+    network's text."""
+
     COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {
         "hosttable--up",
         "hosttable--stale",
@@ -309,7 +314,8 @@ class HostTable(DataTable[Any]):
         # Most updates change cells, not the order; a sort makes the table lay out and
         # redraw every row again, so it is done only when the order moved.
         if order != self.shown_names:
-            rank = {n: i for i, n in enumerate(order)}
+            # The name cells hold the cleaned names (SafeTable).
+            rank = {clean(n): i for i, n in enumerate(order)}
             self.sort("name", key=lambda cell: rank[cell.plain])
         if keep is not None and keep in self._rows:
             row = self.get_row_index(keep)

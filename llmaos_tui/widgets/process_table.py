@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from llmaos_agent.protocol import Proc
+from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import NA, human_bytes
 
 
@@ -92,7 +93,9 @@ def matches(p: Proc, needle: str) -> bool:
     return n in str(p.pid) or n in p.user.lower() or n in p.name.lower() or n in p.cmd.lower()
 
 
-class ProcessTable(DataTable[Any]):
+class ProcessTable(SafeTable):
+    """The cells are cleaned by :class:`SafeTable` (a command line is another user's text)."""
+
     BINDINGS = [
         Binding("P", "sort('cpu')", "Sort CPU", id="procs.sort_cpu"),
         Binding("M", "sort('mem')", "Sort MEM", id="procs.sort_mem"),

@@ -1,15 +1,68 @@
-"""Text helpers shared by the widgets: sizes, percentages, bars and sparklines."""
+"""Text helpers shared by the widgets: host text made safe, sizes, percentages, bars and
+sparklines.
+
+Free of Textual (the CLI imports it too). Everything a host reports goes to the screen
+through :func:`safe` (or :func:`safe_text` for a Text that may already hold host text):
+control characters become visible escapes (:func:`llmaos_agent.safetext.clean`), and as a
+Text it is never read as Rich markup, so ``[red]x`` and ``[link=...]`` show as written.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.style import Style
+from rich.console import JustifyMethod
+from rich.style import Style, StyleType
 from rich.text import Text
+
+from llmaos_agent.safetext import clean, clean_lines, is_clean
 
 NA = "n/a"
 _SPARK = "▁▂▃▄▅▆▇█"
 _EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def safe(text: object, style: StyleType = "", *, justify: JustifyMethod | None = None) -> Text:
+    """Untrusted text as a Text to draw: escapes for control and format characters, no
+    markup."""
+    return Text(clean(text), style=style, justify=justify)
+
+
+def safe_log(data: str) -> Text:
+    """A log's output as one Text of lines, each cleaned (tabs kept; CR and the other line
+    breaks end a line rather than move the cursor)."""
+    return Text("\n".join(clean_lines(data)))
+
+
+def safe_lines(lines: Sequence[object]) -> Text:
+    """Lines of ours, each holding untrusted text, as one Text (each line cleaned, the
+    newlines between them kept)."""
+    return Text("\n".join(clean(line) for line in lines))
+
+
+def safe_text(t: Text) -> Text:
+    """``t`` with its characters cleaned and its styles kept (the same object when it is
+    clean already, the common case)."""
+    if is_clean(t.plain.replace("\n", "")):
+        return t
+    out = t.blank_copy()
+    cuts = sorted({o for span in t.spans for o in (span.start, span.end)})
+    for piece in t.divide(cuts):
+        start = len(out)
+        out.append("\n".join(clean(line) for line in piece.plain.split("\n")))
+        for span in piece.spans:  # after the cuts, each covers its whole piece
+            out.stylize(span.style, start, len(out))
+    return out
+
+
+def safe_cell(value: object) -> object:
+    """A table cell to draw: a str as a cleaned Text (a str cell would be read as markup),
+    a Text cleaned, anything else (numbers, renderables of ours) as it is."""
+    if isinstance(value, str):
+        return Text(clean(value))
+    if isinstance(value, Text):
+        return safe_text(value)
+    return value
 
 
 def human_bytes(n: int | None) -> str:
