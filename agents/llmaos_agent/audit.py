@@ -1,7 +1,17 @@
-"""The host's audit log: one JSON line per change the agent made or refused.
+"""The host's audit log: one JSON line per change the agent made, refused or was about to make.
 
-Appended (never rewritten) to ``audit.log`` in the state directory, flushed and
-fsynced per line so a crash right after a change still has its record.
+Appended (never rewritten) to ``audit.log`` in the state directory, flushed and fsynced per
+line so a crash right after a change still has its record. The file is opened through
+:func:`llmaos_agent.paths.open_file` for each line: never through a symlink, only a regular
+file of this user that nobody else may write.
+
+A line names who asked: ``operator`` is the authenticated identity (the user name of the
+peer uid of the daemon's socket, read with SO_PEERCRED; over SSH that is the login), and
+``claimed`` is the name the console gave in its handshake, which nothing checks.
+
+:meth:`AuditLog.append` raises :class:`AuditUnavailable` when the line cannot be written
+(disk full, read-only or immutable file, a link in its place): the daemon then does not
+make the change (it writes the record of the intended change first).
 """
 
 from __future__ import annotations
@@ -10,6 +20,12 @@ import json
 import os
 import time
 from pathlib import Path
+
+from llmaos_agent.paths import UnsafeFile, open_file
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit log cannot be written; what would have needed the line is not done."""
 
 
 class AuditLog:
@@ -26,23 +42,45 @@ class AuditLog:
         result: str,
         operator: str,
         host: str,
+        claimed: str = "",
+        uid: int | None = None,
+        peer_pid: int | None = None,
     ) -> None:
-        line = json.dumps(
-            {
-                "time": time.time(),
-                "operator": operator,
-                "host": host,
-                "action": action,
-                "target": target,
-                "before": before,
-                "after": after,
-                "result": result,
-            },
-            ensure_ascii=False,
-        )
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        entry: dict[str, object] = {
+            "time": time.time(),
+            "operator": operator,
+            "host": host,
+            "action": action,
+            "target": target,
+            "before": before,
+            "after": after,
+            "result": result,
+        }
+        if claimed:
+            entry["claimed"] = claimed
+        if uid is not None:
+            entry["uid"] = uid
+        if peer_pid is not None:
+            entry["peer_pid"] = peer_pid
+        line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
         try:
-            os.write(fd, line.encode() + b"\n")
+            fd = open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except (OSError, UnsafeFile) as exc:
+            raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
+        try:
+            # One write of the whole line: O_APPEND keeps lines whole; a short write (the
+            # disk filled mid-line) is a failure too, and the torn tail is a bad line that
+            # readers skip.
+            if os.write(fd, line) != len(line):
+                raise AuditUnavailable(f"cannot write the audit log {self.path}: short write")
             os.fsync(fd)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
         finally:
             os.close(fd)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

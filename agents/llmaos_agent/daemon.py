@@ -12,12 +12,28 @@ each process-table pass sums their processes' load with that same table; what ch
 out as a ``containers`` notification just before the pass's sample, the whole list to a
 client when it attaches. ``containers.start/stop/restart`` are changes (refused read-only,
 audited) and, like ``containers.logs``, run in a thread, answered when the engine is done.
+
+Fairness and bounds (no client stalls the others or the sampling): one line of a client is
+handled per turn of the loop; a client whose unread output passes :data:`PAUSE_BYTES` is
+not read from (its calls wait) until it drains, and history goes out the same way, chunk
+by chunk; a client that lets :data:`MAX_CLIENT_BUFFER` pile up, or stays over
+:data:`PAUSE_BYTES` for :data:`STALL_S`, is dropped, and so is the largest when all
+together hold more than :data:`MAX_TOTAL_BUFFER`. At most :data:`MAX_CLIENTS` connect at
+once; one more is told why and closed. Nothing is answered to a client that has gone.
+
+Audit (fails closed): a change's intended record is written before it is made, and when
+it cannot be written the change is refused. The operator recorded is the peer's uid from
+SO_PEERCRED (its user name) beside the name the console claims; a peer of another uid
+than the daemon's (or root) is refused. The daemon's own acts (dispatch, a request's end,
+adoption at start, start and stop) are audited too, and while the log cannot be written
+the queue starts nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -37,7 +53,7 @@ else:
     import fcntl
 
 from llmaos_agent import __version__, container_control, control, endpoint
-from llmaos_agent.audit import AuditLog
+from llmaos_agent.audit import AuditLog, AuditUnavailable
 from llmaos_agent.collect.processes import diff, full
 from llmaos_agent.collect.sampler import Sampler
 from llmaos_agent.paths import AgentPaths
@@ -91,6 +107,7 @@ from llmaos_agent.protocol import (
     encode_result,
 )
 from llmaos_agent.requests.queue import NotFound, QueueError, RequestQueue
+from llmaos_agent.requests.store import StoreUnavailable
 
 log = logging.getLogger("llmaos_agent.daemon")
 
@@ -100,8 +117,22 @@ CONTAINER_INTERVAL = 3.0
 DISPATCH_DELAY_S = 0.02
 """After a request change, how long to wait for more before starting what fits."""
 
-MAX_CLIENT_BUFFER = 8 << 20
+MAX_CLIENT_BUFFER = 4 << 20
 """A client that lets this much pile up unread is dropped, so memory stays bounded."""
+
+MAX_TOTAL_BUFFER = 32 << 20
+"""All clients' unread output together: over it, the client holding the most is dropped
+(40 clients at the per-client bound would otherwise hold 160 MB)."""
+
+PAUSE_BYTES = 256 << 10
+"""A client with this much unread is not read from until it drains (its pipelined calls
+wait in the kernel, not here); history and answers are held back the same way."""
+
+STALL_S = 15.0
+"""A client that stays over :data:`PAUSE_BYTES` this long without draining is dropped."""
+
+MAX_CLIENTS = 64
+"""Connections served at once; one more gets an error line saying so and is closed."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -109,22 +140,47 @@ class AlreadyRunning(RuntimeError):
 
 
 class _Client:
-    __slots__ = ("needs_full", "operator", "peer_pid", "writer")
+    __slots__ = ("claimed", "daemon", "needs_full", "over_since", "peer_pid", "tasks", "uid",
+                 "user", "writer")  # fmt: skip
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, daemon: Daemon) -> None:
         self.writer = writer
+        self.daemon = daemon
         self.needs_full = True
-        self.operator = ""
-        self.peer_pid = _peer_pid(writer)
+        self.claimed = ""  # the operator name the console's handshake gives: not checked
+        self.peer_pid, self.uid = _peer_cred(writer)
+        self.user = _user_name(self.uid) if self.uid is not None else ""
+        self.over_since: float | None = None  # since when its unread output is over PAUSE
+        self.tasks: set[asyncio.Task[None]] = set()  # its container calls in flight
+        # Pause reading (drain() waits) at PAUSE_BYTES rather than asyncio's 64 KiB.
+        with contextlib.suppress(AttributeError, NotImplementedError, ValueError):
+            writer.transport.set_write_buffer_limits(high=PAUSE_BYTES)
+
+    @property
+    def gone(self) -> bool:
+        return self.writer.is_closing()
+
+    def backlog(self) -> int:
+        """Bytes written to it that it has not read yet (beyond the kernel's buffer)."""
+        try:
+            return int(self.writer.transport.get_write_buffer_size())
+        except (AttributeError, RuntimeError):
+            return 0
+
+    def drop(self, why: str) -> None:
+        log.warning("dropping a client (uid %s, pid %s): %s", self.uid, self.peer_pid, why)
+        # abort, not close: close() would keep the buffer until the client reads it,
+        # which it never does, so the memory and the connection would stay forever.
+        self.writer.transport.abort()
+        self.daemon.clients.discard(self)
 
     def send(self, data: bytes) -> bool:
-        if self.writer.is_closing():
+        if self.gone:
             return False
-        if self.writer.transport.get_write_buffer_size() > MAX_CLIENT_BUFFER:
-            log.warning("dropping a client that does not read")
-            # abort, not close: close() would keep the buffer until the client reads it,
-            # which it never does, so the memory and the connection would stay forever.
-            self.writer.transport.abort()
+        if self.backlog() + len(data) > MAX_CLIENT_BUFFER:
+            self.drop(f"over {MAX_CLIENT_BUFFER} bytes unread")
+            return False
+        if not self.daemon.make_room(len(data), self):
             return False
         self.writer.write(data)
         return True
@@ -151,7 +207,8 @@ class Daemon:
         self._nvml = nvml
         # Samples are kept encoded: an hour of 64-core samples is ~1.5 MB this way.
         self.history: deque[bytes] = deque(maxlen=max(1, int(history_seconds / interval)))
-        self.clients: set[_Client] = set()
+        self.clients: set[_Client] = set()  # those that get the live stream
+        self.conns: set[_Client] = set()  # every client served (greeting ones too)
         self.table: dict[int, Proc] = {}
         self._force_procs = False
         self._next_procs = 0.0
@@ -166,7 +223,12 @@ class Daemon:
             "grace_s": cancel_grace_s,
         }
         self.audit = AuditLog(paths.state / "audit.log")
+        self._audit_error: str | None = None  # why the last line failed; None: it works
+        self._me = _user_name(os.getuid()) if hasattr(os, "getuid") else ""
+        self.queue_reason: str | None = None  # why there is no request queue
+        self._req_states: dict[str, str] = {}  # each request's state, as last heard
         self._dispatch_handle: asyncio.TimerHandle | None = None
+        self._appended = 0  # samples ever put in the history ring
         self.containers: dict[str, Container] = {}  # as the attached clients last heard
         self._containers_at = -CONTAINER_INTERVAL  # monotonic time of the last list
         self._containers_task: asyncio.Task[bool] | None = None
@@ -182,20 +244,22 @@ class Daemon:
             self.sampler = Sampler(nvml=self._nvml)
             # Before the hello, so its capabilities say whether containers can be listed.
             await self._refresh_containers()
+            caps = self.sampler.capabilities(read_only=self.read_only)
+            self._open_queue()
+            if self.queue is None:
+                caps = msgspec.structs.replace(caps, queue=False, queue_reason=self.queue_reason)
             self.hello = Hello(
                 protocol=PROTOCOL_VERSION,
                 agent_version=__version__,
                 pid=os.getpid(),
                 host=self.sampler.facts(),
-                caps=self.sampler.capabilities(read_only=self.read_only),
+                caps=caps,
                 interval=self.interval,
                 proc_interval=self.proc_interval,
             )
-            self.queue = RequestQueue(
-                self.paths.state,
-                on_change=self._requests_changed,
-                **self._queue_opts,  # type: ignore[arg-type]
-            )
+            self._own_audit("daemon.start", "daemon", "", "read-only" if self.read_only else "",
+                            "ok")  # fmt: skip
+            self._audit_adopted()
             server = await endpoint.serve(self.paths, self._serve_client, limit=MAX_LINE_BYTES)
             loop = asyncio.get_running_loop()
             if sys.platform != "win32":
@@ -208,11 +272,40 @@ class Daemon:
                 server.close()
                 for c in list(self.clients):
                     c.writer.close()
+                for task in list(self._tasks):
+                    task.cancel()
                 endpoint.cleanup(self.paths)
+                self._own_audit("daemon.stop", "daemon", "", "", "ok")
                 self.sampler.close()
-                self.queue.close()
+                if self.queue is not None:
+                    self.queue.close()
         finally:
             self._release_lock()
+
+    def _open_queue(self) -> None:
+        """The request queue; when its store cannot be opened (a corrupt, truncated or empty
+        DB, moved aside by the store) the daemon serves without it and says why."""
+        try:
+            self.queue = RequestQueue(
+                self.paths.state,
+                on_change=self._requests_changed,
+                **self._queue_opts,  # type: ignore[arg-type]
+            )
+        except StoreUnavailable as exc:
+            self.queue = None
+            self.queue_reason = str(exc) or type(exc).__name__
+            log.error("the request queue is unavailable: %s", self.queue_reason)
+
+    def _audit_adopted(self) -> None:
+        """Requests found running at start (their supervisors lived on) are this daemon's
+        now: say so, and remember every request's state to audit its next transition."""
+        if self.queue is None:
+            return
+        for info in self.queue.snapshot():
+            self._req_states[info.id] = info.state
+            if info.state == "running":
+                self._own_audit("requests.adopt", f"request {info.id}", "", _describe(info),
+                                "ok")  # fmt: skip
 
     # ------------------------------------------------------------ sampling
 
@@ -232,14 +325,21 @@ class Daemon:
         assert self.sampler is not None
         sample = self.sampler.sample()
         self.history.append(encode(sample))
+        self._appended += 1
+        self._police_clients()
         if self.queue is not None:
             self.queue.update_resources(
                 list(sample.cpu), [(g.uuid, g.util or 0.0) for g in sample.gpus]
             )
-            try:
-                self.queue.tick()
-            except Exception:  # one bad pass must not stop the sampling
-                log.exception("request queue tick failed")
+            # Read-only: observe only, start nothing. (RequestQueue.tick reaps and starts in
+            # one pass; the requests' supervisors record their ends, which the next daemon
+            # that is not read-only reads.) While the audit log cannot be written, nothing
+            # is started either: a dispatch is audited.
+            if not self.read_only and self._audit_works():
+                try:
+                    self.queue.tick()
+                except Exception:  # one bad pass must not stop the sampling
+                    log.exception("request queue tick failed")
         if not self.clients:
             self.table = {}
             self.containers = {}
@@ -365,11 +465,9 @@ class Daemon:
                 client.send(encode_result(req.id, ContainerLog(id=q.id, data=text, truncated=cut)))
             return
         ref: ContainerRef = req.params
-        operator = client.operator or "unknown"
-        host = self.hello.host.hostname if self.hello else ""
         target = f"container {ref.id}"
         if self.read_only:
-            self._audit(req.method, target, "", "", "refused: read-only", operator, host)
+            self._audit(req.method, target, "", "", "refused: read-only", client)
             client.send(
                 encode_error(
                     req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
@@ -379,18 +477,27 @@ class Daemon:
         verb = req.method.removeprefix("containers.")
         try:
             self._need_engine()
+        except container_control.Refused as exc:
+            self._audit(req.method, target, "", "", f"refused: {exc}", client)
+            client.send(encode_error(req.id, REFUSED, str(exc)))
+            return
+        refusal = self._audit_first(req, target, client)
+        if refusal is not None:
+            client.send(refusal)
+            return
+        try:
             target, before, after = await asyncio.to_thread(ctl.act, verb, ref.id, ref.timeout)
         except container_control.Refused as exc:
-            self._audit(req.method, target, "", "", f"refused: {exc}", operator, host)
+            self._audit(req.method, target, "", "", f"refused: {exc}", client)
             code = NOT_FOUND if isinstance(exc, container_control.NotFound) else REFUSED
             client.send(encode_error(req.id, code, str(exc)))
             return
         except Exception as exc:
             log.exception("call %s failed", req.method)
-            self._audit(req.method, target, "", "", f"error: {exc}", operator, host)
+            self._audit(req.method, target, "", "", f"error: {exc}", client)
             client.send(encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
             return
-        self._audit(req.method, target, before, after, "ok", operator, host)
+        self._audit(req.method, target, before, after, "ok", client)
         client.send(encode_result(req.id, Change(target=target, before=before, after=after)))
         # Show the new state soon: a fresh list, then a process pass that sends it.
         with contextlib.suppress(Exception):
@@ -408,81 +515,183 @@ class Daemon:
         if not c.send(data):
             self.clients.discard(c)
 
+    # --------------------------------------------------------------- bounds
+
+    def make_room(self, extra: int, sender: _Client) -> bool:
+        """Keep all clients' unread output under MAX_TOTAL_BUFFER by dropping the client
+        that holds the most; False when that is ``sender`` (its write is not made)."""
+        conns = self.conns
+        total = extra + sum(c.backlog() for c in conns)
+        while total > MAX_TOTAL_BUFFER and conns:
+            worst = max(conns, key=lambda c: c.backlog())
+            held = worst.backlog()
+            if held == 0:
+                break  # nothing to take back: the write alone is big; the per-client bound holds
+            worst.drop(f"all clients hold over {MAX_TOTAL_BUFFER} bytes unread")
+            conns.discard(worst)
+            total -= held
+            if worst is sender:
+                return False
+        return not sender.gone
+
+    def _police_clients(self) -> None:
+        """Once a tick: drop a client that stays over PAUSE_BYTES unread for STALL_S."""
+        now = time.monotonic()
+        for c in list(self.conns):
+            if c.backlog() <= PAUSE_BYTES:
+                c.over_since = None
+            elif c.over_since is None:
+                c.over_since = now
+            elif now - c.over_since > STALL_S:
+                c.drop(f"over {PAUSE_BYTES} bytes unread for {STALL_S:.0f} s")
+                self.conns.discard(c)
+
+    async def _drained(self, client: _Client) -> bool:
+        """Wait while ``client`` has PAUSE_BYTES unread (reading nothing from it meanwhile);
+        False when it has gone (dropped by the bounds above, or closed)."""
+        if client.backlog() > PAUSE_BYTES:
+            try:
+                await client.writer.drain()
+            except (ConnectionError, RuntimeError):
+                return False
+        return not client.gone
+
     # ------------------------------------------------------------- clients
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         assert self.hello is not None
-        client = _Client(writer)
+        client = _Client(writer, self)
+        if len(self.conns) >= MAX_CLIENTS:
+            log.warning("refusing a client: %d connected already", len(self.conns))
+            await self._refuse(client, f"too many clients: this agent serves at most "
+                               f"{MAX_CLIENTS} at once; close one and try again")  # fmt: skip
+            return
+        uid = client.uid
+        if uid is not None and hasattr(os, "getuid") and uid not in (os.getuid(), 0):
+            # The socket is 0600 already; this is defence in depth (a chmod, a bind mount).
+            self._audit("connect", f"uid {uid}", "", "", "refused: another user", client)
+            await self._refuse(client, f"uid {uid} ({client.user}) may not use this agent: it "
+                               f"serves uid {os.getuid()} ({self._me}) only")  # fmt: skip
+            return
+        self.conns.add(client)
+        try:
+            if not await self._greet(client):
+                return
+            self.clients.add(client)
+            try:
+                self._send_all_containers(client)
+            except Exception:  # the container list is extra; samples must reach the client
+                log.exception("container list for a new client failed")
+            self._force_procs = True
+            await self._read_requests(reader, client)
+        finally:
+            self.conns.discard(client)
+            self.clients.discard(client)
+            for task in list(client.tasks):
+                task.cancel()  # only reads are cancelled: changes are not put in client.tasks
+            writer.close()
+
+    async def _refuse(self, client: _Client, why: str) -> None:
+        client.writer.write(encode_error(None, REFUSED, why))
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+            await asyncio.wait_for(client.writer.drain(), 5.0)
+        client.writer.close()
+
+    async def _greet(self, client: _Client) -> bool:
+        """hello, the history ring and the request list; False when the client went.
+
+        History goes out chunk by chunk, each only once the client has read most of the
+        last (a client that does not read holds one chunk, not the ring); the samples of
+        the ring that arrive meanwhile follow, so none is missed or sent twice before the
+        client joins the live stream.
+        """
+        assert self.hello is not None
         client.send(encode_notification("hello", self.hello))
-        entries = list(self.history)
+        pos = self._appended - len(self.history)  # the absolute index of the next to send
         chunk: list[bytes] = []
         size = 0
-        for i, e in enumerate(entries):
-            chunk.append(e)
-            size += len(e)
-            if size >= HISTORY_CHUNK_BYTES or i == len(entries) - 1:
-                client.send(encode_history(chunk, last=i == len(entries) - 1))
-                chunk, size = [], 0
-        if not entries:
-            client.send(encode_history([], last=True))
+        while True:
+            start = self._appended - len(self.history)
+            pos = max(pos, start)  # what fell off the ring while we waited is not sent
+            if pos >= self._appended:
+                break
+            entries = list(itertools.islice(self.history, pos - start, None))
+            pos = self._appended
+            for e in entries:
+                chunk.append(e)
+                size += len(e)
+                if size >= HISTORY_CHUNK_BYTES:
+                    if not client.send(encode_history(chunk, last=False)):
+                        return False
+                    chunk, size = [], 0
+                    if not await self._drained(client):
+                        return False
+        if not client.send(encode_history(chunk, last=True)):
+            return False
         if self.queue is not None:
+            # Sent at once (the list must not miss a change made meanwhile); bounded by
+            # the queue's size and by the bounds on unread output.
             reqs = self.queue.snapshot()
             for i in range(0, max(1, len(reqs)), MAX_REQUESTS_PER_MESSAGE):
                 part = reqs[i : i + MAX_REQUESTS_PER_MESSAGE]
                 last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
                 delta = RequestDelta(full=i == 0, upsert=part, last=last)
-                client.send(encode_notification("requests.changed", delta))
-        self.clients.add(client)
-        try:
-            self._send_all_containers(client)
-        except Exception:  # the container list is extra; samples must reach the client
-            log.exception("container list for a new client failed")
-        self._force_procs = True
-        try:
-            await self._read_requests(reader, client)
-        finally:
-            self.clients.discard(client)
-            writer.close()
+                if not client.send(encode_notification("requests.changed", delta)):
+                    return False
+        return True
 
     async def _read_requests(self, reader: asyncio.StreamReader, client: _Client) -> None:
         async for line in _lines(reader, MAX_LINE_BYTES):
-            if self._stop.is_set():
+            # Nothing is computed for a client that has gone (closed, dropped).
+            if self._stop.is_set() or not await self._drained(client):
                 return
-            if line is None:
-                client.send(
-                    encode_error(None, INVALID_REQUEST, f"line over {MAX_LINE_BYTES} bytes")
-                )
-                continue
-            if not line.strip():
-                continue
-            try:
-                msg = decode(line, notifications=False, requests=True)
-            except BadParams as exc:
-                client.send(encode_error(exc.id, INVALID_PARAMS, str(exc)))
-                continue
-            except ProtocolError as exc:
-                client.send(encode_error(None, INVALID_REQUEST, str(exc)))
-                continue
-            if isinstance(msg, Request) and msg.method.startswith("containers."):
-                # The engine may take seconds (a stop waits out its grace): answered
-                # when done, while this client's other calls go on.
-                task = asyncio.ensure_future(self._container_call(msg, client))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                continue
-            if isinstance(msg, Request):
-                client.send(self._answer(msg, client))
-                if self.queue is not None:
-                    if msg.method.startswith("requests.") and msg.method in CHANGES:
-                        self._dispatch_soon()
-                    self.queue.flush()
-                if msg.method == "shutdown":
-                    self.stop()
-                    with contextlib.suppress(ConnectionError):
-                        await client.writer.drain()
-                    return
+            self._handle_line(line, client)
+            if self._stop.is_set():  # a shutdown it asked for: its answer goes out first
+                with contextlib.suppress(ConnectionError):
+                    await client.writer.drain()
+                return
+            # One line per turn of the loop: a client that pipelines thousands of calls
+            # takes turns with the others and with the sampling.
+            await asyncio.sleep(0)
+
+    def _handle_line(self, line: bytes | None, client: _Client) -> None:
+        if line is None:
+            client.send(encode_error(None, INVALID_REQUEST, f"line over {MAX_LINE_BYTES} bytes"))
+            return
+        if not line.strip():
+            return
+        try:
+            msg = decode(line, notifications=False, requests=True)
+        except BadParams as exc:
+            client.send(encode_error(exc.id, INVALID_PARAMS, str(exc)))
+            return
+        except ProtocolError as exc:
+            client.send(encode_error(None, INVALID_REQUEST, str(exc)))
+            return
+        except RecursionError:  # in case a decoder below protocol.decode lets one through
+            client.send(encode_error(None, INVALID_REQUEST, "JSON nested too deeply"))
+            return
+        if not isinstance(msg, Request):
+            return
+        if msg.method.startswith("containers."):
+            # The engine may take seconds (a stop waits out its grace): answered
+            # when done, while this client's other calls go on.
+            task = asyncio.ensure_future(self._container_call(msg, client))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if msg.method == "containers.logs":
+                # A read: cancelled if the client goes. A change is carried through and
+                # audited either way.
+                client.tasks.add(task)
+                task.add_done_callback(client.tasks.discard)
+            return
+        client.send(self._answer(msg, client))
+        if self.queue is not None:
+            if msg.method.startswith("requests.") and msg.method in CHANGES:
+                self._dispatch_soon()
+            self.queue.flush()
 
     def _answer(self, req: Request, client: _Client | None = None) -> bytes:
         if req.method in CHANGES:
@@ -491,7 +700,7 @@ class Daemon:
             if req.method == "handshake":
                 hs: Handshake = req.params
                 if client is not None:
-                    client.operator = hs.operator
+                    client.claimed = hs.operator
                 if hs.protocol != PROTOCOL_VERSION:
                     return encode_error(
                         req.id,
@@ -510,8 +719,10 @@ class Daemon:
                     req.id, ProcTable(t=time.time(), procs=list(self._fresh_table().values()))
                 )
             if req.method == "shutdown":
-                return encode_result(req.id, Empty())
-            if req.method.startswith("requests.") and self.queue is not None:
+                return self._shutdown(req, client)
+            if req.method.startswith("requests."):
+                if self.queue is None:
+                    return self._no_queue(req)
                 return self._query(req)
         except NotFound as exc:
             return encode_error(req.id, NOT_FOUND, str(exc))
@@ -519,6 +730,25 @@ class Daemon:
             log.exception("call %s failed", req.method)
             return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
+
+    def _no_queue(self, req: Request) -> bytes:
+        return encode_error(
+            req.id, REFUSED, f"the request queue is unavailable: {self.queue_reason or '?'}"
+        )
+
+    def _shutdown(self, req: Request, client: _Client | None) -> bytes:
+        """A client's ``shutdown``: refused read-only; audited, and refused when it cannot be."""
+        if self.read_only:
+            self._audit("shutdown", "daemon", "", "", "refused: read-only", client)
+            return encode_error(
+                req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
+            )
+        refusal = self._audit_first(req, "daemon", client)
+        if refusal is not None:
+            return refusal
+        self._audit("shutdown", "daemon", "running", "stopping", "ok", client)
+        self.stop()
+        return encode_result(req.id, Empty())
 
     def _dispatch_soon(self) -> None:
         """Start what now fits within a few ms, not at the next tick; a burst of submits
@@ -530,6 +760,8 @@ class Daemon:
 
     def _dispatch_now(self) -> None:
         self._dispatch_handle = None
+        if self.read_only or not self._audit_works():
+            return
         if self.queue is not None and not self._stop.is_set():
             try:
                 self.queue.tick()
@@ -550,43 +782,99 @@ class Daemon:
         return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
 
     def _change(self, req: Request, client: _Client | None) -> bytes:
-        """A call that changes something: refused when read-only, audited either way."""
-        operator = (client.operator if client else "") or "unknown"
-        host = self.hello.host.hostname if self.hello else ""
+        """A call that changes something: refused when read-only, audited either way, and
+        not made when the record of the intended change cannot be written first."""
         target = _target_of(req)
         if self.read_only:
-            self._audit(req.method, target, "", "", "refused: read-only", operator, host)
+            self._audit(req.method, target, "", "", "refused: read-only", client)
             return encode_error(
                 req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
             )
+        if req.method.startswith("requests.") and self.queue is None:
+            self._audit(req.method, target, "", "", "refused: no request queue", client)
+            return self._no_queue(req)
+        refusal = self._audit_first(req, target, client)
+        if refusal is not None:
+            return refusal
         try:
-            change = self._do_change(req, operator)
+            change = self._do_change(req, _owner(client))
         except (control.Refused, QueueError) as exc:
-            self._audit(req.method, target, "", "", f"refused: {exc}", operator, host)
+            self._audit(req.method, target, "", "", f"refused: {exc}", client)
             code = NOT_FOUND if isinstance(exc, NotFound) else REFUSED
             return encode_error(req.id, code, str(exc))
         except Exception as exc:
             log.exception("call %s failed", req.method)
-            self._audit(req.method, target, "", "", f"error: {exc}", operator, host)
+            self._audit(req.method, target, "", "", f"error: {exc}", client)
             return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         result, before, after = change
-        self._audit(req.method, target, before, after, "ok", operator, host)
+        self._audit(req.method, target, before, after, "ok", client)
         return encode_result(req.id, result)
 
-    def _audit(self, action: str, target: str, before: str, after: str, result: str,
-               operator: str, host: str) -> None:  # fmt: skip
+    def _audit_first(self, req: Request, target: str, client: _Client | None) -> bytes | None:
+        """Write the record of a change about to be made; when it cannot be written, the
+        error answer that refuses the change (None: go ahead)."""
         try:
-            self.audit.append(
-                action=action, target=target, before=before, after=after,
-                result=result, operator=operator, host=host,
-            )  # fmt: skip
-        except OSError:
-            log.exception("cannot write the audit log %s", self.audit.path)
+            self._append(req.method, target, "", "", "intended", client)
+        except AuditUnavailable as exc:
+            self._audit_broke(str(exc))
+            return encode_error(
+                req.id, REFUSED, f"{req.method} refused, nothing was changed: {exc}"
+            )
+        return None
+
+    def _audit(self, action: str, target: str, before: str, after: str, result: str,
+               client: _Client | None) -> None:  # fmt: skip
+        """A record that cannot refuse anything any more (a result, a refusal): logged when
+        it cannot be written, and the queue stops starting requests until it can."""
+        try:
+            self._append(action, target, before, after, result, client)
+        except AuditUnavailable as exc:
+            self._audit_broke(str(exc))
+
+    def _own_audit(self, action: str, target: str, before: str, after: str,
+                   result: str) -> None:  # fmt: skip
+        """A record of what the daemon did on its own (start, stop, dispatch, adoption)."""
+        self._audit(action, target, before, after, result, None)
+
+    def _append(self, action: str, target: str, before: str, after: str, result: str,
+                client: _Client | None) -> None:  # fmt: skip
+        host = self.hello.host.hostname if self.hello else ""
+        if client is None:  # the daemon itself
+            operator, claimed, uid = self._me, "llmaos-agent daemon", _getuid()
+            pid: int | None = os.getpid()
+        else:
+            # The authenticated identity where the socket tells it (SO_PEERCRED); the
+            # console's claim beside it, for what it is worth.
+            operator = client.user or "unknown"
+            claimed, uid, pid = client.claimed, client.uid, client.peer_pid
+        self.audit.append(action=action, target=target, before=before, after=after,
+                          result=result, operator=operator, host=host, claimed=claimed,
+                          uid=uid, peer_pid=pid)  # fmt: skip
+
+    def _audit_broke(self, why: str) -> None:
+        if self._audit_error is None:
+            log.error("%s: changes are refused and no request starts until it can be", why)
+        self._audit_error = why
+
+    def _audit_works(self) -> bool:
+        """Whether the audit log can be written; after a failure, one try per call (a
+        line saying it works again), so the queue resumes once the disk has room."""
+        if self._audit_error is None:
+            return True
+        try:
+            self._append("audit.resumed", str(self.audit.path), "", "",
+                         f"ok after: {self._audit_error}", None)  # fmt: skip
+        except AuditUnavailable as exc:
+            self._audit_error = str(exc)
+            return False
+        log.info("the audit log %s can be written again", self.audit.path)
+        self._audit_error = None
+        return True
 
     def _do_change(self, req: Request, operator: str) -> tuple[Any, str, str]:
         q = self.queue
         assert q is not None
-        protected = frozenset({os.getpid()} | {c.peer_pid for c in self.clients if c.peer_pid})
+        protected = frozenset({os.getpid()} | {c.peer_pid for c in self.conns if c.peer_pid})
         m, p = req.method, req.params
         if m.startswith("containers."):
             raise control.Refused(f"{m} is answered by the container path, not here")
@@ -628,6 +916,24 @@ class Daemon:
         return info, before, _describe(info)
 
     def _requests_changed(self, changed: list[RequestInfo], gone: list[str]) -> None:
+        # The daemon's own acts on requests, seen as state transitions: a start (dispatch,
+        # by priority with aging) and an end (reaped). Clients' changes are audited where
+        # they are made.
+        states = self._req_states
+        for info in changed:
+            was = states.get(info.id)
+            states[info.id] = info.state
+            if was == info.state:
+                continue
+            if info.state == "running":
+                self._own_audit("requests.dispatch", f"request {info.id}", was or "",
+                                _describe(info) + _placement(info), "ok")  # fmt: skip
+            elif was == "running":
+                code = "" if info.exit_code is None else f" exit {info.exit_code}"
+                self._own_audit("requests.end", f"request {info.id}", "running",
+                                f"{info.state}{code}", info.reason or "ok")  # fmt: skip
+        for rid in gone:
+            states.pop(rid, None)
         self._broadcast_changes(
             "requests.changed", RequestDelta, changed, gone, MAX_REQUESTS_PER_MESSAGE
         )
@@ -689,17 +995,52 @@ def _target_of(req: Request) -> str:
     return ""
 
 
-def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
-    """The pid of the process on the other end of a Unix socket (the attach bridge)."""
+def _placement(info: RequestInfo) -> str:
+    where = f" on cores {','.join(map(str, info.cores))}" if info.cores else ""
+    if info.gpu_uuids:
+        where += f" gpus {','.join(info.gpu_uuids)}"
+    return where
+
+
+def _owner(client: _Client | None) -> str:
+    """Who a submitted request belongs to: the authenticated user, and the console's claim
+    when it says more."""
+    if client is None:
+        return "unknown"
+    if client.claimed and client.claimed != client.user:
+        return f"{client.user or 'unknown'} ({client.claimed})"[:256]
+    return client.user or client.claimed or "unknown"
+
+
+def _getuid() -> int | None:
+    return os.getuid() if hasattr(os, "getuid") else None
+
+
+def _user_name(uid: int | None) -> str:
+    """The user name of ``uid`` (its number when the passwd database has none)."""
+    if uid is None:
+        return ""
+    try:
+        import pwd  # noqa: PLC0415 - built in, POSIX only
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def _peer_cred(writer: asyncio.StreamWriter) -> tuple[int | None, int | None]:
+    """The pid and uid of the process on the other end of a Unix socket (the attach bridge;
+    over SSH its uid is the login's); (None, None) where the OS does not tell (TCP)."""
     sock = writer.get_extra_info("socket")
     opt = getattr(socket, "SO_PEERCRED", None)
-    if sock is None or opt is None:
-        return None
+    if sock is None or opt is None or sock.family != getattr(socket, "AF_UNIX", None):
+        return None, None
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
-        return int(struct.unpack("3i", creds)[0]) or None
+        pid, uid, _gid = struct.unpack("3i", creds)
     except OSError:
-        return None
+        return None, None
+    return (int(pid) or None), int(uid)
 
 
 async def _lines(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[bytes | None]:
