@@ -14,6 +14,9 @@ import os
 import signal
 
 ENV = "LLMAOS_AGENT_FAULT"
+ONCE_ENV = "LLMAOS_AGENT_FAULT_ONCE"
+"""A path: when set, the fault fires only in the first process that creates that file (a
+supervisor started again after the fault must get past the step)."""
 
 DISPATCH_STEPS = ("dispatch.starting", "dispatch.spec", "dispatch.spawned", "dispatch.running")
 """The daemon's steps of starting a request, in order (see RequestQueue._start)."""
@@ -23,6 +26,12 @@ SUPERVISOR_STEPS = ("supervisor.locked", "supervisor.claimed", "supervisor.pid")
 
 def point(step: str) -> None:
     if os.environ.get(ENV) == step:
+        once = os.environ.get(ONCE_ENV)
+        if once:
+            try:
+                os.close(os.open(once, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return
         kill = getattr(signal, "SIGKILL", None)
         if kill is None:  # Windows: no SIGKILL; an immediate exit is the nearest
             os._exit(137)

@@ -562,6 +562,18 @@ class RequestQueue:
             if ended is not None:
                 self._finish(row, ended)
                 return
+            if self._procs_of(row):
+                # The request outlived its supervisor: watch it ourselves, and say so.
+                note = "its supervisor died; the request runs on, watched by the daemon"
+                if row.reason != note:
+                    self._set_row(row.with_(reason=note))
+                return
+            if row.reason.startswith("its supervisor died; the request runs on"):
+                self._set_row(
+                    row.with_(state="failed", ended=now,
+                              reason="ended after its supervisor died: exit status unknown")
+                )  # fmt: skip
+                return
             why = (
                 "its supervisor vanished without an exit status (host reboot?)"
                 if row.pid is not None
