@@ -3,7 +3,9 @@
 Connects to the user's daemon, starting it detached when it is not running,
 then copies bytes both ways until stdin closes (the console went away) or the
 daemon closes the connection. It never parses the stream: a dumb pipe is the
-cheapest one and cannot get the protocol wrong.
+cheapest one and cannot get the protocol wrong. Before it passes a byte on it checks who
+serves the socket (SO_PEERCRED): a socket served by another user (one who planted it in a
+directory they could write) is refused, so nothing the console sends reaches them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -18,7 +21,7 @@ import time
 from pathlib import Path
 
 from llmaos_agent import endpoint
-from llmaos_agent.paths import AgentPaths
+from llmaos_agent.paths import AgentPaths, open_file
 
 EXIT_DAEMON_GONE = 3
 EXIT_NO_DAEMON = 4
@@ -35,7 +38,7 @@ def self_command() -> list[str]:
 
 def spawn_daemon(paths: AgentPaths, extra: list[str]) -> subprocess.Popen[bytes]:
     paths.ensure()
-    logf = open(paths.log, "ab")  # noqa: SIM115 - handed to the child
+    logf = os.fdopen(open_file(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
     if sys.platform == "win32":
         flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
         new_session = False
@@ -61,7 +64,7 @@ def connect_or_start(
     paths: AgentPaths, *, start: bool = True, timeout: float = 10.0, extra: list[str] | None = None
 ) -> socket.socket:
     try:
-        return endpoint.connect(paths)
+        return ours(endpoint.connect(paths))
     except OSError:
         if not start:
             raise
@@ -70,7 +73,9 @@ def connect_or_start(
     last: OSError | None = None
     while time.monotonic() < deadline:
         try:
-            return endpoint.connect(paths)
+            return ours(endpoint.connect(paths))
+        except NotOurDaemon:
+            raise
         except OSError as exc:
             last = exc
         code = proc.poll()
@@ -81,6 +86,33 @@ def connect_or_start(
                 raise ConnectionError(f"the daemon exited with code {code}: {tail}")
         time.sleep(0.05)
     raise ConnectionError(f"the daemon did not come up within {timeout:.0f} s: {last}")
+
+
+class NotOurDaemon(ConnectionRefusedError):
+    """The agent's socket is served by a process of another user."""
+
+
+def ours(sock: socket.socket) -> socket.socket:
+    """``sock`` when the process serving it runs as this user; else it is closed and
+    :class:`NotOurDaemon` raised. Where the OS cannot tell (no SO_PEERCRED: macOS,
+    Windows' token-guarded loopback port), the private directory is the guard."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None or sock.family != getattr(socket, "AF_UNIX", None):
+        return sock
+    try:
+        pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+        )
+    except OSError as exc:
+        sock.close()
+        raise NotOurDaemon(f"cannot tell who serves the agent socket: {exc}") from None
+    if uid != os.getuid():
+        sock.close()
+        raise NotOurDaemon(
+            f"the agent socket is served by uid {uid} (pid {pid}), not by this user "
+            f"(uid {os.getuid()}): refusing to talk to it"
+        )
+    return sock
 
 
 def _tail(path: Path, n: int = 800) -> str:

@@ -86,9 +86,10 @@ def keep_aside(path: Path) -> Path | None:
 
 
 def open_db(path: Path, tables: tuple[str, ...], *, timeout: float = 10.0,
-            check_same_thread: bool = True) -> sqlite3.Connection:  # fmt: skip
-    """A connection to ``path`` (autocommit; the caller opens its transactions), created
-    when missing; :class:`Unavailable` when it exists but cannot be trusted."""
+            check_same_thread: bool = True,
+            isolation_level: str | None = None) -> sqlite3.Connection:  # fmt: skip
+    """A connection to ``path`` (by default autocommit: the caller opens its transactions),
+    created when missing; :class:`Unavailable` when it exists but cannot be trusted."""
     if os.path.lexists(path):
         why = problem(path, tables)
         if why is not None:
@@ -97,5 +98,6 @@ def open_db(path: Path, tables: tuple[str, ...], *, timeout: float = 10.0,
         # Born private, and never through a link that appeared in between.
         os.close(open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     return sqlite3.connect(
-        path, isolation_level=None, timeout=timeout, check_same_thread=check_same_thread
-    )
+        path, isolation_level=isolation_level, timeout=timeout,
+        check_same_thread=check_same_thread,
+    )  # fmt: skip

@@ -15,6 +15,11 @@ those (:meth:`MoveJournal.unfinished`) and finishes them, forward or back.
 An operation in progress is held by its process with an ``flock`` on a file beside the
 database (``<db>.locks/<id>``): another console running at the same time leaves it alone
 (it is not unfinished, only busy), and a console that died lets go of it with its life.
+
+A journal file that exists but is corrupt, truncated or empty is never taken for an empty
+journal (that would forget the unfinished moves): :class:`JournalUnavailable` says why,
+where a copy is kept and how to recover. Move ids become lock file names only through
+:func:`llmaos_agent.paths.inside`, and the directories are made without following links.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +34,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import platformdirs
+
+from llmaos_agent.paths import inside, open_file, private_dir
+from llmaos_agent.statedb import Unavailable, open_db
 
 try:
     import fcntl
@@ -47,6 +54,10 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_move ON entries (move_id, seq);
 """
+
+
+JournalUnavailable = Unavailable
+"""The journal file exists but cannot be trusted; the message says why and how to recover."""
 
 
 def default_journal_path() -> Path:
@@ -106,10 +117,12 @@ class MoveJournal:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_journal_path()
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         # check_same_thread off: a move runs in a worker thread, the console reads from another;
         # every write is one short transaction under SQLite's own lock.
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self._db = open_db(
+            self.path, ("entries",), timeout=30, check_same_thread=False, isolation_level=""
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
@@ -130,8 +143,9 @@ class MoveJournal:
             return True
         if fcntl is None:
             return True
-        self._locks_dir.mkdir(mode=0o700, exist_ok=True)
-        f = (self._locks_dir / move_id).open("a")
+        private_dir(self._locks_dir)
+        fd = open_file(inside(self._locks_dir, move_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        f = os.fdopen(fd, "a")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -144,7 +158,7 @@ class MoveJournal:
         f = self._held.pop(move_id, None)
         if f is not None:
             with contextlib.suppress(OSError):
-                os.unlink(self._locks_dir / move_id)
+                os.unlink(inside(self._locks_dir, move_id))
             f.close()
 
     def busy(self, move_id: str) -> bool:
