@@ -9,9 +9,9 @@ A line names who asked: ``operator`` is the authenticated identity (the user nam
 peer uid of the daemon's socket, read with SO_PEERCRED; over SSH that is the login), and
 ``claimed`` is the name the console gave in its handshake, which nothing checks.
 
-:meth:`AuditLog.append` raises :class:`AuditUnavailable` when the line cannot be written
-(disk full, read-only or immutable file, a link in its place): the daemon then does not
-make the change (it writes the record of the intended change first).
+:meth:`AuditLog.check` raises :class:`AuditUnavailable` when a line could not be written
+(disk full, read-only or immutable file, a link in its place), and :meth:`AuditLog.append`
+when it was not: the daemon checks before each change and does not make it then.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from pathlib import Path
 
 from llmaos_agent.paths import UnsafeFile, open_file
 
+MIN_FREE_BYTES = 64 << 10
+"""Less room than this on the audit log's filesystem counts as full: a line is a few
+hundred bytes, and a filesystem this close to full may refuse the next block."""
+
 
 class AuditUnavailable(RuntimeError):
     """The audit log cannot be written; what would have needed the line is not done."""
@@ -31,6 +35,27 @@ class AuditUnavailable(RuntimeError):
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def check(self) -> None:
+        """Raise :class:`AuditUnavailable` unless a line can be appended now: the file opens
+        for appending (not immutable, not on a read-only filesystem, no link or directory in
+        its place) and its filesystem has room for it. Called before a change is made, so a
+        change whose record cannot be written is not made; the record itself follows with
+        the change's result (one line, one fsync, per change)."""
+        fd = self._open()
+        try:
+            st = os.fstatvfs(fd) if hasattr(os, "fstatvfs") else None
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
+        finally:
+            os.close(fd)
+        if st is not None:
+            # root may use the blocks reserved for it; others only what is available.
+            free = (st.f_bfree if _getuid() == 0 else st.f_bavail) * st.f_frsize
+            if free < MIN_FREE_BYTES or (st.f_files and st.f_favail == 0 and st.f_ffree == 0):
+                raise AuditUnavailable(
+                    f"cannot write the audit log {self.path}: no space left on its filesystem"
+                )
 
     def append(
         self,
@@ -63,10 +88,7 @@ class AuditLog:
         if peer_pid is not None:
             entry["peer_pid"] = peer_pid
         line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
-        try:
-            fd = open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        except (OSError, UnsafeFile) as exc:
-            raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
+        fd = self._open()
         try:
             # One write of the whole line: O_APPEND keeps lines whole; a short write (the
             # disk filled mid-line) is a failure too, and the torn tail is a bad line that
@@ -78,6 +100,16 @@ class AuditLog:
             raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
         finally:
             os.close(fd)
+
+    def _open(self) -> int:
+        try:
+            return open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except (OSError, UnsafeFile) as exc:
+            raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
+
+
+def _getuid() -> int | None:
+    return os.getuid() if hasattr(os, "getuid") else None
 
 
 def _why(exc: BaseException) -> str:

@@ -21,12 +21,12 @@ by chunk; a client that lets :data:`MAX_CLIENT_BUFFER` pile up, or stays over
 together hold more than :data:`MAX_TOTAL_BUFFER`. At most :data:`MAX_CLIENTS` connect at
 once; one more is told why and closed. Nothing is answered to a client that has gone.
 
-Audit (fails closed): a change's intended record is written before it is made, and when
-it cannot be written the change is refused. The operator recorded is the peer's uid from
-SO_PEERCRED (its user name) beside the name the console claims; a peer of another uid
-than the daemon's (or root) is refused. The daemon's own acts (dispatch, a request's end,
-adoption at start, start and stop) are audited too, and while the log cannot be written
-the queue starts nothing.
+Audit (fails closed): before a change is made the audit log is checked to take a line
+(it opens for appending, its filesystem has room), and when it cannot, the change is
+refused. The operator recorded is the peer's uid from SO_PEERCRED (its user name) beside
+the name the console claims; a peer of another uid than the daemon's (or root) is refused.
+The daemon's own acts (dispatch, a request's end, adoption at start, stop) are audited
+too, and while the log cannot be written the queue starts nothing.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ MAX_TOTAL_BUFFER = 32 << 20
 """All clients' unread output together: over it, the client holding the most is dropped
 (40 clients at the per-client bound would otherwise hold 160 MB)."""
 
-PAUSE_BYTES = 256 << 10
+PAUSE_BYTES = 64 << 10
 """A client with this much unread is not read from until it drains (its pipelined calls
 wait in the kernel, not here); history and answers are held back the same way."""
 
@@ -257,8 +257,6 @@ class Daemon:
                 interval=self.interval,
                 proc_interval=self.proc_interval,
             )
-            self._own_audit("daemon.start", "daemon", "", "read-only" if self.read_only else "",
-                            "ok")  # fmt: skip
             self._audit_adopted()
             server = await endpoint.serve(self.paths, self._serve_client, limit=MAX_LINE_BYTES)
             loop = asyncio.get_running_loop()
@@ -783,7 +781,7 @@ class Daemon:
 
     def _change(self, req: Request, client: _Client | None) -> bytes:
         """A call that changes something: refused when read-only, audited either way, and
-        not made when the record of the intended change cannot be written first."""
+        not made when the audit log cannot take its record."""
         target = _target_of(req)
         if self.read_only:
             self._audit(req.method, target, "", "", "refused: read-only", client)
@@ -811,12 +809,14 @@ class Daemon:
         return encode_result(req.id, result)
 
     def _audit_first(self, req: Request, target: str, client: _Client | None) -> bytes | None:
-        """Write the record of a change about to be made; when it cannot be written, the
-        error answer that refuses the change (None: go ahead)."""
+        """Whether the record of a change about to be made can be written (the file opens
+        for appending, its filesystem has room); when not, the error answer that refuses
+        the change (None: go ahead), and the refusal is logged."""
         try:
-            self._append(req.method, target, "", "", "intended", client)
+            self.audit.check()
         except AuditUnavailable as exc:
             self._audit_broke(str(exc))
+            log.warning("refused %s on %s: %s", req.method, target, exc)
             return encode_error(
                 req.id, REFUSED, f"{req.method} refused, nothing was changed: {exc}"
             )
