@@ -360,9 +360,11 @@ class HostTable(SafeTable):
         os_name = h.hello.host.os if h.hello else NA
         live = _live(h)
         return (
-            Text(h.name),  # Text, not str: a str cell is read as markup
-            Text(status, style),
-            Text(os_name),
+            # Text, not str: a str cell is read as markup; cleaned first, as Rich would
+            # drop a BEL or CR without a trace.
+            Text(clean(h.name)),
+            Text(clean(status), style),
+            Text(clean(os_name)),
             Text(str(h.cores) if h.cores else NA, justify="right"),
             Text(percent(h.cpu if live else None), justify="right"),
             Text(percent(h.mem if live else None), justify="right"),

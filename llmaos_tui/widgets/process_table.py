@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from llmaos_agent.protocol import Proc
+from llmaos_agent.safetext import clean
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import NA, human_bytes
 
@@ -34,7 +35,9 @@ def _r(text: str) -> Text:
 
 def _l(text: str) -> Text:
     # Always Text: a plain str cell is read as markup, and "[kworker/0:1]" would vanish.
-    return Text(text)
+    # Cleaned before it is a Text: Rich drops a BEL or CR silently, so the escape would
+    # not show that it was there.
+    return Text(clean(text))
 
 
 def _aff(p: Proc, all_cores: str) -> str:

@@ -42,7 +42,9 @@ def safe_lines(lines: Sequence[object]) -> Text:
 
 def safe_text(t: Text) -> Text:
     """``t`` with its characters cleaned and its styles kept (the same object when it is
-    clean already, the common case)."""
+    clean already, the common case). Build host text with :func:`safe` where you can:
+    a Text has lost BEL, BS, VT, FF and CR already (Rich strips them), so their escapes
+    cannot show here."""
     if is_clean(t.plain.replace("\n", "")):
         return t
     out = t.blank_copy()
