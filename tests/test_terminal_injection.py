@@ -412,3 +412,162 @@ def test_agent_bad_numbers_are_usage_errors(args: list[str], agent_home: Path) -
     out = subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2, (out.returncode, out.stderr)
     assert "usage:" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------- an agent that lies in its hello
+
+EVIL_AGENT = r"""
+import json, os, sys, threading, time
+recording, protocol, evil = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+lines = [ln for ln in open(recording, "rb").read().splitlines() if ln.strip()]
+hello = json.loads(lines[0])
+p = hello["params"]
+p["protocol"] = protocol
+p["agent_version"] = evil["version"]
+p["host"].update(hostname=evil["hostname"], os=evil["os"], os_release=evil["release"])
+caps = p["caps"]
+caps.update(docker=False, docker_reason=evil["docker"], queue=False, queue_reason=evil["queue"])
+def out(b):
+    sys.stdout.buffer.write(b + b"\n"); sys.stdout.buffer.flush()
+def answer():
+    for raw in sys.stdin.buffer:
+        msg = json.loads(raw)
+        if msg.get("method") == "handshake":
+            out(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                "protocol": msg["params"]["protocol"], "agent_version": "evil"}}).encode())
+    os._exit(0)
+out(json.dumps(hello).encode())
+threading.Thread(target=answer, daemon=True).start()
+gpu = json.dumps(evil["gpu"])[1:-1].encode()
+for ln in lines[1:]:
+    out(ln.replace(b"NVIDIA H100 80GB HBM3", gpu))
+    time.sleep(0.02)
+time.sleep(3600)
+"""
+EVIL = {
+    "version": OSC[0][:-1] + "\x07v",
+    "hostname": CSI[0] + "host",
+    "os": BIDI[0][:5],
+    "release": MARKUP[0],
+    "docker": "no engine " + OSC[0],
+    "queue": "corrupt " + CSI[0] + LONE[0],
+    "gpu": "H100 " + C1[0],
+}
+
+
+async def test_an_agents_hostile_hello_and_samples_on_every_screen(tmp_path: Path) -> None:
+    """Host facts, engine and queue reasons and GPU names are the agent's text as well: an
+    agent that is old, broken or replaced may send anything (SECURITY-NOTES)."""
+    from llmaos_agent.protocol import PROTOCOL_VERSION
+    from llmaos_tui.screens.containers import ContainersScreen
+    from llmaos_tui.screens.fleet import FleetScreen
+    from tests.helpers import RECORDING
+
+    script = tmp_path / "evil_agent.py"
+    script.write_text(EVIL_AGENT)
+    argv = [sys.executable, str(script), str(RECORDING), str(PROTOCOL_VERSION), json.dumps(EVIL)]
+    app = LlmaosApp(
+        [LocalLink("evil", argv), LocalLink("evil2", argv)],
+        cursor_blink=False, audit=AuditLog(tmp_path / "audit.jsonl"),
+    )  # fmt: skip
+    async with app.run_test(size=SIZE) as pilot:
+        host = app.fleet.hosts["evil"]
+        await wait_for(lambda: host.sample is not None and bool(host.procs), 30, "samples")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, FleetScreen)
+        assert_clean_screen(app, "\\u202eev")  # the OS column (8 wide)
+
+        app.open_host("evil")
+        await wait_for(lambda: isinstance(app.screen, HostScreen), 10, "the host screen")
+        await pilot.pause(0.3)
+        assert_clean_screen(app, "\\e[2Jhost", "\\e]2;PWNED\\av", MARKUP[1], "H100 \\x9b31m")
+
+        await pilot.press("c")
+        await wait_for(lambda: isinstance(app.screen, ContainersScreen), 10, "containers")
+        await pilot.pause(0.2)
+        assert_clean_screen(app, "no engine \\e]2;PWNED\\a")
+
+        await pilot.press("escape", "r")
+        await wait_for(lambda: isinstance(app.screen, RequestsScreen), 10, "requests")
+        await pilot.pause(0.2)
+        assert_clean_screen(app, "evil: queue unavailable: corrupt \\e[2J[/x]")
+
+
+# ------------------------------------------------------------ the review, dialogs and audit
+
+PLAN_NAME = CSI[0] + BIDI[0][:1] + LONE[0]
+
+
+def _snapshot(path: Path) -> Path:
+    """A ``snapshot --json`` document with a hostile request name that the planner moves."""
+    doc = {"hosts": [
+        {"name": "a", "status": "up", "cores": 2, "core_loads": [1.0, 1.0], "processes": [],
+         "requests": [
+             {"id": "r1", "name": PLAN_NAME, "state": "queued", "cpus": 1, "gpus": 0,
+              "mem": 0, "priority": 0},
+             {"id": "r2", "name": OSC[0], "state": "running", "cpus": 2, "gpus": 0,
+              "mem": 0, "priority": 0}]},
+        {"name": "b", "status": "up", "cores": 2, "core_loads": [0.0, 0.0], "processes": [],
+         "requests": []},
+    ]}  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_cli_plan_text_is_clean_and_json_is_exact(tmp_path: Path) -> None:
+    snap = _snapshot(tmp_path / "snap.json")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    text = tui("plan", "--snapshot", str(snap), env=env)
+    assert text.returncode == 0, text.stderr
+    assert_clean_output(text.stdout)
+    assert CSI[1] + "\\u202e" + LONE[1] in text.stdout
+    doc = json.loads(tui("plan", "--snapshot", str(snap), "--json", env=env).stdout)
+    assert [m["name"] for m in doc["moves"]] == [PLAN_NAME]
+
+
+async def test_review_trust_move_and_audit_screens_are_clean(tmp_path: Path) -> None:
+    from llmaos_agent.protocol import Container
+    from llmaos_tui.balance import plan_from_snapshot
+    from llmaos_tui.fleet.replay import ReplayLink
+    from llmaos_tui.screens.audit import AuditScreen
+    from llmaos_tui.screens.move import MoveScreen
+    from llmaos_tui.screens.plan import PlanScreen
+    from llmaos_tui.screens.trust import TrustScreen
+    from tests.helpers import RECORDING
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    audit.append(action="proc.signal", host="rec", target=f"pid 1 ({OSC[0]})",
+                 before=CSI[0], after=MARKUP[0], result=f"refused: {BIDI[0]}")  # fmt: skip
+    plan = plan_from_snapshot(json.loads(_snapshot(tmp_path / "s.json").read_text()), level="hosts")
+    app = LlmaosApp(
+        [ReplayLink(RECORDING, name="rec"), ReplayLink(RECORDING, name="rec2")],
+        cursor_blink=False, audit=audit,
+    )  # fmt: skip
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        app.push_screen(PlanScreen(plan, f"host {CSI[0]}", None))
+        await wait_for(lambda: isinstance(app.screen, PlanScreen), 10, "the review")
+        await pilot.pause(0.2)
+        assert_clean_screen(app, CSI[1] + "\\u202e" + LONE[1], f"host {CSI[1]}")
+        app.pop_screen()
+
+        app.push_screen(TrustScreen(OSC[0], CSI[0], "ssh-ed25519", "SHA256:abc", "/kh"))
+        await wait_for(lambda: isinstance(app.screen, TrustScreen), 10, "the trust dialog")
+        await pilot.pause(0.2)
+        assert_clean_screen(app, f"{OSC[1]} ({CSI[1]})", "SHA256:abc")
+        app.pop_screen()
+
+        box = Container(
+            id="c" * 64, name=OSC[0] + "box", image=MARKUP[0] + ":1", image_id="sha256:x",
+            state="running", status=ZW[0], created=0.0,
+        )  # fmt: skip
+        app.push_screen(MoveScreen(app.fleet, "rec", box))
+        await wait_for(lambda: isinstance(app.screen, MoveScreen), 10, "the move dialog")
+        await pilot.pause(0.2)
+        assert_clean_screen(app, f"Move {OSC[1]}box ({MARKUP[1]}:1, running)")
+        app.pop_screen()
+
+        await pilot.press("A")
+        await wait_for(lambda: isinstance(app.screen, AuditScreen), 10, "the audit log")
+        await pilot.pause(0.2)
+        assert_clean_screen(app, f"pid 1 ({OSC[1]})", CSI[1], MARKUP[1], BIDI[1])
