@@ -219,3 +219,39 @@ def test_a_garbage_queue_db_leaves_the_daemon_serving_without_a_queue(agent_home
     finally:
         p.kill()
         end(daemon)
+
+
+# ------------------------------------------------------------------ the console's log
+
+
+async def test_console_plan_step_whose_audit_cannot_be_written_is_not_started(
+    tmp_path: Path, sleeper: psutil.Process
+) -> None:
+    from llmaos_tui.balance.model import Move
+    from llmaos_tui.ops.audit import AuditLog, AuditUnavailable
+    from llmaos_tui.ops.rebalance import apply_move
+
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, identity_for=lambda host: f"ops@{host}")
+    audit.append(action="test", host="a", target="t", result="ok")
+    assert audit.read()[0]["identity"] == "ops@a", "the SSH login used for the host"
+    asked: list[str] = []
+
+    def caller_for(host: str) -> Any:
+        async def call(method: str, params: Any) -> Any:
+            asked.append(method)  # a tripwire: no call may be sent
+            raise AssertionError("a step was started")
+
+        return call
+
+    m = Move(unit=f"a/pid{sleeper.pid}@{sleeper.create_time()}", src="a/cpu0", dst="a/cpu1",
+             load=0.5, gain=0.1, beta_after=0.0, reason="test")  # fmt: skip
+    with _unwritable(path) as how:
+        with pytest.raises(AuditUnavailable):
+            audit.check()
+        with pytest.raises(AuditUnavailable):
+            audit.append(action="test", host="a", target="t", result="ok")
+        out = await apply_move(m, caller_for, audit=audit, read_only=False)
+    assert not out.ok and out.message.startswith("not started: "), (how, out)
+    assert "audit log" in out.message
+    assert asked == []

@@ -1,10 +1,18 @@
 """The console's audit log: one JSON line per change the console made, appended, never edited.
 
-Each line holds ``time`` (UTC, ISO 8601), ``operator``, ``host``, ``target``, ``action``,
-``before``, ``after`` and ``result``. Any operation appends through :class:`AuditLog`: a
+Each line holds ``time`` (UTC, ISO 8601), ``operator`` (the local user at this console),
+``host``, ``target``, ``action``, ``before``, ``after`` and ``result``, and ``identity``
+where the caller knows it: the SSH login this console used for that host, which is what
+the host's agent records as the authenticated operator (``identity_for`` gives it per host;
+the fleet's links know it, see the issue note). Any operation appends through :class:`AuditLog`: a
 container move, a renice, a request's new priority. A line is one ``write`` on a file opened
 ``O_APPEND`` and then fsynced, so two consoles writing at once never interleave inside a
 line and a line the log shows is on disk.
+
+It fails closed: :meth:`AuditLog.check` raises :class:`AuditUnavailable` when a line could
+not be written now (a read-only or immutable file, a link or directory in its place, a full
+filesystem) and :meth:`AuditLog.append` when one was not; a step is not started then. The
+file is opened without following a symlink and only as a regular file of this user.
 """
 
 from __future__ import annotations
@@ -13,10 +21,21 @@ import datetime as dt
 import getpass
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from llmaos_agent.paths import UnsafeFile, open_file
+
+MIN_FREE_BYTES = 64 << 10
+"""Less room than this on the log's filesystem counts as full (a line is under a KB)."""
+
+
+class AuditUnavailable(OSError):
+    """The console's audit log cannot be written; what needed the line is not done.
+    An OSError, so callers that catch the log's write errors catch this too."""
 
 
 def default_audit_path() -> Path:
@@ -32,10 +51,38 @@ def _operator() -> str:
 
 
 class AuditLog:
-    """Append-only JSONL at ``path`` (default: :func:`default_audit_path`)."""
+    """Append-only JSONL at ``path`` (default: :func:`default_audit_path`).
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    ``identity_for(host)``: the SSH login used for ``host`` (None where unknown), recorded
+    as ``identity`` on every line for that host that does not give one itself.
+    """
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        identity_for: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else default_audit_path()
+        self.identity_for = identity_for
+
+    def check(self) -> None:
+        """Raise :class:`AuditUnavailable` unless a line can be appended now: before a
+        step that must be audited is started."""
+        fd = self._open()
+        try:
+            st = os.fstatvfs(fd) if hasattr(os, "fstatvfs") else None
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
+        finally:
+            os.close(fd)
+        if st is not None:
+            root = hasattr(os, "geteuid") and os.geteuid() == 0
+            free = (st.f_bfree if root else st.f_bavail) * st.f_frsize
+            if free < MIN_FREE_BYTES:
+                raise AuditUnavailable(
+                    f"cannot write the audit log {self.path}: no space left on its filesystem"
+                )
 
     def append(
         self,
@@ -47,11 +94,18 @@ class AuditLog:
         after: Any = None,
         result: str,
         operator: str | None = None,
+        identity: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """Write one line and return it as a dict. ``before``/``after`` are any JSON-able
         values (what the target was and became); ``result`` is "ok", "refused: ...",
-        "failed: ...", or the like; ``extra`` keys are kept after the standard ones."""
+        "failed: ...", or the like; ``extra`` keys are kept after the standard ones.
+        Raises :class:`AuditUnavailable` when the line cannot be written."""
+        if identity is None and self.identity_for is not None:
+            try:
+                identity = self.identity_for(host)
+            except Exception:  # a lookup that fails must not lose the line
+                identity = None
         entry: dict[str, Any] = {
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             "operator": operator or _operator(),
@@ -61,17 +115,30 @@ class AuditLog:
             "before": before,
             "after": after,
             "result": result,
-            **extra,
         }
+        if identity:
+            entry["identity"] = identity
+        entry.update(extra)
         line = (json.dumps(entry, default=str, ensure_ascii=False) + "\n").encode()
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = self._open()
         try:
-            os.write(fd, line)
+            if os.write(fd, line) != len(line):  # the disk filled mid-line
+                raise AuditUnavailable(f"cannot write the audit log {self.path}: short write")
             os.fsync(fd)
+        except AuditUnavailable:
+            raise
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
         finally:
             os.close(fd)
         return entry
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return open_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except (OSError, UnsafeFile) as exc:
+            raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
 
     def read(self) -> list[dict[str, Any]]:
         """Every entry, oldest first; a torn last line (a crash mid-write) is skipped."""
@@ -88,3 +155,9 @@ class AuditLog:
             if isinstance(value, dict):
                 out.append(value)
         return out
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

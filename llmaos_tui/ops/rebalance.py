@@ -42,7 +42,7 @@ from llmaos_tui.balance import (
 from llmaos_tui.fleet.link import LinkDown
 from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
-from llmaos_tui.ops.audit import AuditLog
+from llmaos_tui.ops.audit import AuditLog, AuditUnavailable
 from llmaos_tui.ops.changes import ReadOnlyConsole, change
 from llmaos_tui.ops.journal import MoveJournal
 
@@ -339,7 +339,14 @@ async def apply_move(
     read_only: bool,
     containers: ContainerMoves | None = None,
 ) -> Outcome:
-    """Carry out one move; failures come back as an Outcome, never as an exception."""
+    """Carry out one move; failures come back as an Outcome, never as an exception.
+
+    A move whose audit line could not be written is not started (checked first)."""
+    if not read_only:
+        try:
+            audit.check()
+        except AuditUnavailable as exc:
+            return Outcome(m, False, f"not started: {exc}")
     try:
         if m.kind == "process":
             msg = await _move_process(m, caller_for, audit, read_only)
