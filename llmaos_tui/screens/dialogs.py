@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 
+from llmaos_agent.safetext import clean
 from llmaos_tui.widgets.text import safe
 
 
@@ -41,7 +42,9 @@ class PromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(safe(self.title_text))
-            yield Input(value=self.value, id="value")
+            # An Input draws its value as it is; the value offered may be a host's (a
+            # process's affinity): cleaned, so a hostile one shows and then fails the check.
+            yield Input(value=clean(self.value), id="value")
             yield Static(safe(self.hint), id="hint")
             yield Static("", id="error")
 
