@@ -149,7 +149,9 @@ class _Client:
         self.needs_full = True
         self.claimed = ""  # the operator name the console's handshake gives: not checked
         self.peer_pid, self.uid = _peer_cred(writer)
-        self.user = _user_name(self.uid) if self.uid is not None else ""
+        # Without SO_PEERCRED (the loopback TCP endpoint) the peer proved it holds the token
+        # in a file only the daemon's user can read: it is that user.
+        self.user = _user_name(self.uid if self.uid is not None else _getuid())
         self.over_since: float | None = None  # since when its unread output is over PAUSE
         self.tasks: set[asyncio.Task[None]] = set()  # its container calls in flight
         # Pause reading (drain() waits) at PAUSE_BYTES rather than asyncio's 64 KiB.
@@ -173,6 +175,7 @@ class _Client:
         # which it never does, so the memory and the connection would stay forever.
         self.writer.transport.abort()
         self.daemon.clients.discard(self)
+        self.daemon.conns.discard(self)
 
     def send(self, data: bytes) -> bool:
         if self.gone:
