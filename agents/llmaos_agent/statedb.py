@@ -17,6 +17,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from llmaos_agent.paths import UnsafeFile, open_file
@@ -87,7 +88,8 @@ def keep_aside(path: Path) -> Path | None:
 
 def open_db(path: Path, tables: tuple[str, ...], *, timeout: float = 10.0,
             check_same_thread: bool = True,
-            isolation_level: str | None = None) -> sqlite3.Connection:  # fmt: skip
+            isolation_level: Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"] | None = None,
+            ) -> sqlite3.Connection:  # fmt: skip
     """A connection to ``path`` (by default autocommit: the caller opens its transactions),
     created when missing; :class:`Unavailable` when it exists but cannot be trusted."""
     if os.path.lexists(path):

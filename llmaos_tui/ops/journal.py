@@ -121,7 +121,7 @@ class MoveJournal:
         # check_same_thread off: a move runs in a worker thread, the console reads from another;
         # every write is one short transaction under SQLite's own lock.
         self._db = open_db(
-            self.path, ("entries",), timeout=30, check_same_thread=False, isolation_level=""
+            self.path, ("entries",), timeout=30, check_same_thread=False, isolation_level="DEFERRED"
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
