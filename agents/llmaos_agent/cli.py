@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from llmaos_agent import __version__
-from llmaos_agent.paths import UnsafeDirectory, default_paths
+from llmaos_agent.paths import UnsafeDirectory, UnsafeFile, default_paths
 
 if TYPE_CHECKING:
     import argparse
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"llmaos-agent {__version__} protocol {PROTOCOL_VERSION}")
         return 0
-    except UnsafeDirectory as exc:
+    except (UnsafeDirectory, UnsafeFile) as exc:
         print(clean(f"llmaos-agent: {exc}"), file=sys.stderr)
         return 2
 
@@ -233,11 +233,15 @@ def _sample(as_json: bool, window: float) -> int:
 
 def _stop(timeout: float = 10.0) -> int:
     from llmaos_agent import endpoint
+    from llmaos_agent.attach import NotOurDaemon, ours
     from llmaos_agent.protocol import Empty, encode_request
 
     paths = default_paths()
     try:
-        sock = endpoint.connect(paths, timeout=2.0)
+        sock = ours(endpoint.connect(paths, timeout=2.0))
+    except NotOurDaemon as exc:
+        print(clean(f"llmaos-agent: {exc}"), file=sys.stderr)
+        return 2
     except OSError:
         print("llmaos-agent: no daemon is running", file=sys.stderr)
         return 1

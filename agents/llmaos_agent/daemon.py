@@ -332,15 +332,12 @@ class Daemon:
             self.queue.update_resources(
                 list(sample.cpu), [(g.uuid, g.util or 0.0) for g in sample.gpus]
             )
-            # Read-only: observe only, start nothing. (RequestQueue.tick reaps and starts in
-            # one pass; the requests' supervisors record their ends, which the next daemon
-            # that is not read-only reads.) While the audit log cannot be written, nothing
-            # is started either: a dispatch is audited.
-            if not self.read_only and self._audit_works():
-                try:
-                    self.queue.tick()
-                except Exception:  # one bad pass must not stop the sampling
-                    log.exception("request queue tick failed")
+            # Read-only: observe only (what ended is recorded), start nothing. While the
+            # audit log cannot be written, nothing is started either: a dispatch is audited.
+            try:
+                self.queue.tick(start=not self.read_only and self._audit_works())
+            except Exception:  # one bad pass must not stop the sampling
+                log.exception("request queue tick failed")
         if not self.clients:
             self.table = {}
             self.containers = {}

@@ -339,8 +339,10 @@ class RequestQueue:
             ]
         self.gpus = [Gpu(uuid=u, util=util) for u, util in gpus]
 
-    def tick(self) -> None:
-        """Reap what ended, escalate cancels, then start what fits. Cheap when idle.
+    def tick(self, *, start: bool = True) -> None:
+        """Reap what ended, escalate cancels, then (with ``start``) start what fits. Cheap
+        when idle. A read-only daemon, or one whose audit log cannot be written, passes
+        ``start=False``: it still records what ended, and starts nothing.
 
         The queue is read and ordered only when something changed (a submit, a new
         priority, a release, a request that ended), when the head waits for memory
@@ -353,7 +355,8 @@ class RequestQueue:
         for rid, child in list(self._children.items()):
             if child.poll() is not None:  # reap the supervisor: no zombies
                 del self._children[rid]
-        if self._queue_changed or self._memory_wait or now - self._last_dispatch >= REDISPATCH_S:
+        due = self._queue_changed or self._memory_wait or now - self._last_dispatch >= REDISPATCH_S
+        if start and due:
             self._queue_changed = False
             self._last_dispatch = now
             queued = self.store.by_state("queued")
