@@ -29,7 +29,9 @@ from llmaos_agent.protocol import (
     NOT_FOUND,
     READ_ONLY_ERROR,
     REFUSED,
+    History,
     LogQuery,
+    Notification,
     Renice,
     Reprioritize,
     RequestInfo,
@@ -37,9 +39,11 @@ from llmaos_agent.protocol import (
     RequestQuery,
     RequestRef,
     RequestSpec,
+    Sample,
     SendSignal,
     SetAffinity,
 )
+from llmaos_agent.requests.queue import LOAD_SMOOTHING
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.oneshot import connected
 from llmaos_tui.fleet.session import AgentSession, CallError
@@ -206,27 +210,65 @@ async def test_a_request_waits_for_free_cores(session: AgentSession) -> None:
 
 
 @pytest.mark.skipif(CORES < 2, reason="placement needs two cores")
-async def test_placed_on_the_least_loaded_core(session: AgentSession) -> None:
-    # A busy loop pinned to core 0, outside the queue: the request must go elsewhere.
+async def test_placed_on_the_least_loaded_core(daemon: subprocess.Popen[bytes]) -> None:
+    """A busy loop pinned to core 0, outside the queue: the request goes to the core the
+    daemon measured least loaded. The test follows the daemon's own samples (history and
+    live) and smooths them as the daemon does, so it knows which core that is even on a
+    machine whose other work keeps every core busy."""
+    loads: list[float] = [0.0] * CORES
+    seen: list[list[float]] = []
+
+    def on(msg: Notification) -> None:
+        if isinstance(msg.params, History):
+            batch = [list(x.cpu) for x in msg.params.samples]
+        elif isinstance(msg.params, Sample):
+            batch = [list(msg.params.cpu)]
+        else:
+            return
+        for cpu in batch:
+            if len(cpu) == CORES:
+                a = LOAD_SMOOTHING
+                loads[:] = [a * n + (1 - a) * o for n, o in zip(cpu, loads, strict=True)]
+                seen.append(list(loads))
+
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    transport = await LocalLink().open()
+    s = AgentSession(transport, on)
+    reader = None
     try:
         psutil.Process(hog.pid).cpu_affinity([0])
-        psutil.cpu_percent(percpu=True)
-        await asyncio.sleep(1.5)  # the daemon's smoothed loads see core 0 busy
-        others = psutil.cpu_percent(percpu=True)[1:]
-        if min(others) > 80:  # another job fills this machine: no core is less loaded
-            pytest.skip(f"every core is busy ({others}%): nothing to tell apart")
-        r = await submit(session, "sleep", "30", cpus=1)
-        info = await until(session, r.id, "running")
+        await s.read_hello()
+        reader = asyncio.ensure_future(s.run())
+        await s.handshake()
+        n = len(seen)
+        while len(seen) < n + 8:  # the smoothed loads see core 0's hog
+            await asyncio.sleep(0.05)
+        before = list(loads)
+        r = await submit(s, "sleep", "30", cpus=1)
+        after = list(loads)
+        info = await until(s, r.id, "running")
         deadline = time.monotonic() + 10
         while info.pid is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            info = await get(session, r.id)
-        assert info.pid is not None
-        assert info.cores != [0] and len(info.cores) == 1, info.reason
+            info = await get(s, r.id)
+        assert info.pid is not None and len(info.cores) == 1, info.reason
         assert psutil.Process(info.pid).cpu_affinity() == info.cores
         assert "least-loaded" in info.reason
+        (core,) = info.cores
+        # The daemon placed it with the loads of the last sample before the dispatch: one
+        # of the two views the test had around the submit.
+        best = [min(v) for v in (before, after)]
+        assert any(v[core] <= m + 0.02 for v, m in zip((before, after), best, strict=True)), (
+            core, before, after, info.reason,
+        )  # fmt: skip
+        if min(before[0], after[0]) > max(min(before[1:]), min(after[1:])) + 0.1:
+            assert core != 0  # core 0 was measurably the busiest: never chosen
     finally:
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        await transport.close()
         hog.kill()
         hog.wait()
 
