@@ -42,7 +42,7 @@ from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.fleet.watcher import HostWatcher
-from llmaos_tui.ops.audit import AuditLog
+from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
 from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
@@ -137,6 +137,8 @@ class LlmaosApp(PlanActions):
             HostWatcher(self.fleet.add(link.name), link, self._host_changed) for link in links
         ]
         self.by_name = {w.state.name: w for w in self.watchers}
+        if self.audit.identity_for is None:
+            self.audit.identity_for = identity_of({w.state.name: w.link for w in self.watchers})
         self.engines = EnginePool(self._link_of, self.fleet.hosts.get)
         for link in links:
             if isinstance(link, SshLink) and link.ask is None:

@@ -41,7 +41,7 @@ from llmaos_tui.cli import seconds
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
-from llmaos_tui.ops.audit import AuditLog
+from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
 from llmaos_tui.ops.rebalance import (
@@ -117,7 +117,7 @@ class _Containers:
         self.pool = EnginePool(lambda h: by_name[h].link if h in by_name else None, fleet.hosts.get)
         self.quiet = quiet
         self.journal: MoveJournal | None = None
-        self.audit = AuditLog()
+        self.audit = AuditLog(identity_for=identity_of({n: w.link for n, w in by_name.items()}))
 
     async def moves(self) -> ContainerMoves | None:
         """What apply_move needs for a container; None (the move then fails, saying why)

@@ -36,7 +36,7 @@ from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.oneshot import connected
 from llmaos_tui.fleet.session import AgentSession, CallError
-from llmaos_tui.ops.audit import AuditLog
+from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.changes import ReadOnlyConsole, change
 
 
@@ -96,7 +96,7 @@ async def _submit(args: argparse.Namespace, link: Link) -> int:
         return 2
     async with connected(link) as session:
         try:
-            info: RequestInfo = await _change(args, session, link.name, "requests.submit", spec,
+            info: RequestInfo = await _change(args, session, link, "requests.submit", spec,
                                               f"request: {' '.join(argv)[:200]}")  # fmt: skip
         except (CallError, ReadOnlyConsole) as exc:
             _err(f"{link.name}: {exc}")
@@ -111,7 +111,7 @@ async def _submit(args: argparse.Namespace, link: Link) -> int:
 async def _change(
     args: argparse.Namespace,
     session: AgentSession,
-    host: str,
+    link: Link,
     method: str,
     params: msgspec.Struct,
     target: str,
@@ -121,9 +121,9 @@ async def _change(
         session.call,
         method,
         params,
-        host=host,
+        host=link.name,
         target=target,
-        audit=AuditLog(),
+        audit=AuditLog(identity_for=identity_of({link.name: link})),
         read_only=args.read_only,
         before=before,
     )
@@ -190,7 +190,7 @@ async def _on_request(args: argparse.Namespace, links: list[Link]) -> int:
                     info: RequestInfo = await session.call("requests.get", RequestRef(id=args.id))
                 except CallError:
                     continue  # not on this host
-                return await _act(args, session, link.name, info)
+                return await _act(args, session, link, info)
         except (LinkDown, OSError, asyncio.TimeoutError) as exc:
             _err(f"{link.name}: {exc}")
     _err(f"no request {args.id!r} on {', '.join(link.name for link in links)}")
@@ -198,8 +198,9 @@ async def _on_request(args: argparse.Namespace, links: list[Link]) -> int:
 
 
 async def _act(
-    args: argparse.Namespace, session: AgentSession, host: str, info: RequestInfo
+    args: argparse.Namespace, session: AgentSession, link: Link, info: RequestInfo
 ) -> int:
+    host = link.name
     if args.cmd == "log":
         return await _log(args, session, info)
     before = f"{info.state} priority {info.priority}"
@@ -212,7 +213,7 @@ async def _act(
             _err(f"prio: {exc}")
             return 2
     try:
-        new: RequestInfo = await _change(args, session, host, f"requests.{args.cmd}", params,
+        new: RequestInfo = await _change(args, session, link, f"requests.{args.cmd}", params,
                                          f"request {info.id}", before)  # fmt: skip
     except (CallError, ReadOnlyConsole) as exc:
         _err(f"{host}: {exc}")

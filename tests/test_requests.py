@@ -642,7 +642,9 @@ async def test_submit_and_reprioritise_over_ssh(tmp_path: Path, agent_home: Path
     await srv.start()
     srv.trust()
     try:
-        async with connected(link_to(srv), timeout=60) as s:
+        link = link_to(srv)
+        async with connected(link, timeout=60) as s:
+            assert link.login == "ops"  # the login the SSH server accepted
             r = await submit(s, "sleep", "30", name="remote")
             info = await until(s, r.id, "running")
             while info.pid is None:
@@ -657,7 +659,9 @@ async def test_submit_and_reprioritise_over_ssh(tmp_path: Path, agent_home: Path
         _kill_leftovers(agent_home)
 
 
-def test_cli_submit_list_prio_cancel(daemon: subprocess.Popen[bytes], tmp_path: Path) -> None:
+def test_cli_submit_list_prio_cancel(
+    daemon: subprocess.Popen[bytes], tmp_path: Path, agent_home: Path
+) -> None:
     tui = str(Path(sys.executable).with_name("llmaos-tui"))
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
 
@@ -691,6 +695,11 @@ def test_cli_submit_list_prio_cancel(daemon: subprocess.Popen[bytes], tmp_path: 
         "requests.submit", "requests.prio", "requests.cancel", "requests.cancel"
     ]  # fmt: skip
     assert audit[2]["result"] == "refused: read-only console" and audit[3]["result"] == "ok"
+    # Both ends name the same authenticated user: the login the console reached the agent by.
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert {a["identity"] for a in audit} == {me}
+    host = [json.loads(x) for x in (agent_home / "state" / "audit.log").read_text().splitlines()]
+    assert {h["operator"] for h in host if h["action"] == "requests.prio"} == {me}
 
 
 async def test_many_calls_at_once_do_not_trip_the_flood_guard(session: AgentSession) -> None:

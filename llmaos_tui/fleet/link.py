@@ -50,6 +50,10 @@ class Link(ABC):
     live = True
     """False for a recording: its samples stop by design, so it never turns stale."""
 
+    login: str | None = None
+    """The user the host's agent runs as (for SSH, the login the server accepted): who the
+    host's audit log names as the operator, so the console's line names the same."""
+
     @abstractmethod
     async def open(self) -> Transport: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,13 @@ from llmaos_agent.protocol import MAX_LINE_BYTES
 from llmaos_tui.fleet.link import LineTooLong, Link, LinkDown, Transport
 
 STDERR_KEEP = 2000
+
+
+def local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
 
 
 def default_agent_command() -> list[str]:
@@ -94,6 +102,7 @@ class LocalLink(Link):
         env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(name)
+        self.login = local_user()
         self.command = list(command) if command else default_agent_command()
         self.env = dict(env) if env is not None else None
 

@@ -234,6 +234,7 @@ class SshLink(Link):
                 conn, _client = await asyncssh.create_connection(
                     factory, self.spec.host, **self._connect_options()
                 )
+                self.login = conn.get_extra_info("username") or self.spec.user
                 return conn
             except asyncssh.HostKeyNotVerifiable as exc:
                 if witness.unverified is None:

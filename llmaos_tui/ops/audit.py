@@ -4,10 +4,10 @@ Each line holds ``time`` (UTC, ISO 8601), ``operator`` (the local user at this c
 ``host``, ``target``, ``action``, ``before``, ``after`` and ``result``, and ``identity``
 where the caller knows it: the SSH login this console used for that host, which is what
 the host's agent records as the authenticated operator (``identity_for`` gives it per host;
-the fleet's links know it, see the issue note). Any operation appends through :class:`AuditLog`: a
-container move, a renice, a request's new priority. A line is one ``write`` on a file opened
-``O_APPEND`` and then fsynced, so two consoles writing at once never interleave inside a
-line and a line the log shows is on disk.
+:func:`identity_of` reads it from the console's links). Any operation appends through
+:class:`AuditLog`: a container move, a renice, a request's new priority. A line is one
+``write`` on a file opened ``O_APPEND`` and then fsynced, so two consoles writing at once
+never interleave inside a line and a line the log shows is on disk.
 
 It fails closed: :meth:`AuditLog.check` raises :class:`AuditUnavailable` when a line could
 not be written now (a read-only or immutable file, a link or directory in its place, a full
@@ -18,16 +18,17 @@ file is opened without following a symlink and only as a regular file of this us
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-from llmaos_agent.paths import UnsafeFile, open_file
+from llmaos_agent.paths import UnsafeDirectory, UnsafeFile, open_file, private_dir
+from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.local import local_user
 
 MIN_FREE_BYTES = 64 << 10
 """Less room than this on the log's filesystem counts as full (a line is under a KB)."""
@@ -44,10 +45,12 @@ def default_audit_path() -> Path:
 
 
 def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry for the uid (containers)
-        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+    return local_user()
+
+
+def identity_of(links: Mapping[str, Link]) -> Callable[[str], str | None]:
+    """``identity_for`` over a console's links: the login each host's agent knows it by."""
+    return lambda host: links[host].login if host in links else None
 
 
 class AuditLog:
@@ -135,9 +138,9 @@ class AuditLog:
 
     def _open(self) -> int:
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             return open_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except (OSError, UnsafeFile) as exc:
+        except (OSError, UnsafeFile, UnsafeDirectory) as exc:
             raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
 
     def read(self) -> list[dict[str, Any]]:

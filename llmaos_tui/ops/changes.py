@@ -48,6 +48,7 @@ async def change(
         audit.append(action=method, host=host, target=target, before=before,
                      result="refused: read-only console")  # fmt: skip
         raise ReadOnlyConsole("read-only: this console makes no changes (--read-only)")
+    audit.check()  # fails closed: a change this console cannot record is not sent
     try:
         result = await call(method, params)
     except CallError as exc:
