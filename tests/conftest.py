@@ -152,17 +152,27 @@ def sleeper() -> Iterator[psutil.Process]:
 
 @pytest.fixture
 def hogs() -> Iterator[list[psutil.Process]]:
-    """Two busy loops, both pinned to core 0: work for a balancer to spread."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        ps = [psutil.Process(p.pid) for p in procs]
-        for p in ps:
-            p.cpu_affinity([0])
-        yield ps
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    """Two busy loops, both pinned to core 0: work for a balancer to spread.
+
+    On a shared machine they sit in a CPU cgroup of their own with a high weight
+    (:mod:`tests.cpushare`), so other jobs cannot squeeze them out of the cores they run on:
+    they show up busy at once, and their load stays where they are pinned or moved. The
+    tests built on them assert against the loads measured, never on an idle machine."""
+    from tests.cpushare import weighted
+
+    with weighted() as group:
+        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        try:
+            ps = [psutil.Process(p.pid) for p in procs]
+            for p in ps:
+                p.cpu_affinity([0])
+                if group is not None:
+                    group.add(p.pid)
+            yield ps
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
 
 
 @pytest.fixture
