@@ -30,7 +30,7 @@ from llmaos_tui.ops.container_move import MoveEngine, MoveResult, Progress, reco
 from llmaos_tui.ops.docker_forward import Engine, local_engine, open_engine
 from llmaos_tui.ops.journal import MoveJournal
 from tests import images
-from tests.conftest import need_docker_testbed
+from tests.conftest import need, need_docker_testbed
 from tests.testbed import Testbed, TestHost
 
 pytestmark = pytest.mark.integration
@@ -528,6 +528,23 @@ def test_read_only_refuses(env: Env) -> None:
 
     assert res.outcome == "refused" and "read-only" in res.message
     assert env.state() == before and env.journal.recent() == []
+
+
+def test_a_move_the_audit_log_cannot_record_is_not_begun(env: Env) -> None:
+    """Audit fails closed: with the console's log full or immutable, nothing is stopped,
+    copied or journaled, and the container keeps running where it was."""
+    _run(env.d1, "app", ["sleep", "1000"])
+    before = env.state()
+    env.audit.path.write_text("")
+    attr = subprocess.run(["chattr", "+i", str(env.audit.path)], capture_output=True, check=False)
+    need(attr.returncode == 0, f"chattr +i is not available here: {attr.stderr!r}")
+    try:
+        res = env.mover().move("app")
+    finally:
+        subprocess.run(["chattr", "-i", str(env.audit.path)], check=False)
+    assert res.outcome == "refused" and "not started" in res.message and "audit" in res.message
+    assert env.state() == before and env.journal.recent() == []
+    assert _running(env.d1, "app")
 
 
 def test_results_are_json() -> None:

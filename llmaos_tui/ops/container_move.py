@@ -646,6 +646,12 @@ class MoveEngine:
         if dry_run:
             base.outcome, base.message = "dry_run", "pre-checks passed; nothing changed"
             return base
+        try:
+            self.audit.check()  # fails closed: a move the log cannot record is not begun
+        except OSError as exc:
+            base.outcome, base.message = "refused", f"not started: {exc}"
+            base.refusals = [Refusal("audit", base.message)]
+            return base
         move_id = self.journal.begin(self._journal_plan(attrs, plan))
         self._move_id = base.move_id = move_id
         rec = self.journal.get(move_id)
