@@ -47,16 +47,11 @@ from typing import IO, Any
 
 import msgspec
 
-if sys.platform == "win32":
-    import msvcrt
-else:
-    import fcntl
-
 from llmaos_agent import __version__, container_control, control, endpoint
 from llmaos_agent.audit import AuditLog, AuditUnavailable
 from llmaos_agent.collect.processes import diff, full
 from llmaos_agent.collect.sampler import Sampler
-from llmaos_agent.paths import AgentPaths
+from llmaos_agent.paths import AgentPaths, open_file, try_lock
 from llmaos_agent.protocol import (
     CHANGES,
     HISTORY_CHUNK_BYTES,
@@ -958,15 +953,11 @@ class Daemon:
     # ---------------------------------------------------------------- lock
 
     def _take_lock(self) -> None:
-        f = open(self.paths.lock, "a+b")  # noqa: SIM115 - held for the daemon's life
-        try:
-            if sys.platform == "win32":
-                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        # Held for the daemon's life; opened without following a link, as every file of ours.
+        f = os.fdopen(open_file(self.paths.lock, os.O_RDWR | os.O_CREAT), "r+b")
+        if not try_lock(f.fileno()):
             f.close()
-            raise AlreadyRunning(f"another llmaos-agent daemon holds {self.paths.lock}") from None
+            raise AlreadyRunning(f"another llmaos-agent daemon holds {self.paths.lock}")
         f.truncate(0)
         f.write(f"{os.getpid()}\n".encode())
         f.flush()

@@ -19,7 +19,7 @@ import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from llmaos_agent.paths import AgentPaths
+from llmaos_agent.paths import AgentPaths, open_file
 
 if TYPE_CHECKING:
     import asyncio
@@ -68,7 +68,7 @@ async def serve(paths: AgentPaths, handler: Handler, *, limit: int) -> asyncio.S
     server = await asyncio.start_server(guarded, host="127.0.0.1", port=0, limit=limit)
     port = server.sockets[0].getsockname()[1]
     tmp = paths.endpoint_file.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
         json.dump({"port": port, "token": token, "pid": os.getpid()}, f)
     os.replace(tmp, paths.endpoint_file)

@@ -204,3 +204,20 @@ def open_file(path: Path, flags: int, mode: int = 0o600) -> int:
             os.close(fd)
             raise UnsafeFile(f"{path} {why}; refusing it")
     return fd
+
+
+def try_lock(fd: int) -> bool:
+    """An exclusive lock on the open file ``fd`` without waiting; False when another
+    process holds it. Held until ``fd`` is closed (or its process ends)."""
+    try:
+        if sys.platform == "win32":
+            import msvcrt  # noqa: PLC0415 - Windows only
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl  # noqa: PLC0415 - not on Windows
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True

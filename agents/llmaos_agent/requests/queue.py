@@ -39,12 +39,13 @@ from llmaos_agent.paths import (
     inside,
     open_file,
     private_dir,
+    try_lock,
 )
 from llmaos_agent.protocol import LogChunk, RequestInfo, RequestSpec
 from llmaos_agent.requests import scheduler
 from llmaos_agent.requests.scheduler import Gpu, Pending, Resources
 from llmaos_agent.requests.store import Row, Store
-from llmaos_agent.requests.supervisor import open_lock, read_json, try_lock, write_atomic
+from llmaos_agent.requests.supervisor import open_lock, read_json, write_atomic
 
 CREATE_TIME_SLACK = 0.05
 LOAD_SMOOTHING = 0.3

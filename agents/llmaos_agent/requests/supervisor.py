@@ -29,12 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from llmaos_agent import faults
-from llmaos_agent.paths import UnsafeFile, open_file
-
-if sys.platform == "win32":
-    import msvcrt
-else:
-    import fcntl
+from llmaos_agent.paths import UnsafeFile, open_file, try_lock
 
 EXIT_NOT_MINE = 3
 """Exit status of a supervisor that ran nothing: the attempt was voided, superseded,
@@ -72,18 +67,6 @@ def read_json(path: Path, limit: int = 1 << 16) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def try_lock(fd: int) -> bool:
-    """An exclusive lock on the open file ``fd`` without waiting; False when held."""
-    try:
-        if sys.platform == "win32":
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        else:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
 
 
 def open_lock(d: Path) -> int:
