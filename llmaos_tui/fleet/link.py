@@ -19,6 +19,16 @@ class LineTooLong(LinkDown):
     pass
 
 
+class AuthRefused(LinkDown):
+    """The host would not have us, or we would not have the host: a refused login, a
+    host key that changed, an unknown key the operator did not trust.
+
+    Trying again changes nothing until someone changes something (a key, known_hosts,
+    authorized_keys), and each try is a full login in the host's auth log, so the
+    watcher does not retry it on its own: it waits to be asked.
+    """
+
+
 class Transport(ABC):
     @abstractmethod
     async def readline(self) -> bytes:

@@ -4,7 +4,9 @@
 trip sshd's MaxStartups), verifies the host key against known_hosts, pushes the
 agent zipapp when the host lacks it (:mod:`deploy`), and runs it with ``attach``
 on an exec channel. The watcher above reconnects with backoff; one slow host
-never stalls another because each has its own task and its own timeouts.
+never stalls another because each has its own task and its own timeouts. A refused
+login or host key raises :class:`~llmaos_tui.fleet.link.AuthRefused`, which the
+watcher does not retry until asked.
 
 Host keys are always verified. An unknown key is put to the operator (``ask``,
 the console's trust dialog) and written to known_hosts only when they trust it;
@@ -27,7 +29,7 @@ import asyncssh
 from llmaos_agent.protocol import MAX_LINE_BYTES
 from llmaos_tui.fleet import deploy
 from llmaos_tui.fleet.inventory import HostSpec
-from llmaos_tui.fleet.link import LineTooLong, Link, LinkDown, Transport
+from llmaos_tui.fleet.link import AuthRefused, LineTooLong, Link, LinkDown, Transport
 
 STDERR_KEEP = 2000
 READ_CHUNK = 65536
@@ -237,15 +239,17 @@ class SshLink(Link):
                 self.login = conn.get_extra_info("username") or self.spec.user
                 return conn
             except asyncssh.HostKeyNotVerifiable as exc:
+                # Key and login refusals are AuthRefused: the watcher does not retry them
+                # until asked, since each retry is one more login that will fail.
                 if witness.unverified is None:
-                    raise LinkDown(f"host key not verifiable: {exc.reason}") from exc
+                    raise AuthRefused(f"host key not verifiable: {exc.reason}") from exc
                 if not await self._trust(*witness.unverified):
-                    raise LinkDown(self._refused_reason) from exc
+                    raise AuthRefused(self._refused_reason) from exc
             except asyncssh.PermissionDenied as exc:
-                raise LinkDown(f"SSH login refused: {exc.reason}") from exc
+                raise AuthRefused(f"SSH login refused: {exc.reason}") from exc
             except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
                 raise LinkDown(f"cannot connect to {self.spec.target}: {_ssh_reason(exc)}") from exc
-        raise LinkDown("the host key changed between two connects")
+        raise AuthRefused("the host key changed between two connects")
 
     async def _trust(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         kh = self.options.known_hosts

@@ -7,6 +7,7 @@ implementation in ``llmaos_agent.metrics``.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -65,6 +66,16 @@ class HostState:
     target: str = ""
     status: HostStatus = HostStatus.CONNECTING
     reason: str = ""
+    """What the views show beside the status: for a down host, ``cause`` and what
+    happens next ("retry in 8 s", "retrying now", or the hint to retry by hand)."""
+    cause: str = ""
+    """Why the host is down, alone (``reason`` without what happens next)."""
+    retry_at: float | None = None
+    """time.monotonic() of the next connect attempt while down; None when none is due
+    (up, connecting now, or held until asked)."""
+    retry_held: bool = False
+    """Down for a reason retrying cannot fix (a refused login or host key): no attempt is
+    made until the operator asks for one."""
     hello: Hello | None = None
     sample: Sample | None = None
     procs: dict[int, Proc] = field(default_factory=dict)
@@ -84,7 +95,28 @@ class HostState:
 
     def set_status(self, status: HostStatus, reason: str = "") -> None:
         self.status = status
-        self.reason = reason
+        self.reason = self.cause = reason
+        self.retry_at = None
+        self.retry_held = False
+
+    def show_retry(self, at: float, now: float) -> None:
+        """Down, and the next attempt is due at ``at`` (monotonic); the reason counts down
+        in whole seconds, rounded up, so it never says 0 before the attempt."""
+        self.retry_at = at
+        self.retry_held = False
+        self.reason = _then(self.cause, f"retry in {max(1, math.ceil(at - now))} s")
+
+    def show_retrying(self) -> None:
+        """Down, and an attempt is under way."""
+        self.retry_at = None
+        self.retry_held = False
+        self.reason = _then(self.cause, "retrying now")
+
+    def show_held(self, hint: str) -> None:
+        """Down, and not tried again until asked (``hint`` says how)."""
+        self.retry_at = None
+        self.retry_held = True
+        self.reason = _then(self.cause, f"not retried: {hint}")
 
     def on_hello(self, hello: Hello) -> None:
         self.hello = hello
@@ -186,6 +218,10 @@ class HostState:
         if self.sample is not None:
             return self.sample.mem.total
         return self.hello.host.mem_total if self.hello else 0
+
+
+def _then(cause: str, next_step: str) -> str:
+    return f"{cause} ({next_step})" if cause else next_step
 
 
 @dataclass

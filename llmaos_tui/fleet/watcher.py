@@ -3,13 +3,19 @@
 One watcher per host, each an asyncio task (a Textual worker in the console), so
 a slow or broken host never stalls another. Whatever goes wrong ends as the
 host's status and reason; nothing escapes to crash the console.
+
+Every attempt that does not end in a healthy session, whether the open failed or
+the session came up and died at once, is followed by the backoff's wait
+(:mod:`llmaos_tui.fleet.backoff`); the host's reason counts it down. A refused
+login or host key (:class:`~llmaos_tui.fleet.link.AuthRefused`) is not retried at
+all until :meth:`HostWatcher.retry_now`, which also cuts any wait short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,27 +30,15 @@ from llmaos_agent.protocol import (
     RequestDelta,
     Sample,
 )
-from llmaos_tui.fleet.link import Link, LinkDown, Transport
+from llmaos_tui.fleet.backoff import Backoff
+from llmaos_tui.fleet.link import AuthRefused, Link, LinkDown, Transport
 from llmaos_tui.fleet.session import AgentSession
 from llmaos_tui.fleet.state import HostState, HostStatus
 
+__all__ = ["RETRY_HINT", "Backoff", "HostWatcher"]
 
-class Backoff:
-    """Exponential backoff with full jitter; reset after a link that stayed up."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0, rng: random.Random | None = None):
-        self.first = first
-        self.cap = cap
-        self.attempt = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.first * (2**self.attempt))
-        self.attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
+RETRY_HINT = "press R to retry"
+"""How a held host says it can be tried again; the console's key for retry_now."""
 
 
 class HostWatcher:
@@ -56,14 +50,19 @@ class HostWatcher:
         *,
         stale_after: float | None = None,
         backoff: Backoff | None = None,
+        retry_hint: str = RETRY_HINT,
     ) -> None:
         self.state = state
         self.link = link
         self.notify = notify
         self.stale_after = stale_after
         self.backoff = backoff or Backoff()
+        self.retry_hint = retry_hint
         self.session: AgentSession | None = None
-        self._up_since: float | None = None
+        self.attempts = 0
+        """Attempts made so far (opens begun), for tests and diagnostics."""
+        self._retry = asyncio.Event()
+        self._waiting = False
         state.target = link.target
         link.on_phase = self._phase
 
@@ -71,26 +70,87 @@ class HostWatcher:
         with contextlib.suppress(ValueError):
             self._set(HostStatus(name))
 
+    def retry_now(self) -> bool:
+        """Try the host again at once: ends a backoff wait or a refused login's hold.
+
+        Returns False, and does nothing, when the watcher is not waiting (the host is up
+        or an attempt is under way). Call it on the watcher's event loop. The failure
+        count is kept, so a host that fails again waits as long as it would have.
+        """
+        if not self._waiting:
+            return False
+        self._retry.set()
+        return True
+
     async def run(self) -> None:
         """Forever: the caller cancels it (the console quitting)."""
         while True:
+            # A press of retry during the attempt must not skip the wait after it.
+            self._retry.clear()
             # A host that is down stays down, with its reason, until it is back up.
             if self.state.status is not HostStatus.DOWN:
                 self._set(HostStatus.CONNECTING)
-            await self._attempt()
-            if self._up_since is not None and time.monotonic() - self._up_since > 10.0:
-                self.backoff.reset()
-            await asyncio.sleep(self.backoff.next())
+            else:
+                self.state.show_retrying()
+                self.notify(self.state)
+            refused = await self._attempt()
+            # Measured from the session's start to its end (now): only a session that
+            # stayed up resets the count, so a host that was once up and then fails to
+            # open, or accepts and drops at once, still backs off.
+            wait = self.backoff.failed()
+            if refused:
+                await self._hold()
+            else:
+                await self._pause(wait)
 
-    async def _attempt(self) -> None:
-        """One connection, from open to its end; the host is DOWN with the reason after."""
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (or until retry_now), the reason saying how long is left."""
+        until = time.monotonic() + seconds
+        self._waiting = True
+        try:
+            while (left := until - time.monotonic()) > 0:
+                self.state.show_retry(until, time.monotonic())
+                self.notify(self.state)
+                # Wake when the whole seconds shown change, not more often: one update
+                # a second per down host, and none at all between them.
+                step = left - (math.ceil(left) - 1)
+                if await self._woken(step):
+                    return
+        finally:
+            self._waiting = False
+
+    async def _hold(self) -> None:
+        """Wait for retry_now, however long: retrying a refusal only repeats it."""
+        self.state.show_held(self.retry_hint)
+        self.notify(self.state)
+        self._waiting = True
+        try:
+            await self._retry.wait()
+        finally:
+            self._waiting = False
+
+    async def _woken(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._retry.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _attempt(self) -> bool:
+        """One connection, from open to its end; the host is DOWN with the reason after.
+
+        True when the host refused us or we it (AuthRefused): not to be retried unasked.
+        """
         transport: Transport | None = None
+        refused = False
+        self.attempts += 1
         try:
             try:
                 transport = await self.link.open()
                 reason = await self._serve(transport)
             except LinkDown as exc:
                 reason = str(exc)
+                refused = isinstance(exc, AuthRefused)
             except (OSError, EOFError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a bug must not take the console down
@@ -103,9 +163,9 @@ class HostWatcher:
             if transport is not None:
                 with contextlib.suppress(Exception):
                     await transport.close()
+        return refused
 
     async def _serve(self, transport: Transport) -> str:
-        self._up_since = None
         session = AgentSession(transport, self._on_notification, self.state.warnings.append)
         hello = await session.read_hello()
         self.state.on_hello(hello)
@@ -118,7 +178,7 @@ class HostWatcher:
                 return reader.result()
             handshake.result()
             self.session = session
-            self._up_since = time.monotonic()
+            self.backoff.up()
             self._set(HostStatus.UP)
             stale = asyncio.ensure_future(
                 self._watch_stale(hello) if self.link.live else asyncio.Event().wait()
