@@ -178,7 +178,9 @@ def _link(srv: Any, name: str) -> Link:
     spec = HostSpec(name=name, host="127.0.0.1", port=srv.port, user="ops", python=sys.executable)
     options = SshOptions(
         known_hosts=srv.known_hosts, client_keys=[str(srv.client_key_path)], config=[],
-        use_agent=False, keepalive_interval=1.0, keepalive_count_max=2,
+        # Nothing here waits for a host to be found down: a lenient keepalive, so a test
+        # process starved for a few seconds on a busy machine does not drop its own hosts.
+        use_agent=False, keepalive_interval=5.0, keepalive_count_max=6,
     )  # fmt: skip
     return SshLink(spec, options=options)
 
