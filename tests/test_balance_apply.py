@@ -28,7 +28,7 @@ from llmaos_agent.protocol import RequestInfo, RequestRef, RequestSpec
 from llmaos_tui.balance import Move, Plan
 from llmaos_tui.balance.model import Slot
 from llmaos_tui.fleet.inventory import HostSpec
-from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.ssh import SshLink, SshOptions
@@ -267,6 +267,93 @@ async def test_link_cut_between_accept_and_give_up_loses_and_doubles_nothing(
         assert "a kept" in str(err.value)
         await _both_up(ws)  # a reconnects
         assert await _where(ws, r.id) == {"a": "queued"}  # still there, and only there
+        await ws["a"].call("requests.cancel", RequestRef(id=blocker.id))
+        await ws["a"].call("requests.cancel", RequestRef(id=r.id))
+
+
+def _answer_lost(
+    ws: dict[str, HostWatcher], host: str, method: str, cut: Callable[[], Awaitable[None]]
+) -> Callable[[str], Callable[[str, Struct], Awaitable[Any]]]:
+    """Callers whose ``method`` on ``host`` is applied there, and then the link is cut
+    before the console reads the answer: the step happened, the console cannot know."""
+
+    def caller_for(h: str) -> Callable[[str, Struct], Awaitable[Any]]:
+        async def call(m: str, params: Struct) -> Any:
+            result = await ws[h].call(m, params)
+            if h == host and m == method:
+                await cut()
+                raise LinkDown(f"{h}: the connection was lost before the answer came")
+            return result
+
+        return call
+
+    return caller_for
+
+
+@pytest.mark.parametrize(
+    ("host", "method"),
+    [("b", "requests.submit"), ("a", "requests.withdraw"), ("b", "requests.release")],
+)
+async def test_an_answer_lost_at_each_step_is_resolved_by_asking(
+    two_hosts: Any, tmp_path: Path, host: str, method: str
+) -> None:
+    """The step was applied but its answer lost: the move asks that host about the id and
+    carries on, so the request ends on the target only (never on both, never held and
+    hidden), and it runs there once."""
+    a, b, _ha, _hb = two_hosts
+    servers = {"a": a, "b": b}
+    async with watching(*_links(a, b)) as (_fleet, ws):
+        await _both_up(ws)
+        blocker, r = await _queued_on_a(ws, CORES)
+
+        async def cut() -> None:
+            await servers[host].drop()
+
+        audit = AuditLog(tmp_path / "audit.jsonl")
+        msg = await move_request(
+            r.id, "a", "b", _answer_lost(ws, host, method, cut), audit=audit, read_only=False
+        )
+        assert msg == f"request {r.id} moved a -> b"
+        await _both_up(ws)
+        where = await _where(ws, r.id)
+        assert set(where) == {"b"} and where["b"] in ("queued", "running"), where
+        await ws["a"].call("requests.cancel", RequestRef(id=blocker.id))
+        await ws["b"].call("requests.cancel", RequestRef(id=r.id))
+
+
+async def test_a_target_that_does_not_come_back_leaves_no_hidden_copy(
+    two_hosts: Any, tmp_path: Path
+) -> None:
+    """The target took the held copy and then stayed unreachable: the request stays on the
+    source, the error names the possible held copy, and that copy is held (cannot run)."""
+    a, b, _ha, _hb = two_hosts
+    async with watching(*_links(a, b)) as (_fleet, ws):
+        await _both_up(ws)
+        blocker, r = await _queued_on_a(ws, CORES)
+        gone = False
+
+        async def cut() -> None:
+            nonlocal gone
+            gone = True
+
+        base = _answer_lost(ws, "b", "requests.submit", cut)
+
+        def caller_for(h: str) -> Callable[[str, Struct], Awaitable[Any]]:
+            inner = base(h)
+
+            async def call(m: str, params: Struct) -> Any:
+                if h == "b" and gone:
+                    raise LinkDown("b: unreachable")
+                return await inner(m, params)
+
+            return call
+
+        with pytest.raises(Exception) as err:
+            await move_request(r.id, "a", "b", caller_for, audit=AuditLog(tmp_path / "audit.jsonl"),
+                               read_only=False, resolve_wait=2.0)  # fmt: skip
+        assert "did not answer" in str(err.value) and "HELD" in str(err.value)
+        assert await _where(ws, r.id) == {"a": "queued", "b": "held"}  # named, and held
+        await ws["b"].call("requests.withdraw", RequestRef(id=r.id))
         await ws["a"].call("requests.cancel", RequestRef(id=blocker.id))
         await ws["a"].call("requests.cancel", RequestRef(id=r.id))
 

@@ -11,9 +11,10 @@
 * :func:`move_request` moves a queued request between hosts without ever losing it
   or running it twice: the target accepts it *held* under the same id, then the
   source gives it up, then the target releases it. If the source cannot give it
-  up (it started it meanwhile, or it is unreachable), the target's held copy is
-  withdrawn; if the release fails, the request waits held on the target, where the
-  operator sees it.
+  up (it started it meanwhile), the target's held copy is withdrawn; if the release
+  fails, the request waits held on the target, where the operator sees it. A step
+  whose answer is lost is resolved by asking that host about the id, never by
+  guessing, and a copy that cannot be accounted for is named in the error.
 * :func:`measure` is beta now, at a level, to set against the prediction.
 """
 
@@ -21,13 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from msgspec import Struct
 
-from llmaos_agent.protocol import Container, RequestInfo, RequestRef, RequestSpec, SetAffinity
+from llmaos_agent.protocol import (
+    NOT_FOUND,
+    Container,
+    RequestInfo,
+    RequestRef,
+    RequestSpec,
+    SetAffinity,
+)
 from llmaos_tui.balance import (
     Budget,
     Constraints,
@@ -51,6 +60,11 @@ if TYPE_CHECKING:  # the docker SDK is optional: loaded by the first container m
     from llmaos_tui.ops.docker_forward import Engine
 
 Caller = Callable[[str, Struct], Awaitable[Any]]
+
+RESOLVE_WAIT_S = 30.0
+"""How long a request move asks a host that did not answer a step before it says the
+outcome is unknown (a reconnect after a cut link takes a few seconds)."""
+RESOLVE_POLL_S = 0.5
 
 HostUnits = Literal["requests", "containers"]
 """What a host-level plan may move: waiting requests, running containers."""
@@ -443,8 +457,14 @@ async def move_request(
     *,
     audit: AuditLog,
     read_only: bool,
+    resolve_wait: float = RESOLVE_WAIT_S,
 ) -> str:
-    """Move queued request ``rid`` from host ``src`` to ``dst``: never lost, never run twice."""
+    """Move queued request ``rid`` from host ``src`` to ``dst``: never lost, never run twice.
+
+    Every step whose answer does not come (a cut link, a timeout) has an unknown outcome:
+    it is resolved by asking that host about ``rid`` (waiting up to ``resolve_wait`` for it
+    to come back), never by guessing. Only a copy this move made is ever withdrawn, and a
+    copy that cannot be accounted for is named in the error, held (so it cannot run)."""
     if read_only:
         raise ReadOnlyConsole("read-only: this console makes no changes (--read-only)")
     s_call, d_call = caller_for(src), caller_for(dst)
@@ -460,17 +480,38 @@ async def move_request(
     # 1. The target accepts it, held, under the same id.
     try:
         await change(d_call, "requests.submit", spec, host=dst, target=f"request {rid}", **kw)
-    except (CallError, LinkDown) as exc:
-        await _withdraw_quietly(d_call, dst, rid, audit)  # in case only the answer was lost
+    except CallError as exc:  # a clear no: nothing of ours is there
         raise MoveFailed(f"{dst} did not accept {rid}: {exc}; it stays on {src}") from None
+    except LinkDown as exc:
+        there = await _ask(d_call, rid, resolve_wait)
+        if there is None:
+            raise MoveFailed(
+                f"{dst} did not answer whether it took {rid} ({exc}); it stays on {src}. "
+                f"If {dst} has a copy it is HELD there (it cannot run): withdraw it there "
+                f"(llmaos-tui cancel {rid}) once {dst} is back"
+            ) from None
+        if not there:
+            raise MoveFailed(f"{dst} did not take {rid} ({exc}); it stays on {src}") from None
+        if not _same(there, spec):
+            raise MoveFailed(f"{dst} has another request {rid}; {rid} stays on {src}") from None
+        # It took it; only the answer was lost: carry on.
     # 2. The source gives it up.
     try:
         await change(s_call, "requests.withdraw", RequestRef(id=rid), host=src,
                      target=f"request {rid}", before=info.state, **kw)  # fmt: skip
     except (CallError, LinkDown) as exc:
-        left = await _withdraw_quietly(d_call, dst, rid, audit)
-        where = "" if left else f"; WARNING: a held copy may remain on {dst}: cancel it there"
-        raise MoveFailed(f"{src} kept {rid} ({exc}){where}") from None
+        kept = await _ask(s_call, rid, resolve_wait) if isinstance(exc, LinkDown) else True
+        if kept is None:
+            raise MoveFailed(
+                f"{src} did not answer whether it gave {rid} up ({exc}); the copy on {dst} "
+                f"stays HELD (it cannot run). Once {src} is back: if it still has {rid}, "
+                f"withdraw the copy on {dst}; if not, release it on {dst}"
+            ) from None
+        if kept:
+            why = f"{src} kept {rid} ({exc})"
+            await _take_back(d_call, dst, rid, audit, resolve_wait, why=why)
+            raise MoveFailed(f"{why}; the held copy on {dst} is withdrawn") from None
+        # The source gave it up; only the answer was lost: carry on.
     # 3. The target lets it run (unless the operator held it at the source).
     if info.state == "held":
         return f"request {rid} moved {src} -> {dst} (held, as it was)"
@@ -478,18 +519,60 @@ async def move_request(
         await change(d_call, "requests.release", RequestRef(id=rid), host=dst,
                      target=f"request {rid}", before="held", **kw)  # fmt: skip
     except (CallError, LinkDown) as exc:
+        now = await _ask(d_call, rid, resolve_wait) if isinstance(exc, LinkDown) else None
+        if now is not None and now is not False and now.state != "held":
+            return f"request {rid} moved {src} -> {dst}"  # released; the answer was lost
         raise MoveFailed(f"request {rid} is on {dst}, held: release it there ({exc})") from None
     return f"request {rid} moved {src} -> {dst}"
 
 
-async def _withdraw_quietly(call: Caller, host: str, rid: str, audit: AuditLog) -> bool:
-    """Take back a held copy; True when the target has no copy left."""
-    try:
-        await change(call, "requests.withdraw", RequestRef(id=rid), host=host,
-                     target=f"request {rid}", audit=audit, read_only=False,
-                     before="held (move rolled back)")  # fmt: skip
-    except CallError as exc:
-        return "no request" in str(exc)
-    except LinkDown:
-        return False
-    return True
+def _same(there: RequestInfo, spec: RequestSpec) -> bool:
+    """Whether the target's ``rid`` is the copy this move submitted (not another's)."""
+    return there.argv == spec.argv and there.name == spec.name and there.state == "held"
+
+
+async def _ask(call: Caller, rid: str, wait: float) -> RequestInfo | Literal[False] | None:
+    """What a host says of ``rid`` now: its info, False when it has no such request, None
+    when it did not answer within ``wait`` seconds (it is asked again as it comes back)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info: RequestInfo = await call("requests.get", RequestRef(id=rid))
+        except CallError as exc:
+            if exc.code == NOT_FOUND:
+                return False
+        except LinkDown:
+            pass
+        else:
+            return info
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(RESOLVE_POLL_S)
+
+
+async def _take_back(
+    call: Caller, host: str, rid: str, audit: AuditLog, wait: float, *, why: str
+) -> None:
+    """Withdraw the held copy this move made on ``host``; MoveFailed, loudly, when that
+    cannot be done or confirmed (the copy is held, so it cannot run meanwhile)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            await change(call, "requests.withdraw", RequestRef(id=rid), host=host,
+                         target=f"request {rid}", audit=audit, read_only=False,
+                         before="held (move rolled back)")  # fmt: skip
+            return
+        except CallError as exc:
+            if exc.code == NOT_FOUND:
+                return  # already gone
+            raise MoveFailed(
+                f"{why}; WARNING: the held copy of {rid} on {host} could not be withdrawn "
+                f"({exc}): cancel it there"
+            ) from None
+        except LinkDown as exc:
+            if time.monotonic() >= deadline:
+                raise MoveFailed(
+                    f"{why}; WARNING: {host} did not answer ({exc}): a HELD copy of {rid} "
+                    f"remains there; withdraw it there once it is back"
+                ) from None
+        await asyncio.sleep(RESOLVE_POLL_S)
