@@ -49,9 +49,9 @@ import msgspec
 
 from llmaos_agent import __version__, container_control, control, endpoint
 from llmaos_agent.audit import AuditLog, AuditUnavailable
-from llmaos_agent.collect.processes import diff, full
 from llmaos_agent.collect.sampler import Sampler
 from llmaos_agent.paths import AgentPaths, open_file, try_lock
+from llmaos_agent.procdelta import diff, full
 from llmaos_agent.protocol import (
     CHANGES,
     HISTORY_CHUNK_BYTES,

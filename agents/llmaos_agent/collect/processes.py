@@ -12,7 +12,7 @@ read on every pass:
 - elsewhere (macOS, Windows), through ``psutil.process_iter(attrs=...)``.
 
 A process whose fields did not change keeps its previous :class:`Proc` object,
-and the table is shipped as changes (:func:`diff`).
+and the table is shipped as changes (:func:`llmaos_agent.procdelta.diff`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,21 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 
-from llmaos_agent.protocol import MAX_CORES, Proc, ProcDelta
+# diff, full and apply live in procdelta (no psutil there, so the console can apply a
+# delta without loading the collector); re-exported here for this module's callers.
+from llmaos_agent.procdelta import apply, diff, full
+from llmaos_agent.protocol import MAX_CORES, Proc
+
+__all__ = [
+    "ProcessCollector",
+    "apply",
+    "cpulist",
+    "diff",
+    "full",
+    "linux_proc_available",
+    "parse_cpulist",
+    "parse_stat",
+]
 
 _CHEAP = ["ppid", "cpu_percent", "memory_info", "nice", "status", "create_time"]
 _CMD_MAX = 512
@@ -340,25 +354,3 @@ class ProcessCollector:
 def _nice(v: object) -> int | None:
     # Windows reports a priority class (an IntEnum); keep its value.
     return int(v) if isinstance(v, int) else None
-
-
-def diff(old: Mapping[int, Proc], new: Mapping[int, Proc]) -> ProcDelta:
-    """The changes that turn ``old`` into ``new``."""
-    # `is` first: the fast path keeps the same object for a process that did not change.
-    upsert = [p for pid, p in new.items() if (o := old.get(pid)) is not p and o != p]
-    gone = [pid for pid in old if pid not in new]
-    return ProcDelta(full=False, upsert=upsert, gone=gone)
-
-
-def full(table: Mapping[int, Proc]) -> ProcDelta:
-    return ProcDelta(full=True, upsert=list(table.values()), gone=[])
-
-
-def apply(table: dict[int, Proc], delta: ProcDelta) -> None:
-    """Apply a delta in place (the console side of :func:`diff`)."""
-    if delta.full:
-        table.clear()
-    for pid in delta.gone:
-        table.pop(pid, None)
-    for p in delta.upsert:
-        table[p.pid] = p
