@@ -28,8 +28,54 @@ MIN_FREE_BYTES = 64 << 10
 hundred bytes, and a filesystem this close to full may refuse the next block."""
 
 
-class AuditUnavailable(RuntimeError):
-    """The audit log cannot be written; what would have needed the line is not done."""
+class AuditUnavailable(OSError):
+    """The audit log cannot be written; what would have needed the line is not done. An
+    OSError, so a caller that handles the log's write errors handles this too."""
+
+
+def check_room(path: Path) -> None:
+    """Raise :class:`AuditUnavailable` unless a line can be appended to ``path`` now: the
+    file opens for appending (not immutable, not on a read-only filesystem, no link or
+    directory in its place) and its filesystem has room. Called before a change is made,
+    so a change whose record cannot be written is not made. The console's log uses it too."""
+    fd = _open(path)
+    try:
+        st = os.fstatvfs(fd) if hasattr(os, "fstatvfs") else None
+    except OSError as exc:
+        raise AuditUnavailable(f"cannot write the audit log {path}: {_why(exc)}") from exc
+    finally:
+        os.close(fd)
+    if st is not None:
+        # root may use the blocks reserved for it; others only what is available.
+        free = (st.f_bfree if _getuid() == 0 else st.f_bavail) * st.f_frsize
+        if free < MIN_FREE_BYTES or (st.f_files and st.f_favail == 0 and st.f_ffree == 0):
+            raise AuditUnavailable(
+                f"cannot write the audit log {path}: no space left on its filesystem"
+            )
+
+
+def write_line(path: Path, line: bytes) -> None:
+    """Append one whole line to ``path`` and fsync it; :class:`AuditUnavailable` if not."""
+    fd = _open(path)
+    try:
+        # One write of the whole line: O_APPEND keeps lines whole; a short write (the disk
+        # filled mid-line) is a failure too, and the torn tail is a bad line readers skip.
+        if os.write(fd, line) != len(line):
+            raise AuditUnavailable(f"cannot write the audit log {path}: short write")
+        os.fsync(fd)
+    except AuditUnavailable:
+        raise
+    except OSError as exc:
+        raise AuditUnavailable(f"cannot write the audit log {path}: {_why(exc)}") from exc
+    finally:
+        os.close(fd)
+
+
+def _open(path: Path) -> int:
+    try:
+        return open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except (OSError, UnsafeFile) as exc:
+        raise AuditUnavailable(f"cannot open the audit log {path}: {_why(exc)}") from exc
 
 
 class AuditLog:
@@ -37,25 +83,9 @@ class AuditLog:
         self.path = path
 
     def check(self) -> None:
-        """Raise :class:`AuditUnavailable` unless a line can be appended now: the file opens
-        for appending (not immutable, not on a read-only filesystem, no link or directory in
-        its place) and its filesystem has room for it. Called before a change is made, so a
-        change whose record cannot be written is not made; the record itself follows with
-        the change's result (one line, one fsync, per change)."""
-        fd = self._open()
-        try:
-            st = os.fstatvfs(fd) if hasattr(os, "fstatvfs") else None
-        except OSError as exc:
-            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
-        finally:
-            os.close(fd)
-        if st is not None:
-            # root may use the blocks reserved for it; others only what is available.
-            free = (st.f_bfree if _getuid() == 0 else st.f_bavail) * st.f_frsize
-            if free < MIN_FREE_BYTES or (st.f_files and st.f_favail == 0 and st.f_ffree == 0):
-                raise AuditUnavailable(
-                    f"cannot write the audit log {self.path}: no space left on its filesystem"
-                )
+        """:func:`check_room` for this log (before a change); the record itself follows
+        with the change's result (one line, one fsync, per change)."""
+        check_room(self.path)
 
     def append(
         self,
@@ -87,25 +117,7 @@ class AuditLog:
             entry["uid"] = uid
         if peer_pid is not None:
             entry["peer_pid"] = peer_pid
-        line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
-        fd = self._open()
-        try:
-            # One write of the whole line: O_APPEND keeps lines whole; a short write (the
-            # disk filled mid-line) is a failure too, and the torn tail is a bad line that
-            # readers skip.
-            if os.write(fd, line) != len(line):
-                raise AuditUnavailable(f"cannot write the audit log {self.path}: short write")
-            os.fsync(fd)
-        except OSError as exc:
-            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
-        finally:
-            os.close(fd)
-
-    def _open(self) -> int:
-        try:
-            return open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        except (OSError, UnsafeFile) as exc:
-            raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
+        write_line(self.path, json.dumps(entry, ensure_ascii=False).encode() + b"\n")
 
 
 def _getuid() -> int | None:

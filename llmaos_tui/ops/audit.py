@@ -19,24 +19,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-from llmaos_agent.paths import UnsafeDirectory, UnsafeFile, open_file, private_dir
+from llmaos_agent.audit import AuditUnavailable, check_room, write_line
+from llmaos_agent.paths import UnsafeDirectory, private_dir
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import local_user
 
-MIN_FREE_BYTES = 64 << 10
-"""Less room than this on the log's filesystem counts as full (a line is under a KB)."""
 
-
-class AuditUnavailable(OSError):
-    """The console's audit log cannot be written; what needed the line is not done.
-    An OSError, so callers that catch the log's write errors catch this too."""
+__all__ = ["AuditLog", "AuditUnavailable", "default_audit_path", "identity_of"]
+"""AuditUnavailable is the host's kind: one check and one write path serve both logs."""
 
 
 def default_audit_path() -> Path:
@@ -71,21 +67,9 @@ class AuditLog:
 
     def check(self) -> None:
         """Raise :class:`AuditUnavailable` unless a line can be appended now: before a
-        step that must be audited is started."""
-        fd = self._open()
-        try:
-            st = os.fstatvfs(fd) if hasattr(os, "fstatvfs") else None
-        except OSError as exc:
-            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
-        finally:
-            os.close(fd)
-        if st is not None:
-            root = hasattr(os, "geteuid") and os.geteuid() == 0
-            free = (st.f_bfree if root else st.f_bavail) * st.f_frsize
-            if free < MIN_FREE_BYTES:
-                raise AuditUnavailable(
-                    f"cannot write the audit log {self.path}: no space left on its filesystem"
-                )
+        step that must be audited is started (the same check as the host's log)."""
+        self._dir()
+        check_room(self.path)
 
     def append(
         self,
@@ -122,25 +106,14 @@ class AuditLog:
         if identity:
             entry["identity"] = identity
         entry.update(extra)
-        line = (json.dumps(entry, default=str, ensure_ascii=False) + "\n").encode()
-        fd = self._open()
-        try:
-            if os.write(fd, line) != len(line):  # the disk filled mid-line
-                raise AuditUnavailable(f"cannot write the audit log {self.path}: short write")
-            os.fsync(fd)
-        except AuditUnavailable:
-            raise
-        except OSError as exc:
-            raise AuditUnavailable(f"cannot write the audit log {self.path}: {_why(exc)}") from exc
-        finally:
-            os.close(fd)
+        self._dir()
+        write_line(self.path, (json.dumps(entry, default=str, ensure_ascii=False) + "\n").encode())
         return entry
 
-    def _open(self) -> int:
+    def _dir(self) -> None:
         try:
             private_dir(self.path.parent)
-            return open_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except (OSError, UnsafeFile, UnsafeDirectory) as exc:
+        except (OSError, UnsafeDirectory) as exc:
             raise AuditUnavailable(f"cannot open the audit log {self.path}: {_why(exc)}") from exc
 
     def read(self) -> list[dict[str, Any]]:
