@@ -30,7 +30,6 @@ from llmaos_agent.paths import UnsafeDirectory, private_dir
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import local_user
 
-
 __all__ = ["AuditLog", "AuditUnavailable", "default_audit_path", "identity_of"]
 """AuditUnavailable is the host's kind: one check and one write path serve both logs."""
 
