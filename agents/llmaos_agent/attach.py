@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -96,21 +95,17 @@ def ours(sock: socket.socket) -> socket.socket:
     """``sock`` when the process serving it runs as this user; else it is closed and
     :class:`NotOurDaemon` raised. Where the OS cannot tell (no SO_PEERCRED: macOS,
     Windows' token-guarded loopback port), the private directory is the guard."""
-    opt = getattr(socket, "SO_PEERCRED", None)
-    if opt is None or sock.family != getattr(socket, "AF_UNIX", None):
+    if getattr(socket, "SO_PEERCRED", None) is None or sock.family != getattr(
+        socket, "AF_UNIX", None
+    ):
         return sock
-    try:
-        pid, uid, _gid = struct.unpack(
-            "3i", sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
-        )
-    except OSError as exc:
-        sock.close()
-        raise NotOurDaemon(f"cannot tell who serves the agent socket: {exc}") from None
+    pid, uid = endpoint.peer_cred(sock)
     if uid != os.getuid():
         sock.close()
+        who = "an unknown user" if uid is None else f"uid {uid} (pid {pid})"
         raise NotOurDaemon(
-            f"the agent socket is served by uid {uid} (pid {pid}), not by this user "
-            f"(uid {os.getuid()}): refusing to talk to it"
+            f"the agent socket is served by {who}, not by this user (uid {os.getuid()}): "
+            "refusing to talk to it"
         )
     return sock
 

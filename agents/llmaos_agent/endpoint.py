@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING
@@ -73,6 +74,21 @@ async def serve(paths: AgentPaths, handler: Handler, *, limit: int) -> asyncio.S
         json.dump({"port": port, "token": token, "pid": os.getpid()}, f)
     os.replace(tmp, paths.endpoint_file)
     return server
+
+
+def peer_cred(sock: socket.socket) -> tuple[int | None, int | None]:
+    """The pid and uid of the process at the other end of a Unix socket (SO_PEERCRED), as
+    the kernel recorded them at connect; (None, None) where the OS does not tell (TCP,
+    macOS). Both ends use it: the daemon of its clients, ``attach`` of the daemon."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None or sock.family != getattr(socket, "AF_UNIX", None):
+        return None, None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    except OSError:
+        return None, None
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return (int(pid) or None), int(uid)
 
 
 def cleanup(paths: AgentPaths) -> None:
