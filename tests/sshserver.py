@@ -4,7 +4,10 @@ It authenticates with a generated client key, runs each exec request with
 ``/bin/sh -c`` in a private home directory (as sshd runs the user's shell there),
 serves SFTP inside that home, and can drop its connections, go away, come back
 on the same port, or change its host key. ``override`` replaces every requested
-command (a misbehaving agent behind a real SSH channel).
+command (a misbehaving agent behind a real SSH channel). ``refuse_logins`` makes it
+refuse every login as sshd does a key it does not know; ``logins`` records when each
+login began, so tests can count what a client's retries cost a host. :class:`DeadPort`
+stands on a port where sshd has gone: it counts the connects it accepts and drops.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import asyncssh
@@ -22,11 +26,21 @@ class _Server(asyncssh.SSHServer):
         self.owner = owner
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.owner.connects.append(time.monotonic())
         self.owner.conns.add(conn)
         self.conn = conn
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.conns.discard(self.conn)
+
+    def begin_auth(self, username: str) -> bool:
+        # One call per connection that gets as far as authenticating: one login attempt.
+        self.owner.logins.append(time.monotonic())
+        if self.owner.refuse_logins:
+            # As sshd with the client's key missing from authorized_keys: the key is
+            # offered, refused, and the client gives up with PermissionDenied.
+            self.conn.set_authorized_keys(self.owner.strangers)
+        return True
 
 
 class SshServer:
@@ -39,6 +53,13 @@ class SshServer:
         asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(self.client_key_path))
         client_pub = asyncssh.read_private_key(str(self.client_key_path)).export_public_key()
         self.authorized = asyncssh.import_authorized_keys(client_pub.decode())
+        stranger = asyncssh.generate_private_key("ssh-ed25519").export_public_key()
+        self.strangers = asyncssh.import_authorized_keys(stranger.decode())
+        self.refuse_logins = False
+        self.logins: list[float] = []
+        """time.monotonic() of each login attempt (authentication begun)."""
+        self.connects: list[float] = []
+        """time.monotonic() of each SSH connection accepted (before host keys or logins)."""
         self.known_hosts = root / "known_hosts"
         self.env = {**os.environ, **(env or {})}
         self.override: str | None = None
@@ -70,11 +91,15 @@ class SshServer:
 
     async def stop(self) -> None:
         """Stop listening and drop every connection (a host going away)."""
+        await self.stop_listening()
+        await self.drop()
+
+    async def stop_listening(self) -> None:
+        """Stop accepting; the connections made stay up until :meth:`drop`."""
         if self._acceptor is not None:
             self._acceptor.close()
             await self._acceptor.wait_closed()
             self._acceptor = None
-        await self.drop()
 
     async def drop(self) -> None:
         for conn in list(self.conns):
@@ -141,3 +166,31 @@ async def _feed(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter) -> No
         pass
     finally:
         dst.close()  # stdin EOF reaches the command, as with sshd
+
+
+class DeadPort:
+    """A port where nothing speaks SSH any more: each connect is accepted and closed at
+    once (the client sees the connection lost before any banner), and its time kept."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.accepts: list[float] = []
+        """time.monotonic() of each connect accepted."""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepts.append(time.monotonic())
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

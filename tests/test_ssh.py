@@ -114,12 +114,19 @@ async def test_unknown_key_is_asked_and_written_when_trusted(server: SshServer) 
 async def test_unknown_key_refused_changes_nothing(server: SshServer) -> None:
     server.known_hosts.write_text("")
 
+    asked = 0
+
     async def no(q: HostKeyQuestion) -> bool:
+        nonlocal asked
+        asked += 1
         return False
 
     async with watching(link_to(server, ask=no)) as host:
-        await wait_for(lambda: host.status is HostStatus.DOWN, 15, "the host down")
+        await wait_for(lambda: host.retry_held, 15, "the host down, not retried")
+        assert host.status is HostStatus.DOWN
         assert "unknown host key" in host.reason and "not trusted" in host.reason
+        await asyncio.sleep(1.0)  # several backoffs' worth: the operator is not asked again
+        assert asked == 1 and len(server.connects) == 1
     assert server.known_hosts.read_text() == ""
     assert server.commands == []  # nothing ran on a host we did not trust
 
@@ -134,7 +141,8 @@ async def test_changed_key_is_refused_without_asking(server: SshServer) -> None:
     before = server.known_hosts.read_text()
     await server.replace_host_key()
     async with watching(link_to(server, ask=yes)) as host:
-        await wait_for(lambda: host.status is HostStatus.DOWN, 15, "the host down")
+        await wait_for(lambda: host.retry_held, 15, "the host down, not retried")
+        assert host.status is HostStatus.DOWN
         assert "HOST KEY CHANGED" in host.reason
         assert server.host_key.get_fingerprint("sha256") in host.reason
     assert asked == []
