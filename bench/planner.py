@@ -1,6 +1,6 @@
-"""The migration planner against the four targets of issue 5.
+"""The migration planner against the targets of issues 5 and 15.
 
-    python bench/planner.py            # all four, about a minute on this machine
+    python bench/planner.py            # all seven, a few minutes on this machine
     python bench/planner.py --quick    # fewer instances and repeats
 
 Seeded generators with heavy-tailed (Pareto, alpha 1.5) unit loads and 10-30%
@@ -194,15 +194,16 @@ def bench_large(seeds: int, repeats: int) -> list[dict[str, float]]:
     return rows
 
 
-def fleet_instance(seed: int) -> tuple[list[Processor], list[Unit]]:
+def fleet_instance(
+    seed: int, hosts: int = 500, containers: int = 5000
+) -> tuple[list[Processor], list[Unit]]:
     rng = random.Random(seed)
-    hosts = 500
     cores = [rng.choice([16, 32, 64, 128]) for _ in range(hosts)]
     mem = [float(c * rng.choice([4, 8])) for c in cores]  # GB: 4-8 per core, as servers have
     gpus = [rng.choice([0, 0, 4, 8]) for _ in range(hosts)]
     busy = [round(rng.uniform(0.0, 0.1) * c, 3) for c in cores]  # load outside containers
     weights = [rng.paretovariate(1.2) for _ in range(hosts)]  # skewed placement
-    ws = [rng.paretovariate(1.5) for _ in range(5000)]
+    ws = [rng.paretovariate(1.5) for _ in range(containers)]
     scale = 0.45 * sum(cores) / sum(ws)
     pinned_share = rng.uniform(0.1, 0.3)
     groups: dict[str, set[int]] = {}
@@ -280,12 +281,20 @@ def violations(ps: list[Processor], us: list[Unit], p: Plan, c: Constraints) -> 
     return bad
 
 
-def bench_fleet(seeds: int) -> list[dict[str, float]]:
+def bench_fleet(seeds: int, hosts: int = 500) -> list[dict[str, float]]:
+    """Part 3 (and 6 with ``hosts=2000``: then the 500-host plan is timed beside it)."""
     rows = []
     c = Constraints(headroom=0.9)
     for seed in range(seeds):
-        ps, us = fleet_instance(seed)
+        ps, us = fleet_instance(seed, hosts, 10 * hosts)
         t, p = _timed(1, lambda: plan(ps, us, level="hosts", budget=Budget(None), constraints=c))  # noqa: B023
+        ref = 0.0
+        if hosts != 500:
+            ps5, us5 = fleet_instance(seed)
+            ref, _ = _timed(
+                1,
+                lambda a=ps5, b=us5: plan(a, b, level="hosts", budget=Budget(None), constraints=c),
+            )
         rows.append(
             {
                 "units": len(us),
@@ -295,15 +304,40 @@ def bench_fleet(seeds: int) -> list[dict[str, float]]:
                 "moves": len(p.moves),
                 "violations": violations(ps, us, p, c),
                 "s": t,
+                "ref_s": ref,
             }
         )
     return rows
 
 
-def noisy_run(auto: AutoBalancer | None, epochs: int, seed: int) -> tuple[float, float]:
+def bench_huge(seeds: int) -> list[dict[str, float]]:
+    """Part 7: 4,096 cores x 32,768 units, one timed run each, 256 x 2,000 timed beside it."""
+    rows = []
+    c = Constraints(capacity=False)
+    for seed in range(seeds):
+        ps, us = cores_instance(seed, 4096, 32768)
+        t, p = _timed(1, lambda: plan(ps, us, budget=Budget(None), constraints=c))  # noqa: B023
+        ps2, us2 = cores_instance(seed, 256, 2000)
+        ref, _ = _timed(3, lambda: plan(ps2, us2, budget=Budget(None), constraints=c))  # noqa: B023
+        rows.append(
+            {
+                "before": p.beta_before,
+                "after": p.beta_after_predicted,
+                "floor": p.floor,
+                "moves": len(p.moves),
+                "s": t,
+                "ref_s": ref,
+            }
+        )
+    return rows
+
+
+def noisy_run(
+    auto: AutoBalancer | None, epochs: int, seed: int, procs: int = 32, units: int = 200
+) -> tuple[float, float]:
     """Moves per epoch and mean true beta over the run, for the auto mode or naive re-planning."""
     rng = random.Random(seed)
-    ps, us = cores_instance(seed, 32, 200)
+    ps, us = cores_instance(seed, procs, units)
     true = {u.id: u.load for u in us}
     bg = {q.id: max(0.0, q.load - sum(u.load for u in us if u.processor == q.id)) for q in ps}
     where = {u.id: u.processor for u in us}
@@ -340,12 +374,14 @@ def noisy_run(auto: AutoBalancer | None, epochs: int, seed: int) -> tuple[float,
     return moves / epochs, statistics.mean(betas)
 
 
-def bench_stability(seeds: int, epochs: int) -> list[dict[str, float]]:
+def bench_stability(
+    seeds: int, epochs: int, procs: int = 32, units: int = 200
+) -> list[dict[str, float]]:
     rows = []
     for seed in range(seeds):
         auto = AutoBalancer(StabilityConfig(), constraints=Constraints(capacity=False))
-        a_moves, a_beta = noisy_run(auto, epochs, seed)
-        n_moves, n_beta = noisy_run(None, epochs, seed)
+        a_moves, a_beta = noisy_run(auto, epochs, seed, procs, units)
+        n_moves, n_beta = noisy_run(None, epochs, seed, procs, units)
         rows.append(
             {
                 "auto_moves": a_moves,
@@ -407,6 +443,35 @@ def main() -> None:
             f" ratio {r['auto_moves'] / r['naive_moves']:.3f}"
         )
     print("   targets: ratio <= 0.15, true beta no worse than naive")
+
+    rows = bench_stability(2 if q else 3, epochs, 64, 640)
+    print(f"5. {epochs} epochs of noisy loads (sd 0.3 of the mean), 64 cores x 640 units, K = 4")
+    for r in rows:
+        print(
+            f"   auto {r['auto_moves']:.3f} moves/epoch, true beta {r['auto_beta']:.4f};"
+            f" naive {r['naive_moves']:.3f}, {r['naive_beta']:.4f};"
+            f" ratio {r['auto_moves'] / r['naive_moves']:.3f}"
+        )
+    print("   targets: ratio <= 0.25, true beta no worse than naive")
+
+    print("6. 2,000 hosts x 20,000 containers (as 3, default budget but no move limit)")
+    for r in bench_fleet(1 if q else 3, hosts=2000):
+        print(
+            f"   {r['units']:.0f} placed; beta {r['before']:.4f} -> {r['after']:.4f}"
+            f" (floor {r['floor']:.4f}, gap {r['after'] - r['floor']:.4f}), {r['moves']:.0f} moves,"
+            f" {r['violations']:.0f} violations, {r['s']:.2f} s;"
+            f" 500 hosts side by side: {r['ref_s']:.2f} s (x{r['s'] / r['ref_s']:.1f})"
+        )
+    print("   targets: within 0.01 of the floor in <= 1 s, no violation")
+
+    print("7. 4,096 cores x 32,768 units (default budget but no move limit, capacity off)")
+    for r in bench_huge(1 if q else 3):
+        print(
+            f"   beta {r['before']:.4f} -> {r['after']:.4f} floor {r['floor']:.4f}"
+            f" ({r['moves']:.0f} moves), {r['s']:.2f} s; 256 x 2,000 side by side"
+            f" {r['ref_s'] * 1000:.0f} ms (x{r['s'] / r['ref_s']:.1f})"
+        )
+    print("   target: <= 0.5 s")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from llmaos_tui.balance.greedy import greedy_plan
 from llmaos_tui.balance.model import Budget, Constraints, Processor, Unit
-from llmaos_tui.balance.planner import _ordered, _State, plan
+from llmaos_tui.balance.state import State, ordered
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def solve(
     planner): then the result is not proven optimal.
     """
     constraints = constraints or Constraints()
-    st = _State.build(processors, units, constraints)
+    st = State.build(processors, units, constraints)
     if st.total <= 0.0:
         return Optimum(0.0, (), 0)
     movable = sorted((k for lst in st.on for _w, k in lst), key=lambda k: -st.units[k].load)
@@ -66,12 +67,11 @@ def solve(
     anytime = incumbent is not None
     if incumbent is None:
         # The greedy's plan is a feasible incumbent: the search only has to beat it.
-        greedy = plan(
+        greedy = greedy_plan(
             processors,
             units,
             budget=Budget(max_moves=budget, min_gain=0.0),
             constraints=constraints,
-            refine=False,
         )
         incumbent = (greedy.beta_after_predicted, tuple((m.unit, m.dst) for m in greedy.moves))
     best_dev = incumbent[0] * st.total + 1e-12 * st.total
@@ -178,7 +178,7 @@ def solve(
 
 
 def _final_ok(
-    st: _State, movable: list[int], home: list[int], assign: list[int], load: list[float]
+    st: State, movable: list[int], home: list[int], assign: list[int], load: list[float]
 ) -> bool:
     """Whether the end state ``assign`` (loads ``load``) keeps every constraint on the
     processors that receive units (those that only give up units can only gain room)."""
@@ -219,7 +219,7 @@ def refine(
     units: Sequence[Unit],
     moves: Sequence[tuple[str, str]],
     constraints: Constraints | None = None,
-    min_gain: float = 0.0,
+    min_gain: float | None = 0.0,
 ) -> Optimum:
     """The best end state of at most ``len(moves)`` moves found by local search from
     the greedy's plan ``moves`` and from the greedy's plans with one of its choices
@@ -229,7 +229,7 @@ def refine(
     the greedy's first choices (which large unit goes where) decide which one, and
     the best end state often pairs them differently (a limited-discrepancy search
     over those choices). Deterministic; about 2 x len(moves) greedy runs and local
-    searches.
+    searches. ``min_gain`` is the greedy's (None: derived from the instance).
     """
     constraints = constraints or Constraints()
     k = len(moves)
@@ -241,12 +241,11 @@ def refine(
             replace(constraints, forbidden=constraints.forbidden | {(unit, dst)}),
             replace(constraints, frozen=constraints.frozen | {unit}),
         ):
-            alt = plan(
+            alt = greedy_plan(
                 processors,
                 units,
                 budget=Budget(max_moves=k, min_gain=min_gain),
                 constraints=variant,
-                refine=False,
             )
             if not alt.moves:
                 continue
@@ -276,7 +275,7 @@ def improve(
     result's ``nodes`` is the number of rounds.
     """
     constraints = constraints or Constraints()
-    st = _State.build(processors, units, constraints)
+    st = State.build(processors, units, constraints)
     movable = sorted(k for lst in st.on for _w, k in lst)
     index = {p.id: i for i, p in enumerate(st.procs)}
     home = [st.where[k] for k in movable]
@@ -318,8 +317,7 @@ def improve(
             load[j] += w[t]
             assign[t] = j
         if _final_ok(st, movable, home, assign, load) and (
-            not limited
-            or _ordered(processors, units, constraints, dict(moves_of()), "") is not None
+            not limited or ordered(processors, units, constraints, dict(moves_of()), "") is not None
         ):
             return True
         for t, j in old.items():
@@ -392,7 +390,7 @@ _PAIR_UNITS = 12
 
 
 def _pair_moves(
-    st: _State,
+    st: State,
     home: list[int],
     assign: list[int],
     w: list[float],
@@ -437,7 +435,7 @@ def _pair_moves(
 
 
 def _best_split(
-    st: _State,
+    st: State,
     home: list[int],
     assign: list[int],
     w: list[float],
@@ -482,7 +480,7 @@ class _Limit(Exception):
     """The node limit was reached (unwinds the recursion)."""
 
 
-def _distinct(st: _State, j: int) -> bool:
+def _distinct(st: State, j: int) -> bool:
     """Whether processor j has limits of its own (so symmetry with a twin does not hold)."""
     p = st.procs[j]
     return (

@@ -15,6 +15,7 @@ what :func:`beta_of` calls.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,6 +53,13 @@ class Processor:
     domain: str = ""
 
     def __post_init__(self) -> None:
+        where = f"processor {self.id}"
+        finite(f"{where}: load", self.load)
+        finite(f"{where}: capacity", self.capacity)
+        if self.mem_free is not None:
+            finite(f"{where}: mem_free", self.mem_free)
+        if self.gpus_free is not None:
+            finite(f"{where}: gpus_free", self.gpus_free)
         if not self.load >= 0.0 or not self.capacity > 0.0:
             raise ValueError(f"processor {self.id}: load must be >= 0 and capacity > 0")
         if not self.domain:
@@ -80,6 +88,8 @@ class Unit:
     name: str = ""
 
     def __post_init__(self) -> None:
+        for name in ("load", "mem", "gpus", "cost"):
+            finite(f"unit {self.id}: {name}", getattr(self, name))
         if not self.load >= 0.0 or not self.mem >= 0.0 or self.gpus < 0 or not self.cost >= 0:
             raise ValueError(f"unit {self.id}: load, mem, gpus and cost must be >= 0")
 
@@ -103,18 +113,37 @@ class Constraints:
     frozen: frozenset[str] = frozenset()
     forbidden: frozenset[tuple[str, str]] = frozenset()
 
+    def __post_init__(self) -> None:
+        if not finite("constraints: headroom", self.headroom) > 0.0:
+            raise ValueError(f"constraints: headroom must be > 0, not {self.headroom!r}")
+
 
 @dataclass(frozen=True)
 class Budget:
     """How much change a plan may make.
 
     ``min_gain`` is the least decrease of beta a move must bring to be worth making;
+    None (the default) derives it from the instance (``balance/thresholds.py``: a
+    share of the gap left to the floor per processor, so it scales with the fleet).
     ``max_cost`` bounds the summed migration cost of the plan.
     """
 
     max_moves: int | None = 32
-    min_gain: float = 1e-4
+    min_gain: float | None = None
     max_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_moves is not None:
+            if isinstance(self.max_moves, bool) or not isinstance(self.max_moves, int):
+                raise ValueError(
+                    f"budget: max_moves must be an int or None, not {self.max_moves!r}"
+                )
+            if self.max_moves < 0:
+                raise ValueError(f"budget: max_moves must be >= 0, not {self.max_moves!r}")
+        if self.min_gain is not None and not finite("budget: min_gain", self.min_gain) >= 0.0:
+            raise ValueError(f"budget: min_gain must be >= 0, not {self.min_gain!r}")
+        if self.max_cost is not None and not finite("budget: max_cost", self.max_cost) >= 0.0:
+            raise ValueError(f"budget: max_cost must be >= 0, not {self.max_cost!r}")
 
 
 @dataclass(frozen=True)
@@ -234,6 +263,17 @@ class Plan:
             ),
             note=str(d.get("note", "")),
         )
+
+
+def finite(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite number, else ValueError naming the field.
+
+    NaN passes every ``>= 0`` check written as ``not x >= 0`` only by luck, and inf
+    makes targets and gains inf or NaN: both are refused where they come in.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return float(value)
 
 
 def _unit_kind(v: object) -> UnitKind:

@@ -12,11 +12,22 @@ and carries the moves out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from llmaos_tui.balance.model import Budget, Constraints, Level, Move, Plan, Processor, Unit
+from llmaos_tui.balance.model import (
+    Budget,
+    Constraints,
+    Level,
+    Move,
+    Plan,
+    Processor,
+    Unit,
+    finite,
+)
 from llmaos_tui.balance.planner import plan
+from llmaos_tui.balance.thresholds import noise_min_gain
 
 
 @dataclass(frozen=True)
@@ -25,20 +36,32 @@ class StabilityConfig:
     ``band`` the beta above the floor that triggers a plan; ``min_gain`` the beta a
     move must gain; ``cooldown`` the periods a moved unit stays put, and
     ``no_return`` the periods it may not go back to the processor it left;
-    ``max_moves`` the K moves per period."""
+    ``max_moves`` the K moves per period.
+
+    ``band`` and ``min_gain`` None (the defaults) are derived each period from the
+    measured noise (:func:`noise_thresholds`): fixed values suited one size of
+    instance and not another (0.005 was most moves' whole gain on 64 cores x 640
+    units)."""
 
     alpha: float = 0.2
-    band: float = 0.02
-    min_gain: float = 0.005
+    band: float | None = None
+    min_gain: float | None = None
     cooldown: int = 10
     no_return: int = 60
     max_moves: int = 4
 
     def __post_init__(self) -> None:
+        finite("stability: alpha", self.alpha)
+        for name in ("band", "min_gain"):
+            v = getattr(self, name)
+            if v is not None and not finite(f"stability: {name}", v) >= 0.0:
+                raise ValueError(f"stability: {name} must be >= 0, not {v!r}")
+        for name in ("cooldown", "no_return", "max_moves"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"stability: {name} must be an int >= 0, not {v!r}")
         if not 0.0 < self.alpha <= 1.0:
-            raise ValueError("alpha must be in (0, 1]")
-        if self.band < 0 or self.min_gain < 0 or self.cooldown < 0 or self.max_moves < 0:
-            raise ValueError("band, min_gain, cooldown and max_moves must be >= 0")
+            raise ValueError(f"stability: alpha must be in (0, 1], not {self.alpha!r}")
 
 
 @dataclass(frozen=True)
@@ -55,19 +78,49 @@ class Decision:
 
 
 class Ewma:
-    """Exponentially weighted means keyed by id; ids not seen in an update are dropped."""
+    """Exponentially weighted means keyed by id, with the spread of the samples around
+    them (an exponentially weighted variance); ids not seen in an update are dropped."""
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
         self.values: dict[str, float] = {}
+        self.variances: dict[str, float] = {}
 
     def update(self, samples: dict[str, float]) -> dict[str, float]:
         a = self.alpha
-        self.values = {
-            k: v if k not in self.values else a * v + (1.0 - a) * self.values[k]
-            for k, v in samples.items()
-        }
+        values: dict[str, float] = {}
+        variances: dict[str, float] = {}
+        for k, v in samples.items():
+            if k not in self.values:
+                values[k], variances[k] = v, 0.0
+                continue
+            diff = v - self.values[k]
+            values[k] = self.values[k] + a * diff
+            variances[k] = (1.0 - a) * (self.variances[k] + a * diff * diff)
+        self.values, self.variances = values, variances
         return self.values
+
+    def mean_variance(self, key: str) -> float:
+        """The variance left in the moving mean of ``key`` by noise of the measured
+        spread: ``alpha / (2 - alpha)`` of the samples' (white noise, steady state)."""
+        return self.variances.get(key, 0.0) * self.alpha / (2.0 - self.alpha)
+
+
+def noise_thresholds(processor_variances: Sequence[float], total: float) -> tuple[float, float]:
+    """(band, min_gain) in beta, from the noise left in each processor's smoothed load.
+
+    The band is what noise alone adds to beta on average (``E|N(0, s)| = s *
+    sqrt(2 / pi)`` per processor, summed, over the load): below it, an imbalance is
+    not told from noise. A move's predicted gain errs by about twice the noise of its
+    source's and destination's loads (``2 * sqrt(2 s^2)`` for a typical s); a move
+    must gain ``Z`` times that (:func:`.thresholds.noise_min_gain`).
+    """
+    n = len(processor_variances)
+    if total <= 0.0 or n == 0:
+        return 0.0, 0.0
+    band = sum(math.sqrt(v) for v in processor_variances) * math.sqrt(2.0 / math.pi) / total
+    typical = sum(processor_variances) / n
+    return band, noise_min_gain(2.0 * math.sqrt(2.0 * typical), total, n)
 
 
 @dataclass
@@ -104,6 +157,23 @@ class AutoBalancer:
         s_procs = [replace(p, load=bg[p.id] + s_on.get(p.id, 0.0)) for p in processors]
         return s_procs, s_units
 
+    def thresholds(
+        self, processors: Sequence[Processor], units: Sequence[Unit]
+    ) -> tuple[float, float]:
+        """(band, min_gain) for this period: the config's, or derived from the noise
+        measured so far in each unit's and each processor's background samples."""
+        cfg = self.config
+        if cfg.band is not None and cfg.min_gain is not None:
+            return cfg.band, cfg.min_gain
+        var = {p.id: self._background.mean_variance(p.id) for p in processors}
+        for u in units:
+            var[u.processor] = var.get(u.processor, 0.0) + self._units.mean_variance(u.id)
+        band, min_gain = noise_thresholds(list(var.values()), sum(p.load for p in processors))
+        return (
+            band if cfg.band is None else cfg.band,
+            min_gain if cfg.min_gain is None else cfg.min_gain,
+        )
+
     def step(self, processors: Sequence[Processor], units: Sequence[Unit]) -> Decision:
         """Feed one period's snapshot; the moves to make now (already counted unless dry-run)."""
         self.period += 1
@@ -120,7 +190,8 @@ class AutoBalancer:
             frozen=self.constraints.frozen | cooling,
             forbidden=self.constraints.forbidden | back,
         )
-        budget = Budget(max_moves=cfg.max_moves, min_gain=cfg.min_gain)
+        band, min_gain = self.thresholds(procs, s_units)
+        budget = Budget(max_moves=cfg.max_moves, min_gain=min_gain)
         # The greedy alone: its moves each gain min_gain on their own. The exact
         # refinement of small plans fits the smoothed loads to the last hundredth, which
         # here is noise: on a noisy 8-core test it made a third more moves for a worse
@@ -128,7 +199,7 @@ class AutoBalancer:
         p = plan(
             procs, s_units, level=self.level, budget=budget, constraints=constraints, refine=False
         )
-        if p.beta_before <= p.floor + cfg.band:
+        if p.beta_before <= p.floor + band:
             return Decision(
                 self.period, p.beta_before, p.floor, False, (), p, "within the band above the floor"
             )

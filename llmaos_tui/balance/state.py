@@ -1,0 +1,304 @@
+"""The planner's index-based working state, shared by the greedy and the exact search.
+
+:class:`State` holds one level's processors and units as lists (faster than dicts
+in the inner loops), their loads, targets and limits, and keeps sorted what the
+greedy reads at every step: per domain the processors by excess (the largest
+deficits and excesses without re-sorting) and the processors that can still give
+a unit, by how much one move from them can gain at most. :func:`ordered` turns an
+end state into moves feasible in order; :func:`make_move` makes one move and
+describes it. Its own module so that :mod:`.greedy`, :mod:`.exact` and
+:mod:`.planner` import it and not each other's internals. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llmaos_tui.balance.model import Constraints, Move, Problem, Processor, Unit
+
+INF = math.inf
+
+
+@dataclass
+class State:
+    """Index-based working state of one plan."""
+
+    procs: list[Processor]
+    units: list[Unit]
+    constraints: Constraints
+    load: list[float] = field(default_factory=list)
+    target: list[float] = field(default_factory=list)
+    limit: list[float] = field(default_factory=list)
+    mem: list[float] = field(default_factory=list)
+    gpus: list[float] = field(default_factory=list)
+    dom: list[int] = field(default_factory=list)
+    members: list[list[int]] = field(default_factory=list)
+    where: list[int] = field(default_factory=list)
+    # Movable units on each processor, sorted by load, with their loads alongside
+    # for bisect: the candidates nearest the ideal load are found in O(log n).
+    on: list[list[tuple[float, int]]] = field(default_factory=list)
+    occupied: set[tuple[str, int]] = field(default_factory=set)
+    # load - target per processor, and per domain the pairs (exc, index) kept sorted
+    # as moves are made: the largest deficits and excesses without re-sorting.
+    exc: list[float] = field(default_factory=list)
+    order: list[list[tuple[float, int]]] = field(default_factory=list)
+    # Per domain, the processors over target with a movable unit, as pairs (key,
+    # index) sorted by key = min(excess, largest movable unit): one move from i
+    # gains at most 2 * min(key_i, largest deficit), so the greedy reads sources
+    # from the top and stops at the first that cannot beat what it has (on 4,096
+    # cores most cores over target hold only pinned work or small units).
+    srcs: list[list[tuple[float, int]]] = field(default_factory=list)
+    # The same pairs as ``order`` for the processors with a GPU free: a unit that
+    # needs one reads these (on 2,000 hosts, 70% of the feasibility checks were GPU
+    # units refused by hosts without one).
+    gorder: list[list[tuple[float, int]]] = field(default_factory=list)
+    # And per tier t, for the processors with at least ``mem_cuts[t]`` memory free
+    # (quartiles of the movable units' needs): a unit that needs that much reads only
+    # these (memory refusals were most of the rest).
+    morders: list[list[list[tuple[float, int]]]] = field(default_factory=list)
+    mem_cuts: list[float] = field(default_factory=list)
+    # Units that no processor under target could take, with the domain's count of
+    # processors freed below target when that was found: while the count stands, no
+    # destination has opened for them (only a move's source gains room), and the
+    # greedy does not scan for them again.
+    blocked: dict[int, int] = field(default_factory=dict)
+    freed: list[int] = field(default_factory=list)
+    skey: list[float | None] = field(default_factory=list)
+    total: float = 0.0
+    dev: float = 0.0
+
+    @classmethod
+    def build(
+        cls, processors: Sequence[Processor], units: Sequence[Unit], constraints: Constraints
+    ) -> State:
+        Problem(processors, units)  # refuses duplicate ids and unknown processors
+        st = cls(list(processors), list(units), constraints)
+        index = {p.id: i for i, p in enumerate(st.procs)}
+        doms: dict[str, int] = {}
+        unit_sum = [0.0] * len(st.procs)
+        for u in st.units:
+            unit_sum[index[u.processor]] += u.load
+        for i, p in enumerate(st.procs):
+            d = doms.setdefault(p.domain, len(doms))
+            st.dom.append(d)
+            # A processor carries at least its units (queued demand may not be measured yet).
+            st.load.append(max(p.load, unit_sum[i]))
+            st.limit.append(p.capacity * constraints.headroom if constraints.capacity else INF)
+            st.mem.append(INF if p.mem_free is None or not constraints.memory else p.mem_free)
+            st.gpus.append(INF if p.gpus_free is None or not constraints.gpus else p.gpus_free)
+        st.members = [[] for _ in doms]
+        for i, d in enumerate(st.dom):
+            st.members[d].append(i)
+        # Domains need not be contiguous in the processor list.
+        st.target = [0.0] * len(st.procs)
+        for mem in st.members:
+            dl = sum(st.load[i] for i in mem)
+            dc = sum(st.procs[i].capacity for i in mem)
+            for i in mem:
+                st.target[i] = st.procs[i].capacity * dl / dc
+        st.on = [[] for _ in st.procs]
+        for k, u in enumerate(st.units):
+            i = index[u.processor]
+            st.where.append(i)
+            if u.group is not None and constraints.anti_affinity:
+                st.occupied.add((u.group, i))
+            if not (u.pinned or u.id in constraints.frozen) and u.load > 0.0:
+                st.on[i].append((u.load, k))
+        for lst in st.on:
+            lst.sort()
+        st.total = sum(st.load)
+        st.exc = [st.load[i] - st.target[i] for i in range(len(st.procs))]
+        st.order = [sorted((st.exc[i], i) for i in mem) for mem in st.members]
+        st.dev = sum(abs(x) for x in st.exc)
+        st.gorder = [sorted((st.exc[i], i) for i in mem if st.gpus[i] >= 1) for mem in st.members]
+        needs = sorted(st.units[k].mem for lst in st.on for _w, k in lst if st.units[k].mem > 0)
+        if needs and any(x < INF for x in st.mem):
+            st.mem_cuts = sorted({needs[len(needs) * q // 4] for q in (1, 2, 3)})
+        st.morders = [
+            [sorted((st.exc[i], i) for i in mem if st.mem[i] >= cut) for mem in st.members]
+            for cut in st.mem_cuts
+        ]
+        st.freed = [0] * len(st.members)
+        st.skey = [None] * len(st.procs)
+        st.srcs = [[] for _ in st.members]
+        for i in range(len(st.procs)):
+            st.rekey(i)
+        return st
+
+    def rekey(self, p: int) -> None:
+        """Put processor p where it belongs among its domain's sources (or take it out)."""
+        srcs = self.srcs[self.dom[p]]
+        old = self.skey[p]
+        if old is not None:
+            del srcs[bisect_left(srcs, (old, p))]
+        lst = self.on[p]
+        if self.exc[p] > 0.0 and lst:
+            key = min(self.exc[p], lst[-1][0])
+            self.skey[p] = key
+            insort(srcs, (key, p))
+        else:
+            self.skey[p] = None
+
+    def feasible(self, k: int, j: int) -> bool:
+        u = self.units[k]
+        if self.load[j] + u.load > self.limit[j] * (1 + 1e-12):
+            return False
+        if u.mem > self.mem[j] or u.gpus > self.gpus[j]:
+            return False
+        if self.constraints.forbidden and (u.id, self.procs[j].id) in self.constraints.forbidden:
+            return False
+        return not (u.group is not None and (u.group, j) in self.occupied)
+
+    def apply(self, k: int, j: int) -> float:
+        """Move unit k to processor j; returns the decrease of D, recomputed."""
+        u, i = self.units[k], self.where[k]
+        w = u.load
+        before = abs(self.load[i] - self.target[i]) + abs(self.load[j] - self.target[j])
+        lst = self.on[i]
+        pos = bisect_left(lst, (w, k))
+        if pos < len(lst) and lst[pos] == (w, k):
+            del lst[pos]
+        # The unit is not put into on[j]: a plan moves a unit at most once, so that any
+        # subset of its moves stays consistent when the operator deselects some.
+        self.load[i] -= w
+        self.load[j] += w
+        self.mem[i] += u.mem
+        self.mem[j] -= u.mem
+        self.gpus[i] += u.gpus
+        self.gpus[j] -= u.gpus
+        if u.group is not None and self.constraints.anti_affinity:
+            self.occupied.discard((u.group, i))
+            self.occupied.add((u.group, j))
+        self.where[k] = j
+        order = self.order[self.dom[i]]
+        d = self.dom[i]
+        gorder = self.gorder[d]
+        for p in (i, j):
+            old = (self.exc[p], p)
+            del order[bisect_left(order, old)]
+            self.exc[p] = self.load[p] - self.target[p]
+            new = (self.exc[p], p)
+            insort(order, new)
+            self._retier(gorder, old, new, self.gpus[p] >= 1)
+            for t, cut in enumerate(self.mem_cuts):
+                self._retier(self.morders[t][d], old, new, self.mem[p] >= cut)
+            self.rekey(p)
+        if self.exc[i] < 0.0:
+            self.freed[d] += 1
+        after = abs(self.exc[i]) + abs(self.exc[j])
+        self.dev += after - before
+        return before - after
+
+    @staticmethod
+    def _retier(
+        tier: list[tuple[float, int]], old: tuple[float, int], new: tuple[float, int], inside: bool
+    ) -> None:
+        g = bisect_left(tier, old)
+        if g < len(tier) and tier[g] == old:
+            del tier[g]
+        if inside:
+            insort(tier, new)
+
+    def destinations(self, k: int, d: int) -> list[tuple[float, int]]:
+        """The pairs (exc, index) of domain d, by excess, that unit k need look at:
+        the processors that could meet its GPU or memory need (a superset)."""
+        u = self.units[k]
+        if u.gpus > 0:
+            return self.gorder[d]
+        for t in range(len(self.mem_cuts) - 1, -1, -1):
+            if u.mem >= self.mem_cuts[t]:
+                return self.morders[t][d]
+        return self.order[d]
+
+    def revert(self, k: int, i: int) -> None:
+        """Undo :meth:`apply` of unit k, back to processor i (a trial that did not pay)."""
+        self.apply(k, i)
+        insort(self.on[i], (self.units[k].load, k))
+        self.rekey(i)
+
+    def beta(self) -> float:
+        """beta of the state now."""
+        return self.dev / self.total if self.total > 0 else 0.0
+
+
+def make_move(st: State, k: int, j: int, why: str) -> Move:
+    """Move unit k to processor j in ``st`` and describe the move."""
+    u, i = st.units[k], st.where[k]
+    e, d = st.load[i] - st.target[i], st.target[j] - st.load[j]
+    reason = f"{st.procs[i].id} {e:+.3g} from its target, {st.procs[j].id} {-d:+.3g}"
+    real = st.apply(k, j)
+    return Move(
+        unit=u.id,
+        src=st.procs[i].id,
+        dst=st.procs[j].id,
+        load=u.load,
+        gain=real / st.total,
+        beta_after=max(0.0, st.dev / st.total),
+        reason=f"{reason} ({why})" if why else reason,
+        kind=u.kind,
+        name=u.name,
+        cost=u.cost,
+    )
+
+
+def ordered(
+    processors: Sequence[Processor],
+    units: Sequence[Unit],
+    constraints: Constraints,
+    target: dict[str, str],
+    why: str,
+) -> tuple[State, list[Move]] | None:
+    """Moves that reach the end state ``target`` (unit id -> processor id), in an order
+    in which each is feasible when made, the best gain first; None if there is none."""
+    st = State.build(processors, units, constraints)
+    index = {p.id: i for i, p in enumerate(st.procs)}
+    todo = [(k, index[target[u.id]]) for k, u in enumerate(st.units) if u.id in target]
+    out: list[Move] = []
+    tol = 1e-12 * max(1.0, st.total)
+    while todo:
+        pick: tuple[float, int] | None = None
+        for t, (k, j) in enumerate(todo):
+            if st.feasible(k, j):
+                i, w = st.where[k], st.units[k].load
+                g = (
+                    abs(st.load[i] - st.target[i])
+                    + abs(st.load[j] - st.target[j])
+                    - abs(st.load[i] - w - st.target[i])
+                    - abs(st.load[j] + w - st.target[j])
+                )
+                if pick is None or g > pick[0] + tol:
+                    pick = (g, t)
+        if pick is None:
+            return None
+        k, j = todo.pop(pick[1])
+        out.append(make_move(st, k, j, why))
+    return st, out
+
+
+def base_of(st: State) -> tuple[list[float], list[list[float]]]:
+    """Each processor's load without its movable units, and each domain's movable loads."""
+    base = list(st.load)
+    movable: list[list[float]] = [[] for _ in st.members]
+    for i, lst in enumerate(st.on):
+        for w, _k in lst:
+            base[i] -= w
+            movable[st.dom[i]].append(w)
+    return base, movable
+
+
+def floor_of(st: State) -> float:
+    """:func:`llmaos_tui.balance.planner.floor` of a state before any move."""
+    base, movable = base_of(st)
+    if st.total <= 0.0:
+        return 0.0
+    excess = 0.0
+    for d, mem in enumerate(st.members):
+        fixed = sum(max(0.0, base[i] - st.target[i]) for i in mem)
+        # Base minus target: the increment is measured against the processor's own target.
+        slack = min(base[i] - st.target[i] for i in mem)
+        extra = sum(max(0.0, slack + w) - max(0.0, slack) for w in movable[d])
+        excess += fixed + extra
+    return min(2.0 * excess / st.total, st.beta())
