@@ -1,7 +1,11 @@
 """The migration planner (pure, no I/O): proposes moves that lower beta with few, cheap moves.
 
 - :mod:`.model`: processors, units, constraints, budget, moves and plans;
-- :mod:`.planner`: the greedy planner, its floor and the k-move lower bound;
+- :mod:`.planner`: ``plan`` (the greedy, refined on small instances), the floor and
+  the k-move lower bound;
+- :mod:`.greedy`: the greedy itself; :mod:`.state`: the working state both it and
+  :mod:`.exact` use (so that neither imports the other's internals);
+- :mod:`.thresholds`: what a move must gain, derived from the instance;
 - :mod:`.exact`: an exact solver for small instances (tests, and refining small plans);
 - :mod:`.stability`: smoothing, trigger band, cool-down: the auto mode;
 - :mod:`.snapshot`: planner input from a ``snapshot --json`` document.
