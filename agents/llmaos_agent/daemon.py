@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import os
@@ -42,10 +43,11 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import IO, Any
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any, Final, NamedTuple
 
 import msgspec
+from msgspec import Struct
 
 from llmaos_agent import __version__, container_control, control, endpoint
 from llmaos_agent.audit import AuditLog, AuditUnavailable
@@ -53,7 +55,7 @@ from llmaos_agent.collect.sampler import Sampler
 from llmaos_agent.paths import AgentPaths, open_file, try_lock
 from llmaos_agent.procdelta import diff, full
 from llmaos_agent.protocol import (
-    CHANGES,
+    CALL_SPECS,
     HISTORY_CHUNK_BYTES,
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -68,6 +70,7 @@ from llmaos_agent.protocol import (
     REFUSED,
     VERSION_ERROR,
     BadParams,
+    CallSpec,
     Change,
     Container,
     ContainerDelta,
@@ -184,6 +187,31 @@ class _Client:
         return True
 
 
+class _Done(NamedTuple):
+    """What a change's handler did: the call's result and the audit line's before/after."""
+
+    result: Struct
+    before: str
+    after: str
+    target: str = ""  # what the change turned out to touch, when it says more than the call
+
+
+class _CallError(Exception):
+    """Raised by a handler to answer its call with ``code`` (not audited as a refusal)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_Handler = Callable[[Request, "_Client | None"], Any]
+"""A call's handler: returns the result (a read) or a :class:`_Done` (a change); a threaded
+call's handler is a coroutine function returning the same. It raises to refuse."""
+
+_REFUSALS: Final = (control.Refused, QueueError, container_control.Refused)
+"""What a change's handler raises to refuse it (nothing changed): answered REFUSED."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -231,6 +259,7 @@ class Daemon:
         self._containers_at = -CONTAINER_INTERVAL  # monotonic time of the last list
         self._containers_task: asyncio.Task[bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # container calls in flight
+        self._handlers = self._handler_table()
 
     def stop(self) -> None:
         self._stop.set()
@@ -441,69 +470,6 @@ class Daemon:
                 )
             )
 
-    async def _container_call(self, req: Request, client: _Client) -> None:
-        """``containers.*``: the engine's work in a thread; the answer sent when it is done."""
-        assert self.sampler is not None
-        ctl = container_control.EngineControl(self.sampler.docker_socket)
-        if req.method == "containers.logs":
-            q: ContainerLogQuery = req.params
-            try:
-                self._need_engine()
-                text, cut = await asyncio.to_thread(ctl.logs, q.id, q.tail)
-            except container_control.NotFound as exc:
-                client.send(encode_error(req.id, NOT_FOUND, str(exc)))
-            except container_control.Refused as exc:
-                client.send(encode_error(req.id, REFUSED, str(exc)))
-            else:
-                client.send(encode_result(req.id, ContainerLog(id=q.id, data=text, truncated=cut)))
-            return
-        ref: ContainerRef = req.params
-        target = f"container {ref.id}"
-        if self.read_only:
-            self._audit(req.method, target, "", "", "refused: read-only", client)
-            client.send(
-                encode_error(
-                    req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
-                )
-            )
-            return
-        verb = req.method.removeprefix("containers.")
-        try:
-            self._need_engine()
-        except container_control.Refused as exc:
-            self._audit(req.method, target, "", "", f"refused: {exc}", client)
-            client.send(encode_error(req.id, REFUSED, str(exc)))
-            return
-        refusal = self._audit_first(req, target, client)
-        if refusal is not None:
-            client.send(refusal)
-            return
-        try:
-            target, before, after = await asyncio.to_thread(ctl.act, verb, ref.id, ref.timeout)
-        except container_control.Refused as exc:
-            self._audit(req.method, target, "", "", f"refused: {exc}", client)
-            code = NOT_FOUND if isinstance(exc, container_control.NotFound) else REFUSED
-            client.send(encode_error(req.id, code, str(exc)))
-            return
-        except Exception as exc:
-            log.exception("call %s failed", req.method)
-            self._audit(req.method, target, "", "", f"error: {exc}", client)
-            client.send(encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-            return
-        self._audit(req.method, target, before, after, "ok", client)
-        client.send(encode_result(req.id, Change(target=target, before=before, after=after)))
-        # Show the new state soon: a fresh list, then a process pass that sends it.
-        with contextlib.suppress(Exception):
-            await self._start_container_refresh()
-        self._force_procs = True
-
-    def _need_engine(self) -> None:
-        assert self.sampler is not None
-        if self.sampler.containers is None or self.sampler.docker_reason is not None:
-            raise container_control.Refused(
-                f"no Docker engine: {self.sampler.docker_reason or 'not answering'}"
-            )
-
     def _send(self, c: _Client, data: bytes) -> None:
         if not c.send(data):
             self.clients.discard(c)
@@ -649,99 +615,302 @@ class Daemon:
             # takes turns with the others and with the sampling.
             await asyncio.sleep(0)
 
+    # --------------------------------------------------------------- calls
+    #
+    # Every call goes one way: CALL_SPECS (protocol.py) says what it is, _admit refuses
+    # what may not run (read-only, a missing queue or engine, an audit log that cannot take
+    # the record), the method's handler does the work, and _outcome answers and audits.
+    # Handlers raise to refuse; they never answer, refuse read-only or audit themselves.
+
+    def _handler_table(self) -> dict[str, _Handler]:
+        """Each call's handler, registered once; checked against the protocol's table so a
+        call cannot be declared without a handler, nor a thread's work run inline."""
+        table: dict[str, _Handler] = {
+            "handshake": self._handshake,
+            "ping": self._ping,
+            "processes": self._processes,
+            "shutdown": self._shutdown,
+            "requests.submit": self._submit,
+            "requests.list": self._list_requests,
+            "requests.get": self._get_request,
+            "requests.log": self._request_log,
+            "requests.prio": self._reprioritize,
+            "requests.hold": self._request_act(RequestQueue.hold),
+            "requests.release": self._request_act(RequestQueue.release),
+            "requests.top": self._request_act(RequestQueue.top),
+            "requests.cancel": self._request_act(RequestQueue.cancel),
+            "requests.withdraw": self._request_act(RequestQueue.withdraw, after="withdrawn"),
+            "proc.renice": self._renice,
+            "proc.affinity": self._set_affinity,
+            "proc.signal": self._send_signal,
+            "containers.start": self._container_act,
+            "containers.stop": self._container_act,
+            "containers.restart": self._container_act,
+            "containers.logs": self._container_logs,
+        }
+        if table.keys() != CALL_SPECS.keys():
+            raise RuntimeError(f"calls without handlers: {set(CALL_SPECS) ^ set(table)}")
+        for method, handler in table.items():
+            if inspect.iscoroutinefunction(handler) != CALL_SPECS[method].threaded:
+                raise RuntimeError(f"{method}: threaded calls, and only they, are async")
+        return table
+
     def _handle_line(self, line: bytes | None, client: _Client) -> None:
+        msg = self._decode(line, client)
+        if msg is None:
+            return
+        spec = CALL_SPECS.get(msg.method)
+        if spec is None or not spec.threaded:
+            client.send(self._answer(msg, client))
+            if self.queue is not None:
+                if spec is not None and spec.changes and spec.needs == "queue":
+                    self._dispatch_soon()
+                self.queue.flush()
+            return
+        refusal = self._admit(msg, spec, client)
+        if refusal is not None:
+            client.send(refusal)
+            return
+        # The engine may take seconds (a stop waits out its grace): answered when done,
+        # while this client's other calls go on.
+        task = asyncio.ensure_future(self._answer_later(msg, spec, client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if not spec.changes:
+            # A read: cancelled if the client goes. A change is carried through and
+            # audited either way.
+            client.tasks.add(task)
+            task.add_done_callback(client.tasks.discard)
+
+    def _decode(self, line: bytes | None, client: _Client) -> Request | None:
+        """The call on ``line``; None when there is none (the error already answered)."""
         if line is None:
             client.send(encode_error(None, INVALID_REQUEST, f"line over {MAX_LINE_BYTES} bytes"))
-            return
+            return None
         if not line.strip():
-            return
+            return None
         try:
             msg = decode(line, notifications=False, requests=True)
         except BadParams as exc:
             client.send(encode_error(exc.id, INVALID_PARAMS, str(exc)))
-            return
+            return None
         except ProtocolError as exc:
             client.send(encode_error(None, INVALID_REQUEST, str(exc)))
-            return
+            return None
         except RecursionError:  # in case a decoder below protocol.decode lets one through
             client.send(encode_error(None, INVALID_REQUEST, "JSON nested too deeply"))
-            return
-        if not isinstance(msg, Request):
-            return
-        if msg.method.startswith("containers."):
-            # The engine may take seconds (a stop waits out its grace): answered
-            # when done, while this client's other calls go on.
-            task = asyncio.ensure_future(self._container_call(msg, client))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            if msg.method == "containers.logs":
-                # A read: cancelled if the client goes. A change is carried through and
-                # audited either way.
-                client.tasks.add(task)
-                task.add_done_callback(client.tasks.discard)
-            return
-        client.send(self._answer(msg, client))
-        if self.queue is not None:
-            if msg.method.startswith("requests.") and msg.method in CHANGES:
-                self._dispatch_soon()
-            self.queue.flush()
+            return None
+        return msg if isinstance(msg, Request) else None
 
     def _answer(self, req: Request, client: _Client | None = None) -> bytes:
-        if req.method in CHANGES:
-            return self._change(req, client)
+        """The answer to a call served inline (not threaded)."""
+        spec = CALL_SPECS.get(req.method)
+        if spec is None:
+            return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
+        assert not spec.threaded, "a threaded call is answered by _answer_later"
+        refusal = self._admit(req, spec, client)
+        if refusal is not None:
+            return refusal
         try:
-            if req.method == "handshake":
-                hs: Handshake = req.params
-                if client is not None:
-                    client.claimed = hs.operator
-                if hs.protocol != PROTOCOL_VERSION:
-                    return encode_error(
-                        req.id,
-                        VERSION_ERROR,
-                        f"{hs.client} speaks protocol {hs.protocol}, this agent "
-                        f"({__version__}) speaks {PROTOCOL_VERSION}; install the same "
-                        "llmaos-tui version on both sides",
-                    )
-                return encode_result(
-                    req.id, HandshakeResult(protocol=PROTOCOL_VERSION, agent_version=__version__)
-                )
-            if req.method == "ping":
-                return encode_result(req.id, Pong(t=time.time()))
-            if req.method == "processes":
-                return encode_result(
-                    req.id, ProcTable(t=time.time(), procs=list(self._fresh_table().values()))
-                )
-            if req.method == "shutdown":
-                return self._shutdown(req, client)
-            if req.method.startswith("requests."):
-                if self.queue is None:
-                    return self._no_queue(req)
-                return self._query(req)
-        except NotFound as exc:
-            return encode_error(req.id, NOT_FOUND, str(exc))
-        except Exception as exc:
-            log.exception("call %s failed", req.method)
-            return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-        return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
+            done = self._handlers[req.method](req, client)
+        except Exception as exc:  # answered (and audited) as the call's error, in _failed
+            return self._failed(req, spec, client, exc)
+        return self._outcome(req, spec, client, done)
 
-    def _no_queue(self, req: Request) -> bytes:
-        return encode_error(
-            req.id, REFUSED, f"the request queue is unavailable: {self.queue_reason or '?'}"
-        )
+    async def _answer_later(self, req: Request, spec: CallSpec, client: _Client) -> None:
+        """A threaded call, admitted already: its answer sent when its work is done."""
+        handler = self._handlers[req.method]
+        try:
+            done = await handler(req, client)
+        except Exception as exc:  # answered (and audited) as the call's error, in _failed
+            client.send(self._failed(req, spec, client, exc))
+            return
+        client.send(self._outcome(req, spec, client, done))
 
-    def _shutdown(self, req: Request, client: _Client | None) -> bytes:
-        """A client's ``shutdown``: refused read-only; audited, and refused when it cannot be."""
-        if self.read_only:
-            self._audit("shutdown", "daemon", "", "", "refused: read-only", client)
+    def _admit(self, req: Request, spec: CallSpec, client: _Client | None) -> bytes | None:
+        """The one gate of every call: the error answer that refuses it (audited when it is
+        a change), or None to go ahead. A change is refused on a read-only agent, a call
+        whose queue or engine is missing is refused, and a change is not made when the audit
+        log cannot take its record (fails closed: checked before, the line written after)."""
+        target = _target_of(req)
+        if not spec.read_only_ok and self.read_only:
+            self._audit(req.method, target, "", "", "refused: read-only", client)
             return encode_error(
                 req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
             )
-        refusal = self._audit_first(req, "daemon", client)
-        if refusal is not None:
-            return refusal
-        self._audit("shutdown", "daemon", "running", "stopping", "ok", client)
+        missing = self._missing(spec)
+        if missing is not None:
+            why, message = missing
+            if spec.changes:
+                self._audit(req.method, target, "", "", f"refused: {why}", client)
+            return encode_error(req.id, REFUSED, message)
+        if not spec.changes:
+            return None
+        try:
+            self.audit.check()
+        except AuditUnavailable as exc:
+            self._audit_broke(str(exc))
+            log.warning("refused %s on %s: %s", req.method, target, exc)
+            return encode_error(
+                req.id, REFUSED, f"{req.method} refused, nothing was changed: {exc}"
+            )
+        return None
+
+    def _missing(self, spec: CallSpec) -> tuple[str, str] | None:
+        """What the call needs and this host lacks: (for the audit log, for the caller)."""
+        if spec.needs == "queue" and self.queue is None:
+            return "no request queue", (
+                f"the request queue is unavailable: {self.queue_reason or '?'}"
+            )
+        if spec.needs == "docker":
+            assert self.sampler is not None
+            if self.sampler.containers is None or self.sampler.docker_reason is not None:
+                why = f"no Docker engine: {self.sampler.docker_reason or 'not answering'}"
+                return why, why
+        return None
+
+    def _outcome(self, req: Request, spec: CallSpec, client: _Client | None,
+                 done: Any) -> bytes:  # fmt: skip
+        """The answer to a call that went through, and the audit line of a change."""
+        if not spec.changes:
+            assert not isinstance(done, _Done)
+            return encode_result(req.id, done)
+        assert isinstance(done, _Done), f"{req.method}: a change's handler returns a _Done"
+        target = done.target or _target_of(req)
+        self._audit(req.method, target, done.before, done.after, "ok", client)
+        return encode_result(req.id, done.result)
+
+    def _failed(self, req: Request, spec: CallSpec, client: _Client | None,
+                exc: Exception) -> bytes:  # fmt: skip
+        """The error answer to a call whose handler raised, and the audit line of a change
+        refused or failed on the way."""
+        if isinstance(exc, _CallError):
+            code = exc.code
+        elif isinstance(exc, (NotFound, container_control.NotFound)):
+            code = NOT_FOUND
+        # A queue's error on a read (an unreadable log, a query the store fails) is the
+        # agent's own failure, not a refusal of the caller's change.
+        elif isinstance(exc, _REFUSALS if spec.changes else container_control.Refused):
+            code = REFUSED
+        else:
+            log.exception("call %s failed", req.method, exc_info=exc)
+            if spec.changes:
+                self._audit(req.method, _target_of(req), "", "", f"error: {exc}", client)
+            return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        if spec.changes:
+            self._audit(req.method, _target_of(req), "", "", f"refused: {exc}", client)
+        return encode_error(req.id, code, str(exc))
+
+    # ------------------------------------------------------------ handlers
+
+    def _handshake(self, req: Request, client: _Client | None) -> Struct:
+        hs: Handshake = req.params
+        if client is not None:
+            client.claimed = hs.operator
+        if hs.protocol != PROTOCOL_VERSION:
+            raise _CallError(
+                VERSION_ERROR,
+                f"{hs.client} speaks protocol {hs.protocol}, this agent ({__version__}) "
+                f"speaks {PROTOCOL_VERSION}; install the same llmaos-tui version on both sides",
+            )
+        return HandshakeResult(protocol=PROTOCOL_VERSION, agent_version=__version__)
+
+    def _ping(self, req: Request, client: _Client | None) -> Struct:
+        return Pong(t=time.time())
+
+    def _processes(self, req: Request, client: _Client | None) -> Struct:
+        return ProcTable(t=time.time(), procs=list(self._fresh_table().values()))
+
+    def _shutdown(self, req: Request, client: _Client | None) -> _Done:
+        """A client's ``shutdown``: the daemon stops once this answer has gone out."""
         self.stop()
-        return encode_result(req.id, Empty())
+        return _Done(Empty(), "running", "stopping")
+
+    def _queue(self) -> RequestQueue:
+        assert self.queue is not None, "admitted only with a queue (needs='queue')"
+        return self.queue
+
+    def _list_requests(self, req: Request, client: _Client | None) -> Struct:
+        q: RequestQuery = req.params
+        reqs, total = self._queue().query(list(q.states), q.limit)
+        return RequestList(requests=reqs, total=total)
+
+    def _get_request(self, req: Request, client: _Client | None) -> Struct:
+        return self._queue().get(req.params.id)
+
+    def _request_log(self, req: Request, client: _Client | None) -> Struct:
+        lq: LogQuery = req.params
+        return self._queue().log(lq.id, lq.offset, lq.max_bytes)
+
+    def _request_act(self, act: Callable[[RequestQueue, str], RequestInfo], *,
+                     after: str = "") -> _Handler:  # fmt: skip
+        """The handler of a change of one request by id (hold, release, top, cancel,
+        withdraw): ``after`` for the audit line, when not the request's new state."""
+
+        def handle(req: Request, client: _Client | None) -> _Done:
+            ref: RequestRef = req.params
+            q = self._queue()
+            before = _describe(q.get(ref.id))
+            info = act(q, ref.id)
+            return _Done(info, before, after or _describe(info))
+
+        return handle
+
+    def _submit(self, req: Request, client: _Client | None) -> _Done:
+        info = self._queue().submit(req.params, owner=_owner(client))
+        return _Done(info, "", _describe(info))
+
+    def _reprioritize(self, req: Request, client: _Client | None) -> _Done:
+        rp: Reprioritize = req.params
+        q = self._queue()
+        before = _describe(q.get(rp.id))
+        info, _ = q.reprioritize(rp.id, rp.priority)
+        return _Done(info, before, _describe(info))
+
+    def _protected(self) -> frozenset[int]:
+        """Processes a client may not touch: the daemon and its clients' bridges."""
+        return frozenset({os.getpid()} | {c.peer_pid for c in self.conns if c.peer_pid})
+
+    def _renice(self, req: Request, client: _Client | None) -> _Done:
+        rn: Renice = req.params
+        ch = control.renice(rn.pid, rn.create_time, rn.nice, protected=self._protected())
+        return _Done(ch, ch.before, ch.after)
+
+    def _set_affinity(self, req: Request, client: _Client | None) -> _Done:
+        sa: SetAffinity = req.params
+        ch = control.set_affinity(sa.pid, sa.create_time, list(sa.cores),
+                                  protected=self._protected())  # fmt: skip
+        return _Done(ch, ch.before, ch.after)
+
+    def _send_signal(self, req: Request, client: _Client | None) -> _Done:
+        ss: SendSignal = req.params
+        ch = control.send_signal(ss.pid, ss.create_time, ss.signal, protected=self._protected())
+        return _Done(ch, ch.before, ch.after)
+
+    def _engine(self) -> container_control.EngineControl:
+        assert self.sampler is not None
+        return container_control.EngineControl(self.sampler.docker_socket)
+
+    async def _container_act(self, req: Request, client: _Client | None) -> _Done:
+        """``containers.start/stop/restart``, in a thread; the new state shown soon after."""
+        ref: ContainerRef = req.params
+        verb = req.method.removeprefix("containers.")
+        target, before, after = await asyncio.to_thread(
+            self._engine().act, verb, ref.id, ref.timeout
+        )
+        # A fresh list, then a process pass that sends it (after this answer goes out).
+        self._start_container_refresh().add_done_callback(self._force_process_pass)
+        return _Done(Change(target=target, before=before, after=after), before, after, target)
+
+    def _force_process_pass(self, _task: asyncio.Task[bool]) -> None:
+        self._force_procs = True
+
+    async def _container_logs(self, req: Request, client: _Client | None) -> Struct:
+        q: ContainerLogQuery = req.params
+        text, cut = await asyncio.to_thread(self._engine().logs, q.id, q.tail)
+        return ContainerLog(id=q.id, data=text, truncated=cut)
+
+    # ------------------------------------------------------------ requests
 
     def _dispatch_soon(self) -> None:
         """Start what now fits within a few ms, not at the next tick; a burst of submits
@@ -760,62 +929,6 @@ class Daemon:
                 self.queue.tick()
             except Exception:
                 log.exception("request dispatch failed")
-
-    def _query(self, req: Request) -> bytes:
-        assert self.queue is not None
-        if req.method == "requests.list":
-            q: RequestQuery = req.params
-            reqs, total = self.queue.query(list(q.states), q.limit)
-            return encode_result(req.id, RequestList(requests=reqs, total=total))
-        if req.method == "requests.get":
-            return encode_result(req.id, self.queue.get(req.params.id))
-        if req.method == "requests.log":
-            lq: LogQuery = req.params
-            return encode_result(req.id, self.queue.log(lq.id, lq.offset, lq.max_bytes))
-        return encode_error(req.id, METHOD_NOT_FOUND, f"unknown method {req.method!r}")
-
-    def _change(self, req: Request, client: _Client | None) -> bytes:
-        """A call that changes something: refused when read-only, audited either way, and
-        not made when the audit log cannot take its record."""
-        target = _target_of(req)
-        if self.read_only:
-            self._audit(req.method, target, "", "", "refused: read-only", client)
-            return encode_error(
-                req.id, READ_ONLY_ERROR, "this agent is read-only (daemon --read-only)"
-            )
-        if req.method.startswith("requests.") and self.queue is None:
-            self._audit(req.method, target, "", "", "refused: no request queue", client)
-            return self._no_queue(req)
-        refusal = self._audit_first(req, target, client)
-        if refusal is not None:
-            return refusal
-        try:
-            change = self._do_change(req, _owner(client))
-        except (control.Refused, QueueError) as exc:
-            self._audit(req.method, target, "", "", f"refused: {exc}", client)
-            code = NOT_FOUND if isinstance(exc, NotFound) else REFUSED
-            return encode_error(req.id, code, str(exc))
-        except Exception as exc:
-            log.exception("call %s failed", req.method)
-            self._audit(req.method, target, "", "", f"error: {exc}", client)
-            return encode_error(req.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-        result, before, after = change
-        self._audit(req.method, target, before, after, "ok", client)
-        return encode_result(req.id, result)
-
-    def _audit_first(self, req: Request, target: str, client: _Client | None) -> bytes | None:
-        """Whether the record of a change about to be made can be written (the file opens
-        for appending, its filesystem has room); when not, the error answer that refuses
-        the change (None: go ahead), and the refusal is logged."""
-        try:
-            self.audit.check()
-        except AuditUnavailable as exc:
-            self._audit_broke(str(exc))
-            log.warning("refused %s on %s: %s", req.method, target, exc)
-            return encode_error(
-                req.id, REFUSED, f"{req.method} refused, nothing was changed: {exc}"
-            )
-        return None
 
     def _audit(self, action: str, target: str, before: str, after: str, result: str,
                client: _Client | None) -> None:  # fmt: skip
@@ -865,50 +978,6 @@ class Daemon:
         log.info("the audit log %s can be written again", self.audit.path)
         self._audit_error = None
         return True
-
-    def _do_change(self, req: Request, operator: str) -> tuple[Any, str, str]:
-        q = self.queue
-        assert q is not None
-        protected = frozenset({os.getpid()} | {c.peer_pid for c in self.conns if c.peer_pid})
-        m, p = req.method, req.params
-        if m.startswith("containers."):
-            raise control.Refused(f"{m} is answered by the container path, not here")
-        if m == "proc.renice":
-            rn: Renice = p
-            ch = control.renice(rn.pid, rn.create_time, rn.nice, protected=protected)
-            return ch, ch.before, ch.after
-        if m == "proc.affinity":
-            sa: SetAffinity = p
-            ch = control.set_affinity(sa.pid, sa.create_time, list(sa.cores), protected=protected)
-            return ch, ch.before, ch.after
-        if m == "proc.signal":
-            ss: SendSignal = p
-            ch = control.send_signal(ss.pid, ss.create_time, ss.signal, protected=protected)
-            return ch, ch.before, ch.after
-        if m == "requests.submit":
-            spec: RequestSpec = p
-            info = q.submit(spec, owner=operator)
-            return info, "", _describe(info)
-        ref: RequestRef | Reprioritize = p
-        before_info = q.get(ref.id)
-        before = _describe(before_info)
-        if m == "requests.prio":
-            assert isinstance(ref, Reprioritize)
-            info, _ = q.reprioritize(ref.id, ref.priority)
-        elif m == "requests.hold":
-            info = q.hold(ref.id)
-        elif m == "requests.release":
-            info = q.release(ref.id)
-        elif m == "requests.top":
-            info = q.top(ref.id)
-        elif m == "requests.cancel":
-            info = q.cancel(ref.id)
-        elif m == "requests.withdraw":
-            info = q.withdraw(ref.id)
-            return info, before, "withdrawn"
-        else:
-            raise QueueError(f"unknown change {m!r}")
-        return info, before, _describe(info)
 
     def _requests_changed(self, changed: list[RequestInfo], gone: list[str]) -> None:
         # The daemon's own acts on requests, seen as state transitions: a start (dispatch,
@@ -983,6 +1052,10 @@ def _target_of(req: Request) -> str:
         return f"request {p.id}"
     if isinstance(p, RequestSpec):
         return f"request {p.id or '(new)'}: {' '.join(p.argv)[:200]}"
+    if isinstance(p, ContainerRef):
+        return f"container {p.id}"
+    if isinstance(p, Empty):  # the one change without params, shutdown, acts on the daemon
+        return "daemon"
     return ""
 
 

@@ -12,7 +12,9 @@ import it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal, NamedTuple, TypeAlias
 
 import msgspec
 from msgspec import Meta, Raw, Struct, field
@@ -435,39 +437,84 @@ NOTIFICATIONS: Final[dict[str, type[Struct]]] = {
 }
 """Agent -> console notifications and their params."""
 
-CALLS: Final[dict[str, tuple[type[Struct], type[Struct]]]] = {
-    "handshake": (Handshake, HandshakeResult),
-    "ping": (Empty, Pong),
-    "processes": (Empty, ProcTable),
-    "shutdown": (Empty, Empty),
-    "requests.submit": (RequestSpec, RequestInfo),
-    "requests.list": (RequestQuery, RequestList),
-    "requests.get": (RequestRef, RequestInfo),
-    "requests.prio": (Reprioritize, RequestInfo),
-    "requests.hold": (RequestRef, RequestInfo),
-    "requests.release": (RequestRef, RequestInfo),
-    "requests.top": (RequestRef, RequestInfo),
-    "requests.cancel": (RequestRef, RequestInfo),
-    "requests.withdraw": (RequestRef, RequestInfo),
-    "requests.log": (LogQuery, LogChunk),
-    "proc.renice": (Renice, Change),
-    "proc.affinity": (SetAffinity, Change),
-    "proc.signal": (SendSignal, Change),
-    "containers.start": (ContainerRef, Change),
-    "containers.stop": (ContainerRef, Change),
-    "containers.restart": (ContainerRef, Change),
-    "containers.logs": (ContainerLogQuery, ContainerLog),
-}
+Needs: TypeAlias = Literal["queue", "docker"]
+"""What a call needs of the host beyond the agent itself, as the hello's capabilities name it
+(``caps.queue``, ``caps.docker``): without it the call is refused, nothing done."""
 
-CHANGES: Final = frozenset(
-    m
-    for m in CALLS
-    if m.startswith("proc.")
-    or m in ("containers.start", "containers.stop", "containers.restart")
-    or m.split(".")[-1] in {"submit", "prio", "hold", "release", "top", "cancel", "withdraw"}
+
+class CallSpec(NamedTuple):
+    """One console -> agent call, as the agent serves it.
+
+    Built with :func:`read` or :func:`change`, which keep the two flags consistent (checked
+    once more below the table): every call that changes state is refused on a read-only
+    agent (``daemon --read-only``) and audited, and a call that changes nothing is allowed
+    read-only and not audited. A NamedTuple rather than a dataclass: the agent imports this
+    module at start and stays light.
+    """
+
+    params: type[Struct]
+    result: type[Struct]
+    changes: bool
+    """Changes state on the host: audited (the log checked before, a line after)."""
+    read_only_ok: bool
+    """Served by a read-only agent."""
+    needs: Needs | None = None
+    threaded: bool = False
+    """The work runs in a thread and is answered when done (a container engine may take
+    seconds), while the client's other calls go on."""
+
+
+def read(params: type[Struct], result: type[Struct], *, needs: Needs | None = None,
+         threaded: bool = False) -> CallSpec:  # fmt: skip
+    """A call that changes nothing: allowed read-only, not audited."""
+    return CallSpec(params, result, changes=False, read_only_ok=True, needs=needs,
+                    threaded=threaded)  # fmt: skip
+
+
+def change(params: type[Struct], result: type[Struct], *, needs: Needs | None = None,
+           threaded: bool = False) -> CallSpec:  # fmt: skip
+    """A call that changes state: refused read-only, audited."""
+    return CallSpec(params, result, changes=True, read_only_ok=False, needs=needs,
+                    threaded=threaded)  # fmt: skip
+
+
+CALL_SPECS: Final[Mapping[str, CallSpec]] = MappingProxyType(
+    {
+        "handshake": read(Handshake, HandshakeResult),
+        "ping": read(Empty, Pong),
+        "processes": read(Empty, ProcTable),
+        "shutdown": change(Empty, Empty),
+        "requests.submit": change(RequestSpec, RequestInfo, needs="queue"),
+        "requests.list": read(RequestQuery, RequestList, needs="queue"),
+        "requests.get": read(RequestRef, RequestInfo, needs="queue"),
+        "requests.prio": change(Reprioritize, RequestInfo, needs="queue"),
+        "requests.hold": change(RequestRef, RequestInfo, needs="queue"),
+        "requests.release": change(RequestRef, RequestInfo, needs="queue"),
+        "requests.top": change(RequestRef, RequestInfo, needs="queue"),
+        "requests.cancel": change(RequestRef, RequestInfo, needs="queue"),
+        "requests.withdraw": change(RequestRef, RequestInfo, needs="queue"),
+        "requests.log": read(LogQuery, LogChunk, needs="queue"),
+        "proc.renice": change(Renice, Change),
+        "proc.affinity": change(SetAffinity, Change),
+        "proc.signal": change(SendSignal, Change),
+        "containers.start": change(ContainerRef, Change, needs="docker", threaded=True),
+        "containers.stop": change(ContainerRef, Change, needs="docker", threaded=True),
+        "containers.restart": change(ContainerRef, Change, needs="docker", threaded=True),
+        "containers.logs": read(ContainerLogQuery, ContainerLog, needs="docker", threaded=True),
+    }
 )
+"""Console -> agent calls: the one table the agent dispatches from and both sides decode by."""
+
+if any(s.changes == s.read_only_ok for s in CALL_SPECS.values()):
+    raise ValueError("CALL_SPECS: a change is refused read-only, and only a change is")
+
+CALLS: Final[Mapping[str, tuple[type[Struct], type[Struct]]]] = MappingProxyType(
+    {m: (s.params, s.result) for m, s in CALL_SPECS.items()}
+)
+"""Console -> agent calls: method -> (params, result), from :data:`CALL_SPECS`."""
+
+CHANGES: Final = frozenset(m for m, s in CALL_SPECS.items() if s.changes)
 """Calls that change something: refused in read-only mode, written to the audit log."""
-"""Console -> agent calls: method -> (params, result)."""
 
 RequestId: TypeAlias = int | Annotated[str, Meta(max_length=64)]
 
@@ -523,25 +570,37 @@ def decode(line: bytes, *, notifications: bool = True, requests: bool = True) ->
         env = _envelope_decoder.decode(line)
     except _DECODE_ERRORS as exc:
         raise ProtocolError(f"not a JSON-RPC 2.0 message: {exc}") from None
-    if env.method is not None:
-        if len(env.result) or env.error is not None:
-            raise ProtocolError("a message with a method cannot carry result or error")
-        if env.id is None:
-            if not notifications:
-                raise ProtocolError(f"unexpected notification {env.method!r}")
-            ptype = NOTIFICATIONS.get(env.method)
-            if ptype is None:
-                raise ProtocolError(f"unknown notification {env.method!r}")
-            return Notification(env.method, _params(env, ptype))
-        if not requests:
-            raise ProtocolError(f"unexpected request {env.method!r}")
-        spec = CALLS.get(env.method)
-        # An unknown method is answered, not refused: the caller gets METHOD_NOT_FOUND.
-        try:
-            params = _params(env, spec[0]) if spec else None
-        except ProtocolError as exc:
-            raise BadParams(str(exc), env.id) from None
-        return Request(env.id, env.method, params)
+    if env.method is None:
+        return _response(env)
+    if len(env.result) or env.error is not None:
+        raise ProtocolError("a message with a method cannot carry result or error")
+    if env.id is None:
+        if not notifications:
+            raise ProtocolError(f"unexpected notification {env.method!r}")
+        return _notification(env, env.method)
+    if not requests:
+        raise ProtocolError(f"unexpected request {env.method!r}")
+    return _request(env, env.id, env.method)
+
+
+def _notification(env: _Envelope, method: str) -> Notification:
+    ptype = NOTIFICATIONS.get(method)
+    if ptype is None:
+        raise ProtocolError(f"unknown notification {method!r}")
+    return Notification(method, _params(env, ptype))
+
+
+def _request(env: _Envelope, rid: RequestId, method: str) -> Request:
+    spec = CALL_SPECS.get(method)
+    # An unknown method is answered, not refused: the caller gets METHOD_NOT_FOUND.
+    try:
+        params = _params(env, spec.params) if spec else None
+    except ProtocolError as exc:
+        raise BadParams(str(exc), rid) from None
+    return Request(rid, method, params)
+
+
+def _response(env: _Envelope) -> Response:
     if len(env.params):
         raise ProtocolError("a response cannot carry params")
     if (len(env.result) > 0) == (env.error is not None):
