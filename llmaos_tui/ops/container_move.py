@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,6 +46,15 @@ import docker
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.docker_forward import Engine
 from llmaos_tui.ops.journal import MoveJournal, MoveRecord
+from llmaos_tui.ops.move_streams import (
+    CHUNK,  # noqa: F401 (re-exported)
+    PIPE_DEPTH,  # noqa: F401 (re-exported)
+    Pipe,
+    load_image,
+    open_archive,
+    open_image_save,
+    put_archive,
+)
 
 STEPS = (
     "inspect",
@@ -61,8 +68,6 @@ STEPS = (
     "verify",
     "finish",
 )
-CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to stay streamed
-PIPE_DEPTH = 8  # chunks read ahead: at most 8 MiB held on the console
 COMMIT_REPO = "llmaos-moved"
 AUDIT_ACTION = "container.move"
 # Architectures as `docker info` (uname) and images (GOARCH) name them.
@@ -81,7 +86,8 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Progress:
-    """A step's news: ``state`` is "start", "bytes", "done", "skip" or "rollback"."""
+    """A step's news: ``state`` is "start", "bytes", "done", "skip", "failed" (``bytes``:
+    what it wrote before it failed, ``message``: why) or "rollback"."""
 
     move_id: str
     step: str
@@ -712,7 +718,12 @@ class MoveEngine:
         self._emit(rec.move_id, name, "start")
         t = time.monotonic()
         made: dict[str, Any] = {}
-        yield made
+        try:
+            yield made
+        except BaseException as exc:
+            timings[name] = timings.get(name, 0.0) + time.monotonic() - t
+            self._emit(rec.move_id, name, "failed", int(made.get("bytes", 0)), message=_reason(exc))
+            raise
         timings[name] = timings.get(name, 0.0) + time.monotonic() - t
         self.journal.done(rec.move_id, name, **made)
         self._emit(rec.move_id, name, "done", int(made.get("bytes", 0)))
@@ -751,7 +762,7 @@ class MoveEngine:
             with self._step(
                 rec, "image", timings, load=True, image_id=plan.image_id, ref=ref
             ) as made:
-                made["bytes"] = res.image_bytes = self._stream_image(ref, plan.image_size)
+                res.image_bytes = self._stream_image(ref, plan.image_size, made)
                 if not self._dst_has_image(plan.image_id):
                     raise MoveError(f"{self.dst.name} did not get image {plan.image_id[:19]}")
         # Create: volumes, then the container (not started), while the source still serves:
@@ -773,6 +784,7 @@ class MoveEngine:
             new_id = str(api_dst.create_container_from_config(config, name=plan.container)["Id"])
             made["id"] = res.new_id = new_id
             made["networks"] = self._connect_networks(attrs, new_id)
+        sizes = self._volume_sizes(plan) if plan.volumes else {}
         if plan.was_running:
             with self._step(rec, "stop", timings, timeout=self.stop_timeout):
                 api_src.stop(cid, timeout=self.stop_timeout)
@@ -781,10 +793,12 @@ class MoveEngine:
             with self._step(
                 rec, "copy", timings, volumes=[v["dest"] for v in plan.volumes]
             ) as made:
-                total = 0
+                made["bytes"] = 0
+                known = len(sizes) == len(plan.volumes)
+                total = sum(sizes.values()) if known else None
                 for v in plan.volumes:
-                    total += self._copy_volume(cid, new_id, v["dest"], total)
-                made["bytes"] = res.volume_bytes = total
+                    self._copy_volume(cid, new_id, v["dest"], made, total)
+                res.volume_bytes = made["bytes"]
         if plan.was_running:
             with self._step(rec, "start", timings, id=new_id):
                 api_dst.start(new_id)
@@ -799,44 +813,57 @@ class MoveEngine:
         self.journal.step(rec.move_id, "tag", tagged=f"{repo}:{tag}")
         api.tag(image_id, repo, tag)
 
-    def _stream_image(self, ref: str, size: int) -> int:
-        """Pipe the source's ``save`` of ``ref`` into the target's ``load``; return bytes."""
-        chunks = _pipelined(self.src.client.api.get_image(ref, chunk_size=CHUNK))
-        sent = 0
+    def _stream_image(self, ref: str, size: int, made: dict[str, Any]) -> int:
+        """Pipe the source's ``save`` of ``ref`` into the target's ``load``; return the bytes
+        the target took (``made["bytes"]`` counts them as they go)."""
+        made["bytes"] = 0
 
-        def counted() -> Iterator[bytes]:
-            nonlocal sent
-            for chunk in chunks:
-                sent += len(chunk)
-                self._emit("", "image", "bytes", sent, size or None)
-                yield chunk
+        def written(n: int) -> None:
+            made["bytes"] = n
+            self._emit("", "image", "bytes", n, size or None)
 
-        for msg in self.dst.client.api.load_image(counted()):
-            if isinstance(msg, dict) and (msg.get("error") or msg.get("errorDetail")):
-                detail = msg.get("error") or msg.get("errorDetail")
-                raise MoveError(f"the target's image load failed: {detail}")
-        return sent
+        res = open_image_save(self.src.client.api, ref)
+        with Pipe(res, on_written=written) as pipe:
+            load_image(self.dst.client.api, pipe.body())
+            if not pipe.eof:
+                raise MoveError("the source's image stream ended early")
+        made["bytes"] = pipe.written
+        return pipe.written
 
-    def _copy_volume(self, src_id: str, dst_id: str, dest: str, before: int) -> int:
-        """Stream one volume's data from the source container to the target; return bytes.
+    def _volume_sizes(self, plan: MovePlan) -> dict[str, int]:
+        """The source's volumes' sizes (``docker system df``), for the copy's progress; {}
+        when the engine does not say."""
+        out: dict[str, int] = {}
+        with contextlib.suppress(Exception):
+            for v in self.src.client.api.df().get("Volumes") or []:
+                size = int((v.get("UsageData") or {}).get("Size") or -1)
+                if size >= 0:
+                    out[str(v.get("Name"))] = size
+        return {v["dest"]: out[v["name"]] for v in plan.volumes if v["name"] in out}
+
+    def _copy_volume(
+        self, src_id: str, dst_id: str, dest: str, made: dict[str, Any], total: int | None
+    ) -> None:
+        """Stream one volume's data from the source container to the target, adding what
+        the target took to ``made["bytes"]``.
 
         ``get_archive`` names the tar's top entry after the path's last part, so it is put
         into the parent directory, landing exactly on the mount point."""
-        stream, _stat = self.src.client.api.get_archive(src_id, dest, chunk_size=CHUNK)
-        stream = _pipelined(stream)
-        sent = 0
+        before = int(made["bytes"])
 
-        def counted() -> Iterator[bytes]:
-            nonlocal sent
-            for chunk in stream:
-                sent += len(chunk)
-                self._emit("", "copy", "bytes", before + sent)
-                yield chunk
+        def written(n: int) -> None:
+            made["bytes"] = before + n
+            # tar headers make the stream a little larger than the files it carries
+            shown = max(total, before + n) if total is not None else None
+            self._emit("", "copy", "bytes", before + n, shown)
 
         parent = posixpath.dirname(dest.rstrip("/")) or "/"
-        if not self.dst.client.api.put_archive(dst_id, parent, counted()):
-            raise MoveError(f"the target refused the data of {dest}")
-        return sent
+        res = open_archive(self.src.client.api, src_id, dest)
+        with Pipe(res, on_written=written) as pipe:
+            put_archive(self.dst.client.api, dst_id, parent, pipe.body())
+            if not pipe.eof:
+                raise MoveError(f"the source's archive of {dest} ended early")
+        made["bytes"] = before + pipe.written
 
     @staticmethod
     def _endpoints(attrs: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, Any]]]:
@@ -979,21 +1006,23 @@ class MoveEngine:
         return None
 
     def _audit(
-        self, plan: MovePlan, res: MoveResult | None, result: str, move_id: str | None
+        self,
+        plan: MovePlan,
+        res: MoveResult | None,
+        result: str,
+        move_id: str | None,
+        *,
+        seen: str | None = None,
     ) -> None:
+        """One audit line; ``after`` is the state observed on the engine (``seen``, or
+        inspected here), never the one hoped for."""
         after = None
         if res is not None and res.outcome == "moved":
-            after = {
-                "host": self.dst.name,
-                "id": res.new_id,
-                "state": "running" if plan.was_running else "created",
-            }
+            state = self._observe(self.dst.client.api, res.new_id) if res.new_id else "unknown"
+            after = {"host": self.dst.name, "id": res.new_id, "state": state}
         elif res is not None:
-            after = {
-                "host": self.src.name,
-                "id": plan.container_id,
-                "state": "running" if plan.was_running else "stopped",
-            }
+            state = seen or self._observe(self.src.client.api, plan.container_id)
+            after = {"host": self.src.name, "id": plan.container_id, "state": state}
         self.audit.append(
             action=AUDIT_ACTION,
             host=self.src.name,
@@ -1065,7 +1094,18 @@ class MoveEngine:
                     return self._forward(rec, plan, result, None)
             except Exception as exc:
                 failure = f"recovery: the target does not verify: {_reason(exc)}"
-        return self._back(rec, plan, result, failure or "the console stopped mid-move")
+        return self._back(rec, plan, result, failure or self._why_unfinished(rec))
+
+    @staticmethod
+    def _why_unfinished(rec: MoveRecord) -> str:
+        """Why a move found unfinished is rolled back: the reason its rollback began with
+        (a step failed, and the rollback could not finish then), else the console stopped."""
+        rollback = rec.step("rollback")
+        if rollback is not None and rollback.data.get("reason"):
+            return f"finishing the rollback begun after {rollback.data['reason']}"
+        last = next((s for s in reversed(rec.steps) if s.name != "rollback"), None)
+        during = f" during {last.name}" if last is not None else ""
+        return f"the console stopped mid-move{during}"
 
     def _forward(
         self, rec: MoveRecord, plan: MovePlan, res: MoveResult, failure: str | None
@@ -1110,24 +1150,43 @@ class MoveEngine:
             )
         res.outcome = "rolled_back"
         res.new_id = None
+        seen = self._observe(api_src, plan.container_id)  # what is true now, not the wish
         src_ok = not any(p.startswith("the source") for p in problems)
-        res.message = (
-            f"{plan.container} stays on {self.src.name}"
-            f"{' (running)' if plan.was_running and src_ok else ''}: {why}"
-        )
+        if plan.was_running and seen != "running" and src_ok:
+            problems.insert(0, f"the source is {seen} on {self.src.name}, not running")
+            src_ok = False
+        res.message = f"{plan.container} stays on {self.src.name} ({seen}): {why}"
         if problems:
             res.outcome = "failed" if not src_ok else "rolled_back"
             res.message += "; " + "; ".join(problems) + " (the journal keeps the move open)"
             self._audit(
-                plan, res, f"rolled back, incomplete: {why}; {'; '.join(problems)}", rec.move_id
+                plan,
+                res,
+                f"rolled back, incomplete: {why}; {'; '.join(problems)}",
+                rec.move_id,
+                seen=seen,
             )
             return res
         self.journal.end(rec.move_id, "rolled_back", reason=why)
-        self._audit(plan, res, f"rolled back: {why}", rec.move_id)
+        self._audit(plan, res, f"rolled back: {why}", rec.move_id, seen=seen)
         self._emit(rec.move_id, "rollback", "done")
         return res
 
-    def _wait_running(self, api: Any, cid: str, timeout: float = 10.0) -> None:
+    @staticmethod
+    def _observe(api: Any, cid: str) -> str:
+        """The container's state as its engine reports it now ("running", "exited"...), or
+        what stopped us from seeing it."""
+        try:
+            st = api.inspect_container(cid).get("State") or {}
+        except docker.errors.NotFound:
+            return "gone"
+        except Exception as exc:
+            return f"unknown (cannot inspect it: {_reason(exc)})"
+        if st.get("Running") and not st.get("Restarting"):
+            return "running"
+        return str(st.get("Status") or "unknown")
+
+    def _wait_running(self, api: Any, cid: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             st = api.inspect_container(cid)["State"]
@@ -1212,44 +1271,6 @@ def recover_all(
         )
         out.append(eng.recover(rec.move_id, progress=progress))
     return out
-
-
-def _pipelined(chunks: Iterable[bytes], depth: int = PIPE_DEPTH) -> Iterator[bytes]:
-    """``chunks``, read ahead by a thread: the source is read while the target is written
-    (about 17% faster for an image than reading and writing in turn, measured here), with at
-    most ``depth`` chunks held. A read error is raised here; stopping early stops the reader.
-    """
-    q: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    with contextlib.suppress(queue.Full):
-                        q.put(chunk, timeout=0.2)
-                        break
-                if stop.is_set():
-                    return
-            q.put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-
-    reader = threading.Thread(target=read, name="move-read-ahead", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        close = getattr(chunks, "close", None)
-        if close is not None and not reader.is_alive():
-            close()
 
 
 def _reason(exc: BaseException) -> str:
