@@ -95,6 +95,7 @@ from llmaos_agent.protocol import (
     RequestQuery,
     RequestRef,
     RequestSpec,
+    Sample,
     SendSignal,
     SetAffinity,
     decode,
@@ -353,15 +354,7 @@ class Daemon:
         self._appended += 1
         self._police_clients()
         if self.queue is not None:
-            self.queue.update_resources(
-                list(sample.cpu), [(g.uuid, g.util or 0.0) for g in sample.gpus]
-            )
-            # Read-only: observe only (what ended is recorded), start nothing. While the
-            # audit log cannot be written, nothing is started either: a dispatch is audited.
-            try:
-                self.queue.tick(start=not self.read_only and self._audit_works())
-            except Exception:  # one bad pass must not stop the sampling
-                log.exception("request queue tick failed")
+            self._tick_queue(self.queue, sample)
         if not self.clients:
             self.table = {}
             self.containers = {}
@@ -374,32 +367,46 @@ class Daemon:
         if self._force_procs or now >= self._next_procs - self.interval / 2:
             self._force_procs = False
             self._next_procs = now + self.proc_interval
-            table = self.sampler.processes(sample)
-            # Before the sample, so a console that sees the pass's processes has its
-            # containers' load too.
-            try:
-                self._send_containers(table)
-            except Exception:  # one bad pass must not stop the sampling
-                log.exception("container update failed")
-            delta_line = encode_notification(
-                "sample", msgspec.structs.replace(sample, procs=diff(self.table, table))
-            )
-            full_line: bytes | None = None
-            self.table = table
-            for c in list(self.clients):
-                if c.needs_full:
-                    if full_line is None:
-                        full_line = encode_notification(
-                            "sample", msgspec.structs.replace(sample, procs=full(table))
-                        )
-                    c.needs_full = False
-                    self._send(c, full_line)
-                else:
-                    self._send(c, delta_line)
+            self._process_pass(sample)
             return
         line = encode_notification("sample", sample)
         for c in list(self.clients):
             self._send(c, line)
+
+    def _tick_queue(self, queue: RequestQueue, sample: Sample) -> None:
+        queue.update_resources(list(sample.cpu), [(g.uuid, g.util or 0.0) for g in sample.gpus])
+        # Read-only: observe only (what ended is recorded), start nothing. While the
+        # audit log cannot be written, nothing is started either: a dispatch is audited.
+        try:
+            queue.tick(start=not self.read_only and self._audit_works())
+        except Exception:  # one bad pass must not stop the sampling
+            log.exception("request queue tick failed")
+
+    def _process_pass(self, sample: Sample) -> None:
+        """A sample with the process table: as changes, or whole to a client that is new."""
+        assert self.sampler is not None
+        table = self.sampler.processes(sample)
+        # Before the sample, so a console that sees the pass's processes has its
+        # containers' load too.
+        try:
+            self._send_containers(table)
+        except Exception:  # one bad pass must not stop the sampling
+            log.exception("container update failed")
+        delta_line = encode_notification(
+            "sample", msgspec.structs.replace(sample, procs=diff(self.table, table))
+        )
+        full_line: bytes | None = None
+        self.table = table
+        for c in list(self.clients):
+            if c.needs_full:
+                if full_line is None:
+                    full_line = encode_notification(
+                        "sample", msgspec.structs.replace(sample, procs=full(table))
+                    )
+                c.needs_full = False
+                self._send(c, full_line)
+            else:
+                self._send(c, delta_line)
 
     # ---------------------------------------------------------- containers
 
@@ -559,15 +566,16 @@ class Daemon:
         client.writer.close()
 
     async def _greet(self, client: _Client) -> bool:
-        """hello, the history ring and the request list; False when the client went.
-
-        History goes out chunk by chunk, each only once the client has read most of the
-        last (a client that does not read holds one chunk, not the ring); the samples of
-        the ring that arrive meanwhile follow, so none is missed or sent twice before the
-        client joins the live stream.
-        """
+        """hello, the history ring and the request list; False when the client went."""
         assert self.hello is not None
         client.send(encode_notification("hello", self.hello))
+        return await self._send_history(client) and self._send_requests(client)
+
+    async def _send_history(self, client: _Client) -> bool:
+        """The history ring, chunk by chunk, each only once the client has read most of the
+        last (a client that does not read holds one chunk, not the ring); the samples of
+        the ring that arrive meanwhile follow, so none is missed or sent twice before the
+        client joins the live stream. False when the client went."""
         pos = self._appended - len(self.history)  # the absolute index of the next to send
         chunk: list[bytes] = []
         size = 0
@@ -581,24 +589,27 @@ class Daemon:
             for e in entries:
                 chunk.append(e)
                 size += len(e)
-                if size >= HISTORY_CHUNK_BYTES:
-                    if not client.send(encode_history(chunk, last=False)):
-                        return False
-                    chunk, size = [], 0
-                    if not await self._drained(client):
-                        return False
-        if not client.send(encode_history(chunk, last=True)):
-            return False
-        if self.queue is not None:
-            # Sent at once (the list must not miss a change made meanwhile); bounded by
-            # the queue's size and by the bounds on unread output.
-            reqs = self.queue.snapshot()
-            for i in range(0, max(1, len(reqs)), MAX_REQUESTS_PER_MESSAGE):
-                part = reqs[i : i + MAX_REQUESTS_PER_MESSAGE]
-                last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
-                delta = RequestDelta(full=i == 0, upsert=part, last=last)
-                if not client.send(encode_notification("requests.changed", delta)):
+                if size < HISTORY_CHUNK_BYTES:
+                    continue
+                if not client.send(encode_history(chunk, last=False)):
                     return False
+                chunk, size = [], 0
+                if not await self._drained(client):
+                    return False
+        return client.send(encode_history(chunk, last=True))
+
+    def _send_requests(self, client: _Client) -> bool:
+        """The request list, sent at once (it must not miss a change made meanwhile);
+        bounded by the queue's size and by the bounds on unread output."""
+        if self.queue is None:
+            return True
+        reqs = self.queue.snapshot()
+        for i in range(0, max(1, len(reqs)), MAX_REQUESTS_PER_MESSAGE):
+            part = reqs[i : i + MAX_REQUESTS_PER_MESSAGE]
+            last = i + MAX_REQUESTS_PER_MESSAGE >= len(reqs)
+            delta = RequestDelta(full=i == 0, upsert=part, last=last)
+            if not client.send(encode_notification("requests.changed", delta)):
+                return False
         return True
 
     async def _read_requests(self, reader: asyncio.StreamReader, client: _Client) -> None:
@@ -1113,34 +1124,51 @@ async def _lines(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[byte
     Unlike ``StreamReader.readline`` this skips the whole of an overlong line, so its
     tail is not taken for the next message and the connection stays usable.
     """
-    buf = bytearray()
-    skipping = False
+    split = _LineSplitter(limit)
     while True:
         try:
             chunk = await reader.read(1 << 16)
         except ConnectionError:
             return
+        for line in split.feed(chunk) if chunk else split.end():
+            yield line
         if not chunk:
-            if buf and not skipping:  # a last line without its newline
-                yield bytes(buf) if len(buf) <= limit else None
             return
-        start = len(buf)
+
+
+class _LineSplitter:
+    """A byte stream cut into lines; None stands for a line over ``limit``, skipped whole.
+
+    Holds at most ``limit`` bytes plus one chunk: an overlong line is dropped as it comes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.skipping = False  # inside an overlong line, until its newline
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        buf = self.buf
+        start = len(buf)  # the newline search starts at what is new
         buf += chunk
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                if len(buf) > limit:
-                    if not skipping:
-                        skipping = True
-                        yield None
-                    buf.clear()
-                break
+        out: list[bytes | None] = []
+        while (nl := buf.find(b"\n", start)) >= 0:
             line = bytes(buf[: nl + 1])
             del buf[: nl + 1]
             start = 0
-            if skipping:  # the end of an overlong line
-                skipping = False
-            elif len(line) > limit:
-                yield None
+            if self.skipping:  # the end of an overlong line
+                self.skipping = False
             else:
-                yield line
+                out.append(line if len(line) <= self.limit else None)
+        if len(buf) > self.limit:
+            if not self.skipping:
+                self.skipping = True
+                out.append(None)
+            buf.clear()
+        return out
+
+    def end(self) -> list[bytes | None]:
+        """At the end of the stream: a last line without its newline."""
+        if not self.buf or self.skipping:
+            return []
+        return [bytes(self.buf) if len(self.buf) <= self.limit else None]
