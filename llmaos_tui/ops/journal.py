@@ -8,6 +8,12 @@ one append-only table. An operation writes:
 - ``step`` before each step runs, and ``done`` after it, with what it made (ids, names);
 - ``end`` with the outcome, once it has reached one of its two ends.
 
+Each ``begin`` records the journal's format (``FORMAT_KEY`` in its plan): entries of this
+format and of the one before it (unversioned, format 1) are read and recovered alike; an
+entry written by a newer console (a format this one does not know) is read but marked
+:attr:`MoveRecord.unreadable`, with a message saying so, and left for that console: never
+guessed at, never a crash.
+
 Rows are never updated or deleted, so the journal is also the history of every move. An
 operation with a ``begin`` and no ``end`` is unfinished: a console that starts again reads
 those (:meth:`MoveJournal.unfinished`) and finishes them, forward or back.
@@ -56,6 +62,12 @@ CREATE INDEX IF NOT EXISTS entries_move ON entries (move_id, seq);
 """
 
 
+FORMAT = 2
+"""The format of the entries this version writes. 1: unversioned (before issue 15); 2: the
+same rows, with ``FORMAT_KEY`` in each ``begin``'s plan."""
+FORMAT_KEY = "journal_format"
+READABLE = (1, 2)  # the formats this version recovers
+
 JournalUnavailable = Unavailable
 """The journal file exists but cannot be trusted; the message says why and how to recover."""
 
@@ -86,6 +98,8 @@ class MoveRecord:
     steps: list[StepRecord]
     ended: float | None = None
     outcome: dict[str, Any] | None = None
+    format: int = FORMAT  # the format it was written in (1: unversioned)
+    unreadable: str | None = None  # why this version cannot act on it (a newer format)
 
     def step(self, name: str) -> StepRecord | None:
         """The latest record of step ``name`` (steps of a recovery may repeat a name)."""
@@ -188,7 +202,7 @@ class MoveJournal:
         """Record a new operation and its plan; return its id."""
         move_id = move_id or uuid.uuid4().hex
         self.claim(move_id)  # held before it exists, so no recovery can take it meanwhile
-        self._write(move_id, "begin", "", plan)
+        self._write(move_id, "begin", "", {**plan, FORMAT_KEY: FORMAT})
         return move_id
 
     def step(self, move_id: str, name: str, **data: Any) -> None:
@@ -210,7 +224,15 @@ class MoveJournal:
         ).fetchall()
         if not rows or rows[0][1] != "begin":
             raise KeyError(move_id)
-        rec = MoveRecord(move_id=move_id, began=rows[0][0], plan=json.loads(rows[0][3]), steps=[])
+        plan, fmt, unreadable = _read_plan(move_id, rows[0][3])
+        rec = MoveRecord(
+            move_id=move_id,
+            began=rows[0][0],
+            plan=plan,
+            steps=[],
+            format=fmt,
+            unreadable=unreadable,
+        )
         for t, kind, step, data in rows[1:]:
             values = json.loads(data)
             if kind == "step":
@@ -239,3 +261,24 @@ class MoveJournal:
             (limit,),
         ).fetchall()
         return [self.get(r[0]) for r in rows]
+
+
+def _read_plan(move_id: str, data: str) -> tuple[dict[str, Any], int, str | None]:
+    """A ``begin`` row's plan, its format, and why it cannot be acted on (or None)."""
+    try:
+        plan = json.loads(data)
+    except ValueError as exc:
+        return {}, 0, f"move {move_id}: its plan in the journal is not JSON ({exc})"
+    if not isinstance(plan, dict):
+        return {}, 0, f"move {move_id}: its plan in the journal is not an object"
+    raw = plan.pop(FORMAT_KEY, 1)
+    fmt = raw if isinstance(raw, int) and not isinstance(raw, bool) else 0
+    if fmt not in READABLE:
+        return (
+            plan,
+            fmt,
+            f"move {move_id} was journaled in format {raw!r}, which this version "
+            f"(formats {READABLE[0]}-{READABLE[-1]}) does not know: finish it with the newer "
+            "console that began it; nothing was done to it",
+        )
+    return plan, fmt, None
