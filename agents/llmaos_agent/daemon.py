@@ -722,18 +722,22 @@ class Daemon:
         refusal = self._admit(req, spec, client)
         if refusal is not None:
             return refusal
+        # Every error is answered (and a change's audited) in _failed, which logs what is
+        # not a refusal: one bad call must not stop the daemon.
         try:
             done = self._handlers[req.method](req, client)
-        except Exception as exc:  # answered (and audited) as the call's error, in _failed
+        except Exception as exc:  # noqa: BLE001
             return self._failed(req, spec, client, exc)
         return self._outcome(req, spec, client, done)
 
     async def _answer_later(self, req: Request, spec: CallSpec, client: _Client) -> None:
         """A threaded call, admitted already: its answer sent when its work is done."""
         handler = self._handlers[req.method]
+        # Every error is answered (and a change's audited) in _failed, which logs what is
+        # not a refusal: one bad call must not stop the daemon.
         try:
             done = await handler(req, client)
-        except Exception as exc:  # answered (and audited) as the call's error, in _failed
+        except Exception as exc:  # noqa: BLE001
             client.send(self._failed(req, spec, client, exc))
             return
         client.send(self._outcome(req, spec, client, done))
