@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from llmaos_agent.collect.processes import apply
 from llmaos_agent.metrics import beta, beta_fleet, mean
+from llmaos_agent.procdelta import apply
 from llmaos_agent.protocol import (
     Container,
     ContainerDelta,
