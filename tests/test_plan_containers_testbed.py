@@ -91,17 +91,22 @@ def test_plan_moves_a_container_to_the_idle_host(
             plan = json.loads(cp.stdout)
             if plan["moves"]:
                 break
-        if not plan["moves"]:
-            # The hosts' busy cores are this whole machine's: when another job fills them,
-            # the target has no room for anything (the plan is right to move nothing).
+        if plan["moves"]:
+            moves = [(m["kind"], m["name"], m["src"], m["dst"]) for m in plan["moves"]]
+            assert moves == [("container", "busy", h1.name, h2.name)], plan
+            assert plan["results"][0]["ok"], plan["results"]
+            assert f"moved busy {h1.name} -> {h2.name}" in plan["results"][0]["message"]
+        else:
+            # The hosts' cores are this whole machine's: when other work fills them, the
+            # plan's own window shows no room on the target, and moving nothing is right.
+            # Checked against that window; then the move the plan would make is made by
+            # hand, so what follows (engines, audit, queue) is still checked.
             slot = {s["id"]: s for s in plan["slots"]}[h2.name]
-            if slot["load"] + 0.1 > slot["capacity"]:
-                busy = f"{slot['load']:.2f} of {slot['capacity']:.0f}"
-                pytest.skip(f"this machine's cores are busy ({busy}): no room on {h2.name}")
-        moves = [(m["kind"], m["name"], m["src"], m["dst"]) for m in plan["moves"]]
-        assert moves == [("container", "busy", h1.name, h2.name)], plan
-        assert plan["results"][0]["ok"], plan["results"]
-        assert f"moved busy {h1.name} -> {h2.name}" in plan["results"][0]["message"]
+            assert slot["load"] + 0.1 > slot["capacity"], ("a gain was missed", plan)
+            assert plan["results"] == []
+            cp = run_tui(docker_home, "move", "busy", "--from", h1.name, "--to", h2.name,
+                         "--json")  # fmt: skip
+            assert cp.returncode == 0, (cp.stdout, cp.stderr)
 
         # What the engines say: it runs on h2 only; the pinned one never left h1.
         assert names(d2) == {"busy": "running"}
@@ -130,7 +135,7 @@ async def test_review_moves_only_containers_after_u(
     app = app_for(docker_pair, tmp_path)
     app.settle_s = 1.0
     submitted: list[str] = []
-    skip = ""
+    no_room = False
     async with app.run_test(size=(150, 40)) as pilot:
         a = app.fleet.hosts[h1.name]
         try:
@@ -153,8 +158,11 @@ async def test_review_moves_only_containers_after_u(
             assert isinstance(screen, PlanScreen) and screen.units == {"containers"}
             moves = [(m.kind, m.name, m.src, m.dst) for m in screen.plan.moves]
             room = {s.id: s for s in screen.plan.slots}[h2.name]
-            if not moves and room.load + 0.1 > room.capacity:
-                skip = f"this machine's cores are busy ({room.load:.2f}): no room on {h2.name}"
+            if not moves:
+                # Other work fills this machine's cores (the hosts' too): the review's own
+                # window shows no room on the target, so an empty plan is right.
+                assert room.load + 0.1 > room.capacity, ("a gain was missed", screen.plan)
+                no_room = True
             else:
                 assert moves == [("container", "busy", h1.name, h2.name)], screen.plan
                 await pilot.press("enter")
@@ -167,8 +175,8 @@ async def test_review_moves_only_containers_after_u(
         finally:
             for rid in submitted:
                 await app.by_name[h1.name].call("requests.cancel", RequestRef(id=rid))
-    if skip:
-        pytest.skip(skip)
+    if no_room:
+        return  # nothing was applied: the review's empty plan was checked above
     actions = [(e["action"], e["result"]) for e in AuditLog(tmp_path / "audit.jsonl").read()]
     assert ("container.move", "ok") in actions
     assert not any(act == "requests.withdraw" for act, _ in actions)
