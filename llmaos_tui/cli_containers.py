@@ -32,16 +32,16 @@ import msgspec
 from llmaos_agent.collect.containers import default_socket
 from llmaos_agent.protocol import Container
 from llmaos_agent.safetext import clean
-from llmaos_tui.cli import seconds
+from llmaos_tui.cli_args import seconds
 from llmaos_tui.fleet.inventory import HostSpec, InventoryError, build_inventory, parse_target
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.ssh import SshLink, SshOptions
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
+from llmaos_tui.formats import ago
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.journal import MoveJournal
-from llmaos_tui.widgets.text import ago
 
 if TYPE_CHECKING:  # the docker SDK is optional: loaded by `move` only
     from llmaos_tui.ops.container_move import MoveResult, Progress

@@ -37,7 +37,7 @@ from llmaos_tui.balance import (
     StabilityConfig,
     plan_from_snapshot,
 )
-from llmaos_tui.cli import seconds
+from llmaos_tui.cli_args import seconds
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "agents" / "llmaos_agent"
 CONSOLE = ROOT / "llmaos_tui"
 
-CONTROLLER = ["fleet", "balance", "ops", "cli.py", "cli_*.py"]
+CONTROLLER = ["fleet", "balance", "ops", "cli.py", "cli_*.py", "formats.py"]
 UI = ["screens", "widgets"]
 
 AGENT_BANNED = {"llmaos_tui", "textual", "rich", "asyncssh"}
@@ -46,10 +46,7 @@ AGENT_LAZY = {"docker", "pynvml"}
 """Used by the agent only when present and asked for: importing a module loads neither,
 so a daemon starts without the megabytes of either."""
 
-KNOWN_RUNTIME_BREAKS = {
-    "llmaos_tui.cli_containers": "takes ago() from widgets/text.py, which loads Rich; "
-    "ago() is to move to a Rich-free module (pyproject.toml ignores the same import)",
-}
+KNOWN_RUNTIME_BREAKS: dict[str, str] = {}
 """Modules that break a run-time rule today: expected failures (strict, so a fix shows)."""
 
 

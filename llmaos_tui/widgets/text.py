@@ -16,9 +16,13 @@ from rich.style import Style, StyleType
 from rich.text import Text
 
 from llmaos_agent.safetext import clean, clean_lines, is_clean
+from llmaos_tui.formats import NA, ago, fixed, human_bytes, level_class, percent, sparkline
 
-NA = "n/a"
-_SPARK = "▁▂▃▄▅▆▇█"
+__all__ = [
+    "NA", "ago", "bar", "fixed", "human_bytes", "level_class", "percent", "safe", "safe_cell",
+    "safe_lines", "safe_log", "safe_text", "sparkline",
+]  # fmt: skip
+
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
@@ -67,43 +71,6 @@ def safe_cell(value: object) -> object:
     return value
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return NA
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    return NA  # pragma: no cover - the loop always returns
-
-
-def percent(x: float | None, width: int = 5) -> str:
-    """A fraction as a percentage, right-aligned; "n/a" when unknown."""
-    if x is None:
-        return NA.rjust(width)
-    return f"{x * 100:{width - 1}.0f}%"
-
-
-def fixed(x: float | None, digits: int = 2) -> str:
-    return NA if x is None else f"{x:.{digits}f}"
-
-
-def sparkline(values: Sequence[float | None], width: int, top: float = 1.0) -> str:
-    """The last ``width`` values as block characters, scaled to [0, top]."""
-    tail = list(values)[-width:] if width > 0 else []
-    out = []
-    for v in tail:
-        if v is None:
-            out.append(" ")
-            continue
-        frac = min(max(v / top, 0.0), 1.0) if top > 0 else 0.0
-        out.append(_SPARK[min(int(frac * len(_SPARK)), len(_SPARK) - 1)])
-    return "".join(out).rjust(width)
-
-
 def bar(frac: float | None, width: int, fill: Style, empty: Style) -> Text:
     """A horizontal bar with eighth-block precision."""
     t = Text()
@@ -119,22 +86,3 @@ def bar(frac: float | None, width: int, fill: Style, empty: Style) -> Text:
         rest = width - full - (1 if part else 0)
         t.append("─" * rest, empty)
     return t
-
-
-def level_class(frac: float | None, prefix: str) -> str:
-    """The component class for a load: low, mid or high."""
-    if frac is None or frac < 0.5:
-        return f"{prefix}--low"
-    return f"{prefix}--mid" if frac < 0.85 else f"{prefix}--high"
-
-
-def ago(since: float | None, now: float) -> str:
-    """How long since ``since`` (epoch s), as top and docker ps write it: 42s, 7m, 3h, 2d."""
-    if since is None:
-        return ""
-    s = max(0, int(now - since))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
