@@ -219,7 +219,7 @@ def link_to(srv: SshServer) -> SshLink:
         client_keys=[str(srv.client_key_path)],
         config=[],
         use_agent=False,
-        connect_timeout=5.0,
+        connect_timeout=60.0,  # a starved machine's logins are slow: never a timeout here
         keepalive_interval=1.0,
         keepalive_count_max=2,
     )
