@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import sys
@@ -31,8 +30,8 @@ from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.replay import ReplayLink
 from llmaos_tui.fleet.ssh import SshLink, SshOptions
-from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
-from llmaos_tui.fleet.watcher import HostWatcher
+from llmaos_tui.fleet.state import HostState, HostStatus
+from llmaos_tui.fleet.watching import Watching
 
 REQUEST_COMMANDS = ("submit", "requests", "prio", "hold", "release", "top", "cancel", "log")
 
@@ -225,18 +224,9 @@ def quiet_collector() -> None:
 
 async def snapshot(links: list[Link], timeout: float) -> dict[str, Any]:
     """Watch every host until each is up with a sample (or down), then describe the fleet."""
-    fleet = FleetState()
-    watchers = [HostWatcher(fleet.add(link.name), link, lambda _h: None) for link in links]
-    tasks = [asyncio.ensure_future(w.run()) for w in watchers]
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not all(_settled(h) for h in fleet.hosts.values()):
-            await asyncio.sleep(0.1)
-    finally:
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async with Watching(links) as w:
+        await w.until(_settled, timeout)
+    fleet = w.fleet
     return {
         "version": __version__,
         "time": time.time(),

@@ -37,8 +37,8 @@ from llmaos_tui.fleet.inventory import HostSpec, InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.ssh import SshLink, SshOptions
-from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
-from llmaos_tui.fleet.watcher import HostWatcher
+from llmaos_tui.fleet.state import HostState, HostStatus
+from llmaos_tui.fleet.watching import Watching
 from llmaos_tui.formats import ago
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.journal import MoveJournal
@@ -285,18 +285,9 @@ def _listed(h: HostState) -> bool:
 async def watch(
     links: list[Link], timeout: float, settled: Callable[[HostState], bool]
 ) -> dict[str, HostState]:
-    fleet = FleetState()
-    watchers = [HostWatcher(fleet.add(link.name), link, lambda _h: None) for link in links]
-    tasks = [asyncio.ensure_future(w.run()) for w in watchers]
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not all(settled(h) for h in fleet.hosts.values()):
-            await asyncio.sleep(0.1)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return fleet.hosts
+    async with Watching(links) as w:
+        await w.until(settled, timeout)
+    return w.fleet.hosts
 
 
 # ------------------------------------------------------------------------------ containers

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,8 +37,9 @@ from llmaos_tui.balance import (
 )
 from llmaos_tui.cli_args import seconds
 from llmaos_tui.fleet.link import Link
-from llmaos_tui.fleet.state import FleetState, HostStatus
+from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
+from llmaos_tui.fleet.watching import Watching
 from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
@@ -214,18 +213,25 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
         print("llmaos-tui: --units chooses what moves between hosts: use it with "
               "--level hosts", file=sys.stderr)  # fmt: skip
         return 2
-    fleet = FleetState()
-    watchers = [HostWatcher(fleet.add(link.name), link, lambda _h: None) for link in links]
-    tasks = [asyncio.ensure_future(w.run()) for w in watchers]
+    async with Watching(links) as w:
+        return await _plan_live(args, w, level, budget)
+
+
+def _measured(h: HostState) -> bool:
+    return h.status is HostStatus.DOWN or (h.sample is not None and h.procs_version >= 2)
+
+
+async def _plan_live(args: argparse.Namespace, w: Watching, level: Level, budget: Budget) -> int:
+    fleet, watchers = w.fleet, w.watchers
     containers = _Containers(fleet, watchers, quiet=args.json)
     try:
-        deadline = time.monotonic() + args.timeout
         # Two process-table passes at least, so CPU% are measured, not first guesses.
-        while time.monotonic() < deadline and not all(
-            h.status is HostStatus.DOWN or (h.sample is not None and h.procs_version >= 2)
-            for h in fleet.hosts.values()
-        ):
-            await asyncio.sleep(0.1)
+        await w.until(
+            lambda h: (
+                h.status is HostStatus.DOWN or (h.sample is not None and h.procs_version >= 2)
+            ),
+            args.timeout,
+        )
         if not fleet.up_hosts():
             print("llmaos-tui: no host is up", file=sys.stderr)
             return 1
@@ -253,10 +259,6 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
         return 0 if all(r["ok"] for r in results) else 1
     finally:
         await containers.aclose()  # the forwards first, while their connections are up
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _auto(
