@@ -18,14 +18,15 @@ from textual.widgets import Button, Input, Static
 
 from llmaos_agent.protocol import GpuSample, Memory, Sample
 from llmaos_tui.app import LlmaosApp
+from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.replay import ReplayLink
 from llmaos_tui.fleet.state import HostState, HostStatus
-from llmaos_tui.screens.fleet import FleetScreen
+from llmaos_tui.screens.fleet import FleetScreen, link_facts
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.heatmap import CORE, GPU, GPU_MARK, HeatMap
-from llmaos_tui.widgets.host_table import HostTable, host_matches
+from llmaos_tui.widgets.host_table import HostFacts, HostTable, host_matches
 from tests.helpers import RECORDING, scripted, wait_for
 
 SIZE = (140, 45)
@@ -319,8 +320,43 @@ def test_filter_words_all_match() -> None:
     assert not host_matches(h, "gpu status:up")
     assert not host_matches(h, "gpu-b")
     assert not host_matches(h, "group:train")
-    h.groups = ["train", "eu"]  # type: ignore[attr-defined]
-    assert host_matches(h, "g:train") and host_matches(h, "eu")
+    assert host_matches(h, "g:train", ["train", "eu"]) and host_matches(h, "eu", ["train", "eu"])
+    assert not host_matches(h, "group:gpu", ["train"])
+    assert host_matches(h, "10.0.0", target="10.0.0.9") and not host_matches(h, "alice", target="b")
+
+
+def test_link_facts_read_the_inventory_group_and_target() -> None:
+    ssh_like = ReplayLink(RECORDING, name="gpu1")
+    ssh_like.spec = HostSpec(name="gpu1", host="10.0.0.7", user="alice", group="train")  # type: ignore[attr-defined]
+    rec = ReplayLink(RECORDING, name="rec")
+    facts = link_facts([ssh_like, rec])
+    assert facts["gpu1"] == HostFacts("alice@10.0.0.7", ("train",))
+    assert facts["rec"] == HostFacts(rec.target, ())
+
+
+async def test_group_words_filter_by_the_inventory_group(tmp_path: Path) -> None:
+    """group:G (g:G) matches the group of each host's inventory entry, which the host
+    states do not carry: the screen reads it off the links (an SSH link's spec)."""
+    app = fleet_app(tmp_path)
+    groups = {"alpha": "train", "charlie": "train", "echo": "infer"}
+    for w in app.watchers:
+        if w.state.name in groups:
+            w.link.spec = HostSpec(  # type: ignore[attr-defined]
+                name=w.state.name, host=f"{w.state.name}.lab", group=groups[w.state.name]
+            )
+    async with app.run_test(size=SIZE) as pilot:
+        await played(app, pilot)
+        table = fleet(app).query_one(HostTable)
+        await pilot.press("slash", *"group:train", "enter")
+        assert sorted(table.shown_names) == ["alpha", "charlie"]
+        await pilot.press("slash", "ctrl+u", *"g:inf", "enter")
+        assert table.shown_names == ["echo"]
+        await pilot.press("slash", "ctrl+u", *"train alpha", "enter")  # a plain word: a group too
+        assert table.shown_names == ["alpha"]
+        await pilot.press("slash", "ctrl+u", *"group:nosuch", "enter")
+        assert table.shown_names == []
+        await pilot.press("escape")
+        assert len(table.shown_names) == len(LOADS)
 
 
 async def test_palette_offers_the_heat_map_and_the_sorts(tmp_path: Path) -> None:

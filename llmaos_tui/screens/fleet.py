@@ -1,12 +1,16 @@
 """The fleet screen: every host in one table, the fleet's beta on top (k9s's list view).
 
 ``h`` swaps the table for the heat map (every core and GPU of every host, one cell
-each); the sort keys and the ``/`` filter order and select the hosts of both.
+each); the sort keys and the ``/`` filter order and select the hosts of both. The
+filter's ``group:`` words match the inventory's groups and plain words the hosts'
+targets: the host states do not carry them, so the screen is given them
+(:func:`link_facts` reads them off the links; without them the app's are read).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,13 +19,26 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Footer
 
 from llmaos_tui.fleet.state import FleetState
 from llmaos_tui.screens.plan import OpenPlan
+from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.heatmap import HeatMap
-from llmaos_tui.widgets.host_table import DESC_FIRST, HostTable
+from llmaos_tui.widgets.host_table import DESC_FIRST, HostFacts, HostTable
 from llmaos_tui.widgets.text import fixed, sparkline
+
+
+def link_facts(links: Iterable[Any]) -> dict[str, HostFacts]:
+    """Each link's host's target and inventory group, by host name: an SSH link has its
+    inventory entry (``spec``); the others (local, recorded) have a target at most."""
+    out = {}
+    for link in links:
+        spec = getattr(link, "spec", None)
+        group = str(getattr(spec, "group", "") or "")
+        target = str(getattr(spec, "target", "") or link.target)
+        out[str(link.name)] = HostFacts(target, (group,) if group else ())
+    return out
 
 
 class FleetSummary(Widget):
@@ -76,8 +93,6 @@ class FleetScreen(Screen[None]):
     ]
     DEFAULT_CSS = """
     FleetScreen { layout: vertical; }
-    FleetScreen #host-filter { display: none; height: 3; }
-    FleetScreen #host-filter.-active { display: block; }
     FleetScreen #heatmap-view { display: none; height: 1fr; }
     FleetScreen.-heatmap #hosts { display: none; }
     FleetScreen.-heatmap #heatmap-view { display: block; }
@@ -100,17 +115,16 @@ class FleetScreen(Screen[None]):
             super().__init__()
             self.name = name
 
-    def __init__(self, fleet: FleetState) -> None:
+    def __init__(self, fleet: FleetState, facts: Mapping[str, HostFacts] | None = None) -> None:
         super().__init__(name="fleet")
         self.fleet = fleet
+        self.facts = facts
+        """The hosts' targets and groups; None: read off the app's links when mounted."""
         self._mounted = False
 
     def compose(self) -> ComposeResult:
         yield FleetSummary(self.fleet)
-        yield Input(
-            placeholder="filter: name, target, group:G or status:S (Enter keeps, Esc clears)",
-            id="host-filter",
-        )
+        yield FilterBar("name, target, group:G or status:S", id="host-filter")
         yield HostTable(id="hosts")
         with VerticalScroll(id="heatmap-view"):
             yield HeatMap(id="heatmap")
@@ -118,7 +132,11 @@ class FleetScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._mounted = True
-        self.query_one(Input).cursor_blink = getattr(self.app, "cursor_blink", True)
+        facts = self.facts
+        if facts is None:
+            watchers = getattr(self.app, "watchers", ())
+            facts = link_facts(w.link for w in watchers if hasattr(w, "link"))
+        self.query_one(HostTable).set_facts(facts)
         self.refresh_hosts(None)
 
     def on_screen_resume(self) -> None:
@@ -184,29 +202,18 @@ class FleetScreen(Screen[None]):
         self._refresh_heatmap()
 
     def action_filter(self) -> None:
-        flt = self.query_one(Input)
-        flt.add_class("-active")
-        flt.focus()
+        self.query_one(FilterBar).open()
 
     def action_clear_filter(self) -> None:
-        if self.query_one(Input).has_class("-active"):
-            self._close_filter(clear=True)
+        bar = self.query_one(FilterBar)
+        if bar.active:
+            bar.clear_filter()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
+    def on_filter_bar_filtered(self, event: FilterBar.Filtered) -> None:
         self.query_one(HostTable).set_filter(event.value)
         self._refresh_heatmap()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._close_filter(clear=False)
-
-    def _close_filter(self, *, clear: bool) -> None:
-        flt = self.query_one(Input)
-        if clear:
-            flt.value = ""
-            self.query_one(HostTable).set_filter("")
-            self._refresh_heatmap()
-        if not flt.value:
-            flt.remove_class("-active")
+    def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
         if self.heatmap_shown:
             self.query_one("#heatmap-view").focus()
         else:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Footer
 
 from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
@@ -18,6 +18,7 @@ from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.widgets.beta_panel import BetaPanel
 from llmaos_tui.widgets.core_bars import CoreBars
+from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.gpu_panel import GpuPanel
 from llmaos_tui.widgets.host_header import HostHeader
 from llmaos_tui.widgets.memory_panel import MemoryPanel
@@ -67,8 +68,6 @@ class HostScreen(Screen[None]):
     HostScreen #cores { width: 1fr; padding: 0 1; }
     HostScreen #side { width: 48; height: auto; padding: 0 1; border-left: vkey $panel; }
     HostScreen #gpus { padding: 0 1; border-top: hkey $panel; }
-    HostScreen #proc-filter { display: none; height: 3; }
-    HostScreen #proc-filter.-active { display: block; }
     """
 
     def __init__(self, host: HostState, *, read_only: bool = False, cursor_blink: bool = True):
@@ -87,16 +86,13 @@ class HostScreen(Screen[None]):
                 yield MemoryPanel(id="memory")
                 yield BetaPanel(id="beta")
         yield GpuPanel(id="gpus")
-        yield Input(
-            placeholder="filter: pid, user, name or command (Enter keeps, Esc clears)",
-            id="proc-filter",
-        )
+        yield FilterBar("pid, user, name or command", id="proc-filter")
         yield ProcessTable(id="procs")
         yield Footer()
 
     def on_mount(self) -> None:
         self._mounted = True
-        self.query_one(Input).cursor_blink = self.cursor_blink
+        self.query_one(FilterBar).cursor_blink = self.cursor_blink
         self.refresh_host()
         self.query_one(ProcessTable).focus()
 
@@ -236,9 +232,9 @@ class HostScreen(Screen[None]):
         self.app.post_message(OpenPlan(self.host.name, "cores"))
 
     def action_back(self) -> None:
-        flt = self.query_one(Input)
-        if flt.has_class("-active"):
-            self._close_filter(clear=True)
+        bar = self.query_one(FilterBar)
+        if bar.active:
+            bar.clear_filter()
             return
         self.dismiss()
 
@@ -246,21 +242,10 @@ class HostScreen(Screen[None]):
         self.query_one(ProcessTable).sort_by(key)
 
     def action_filter(self) -> None:
-        flt = self.query_one(Input)
-        flt.add_class("-active")
-        flt.focus()
+        self.query_one(FilterBar).open()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
+    def on_filter_bar_filtered(self, event: FilterBar.Filtered) -> None:
         self.query_one(ProcessTable).set_filter(event.value)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._close_filter(clear=False)
-
-    def _close_filter(self, *, clear: bool) -> None:
-        flt = self.query_one(Input)
-        if clear:
-            flt.value = ""
-            self.query_one(ProcessTable).set_filter("")
-        if not flt.value:
-            flt.remove_class("-active")
+    def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
         self.query_one(ProcessTable).focus()

@@ -7,8 +7,8 @@ the cursor stays on its host across re-sorts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from rich.style import Style
 from rich.text import Text
@@ -66,24 +66,18 @@ DESC_FIRST = NUMERIC
 """Columns whose first sort puts the biggest on top, as htop's P and M do."""
 
 
-def host_groups(h: HostState) -> tuple[str, ...]:
-    """The inventory groups of a host, where the fleet state records them."""
-    groups = getattr(h, "groups", None) or getattr(h, "group", None)
-    if not groups:
-        return ()
-    if isinstance(groups, str):
-        return (groups,)
-    return tuple(str(g) for g in groups)
-
-
-def host_matches(h: HostState, needle: str) -> bool:
+def host_matches(
+    h: HostState, needle: str, groups: Sequence[str] = (), target: str | None = None
+) -> bool:
     """The ``/`` filter: every word must match, case-insensitively.
 
     ``status:down`` (or ``s:down``) matches a status, ``group:gpu`` (or ``g:gpu``)
-    an inventory group; a plain word is a substring of the name, the target, a
+    an inventory group (``groups``: the host's, from its inventory entry); a plain
+    word is a substring of the name, the target (``target``, else the state's), a
     group or the status.
     """
-    groups = [g.lower() for g in host_groups(h)]
+    groups = [g.lower() for g in groups]
+    where = (h.target if target is None else target).lower()
     for word in needle.lower().split():
         field, _, value = word.partition(":")
         if value and field in ("s", "status"):
@@ -94,12 +88,20 @@ def host_matches(h: HostState, needle: str) -> bool:
                 return False
         elif not (
             word in h.name.lower()
-            or word in h.target.lower()
+            or word in where
             or any(word in g for g in groups)
             or h.status.value.startswith(word)
         ):
             return False
     return True
+
+
+class HostFacts(NamedTuple):
+    """What the inventory says of a host that its state does not carry: where it is
+    reached (``alice@gpu1:2222``) and its group(s)."""
+
+    target: str = ""
+    groups: tuple[str, ...] = ()
 
 
 class HostTable(SafeTable):
@@ -131,6 +133,8 @@ class HostTable(SafeTable):
         self.sort_key: str | None = None
         self.reverse = False
         self.needle = ""
+        self.facts: dict[str, HostFacts] = {}
+        """Each host's target and groups, for the filter (see :meth:`set_facts`)."""
         self._versions: dict[tuple[str, str], int] = {}
         """A number per shown cell that changes whenever the cell does (see _render_cell)."""
         self._next_version = 0
@@ -161,7 +165,7 @@ class HostTable(SafeTable):
     def _sync_row(self, h: HostState) -> bool:
         """Add, update or remove the host's row; True when anything changed."""
         old = self._rows.get(h.name)
-        if not host_matches(h, self.needle):
+        if not self._matches(h):
             if old is None:
                 return False
             self.remove_row(h.name)
@@ -271,6 +275,21 @@ class HostTable(SafeTable):
             lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
             self._cell_cache[key] = lines
         return lines
+
+    def set_facts(self, facts: Mapping[str, HostFacts]) -> None:
+        """The hosts' targets and groups (the inventory's), which the filter matches."""
+        self.facts = dict(facts)
+        if self.needle:
+            keep = self.selected_host
+            for h in self._hosts.values():
+                self._sync_row(h)
+            self._resort(keep)
+
+    def _matches(self, h: HostState) -> bool:
+        f = self.facts.get(h.name)
+        if f is None:
+            return host_matches(h, self.needle)
+        return host_matches(h, self.needle, f.groups, f.target or None)
 
     def set_filter(self, needle: str) -> None:
         if needle == self.needle:
