@@ -148,3 +148,28 @@ async def test_containers_with_their_load_and_actions(
         end(proc)
     audit = (agent_home / "state" / "audit.log").read_text()
     assert "containers.stop" in audit and "containers.start" in audit
+
+
+@pytest.mark.integration
+async def test_a_client_that_attaches_after_a_change_elsewhere_never_gets_the_old_list(
+    agent_home: Path, monkeypatch: pytest.MonkeyPatch, engine: tuple[Testbed, Any]
+) -> None:
+    """A container removed behind the agent's back (moved away by another console) is not
+    in the first list a client then gets, even when another client's refresh ran a moment
+    before the change: each client's list is taken after it came."""
+    tb, d = engine
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tb.hosts[0].docker_socket}")
+    d.containers.run(images.TEST_TAG, ["sleep", "600"], name="leaving", detach=True)
+    proc = start_daemon(*FAST)
+    try:
+        for _ in range(3):  # the race is timing-bound: try it a few times
+            async with watched() as (first, _w):
+                await wait_for(lambda: first.containers_version > 0, 20, "the first list")
+                assert any(c.name == "leaving" for c in first.containers.values())
+                d.api.remove_container("leaving", force=True)
+                async with watched() as (second, _w2):
+                    await wait_for(lambda: second.containers_version > 0, 20, "the second list")
+                    assert all(c.name != "leaving" for c in second.containers.values())
+            d.containers.run(images.TEST_TAG, ["sleep", "600"], name="leaving", detach=True)
+    finally:
+        end(proc)

@@ -449,21 +449,28 @@ class Daemon:
                                 MAX_CONTAINERS_PER_MESSAGE)  # fmt: skip
 
     def _send_all_containers(self, client: _Client) -> None:
-        """The whole list, to a client that attaches, without making it wait: when the
-        last list is old, a refresh runs in the background and the list goes out when it
-        is done (never a stale one); meanwhile the client already gets its samples."""
-        if time.monotonic() - self._containers_at < CONTAINER_INTERVAL:
-            self._send_container_list(client)
-            return
+        """The whole list, to a client that attaches, without making it wait (it gets its
+        samples meanwhile) and never a stale one: the list goes out once a refresh that
+        began after the client came has finished. A refresh already under way began before
+        (it may have read the engine before a change the client made elsewhere, such as a
+        container moved away), so another follows it; clients that come together share one."""
 
-        def done(_task: asyncio.Task[bool]) -> None:
+        def send(_task: asyncio.Task[bool]) -> None:
             if client in self.clients:
                 try:
                     self._send_container_list(client)
                 except Exception:  # the list is extra; the client keeps its samples
                     log.exception("container list for a new client failed")
 
-        self._start_container_refresh().add_done_callback(done)
+        def after_current(_task: asyncio.Task[bool]) -> None:
+            if client in self.clients:
+                self._start_container_refresh().add_done_callback(send)
+
+        task = self._containers_task
+        if task is not None and not task.done():
+            task.add_done_callback(after_current)
+        else:
+            self._start_container_refresh().add_done_callback(send)
 
     def _send_container_list(self, client: _Client) -> None:
         assert self.sampler is not None
