@@ -112,6 +112,8 @@ class LlmaosApp(PlanActions):
         Binding("r", "requests", "Requests", id="app.requests"),
         Binding("c", "containers", "Containers", id="app.containers"),
         Binding("A", "audit", "Audit log", show=False, id="app.audit"),
+        # A host held down (a refused login or host key) is tried again only when asked.
+        Binding("R", "retry_hosts", "Retry hosts", show=False, id="app.retry"),
     ]
 
     def __init__(
@@ -299,6 +301,12 @@ class LlmaosApp(PlanActions):
         chunk: LogChunk = await w.call("requests.log", query)
         return chunk
 
+    def action_retry_hosts(self) -> None:
+        """Try every host that is down again now: a held one (refused login or key) and
+        one waiting out its backoff alike."""
+        n = sum(1 for w in self.watchers if w.retry_now())
+        self.notify(f"retrying {n} host(s)" if n else "no host is waiting to be retried")
+
     def action_audit(self) -> None:
         self.push_screen(AuditScreen(self.audit.read(), str(self.audit.path)))
 
@@ -442,7 +450,8 @@ class LlmaosApp(PlanActions):
             return
         if not pending:
             return
-        names = {str(r.plan[k]) for r in pending for k in ("source", "target")}
+        # An entry of a format this console cannot read may lack them (recovery reports it).
+        names = {str(r.plan[k]) for r in pending for k in ("source", "target") if k in r.plan}
         self.notify(f"finishing {len(pending)} unfinished container move(s)…", timeout=5)
         deadline = time.monotonic() + RECOVER_WAIT_S
         while time.monotonic() < deadline and not all(
