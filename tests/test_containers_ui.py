@@ -197,8 +197,11 @@ async def test_read_only_console_changes_no_container(
         assert isinstance(screen, ContainersScreen)
         await select(pilot, screen, h1.name, "web")
         assert "read-only" in str(screen.query_one("#title", Static).render())
-        shown = {b.binding.key for b in screen.active_bindings.values() if b.enabled}
-        assert not {"s", "S", "R", "m"} & shown
+        # By id: a key the screen leaves unbound in read-only may still be the app's (R).
+        shown = {b.binding.id for b in screen.active_bindings.values() if b.enabled}
+        assert "containers.logs" in shown
+        changes = {"containers.start", "containers.stop", "containers.restart", "containers.move"}
+        assert not changes & shown
         await pilot.press("S", "y", "m")
         await pilot.pause(1.0)
         assert isinstance(app.screen, ContainersScreen)  # no dialog opened

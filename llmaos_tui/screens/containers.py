@@ -1,19 +1,24 @@
 """Containers: one host's Docker containers, or the whole fleet's, as lazydocker lists them.
 
 Rows follow the agents' ``containers`` notifications (running first, then by name), with
-each container's load from its host's process sampling. Keys act on the container under
+each container's load from its host's process sampling; the table is a
+:class:`SyncedTable`, so an update touches only the cells that changed and the cursor
+stays on its container. ``/`` filters (every word a substring of a row's text); a click
+on a header sorts by that column. Keys act on the container under
 the cursor: ``s`` start, ``S`` stop, ``R`` restart (posted as :class:`ChangeIntent`, which
 the app carries out through the host's agent, audited), ``l`` its log, ``m`` move it to
 another host (the move dialog). A read-only console hides the keys that change anything.
 
 Names, images, labels, engine errors and log lines are the hosts' (and the containers')
-text: the table is a :class:`SafeTable`, the rest is drawn with ``safe`` / ``safe_log``.
+text: the table is a :class:`SafeTable` (a SyncedTable is one), the rest is drawn with
+``safe`` / ``safe_log``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -21,13 +26,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, RichLog, Static
+from textual.widgets import Footer, RichLog, Static
 
 from llmaos_agent.protocol import Container, ContainerLog, ContainerLogQuery, ContainerRef
 from llmaos_tui.fleet.state import FleetState
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
-from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.filter_bar import FilterBar, words_match
+from llmaos_tui.widgets.synced_table import Col, Row, SyncedTable
 from llmaos_tui.widgets.text import ago, safe, safe_log
 
 STOP_GRACE = 10  # seconds a stop or restart gives the container before the kill
@@ -77,16 +83,20 @@ class ContainersScreen(Screen[None]):
         Binding("l,enter", "logs", "Logs", id="containers.logs"),
         Binding("m", "move", "Move…", id="containers.move"),
         Binding("a", "all_hosts", "All hosts", id="containers.all"),
+        Binding("slash", "filter", "Filter", key_display="/", id="containers.filter"),
     ]
     CHANGES = frozenset({"start", "stop", "restart", "move"})
     DEFAULT_CSS = """
     ContainersScreen { layout: vertical; }
     ContainersScreen #title { height: 1; padding: 0 1; background: $panel; color: $text; }
-    ContainersScreen DataTable { height: 1fr; }
     ContainersScreen #detail { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
     """
-    COLUMNS = ("HOST", "NAME", "IMAGE", "STATE", "HEALTH", "CPU", "MEM", "GPUS", "PORTS",
-               "VOLUMES", "UP")  # fmt: skip
+    COLUMNS = (
+        Col("HOST", "HOST"), Col("NAME", "NAME"), Col("IMAGE", "IMAGE"), Col("STATE", "STATE"),
+        Col("HEALTH", "HEALTH"), Col("CPU", "CPU", numeric=True), Col("MEM", "MEM", numeric=True),
+        Col("GPUS", "GPUS", numeric=True), Col("PORTS", "PORTS"), Col("VOLUMES", "VOLUMES"),
+        Col("UP", "UP", numeric=True),
+    )  # fmt: skip
 
     def __init__(self, fleet: FleetState, host: str | None, *, read_only: bool = False) -> None:
         super().__init__(name="containers")
@@ -94,20 +104,22 @@ class ContainersScreen(Screen[None]):
         self.host = host
         self.read_only = read_only
         self._rows: list[tuple[str, Container]] = []
+        """The rows shown (those the filter lets through), running first, then by name."""
         self._versions: tuple[int, ...] = ()
+        self.needle = ""
+        self.clock: Callable[[], float] = time.time
+        """What the UP column counts from (a test pins it)."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title")
-        yield SafeTable(cursor_type="row", id="containers-table")
+        yield FilterBar("host, name, image, state, ports or volumes", id="containers-filter")
+        yield SyncedTable(self.COLUMNS, id="containers-table")
         yield Static("", id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for c in self.COLUMNS:
-            table.add_column(c, key=c)
         self.refresh_containers(force=True)
-        table.focus()
+        self.query_one(SyncedTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in self.CHANGES and self.read_only)
@@ -125,44 +137,53 @@ class ContainersScreen(Screen[None]):
         self._versions = versions
         rows = [(h.name, c) for h in hosts for c in h.containers.values()]
         rows.sort(key=lambda hc: (hc[1].state != "running", hc[1].name, hc[0]))
-        self._rows = rows
         running = sum(c.state == "running" for _, c in rows)
+        now = self.clock()
+        cells = {f"{host}/{c.id}": self._cells(host, c, now) for host, c in rows}
+        shown = [(h, c) for h, c in rows if words_match(self.needle, cells[f"{h}/{c.id}"][0])]
+        self._rows = shown
         where = self.host or f"all {len(hosts)} hosts"
         ro = " · read-only" if self.read_only else ""
+        flt = f" · {len(shown)} shown" if self.needle else ""
         no_engine = [
             f"{h.name}: {h.hello.caps.docker_reason}"
             for h in hosts
             if h.hello is not None and not h.hello.caps.docker and h.hello.caps.docker_reason
         ]
         self.query_one("#title", Static).update(
-            safe(f"Containers on {where} · {running} running, {len(rows) - running} stopped{ro}")
+            safe(
+                f"Containers on {where} · {running} running, {len(rows) - running} stopped{flt}{ro}"
+            )
         )
-        table = self.query_one(DataTable)
-        keep = self._selected_key()
-        table.clear()
-        now = time.time()
-        for host, c in rows:
-            table.add_row(
-                host, c.name, c.image, c.state, c.health or "",
-                Text(f"{c.cpu:.2f}", justify="right"), Text(size(c.mem), justify="right"),
-                Text(gpus(c.gpus), justify="right"), ", ".join(c.ports),
-                ", ".join(c.volumes), uptime(c, now), key=f"{host}/{c.id}",
-            )  # fmt: skip
-        if keep is not None:
-            for i, (host, c) in enumerate(rows):
-                if f"{host}/{c.id}" == keep:
-                    table.move_cursor(row=i, animate=False)
-                    break
+        self.query_one(SyncedTable).sync(
+            Row(key, *cells[key][1:]) for key in (f"{h}/{c.id}" for h, c in shown)
+        )
         detail = "; ".join(no_engine) if no_engine else ""
         if not rows and not detail:
             detail = "No containers."
+        elif rows and not shown:
+            detail = "No container matches the filter."
         self.query_one("#detail", Static).update(safe(detail))
 
+    @staticmethod
+    def _cells(
+        host: str, c: Container, now: float
+    ) -> tuple[list[str], Sequence[Any], Sequence[Any]]:
+        """(the words the filter looks in, the cells, the values to sort by)."""
+        ports, volumes, up = ", ".join(c.ports), ", ".join(c.volumes), uptime(c, now)
+        words = [host, c.name, c.image, c.state, c.health or "", ports, volumes]
+        cells = (
+            host, c.name, c.image, c.state, c.health or "",
+            Text(f"{c.cpu:.2f}", justify="right"), Text(size(c.mem), justify="right"),
+            Text(gpus(c.gpus), justify="right"), ports, volumes, up,
+        )  # fmt: skip
+        started = c.started if c.state == "running" and c.started else None
+        sort = (host, c.name, c.image, c.state, c.health or "", c.cpu, c.mem, c.gpus, ports,
+                volumes, None if started is None else now - started)  # fmt: skip
+        return words, cells, sort
+
     def _selected_key(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        return str(table.ordered_rows[table.cursor_row].key.value)
+        return self.query_one(SyncedTable).selected_key
 
     def selected(self) -> tuple[str, Container] | None:
         key = self._selected_key()
@@ -220,7 +241,21 @@ class ContainersScreen(Screen[None]):
         self.host = None
         self.refresh_containers(force=True)
 
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_filter_bar_filtered(self, event: FilterBar.Filtered) -> None:
+        self.needle = event.value
+        self.refresh_containers(force=True)
+
+    def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
+        self.query_one(SyncedTable).focus()
+
     def action_back(self) -> None:
+        bar = self.query_one(FilterBar)
+        if bar.active:  # the first Esc clears a kept filter
+            bar.clear_filter()
+            return
         self.dismiss()
 
 

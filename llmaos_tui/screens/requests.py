@@ -3,19 +3,24 @@
 Rows: running first, then waiting by priority and FIFO position, then held, then
 the recently finished. Keys act on the request under the cursor and post
 :class:`ChangeIntent` for the app to carry out; the table follows the agents'
-``requests`` notifications, so changes made from other consoles show up live.
+``requests`` notifications, so changes made from other consoles show up live. The
+table is a :class:`SyncedTable`: an update touches only the cells that changed and the
+cursor stays on its request. ``/`` filters (every word a substring of a row's text); a
+click on a header sorts by that column.
 
 Names, argv, reasons and log lines are the hosts' text: the table is a
-:class:`SafeTable`, titles and notes are drawn with ``safe`` and the log with
-``safe_log`` (control characters as escapes, never markup). A host whose agent says
-its queue is unavailable (hello caps) is named, with the reason, under the title.
+:class:`SafeTable` (a SyncedTable is one), titles and notes are drawn with ``safe`` and
+the log with ``safe_log`` (control characters as escapes, never markup). A host whose
+agent says its queue is unavailable (hello caps) is named, with the reason, under the
+title.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 from rich.text import Text
@@ -25,7 +30,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Checkbox, DataTable, Footer, Input, Label, RichLog, Static
+from textual.widgets import Checkbox, Footer, Input, Label, RichLog, Static
 
 from llmaos_agent.protocol import (
     LogChunk,
@@ -38,7 +43,8 @@ from llmaos_agent.protocol import (
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
-from llmaos_tui.widgets.safe_table import SafeTable
+from llmaos_tui.widgets.filter_bar import FilterBar, words_match
+from llmaos_tui.widgets.synced_table import Col, Row, SyncedTable
 from llmaos_tui.widgets.text import ago, safe, safe_log
 
 PRIORITY_STEP = 10
@@ -64,6 +70,20 @@ def _sort_key(r: RequestInfo) -> tuple[int, int, int, float]:
     return (3, 0, 0, -(r.ended or 0.0))
 
 
+def _cells(host: str, r: RequestInfo, now: float) -> tuple[list[str], Sequence[Any], Sequence[Any]]:
+    """(the words the filter looks in, the cells, the values to sort by) of a row."""
+    since = r.started if r.state == "running" else r.submitted
+    words = [host, r.id, r.state, r.name, r.reason]
+    cells = (
+        host, r.id, r.state, Text(str(r.priority), justify="right"),
+        Text(str(r.cpus), justify="right"), Text(str(r.gpus), justify="right"),
+        r.name, ago(since, now), r.reason,
+    )  # fmt: skip
+    age = now - since if since else None
+    sort = (host, r.id, r.state, r.priority, r.cpus, r.gpus, r.name, age, r.reason)
+    return words, cells, sort
+
+
 class RequestsScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="requests.back"),
@@ -75,6 +95,7 @@ class RequestsScreen(Screen[None]):
         Binding("l,enter", "log", "Log", id="requests.log"),
         Binding("n", "new", "New…", id="requests.new"),
         Binding("a", "all_hosts", "All hosts", id="requests.all"),
+        Binding("slash", "filter", "Filter", key_display="/", id="requests.filter"),
     ]
     CHANGES = frozenset({"priority", "top", "hold", "cancel", "new"})
     DEFAULT_CSS = """
@@ -82,9 +103,13 @@ class RequestsScreen(Screen[None]):
     RequestsScreen #title { height: 1; padding: 0 1; background: $panel; color: $text; }
     RequestsScreen #queue-note { height: auto; padding: 0 1; color: $warning; display: none; }
     RequestsScreen #queue-note.-shown { display: block; }
-    RequestsScreen DataTable { height: 1fr; }
     """
-    COLUMNS = ("HOST", "ID", "STATE", "PRIO", "CPUS", "GPUS", "NAME", "AGE", "WHERE / WHY")
+    COLUMNS = (
+        Col("HOST", "HOST"), Col("ID", "ID"), Col("STATE", "STATE"),
+        Col("PRIO", "PRIO", numeric=True), Col("CPUS", "CPUS", numeric=True),
+        Col("GPUS", "GPUS", numeric=True), Col("NAME", "NAME"), Col("AGE", "AGE", numeric=True),
+        Col("WHERE / WHY", "WHERE / WHY"),
+    )  # fmt: skip
 
     def __init__(self, fleet: FleetState, host: str | None, *, read_only: bool = False) -> None:
         super().__init__(name="requests")
@@ -96,19 +121,20 @@ class RequestsScreen(Screen[None]):
         # Priorities asked for but not yet reported back: a second + before the agent's
         # answer arrives builds on the first, not on the stale row.
         self._asked: dict[str, int] = {}
+        self.needle = ""
+        self.clock: Callable[[], float] = time.time
+        """What the AGE column counts from (a test pins it)."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title")
         yield Static("", id="queue-note")
-        yield SafeTable(cursor_type="row", id="requests-table")
+        yield FilterBar("host, id, state, name or where/why", id="requests-filter")
+        yield SyncedTable(self.COLUMNS, id="requests-table")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for c in self.COLUMNS:
-            table.add_column(c, key=c)
         self.refresh_requests(force=True)
-        table.focus()
+        self.query_one(SyncedTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in self.CHANGES and self.read_only)
@@ -129,40 +155,28 @@ class RequestsScreen(Screen[None]):
             if self._asked.get(r.id) == r.priority:
                 del self._asked[r.id]
         rows.sort(key=lambda hr: _sort_key(hr[1]))
-        self._rows = rows
+        now = self.clock()
+        cells = {f"{h}/{r.id}": _cells(h, r, now) for h, r in rows}
+        shown = [(h, r) for h, r in rows if words_match(self.needle, cells[f"{h}/{r.id}"][0])]
+        self._rows = shown
         waiting = sum(r.state in WAITING for _, r in rows)
         running = sum(r.state == "running" for _, r in rows)
         where = self.host or f"all {len(hosts)} hosts"
         ro = " · read-only" if self.read_only else ""
+        flt = f" · {len(shown)} shown" if self.needle else ""
         self.query_one("#title", Static).update(
-            safe(f"Requests on {where} · {running} running, {waiting} waiting{ro}")
+            safe(f"Requests on {where} · {running} running, {waiting} waiting{flt}{ro}")
         )
         notes = queue_notes(hosts)
         note = self.query_one("#queue-note", Static)
         note.update(safe("; ".join(notes)))
         note.set_class(bool(notes), "-shown")
-        table = self.query_one(DataTable)
-        keep = self._selected_key()
-        table.clear()
-        now = time.time()
-        for host, r in rows:
-            table.add_row(
-                host, r.id, r.state, Text(str(r.priority), justify="right"),
-                Text(str(r.cpus), justify="right"), Text(str(r.gpus), justify="right"),
-                r.name, ago(r.started if r.state == "running" else r.submitted, now), r.reason,
-                key=f"{host}/{r.id}",
-            )  # fmt: skip
-        if keep is not None:
-            for i, (host, r) in enumerate(rows):
-                if f"{host}/{r.id}" == keep:
-                    table.move_cursor(row=i, animate=False)
-                    break
+        self.query_one(SyncedTable).sync(
+            Row(key, *cells[key][1:]) for key in (f"{h}/{r.id}" for h, r in shown)
+        )
 
     def _selected_key(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        return str(table.ordered_rows[table.cursor_row].key.value)
+        return self.query_one(SyncedTable).selected_key
 
     def selected(self) -> tuple[str, RequestInfo] | None:
         key = self._selected_key()
@@ -236,7 +250,21 @@ class RequestsScreen(Screen[None]):
         self.host = None
         self.refresh_requests(force=True)
 
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_filter_bar_filtered(self, event: FilterBar.Filtered) -> None:
+        self.needle = event.value
+        self.refresh_requests(force=True)
+
+    def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
+        self.query_one(SyncedTable).focus()
+
     def action_back(self) -> None:
+        bar = self.query_one(FilterBar)
+        if bar.active:  # the first Esc clears a kept filter
+            bar.clear_filter()
+            return
         self.dismiss()
 
 
