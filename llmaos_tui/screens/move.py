@@ -258,7 +258,8 @@ class MoveScreen(Screen[None]):
         self.has_image[msg.target] = msg.has
         if msg.target in self.targets:
             table = self.query_one(DataTable)
-            table.update_cell(msg.target, "IMAGE", self._cells(msg.target)[4])
+            # Wider than the "?" the column was sized for: "no (streamed)" was cut short.
+            table.update_cell(msg.target, "IMAGE", self._cells(msg.target)[4], update_width=True)
 
     def on_move_plan_ready(self, msg: MovePlanReady) -> None:
         if msg.target != self.selected_target() or self.running:
