@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual.app import SystemCommand
 from textual.binding import Binding
@@ -46,6 +46,7 @@ from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
 from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.ops.moves import Moves
 from llmaos_tui.plan_actions import PlanActions
 from llmaos_tui.screens.audit import AuditScreen
 from llmaos_tui.screens.containers import (
@@ -74,8 +75,7 @@ from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.process_table import COLUMNS
 
 if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container move
-    from llmaos_tui.ops.container_move import MoveEngine, MoveResult, Progress
-    from llmaos_tui.ops.docker_forward import Engine
+    from llmaos_tui.ops.container_move import Progress
 
 COALESCE_S = 0.05
 FLEET_COALESCE_S = 0.15
@@ -131,7 +131,6 @@ class LlmaosApp(PlanActions):
         super().__init__()
         self.audit = audit or AuditLog()
         # Beside the audit log (both in the state directory by default).
-        self._journal = journal
         self.read_only = read_only
         self.cursor_blink = cursor_blink
         self.fleet = FleetState()
@@ -142,6 +141,11 @@ class LlmaosApp(PlanActions):
         if self.audit.identity_for is None:
             self.audit.identity_for = identity_of({w.state.name: w.link for w in self.watchers})
         self.engines = EnginePool(self._link_of, self.fleet.hosts.get)
+        # Every container move, plan or recovery goes through this one service.
+        self.moves = Moves(
+            self.engines, self.audit, read_only=read_only, journal=journal,
+            journal_path=self.audit.path.parent / "moves.sqlite",
+        )  # fmt: skip
         for link in links:
             if isinstance(link, SshLink) and link.ask is None:
                 link.ask = self.ask_trust
@@ -185,9 +189,7 @@ class LlmaosApp(PlanActions):
         waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(waits, 5.0)
-        await self.engines.aclose()
-        if self._journal is not None:
-            self._journal.close()
+        await self.moves.aclose()
 
     def notify(
         self,
@@ -343,12 +345,6 @@ class LlmaosApp(PlanActions):
 
     # ---------------------------------------------------------- containers
 
-    @property
-    def journal(self) -> MoveJournal:
-        if self._journal is None:
-            self._journal = MoveJournal(self.audit.path.parent / "moves.sqlite")
-        return self._journal
-
     def action_containers(self) -> None:
         host = self.screen.host.name if isinstance(self.screen, HostScreen) else None
         if isinstance(self.screen, ContainersScreen):
@@ -371,29 +367,12 @@ class LlmaosApp(PlanActions):
             return
         self.push_screen(MoveScreen(self.fleet, message.host, message.container))
 
-    async def _engine(self, host: str) -> Engine:
-        """The host's engine through its link's SSH connection (or this machine's socket),
-        kept for the next move while that connection lasts. Runs on the loop."""
-        return await self.engines.get(host)
-
-    async def _mover(self, source: str, target: str) -> MoveEngine:
-        from llmaos_tui.ops.container_move import MoveEngine  # noqa: PLC0415 (optional SDK)
-
-        src, dst = await self._engine(source), await self._engine(target)
-        return MoveEngine(src, dst, self.journal, self.audit, read_only=self.read_only)
-
     def on_move_targets_query(self, q: MoveTargetsQuery) -> None:
         self.run_worker(self._targets(q), group="move-query", exit_on_error=False)
 
     async def _targets(self, q: MoveTargetsQuery) -> None:
         async def one(target: str) -> None:
-            has: bool | None = None
-            try:
-                eng = await self._engine(target)
-                api = eng.client.api
-                has = await asyncio.to_thread(_has_image, api, q.image_id)
-            except Exception:
-                has = None  # shown as "?"; the plan says what is wrong with that target
+            has = await self.moves.has_image(target, q.image_id)  # None: shown as "?"
             q.screen.post_message(MoveTargetImage(target, has))
 
         await asyncio.gather(*(one(t) for t in q.targets))
@@ -403,15 +382,13 @@ class LlmaosApp(PlanActions):
 
     async def _plan(self, q: MovePlanQuery) -> None:
         try:
-            mover = await self._mover(q.source, q.target)
-            plan = await asyncio.to_thread(
-                mover.plan, q.container.id, commit=q.commit, keep_source=q.keep_source
-            )
-            live = await asyncio.to_thread(mover.live_unavailable) if q.live else None
+            plan, refusals = await self.moves.precheck(
+                q.source, q.target, q.container.id, commit=q.commit,
+                keep_source=q.keep_source, live=q.live,
+            )  # fmt: skip
         except Exception as exc:
             q.screen.post_message(MovePlanReady(q.target, None, [], _why(exc)))
             return
-        refusals = [r.message for r in plan.refusals] + ([live] if live else [])
         q.screen.post_message(MovePlanReady(q.target, asdict(plan), refusals))
 
     def on_move_intent(self, intent: MoveIntent) -> None:
@@ -419,56 +396,36 @@ class LlmaosApp(PlanActions):
 
     async def _move(self, intent: MoveIntent) -> None:
         """One move, off the loop; its steps go to the move screen, its end to a notice."""
-        from llmaos_tui.ops.container_move import MoveResult, describe  # noqa: PLC0415
+        from llmaos_tui.ops.container_move import describe  # noqa: PLC0415
 
         screen = intent.screen
-        name = intent.container.name
 
         def progress(p: Progress) -> None:  # from the move's thread: post only
             screen.post_message(MoveStepProgress(p.step, p.state, p.bytes, p.total, p.message))
 
-        try:
-            mover = await self._mover(intent.source, intent.target)
-            res: MoveResult = await asyncio.to_thread(
-                mover.move, intent.container.id, commit=intent.commit,
-                keep_source=intent.keep_source, live=intent.live, progress=progress,
-            )  # fmt: skip
-        except Exception as exc:
-            res = MoveResult("failed", name, intent.source, intent.target, message=_why(exc))
+        res = await self.moves.move(
+            intent.source, intent.target, intent.container.id, name=intent.container.name,
+            commit=intent.commit, keep_source=intent.keep_source, live=intent.live,
+            progress=progress,
+        )  # fmt: skip
         summary = describe(res)
         screen.post_message(MoveDone(res.outcome, summary))
         self.notify(summary, severity="information" if res.ok else "error", timeout=10)
 
     async def _recover(self) -> None:
         """Finish the moves an earlier console left unfinished, once their hosts are up."""
-        try:
-            pending = [
-                r for r in self.journal.unfinished() if r.plan.get("kind") == "container.move"
-            ]
-        except Exception as exc:
-            self.notify(f"move journal: {_why(exc)}", severity="error", timeout=10)
-            return
-        if not pending:
-            return
-        # An entry of a format this console cannot read may lack them (recovery reports it).
-        names = {str(r.plan[k]) for r in pending for k in ("source", "target") if k in r.plan}
-        self.notify(f"finishing {len(pending)} unfinished container move(s)…", timeout=5)
-        deadline = time.monotonic() + RECOVER_WAIT_S
-        while time.monotonic() < deadline and not all(
-            n in self.fleet.hosts and self.fleet.hosts[n].status.value == "up" for n in names
-        ):
-            await asyncio.sleep(0.5)
-        from llmaos_tui.ops.container_move import describe, recover_all  # noqa: PLC0415
+        from llmaos_tui.ops.container_move import describe  # noqa: PLC0415
 
-        loop = asyncio.get_running_loop()
-
-        def engine_for(host: str) -> Engine:  # called from recover_all's thread
-            return asyncio.run_coroutine_threadsafe(self._engine(host), loop).result(60)
+        async def hosts_up(names: set[str]) -> None:
+            self.notify("finishing unfinished container move(s)…", timeout=5)
+            deadline = time.monotonic() + RECOVER_WAIT_S
+            while time.monotonic() < deadline and not all(
+                n in self.fleet.hosts and self.fleet.hosts[n].status.value == "up" for n in names
+            ):
+                await asyncio.sleep(0.5)
 
         try:
-            results: list[MoveResult] = await asyncio.to_thread(
-                recover_all, self.journal, self.audit, engine_for
-            )
+            results = await self.moves.recover(hosts_up)
         except Exception as exc:
             self.notify(f"recovering moves: {_why(exc)}", severity="error", timeout=10)
             return
@@ -534,16 +491,6 @@ class LlmaosApp(PlanActions):
 
     def _set_theme(self, name: str) -> None:
         self.theme = name
-
-
-def _has_image(api: Any, image_id: str) -> bool:
-    try:
-        api.inspect_image(image_id)
-    except Exception as exc:
-        if type(exc).__name__ in ("ImageNotFound", "NotFound"):
-            return False
-        raise
-    return True
 
 
 def _why(exc: BaseException) -> str:

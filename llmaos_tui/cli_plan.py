@@ -42,7 +42,7 @@ from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.fleet.watching import Watching
 from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.engine_pool import EnginePool
-from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.ops.moves import Moves
 from llmaos_tui.ops.rebalance import (
     HOST_UNITS,
     NOT_TRIED,
@@ -107,43 +107,38 @@ def units_arg(text: str) -> frozenset[HostUnits]:
 
 
 class _Containers:
-    """The container side of applying plans: the hosts' engines over the links the fleet
-    is watched on, the move journal (opened on the first container move) and progress
-    lines on stderr."""
+    """The container side of applying plans, through the one move service
+    (:class:`~llmaos_tui.ops.moves.Moves`) over the links the fleet is watched on: its
+    journal opened, and earlier consoles' unfinished moves finished, on the first container
+    move; progress lines on stderr."""
 
     def __init__(self, fleet: FleetState, watchers: list[HostWatcher], quiet: bool) -> None:
         by_name = {w.state.name: w for w in watchers}
-        self.pool = EnginePool(lambda h: by_name[h].link if h in by_name else None, fleet.hosts.get)
-        self.quiet = quiet
-        self.journal: MoveJournal | None = None
+        pool = EnginePool(lambda h: by_name[h].link if h in by_name else None, fleet.hosts.get)
         self.audit = AuditLog(identity_for=identity_of({n: w.link for n, w in by_name.items()}))
+        self.service = Moves(pool, self.audit)
+        self.quiet = quiet
+        self._recovered = False
 
     async def moves(self) -> ContainerMoves | None:
         """What apply_move needs for a container; None (the move then fails, saying why)
         when the move journal cannot be opened."""
-        if self.journal is None:
-            try:
-                self.journal = MoveJournal()
-            except Exception as exc:
-                _say(f"llmaos-tui: cannot open the move journal: {exc}", err=True)
-                return None
-            await self._recover(self.journal)
-        return ContainerMoves(self.pool.get, self.journal, None if self.quiet else _progress)
+        try:
+            moves = self.service.for_plans(None if self.quiet else _progress)
+        except Exception as exc:
+            _say(f"llmaos-tui: cannot open the move journal: {exc}", err=True)
+            return None
+        if not self._recovered:
+            self._recovered = True
+            await self._recover()
+        return moves
 
-    async def _recover(self, journal: MoveJournal) -> None:
+    async def _recover(self) -> None:
         """Finish the moves an earlier console left unfinished, as ``move`` does first."""
         try:
-            from llmaos_tui.ops.container_move import recover_all  # noqa: PLC0415 (optional SDK)
+            done = await self.service.recover()
         except ImportError:
             return  # no docker SDK: no move can have been made from here either
-
-        loop = asyncio.get_running_loop()
-
-        def engine_for(host: str) -> Any:  # from recover_all's thread
-            return asyncio.run_coroutine_threadsafe(self.pool.get(host), loop).result(60)
-
-        try:
-            done = await asyncio.to_thread(recover_all, journal, self.audit, engine_for)
         except Exception as exc:
             _say(f"llmaos-tui: recovering unfinished moves: {exc}", err=True)
             return
@@ -152,9 +147,7 @@ class _Containers:
                  f"{r.target}): {r.outcome} {r.message}".rstrip(), err=True)  # fmt: skip
 
     async def aclose(self) -> None:
-        await self.pool.aclose()
-        if self.journal is not None:
-            self.journal.close()
+        await self.service.aclose()
 
 
 def _progress(m: Move, p: Progress) -> None:

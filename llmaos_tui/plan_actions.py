@@ -43,8 +43,7 @@ if TYPE_CHECKING:
     from llmaos_tui.fleet.watcher import HostWatcher
     from llmaos_tui.ops.audit import AuditLog
     from llmaos_tui.ops.container_move import Progress
-    from llmaos_tui.ops.engine_pool import EnginePool
-    from llmaos_tui.ops.journal import MoveJournal
+    from llmaos_tui.ops.moves import Moves
 
 SETTLE_S = 5.0
 """Seconds between the last move and the measurement: a few samples of the new state."""
@@ -57,12 +56,8 @@ class PlanActions(App[None]):
     by_name: dict[str, HostWatcher]
     audit: AuditLog
     read_only: bool
-    engines: EnginePool
+    moves: Moves  # the app's one service for container moves
     settle_s: float = SETTLE_S
-
-    @property
-    def journal(self) -> MoveJournal:
-        raise NotImplementedError  # the app's, opened on first use
 
     def on_open_plan(self, msg: OpenPlan) -> None:
         level: Level = (
@@ -108,11 +103,6 @@ class PlanActions(App[None]):
     def _container_moves(self, screen: PlanScreen) -> ContainerMoves | None:
         """The engines, journal and progress for the plan's container moves (None: the move
         journal cannot be opened; each container move then fails, saying so)."""
-        try:
-            journal = self.journal
-        except Exception as exc:
-            self.notify(f"move journal: {exc}", severity="error", timeout=10)
-            return None
         index = {id(m): i for i, m in enumerate(screen.plan.moves)}
         last: dict[int, float] = {}
 
@@ -135,7 +125,11 @@ class PlanActions(App[None]):
                 return
             screen.post_message(MoveProgress(i, text))
 
-        return ContainerMoves(self.engines.get, journal, progress)
+        try:
+            return self.moves.for_plans(progress)
+        except Exception as exc:
+            self.notify(f"move journal: {exc}", severity="error", timeout=10)
+            return None
 
     async def _apply_plan(self, msg: ApplyPlan) -> None:
         screen = msg.screen
