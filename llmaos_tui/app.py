@@ -55,7 +55,7 @@ from llmaos_tui.screens.containers import (
     OpenContainerLog,
     OpenMove,
 )
-from llmaos_tui.screens.fleet import FleetScreen
+from llmaos_tui.screens.fleet import FleetScreen, link_facts
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.keys import KeysScreen
@@ -169,7 +169,7 @@ class LlmaosApp(PlanActions):
         self.theme = self._theme_name
         if self._keymap:
             self.set_keymap(self._keymap)
-        self.push_screen(FleetScreen(self.fleet))
+        self.push_screen(FleetScreen(self.fleet, link_facts(w.link for w in self.watchers)))
         if len(self.fleet.hosts) == 1:  # one host: straight to it, Esc shows the fleet
             self.open_host(next(iter(self.fleet.hosts)))
         self._link_workers = [
