@@ -143,6 +143,7 @@ class MoveScreen(Screen[None]):
     MoveScreen .step { height: 1; }
     MoveScreen .step Label { width: 24; }
     MoveScreen .step ProgressBar { width: 1fr; }
+    MoveScreen .step.failed Label { color: $error; }
     MoveScreen #outcome { height: auto; padding: 0 1; text-style: bold; }
     MoveScreen #outcome.failed { color: $error; }
     MoveScreen #outcome.moved { color: $success; }
@@ -308,11 +309,20 @@ class MoveScreen(Screen[None]):
         bar = self._bars.get(msg.step)
         if bar is None:
             return
+        row = bar.parent
+        label = row.query_one(Label) if row is not None else None
         if msg.state == "bytes":
-            bar.update(total=msg.total or max(msg.done_bytes, 1), progress=msg.done_bytes)
+            # Without a known total the bar stays indeterminate: bytes are not a fraction.
+            bar.update(total=msg.total or None, progress=msg.done_bytes)
         elif msg.state in ("done", "skip"):
             bar.update(total=1, progress=1)
-        label = bar.parent.query_one(Label) if bar.parent is not None else None
+        elif msg.state == "failed":  # what was written stays as it was; never shown full
+            if row is not None:
+                row.add_class("failed")
+            if label is not None:
+                written = f" after {size(msg.done_bytes)}B" if msg.done_bytes else ""
+                label.update(safe(f"{msg.step} failed{written}"))
+            return
         if label is not None and msg.done_bytes and msg.state in ("bytes", "done"):
             label.update(safe(f"{msg.step} {size(msg.done_bytes)}B"))
 

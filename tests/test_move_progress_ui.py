@@ -1,0 +1,45 @@
+"""The move dialog tells the truth about a step: a failed copy is marked failed with what
+it wrote, never drawn full; bytes without a known total leave the bar indeterminate."""
+
+from __future__ import annotations
+
+from textual.widgets import Label, ProgressBar
+
+from llmaos_tui.fleet.replay import ReplayLink
+from llmaos_tui.screens.move import MoveDone, MoveIntent, MoveScreen, MoveStepProgress
+from tests.helpers import RECORDING, wait_for
+from tests.test_snapshots import CONTAINERS, FixedApp, _fixed
+
+
+class _NoMoveApp(FixedApp):
+    def on_move_intent(self, intent: MoveIntent) -> None:
+        self.intents.append(intent)  # the test plays the move's news itself
+
+    intents: list[MoveIntent] = []
+
+
+async def test_a_failed_copy_is_shown_failed_not_full() -> None:
+    app = _NoMoveApp([ReplayLink(RECORDING, name=n) for n in ("gpu-a", "gpu-b")],
+                     cursor_blink=False)  # fmt: skip
+    async with app.run_test(size=(120, 40)) as pilot:
+        fixed = await _fixed(pilot)
+        screen = MoveScreen(fixed.fleet, "gpu-a", CONTAINERS["gpu-a"][0])
+        fixed.push_screen(screen)
+        await wait_for(lambda: screen.plan_for == "gpu-b", what="the pre-check")
+        await pilot.press("enter")
+        await wait_for(lambda: bool(screen._bars), what="the steps' bars")
+        step = next(iter(screen._bars))
+        bar: ProgressBar = screen._bars[step]
+        screen.post_message(MoveStepProgress(step, "bytes", 5 << 20, None, ""))
+        await pilot.pause(0.2)
+        assert bar.total is None  # indeterminate: 5 MiB of an unknown total is no fraction
+        screen.post_message(MoveStepProgress(step, "bytes", 6 << 20, 12 << 20, ""))
+        await pilot.pause(0.2)
+        assert bar.percentage == 0.5
+        screen.post_message(MoveStepProgress(step, "failed", 7 << 20, 12 << 20, "EPIPE"))
+        screen.post_message(MoveDone("rolled_back", "rolled back: copy failed"))
+        await pilot.pause(0.3)
+        assert bar.percentage is not None and bar.percentage < 1.0
+        row = bar.parent
+        assert row is not None and row.has_class("failed")
+        assert "failed after 7.0MB" in str(row.query_one(Label).render())
