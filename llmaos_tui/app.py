@@ -143,7 +143,8 @@ class LlmaosApp(PlanActions):
         self.engines = EnginePool(self._link_of, self.fleet.hosts.get)
         # Every container move, plan or recovery goes through this one service.
         self.moves = Moves(
-            self.engines, self.audit, read_only=read_only, journal=journal,
+            self.engines.get, self.audit, close_engines=self.engines.aclose,
+            read_only=read_only, journal=journal,
             journal_path=self.audit.path.parent / "moves.sqlite",
         )  # fmt: skip
         for link in links:

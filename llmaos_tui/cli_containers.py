@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -141,18 +139,11 @@ def run_move(args: argparse.Namespace) -> int:
         _err(str(exc))
         return 2
     finally:
-        journal.close()
+        journal.close()  # the command's: opened before the service, closed after it
 
 
 def _move(args: argparse.Namespace, journal: MoveJournal, audit: AuditLog) -> int:
-    from llmaos_tui.ops.container_move import (  # noqa: PLC0415 (see above)
-        AUDIT_ACTION,
-        MoveEngine,
-        MoveResult,
-        Refusal,
-        recover_all,
-    )
-    from llmaos_tui.ops.docker_forward import local_engine, open_engine  # noqa: PLC0415
+    from llmaos_tui.ops.container_move import AUDIT_ACTION, MoveResult, Refusal  # noqa: PLC0415
 
     if args.read_only or args.move_read_only:
         why = "the console is read-only (--read-only): moves are refused"
@@ -162,56 +153,56 @@ def _move(args: argparse.Namespace, journal: MoveJournal, audit: AuditLog) -> in
                          refusals=[Refusal("read-only", why)])  # fmt: skip
         return _report(res, args)
     hosts = _resolve([args.src, args.dst], args)
+    return _report(asyncio.run(_move_with(args, hosts, journal, audit)), args)
+
+
+async def _move_with(
+    args: argparse.Namespace, hosts: dict[str, HostSpec | None], journal: MoveJournal,
+    audit: AuditLog,
+) -> MoveResult:  # fmt: skip
+    """The move through the one move service (:class:`~llmaos_tui.ops.moves.Moves`), as
+    the console makes it, on engines reached over this command's own SSH connections."""
+    from llmaos_tui.ops.container_move import MoveResult, Refusal  # noqa: PLC0415
+    from llmaos_tui.ops.docker_forward import local_engine, open_engine  # noqa: PLC0415
+    from llmaos_tui.ops.moves import Moves, opened_engines  # noqa: PLC0415
+
     options = _options(args)
-    engines: dict[str, Engine] = {}
 
-    def engine_for(name: str) -> Engine:
-        if name not in engines:
-            spec = hosts[name] if name in hosts else _resolve([name], args)[name]
-            if spec is None:
-                engines[name] = local_engine(name, default_socket())
-            else:
-                engines[name] = open_engine(spec, options)
-        return engines[name]
+    def open_one(name: str) -> Engine:
+        spec = hosts[name] if name in hosts else _resolve([name], args)[name]
+        return local_engine(name, default_socket()) if spec is None else open_engine(spec, options)
 
+    engine_for, close = opened_engines(open_one)
+    moves = Moves(engine_for, audit, close_engines=close, journal=journal)
+    printer = _progress_printer()
     try:
-        for r in recover_all(journal, audit, engine_for, progress=_progress_printer()):
+        for r in await moves.recover(progress=printer):
             _err(f"recovered an unfinished move of {r.container} ({r.source} -> {r.target}): "
                  f"{r.outcome}{': ' + r.message if r.message else ''}")  # fmt: skip
         # Both engines' SSH connections and the agents' facts at once: each is a round of
         # SSH handshakes, and in turn they were most of a short move's wall time.
-        with ThreadPoolExecutor(3, thread_name_prefix="move-connect") as pool:
-            ask = agent_facts({n: hosts[n] for n in (args.src, args.dst)}, options)
-            asked = pool.submit(asyncio.run, ask)
-            opening = [pool.submit(engine_for, n) for n in (args.src, args.dst)]
-            try:
-                src, dst = (f.result() for f in opening)
-            except Exception as exc:
-                why = f"cannot reach the engines: {_reason(exc)}"
-                return _report(
-                    MoveResult("refused", args.container, args.src, args.dst, message=why,
-                               refusals=[Refusal("unreachable", why)]),
-                    args,
-                )  # fmt: skip
-            facts = asked.result()
-        for eng in (src, dst):
+        asked = asyncio.ensure_future(
+            agent_facts({n: hosts[n] for n in (args.src, args.dst)}, options)
+        )
+        try:
+            engines = await asyncio.gather(engine_for(args.src), engine_for(args.dst))
+        except Exception as exc:
+            asked.cancel()
+            why = f"cannot reach the engines: {_reason(exc)}"
+            return MoveResult("refused", args.container, args.src, args.dst, message=why,
+                              refusals=[Refusal("unreachable", why)])  # fmt: skip
+        facts = await asked
+        for eng in engines:
             h = facts.get(eng.name)
             if h is not None and h.sample is not None:
                 eng.gpus, eng.mem_available = h.gpu_count, h.mem_available
-        mover = MoveEngine(src, dst, journal, audit)
-        res = mover.move(
-            args.container,
-            commit=args.commit,
-            keep_source=args.keep_source,
-            dry_run=args.dry_run,
-            live=args.live,
-            progress=_progress_printer(),
-        )
-        return _report(res, args)
+        return await moves.move(
+            args.src, args.dst, args.container, commit=args.commit,
+            keep_source=args.keep_source, dry_run=args.dry_run, live=args.live,
+            progress=printer,
+        )  # fmt: skip
     finally:
-        for eng in engines.values():
-            with contextlib.suppress(Exception):
-                eng.close()
+        await close()
 
 
 def _report(res: MoveResult, args: argparse.Namespace) -> int:

@@ -116,7 +116,7 @@ class _Containers:
         by_name = {w.state.name: w for w in watchers}
         pool = EnginePool(lambda h: by_name[h].link if h in by_name else None, fleet.hosts.get)
         self.audit = AuditLog(identity_for=identity_of({n: w.link for n, w in by_name.items()}))
-        self.service = Moves(pool, self.audit)
+        self.service = Moves(pool.get, self.audit, close_engines=pool.aclose)
         self.quiet = quiet
         self._recovered = False
 

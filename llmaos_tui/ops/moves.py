@@ -3,9 +3,10 @@
 The App (its move dialog, its plan review) and the CLI (``plan --apply``) hold one
 :class:`Moves` and go through it for every step of a container move: the target's image
 check, the pre-check, the move itself, the plans' container moves, and finishing the moves
-an earlier console left unfinished. It owns the hosts' engines (an
-:class:`~llmaos_tui.ops.engine_pool.EnginePool` over the links the fleet is watched on),
-the move journal (opened on first use; a damaged one is reported, never replaced) and the
+an earlier console left unfinished. It owns the hosts' engines (the console's: an
+:class:`~llmaos_tui.ops.engine_pool.EnginePool` over the links the fleet is watched on;
+the ``move`` command's: SSH connections of its own, see :func:`opened_engines`), the move
+journal (opened on first use; a damaged one is reported, never replaced) and the
 audit log, so a second engine or a new caller is wired once, here. Everything runs on the
 event loop; the docker calls go to worker threads. No UI is imported: results and
 progress come back as values (:class:`~llmaos_tui.ops.move_model.MoveResult`,
@@ -15,12 +16,12 @@ progress come back as values (:class:`~llmaos_tui.ops.move_model.MoveResult`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmaos_tui.ops.audit import AuditLog
-from llmaos_tui.ops.engine_pool import EnginePool
 from llmaos_tui.ops.journal import MoveJournal
 from llmaos_tui.ops.rebalance import ContainerMoves
 
@@ -33,21 +34,27 @@ ENGINE_WAIT_S = 60.0
 """How long a recovery (on its worker thread) waits for a host's engine from the loop."""
 
 
+EngineFor = Callable[[str], Awaitable["Engine"]]
+
+
 class Moves:
-    """Container moves for one console. ``journal``: an open journal to use (tests, a
-    caller that already has one), else the one at ``journal_path`` (default: the console's
-    state directory), opened on first use."""
+    """Container moves for one console. ``engine_for(host)`` gives a host's engine on the
+    loop (an EnginePool's ``get``), ``close_engines`` lets them go at the end. ``journal``:
+    an open journal to use (tests, a caller that already has one), else the one at
+    ``journal_path`` (default: the console's state directory), opened on first use."""
 
     def __init__(
         self,
-        engines: EnginePool,
+        engine_for: EngineFor,
         audit: AuditLog,
         *,
+        close_engines: Callable[[], Awaitable[None]] | None = None,
         read_only: bool = False,
         journal: MoveJournal | None = None,
         journal_path: Path | None = None,
     ) -> None:
-        self.engines = engines
+        self._engine_for = engine_for
+        self._close_engines = close_engines
         self.audit = audit
         self.read_only = read_only
         self._journal = journal
@@ -63,7 +70,7 @@ class Moves:
         return self._journal
 
     async def engine(self, host: str) -> Engine:
-        return await self.engines.get(host)
+        return await self._engine_for(host)
 
     async def mover(self, source: str, target: str) -> MoveEngine:
         from llmaos_tui.ops.container_move import MoveEngine  # noqa: PLC0415 (optional SDK)
@@ -95,7 +102,7 @@ class Moves:
     async def move(
         self, source: str, target: str, container: str, *, name: str = "",
         commit: bool = False, keep_source: bool = False, live: bool = False,
-        progress: Callable[[Progress], None] | None = None,
+        dry_run: bool = False, progress: Callable[[Progress], None] | None = None,
     ) -> MoveResult:  # fmt: skip
         """Move ``container``: it ends moved and verified, or with the source running as
         before. Never raises: an engine or journal that cannot be had is a failed result
@@ -106,7 +113,7 @@ class Moves:
             mover = await self.mover(source, target)
             return await asyncio.to_thread(
                 mover.move, container, commit=commit, keep_source=keep_source, live=live,
-                progress=progress,
+                dry_run=dry_run, progress=progress,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - every failure is a result, with its reason
             return MoveResult("failed", name or container, source, target, message=_why(exc))
@@ -120,7 +127,9 @@ class Moves:
         return ContainerMoves(self.engine, self.journal, progress, stop_timeout, settle)
 
     async def recover(
-        self, wait_for_hosts: Callable[[set[str]], Awaitable[None]] | None = None
+        self,
+        wait_for_hosts: Callable[[set[str]], Awaitable[None]] | None = None,
+        progress: Callable[[Progress], None] | None = None,
     ) -> list[MoveResult]:
         """Finish the container moves an earlier console left unfinished, forward or back.
         ``wait_for_hosts`` is awaited first with the hosts they name (so their engines can
@@ -141,14 +150,38 @@ class Moves:
             return asyncio.run_coroutine_threadsafe(self.engine(host), loop).result(ENGINE_WAIT_S)
 
         results: list[MoveResult] = await asyncio.to_thread(
-            recover_all, self.journal, self.audit, engine_for
+            recover_all, self.journal, self.audit, engine_for, progress=progress
         )
         return results
 
     async def aclose(self) -> None:
-        await self.engines.aclose()
+        if self._close_engines is not None:
+            await self._close_engines()
         if self._journal is not None:
             self._journal.close()
+
+
+def opened_engines(
+    open_one: Callable[[str], Engine],
+) -> tuple[EngineFor, Callable[[], Awaitable[None]]]:
+    """``engine_for`` and ``close_engines`` for engines a caller opens itself, blocking
+    (the ``move`` command's own SSH connections): each opened once, off the loop, even when
+    asked for twice at once; all closed at the end."""
+    opening: dict[str, asyncio.Task[Engine]] = {}
+
+    async def engine_for(host: str) -> Engine:
+        task = opening.get(host)
+        if task is None or (task.done() and task.exception() is not None):
+            task = opening[host] = asyncio.ensure_future(asyncio.to_thread(open_one, host))
+        return await task
+
+    async def close() -> None:
+        for task in opening.values():
+            if task.done() and task.exception() is None:
+                with contextlib.suppress(Exception):
+                    task.result().close()
+
+    return engine_for, close
 
 
 def _has_image(api: Any, image_id: str) -> bool:
