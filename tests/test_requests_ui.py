@@ -24,6 +24,7 @@ from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.requests import RequestsScreen, SubmitScreen
+from llmaos_tui.widgets.synced_table import SyncedTable
 from tests.helpers import wait_for
 from tests.test_requests import CORES
 
@@ -76,8 +77,13 @@ async def test_requests_screen_keys_change_the_queue(side: AgentSession, tmp_pat
             lambda: [r.id for _, r in screen._rows[:2]] == [blocker.id, waiting.id],
             10, "the blocker first, then the waiting request",
         )  # fmt: skip
+        table = screen.query_one(SyncedTable)
+        await wait_for(lambda: table.row_count >= 2 and table.has_focus, 10, "the table drawn")
         await pilot.press("down")
-        assert screen.selected() is not None and screen.selected()[1].id == waiting.id  # type: ignore[index]
+        await wait_for(
+            lambda: (sel := screen.selected()) is not None and sel[1].id == waiting.id,
+            10, "the cursor on the waiting request",
+        )  # fmt: skip
 
         await pilot.press("plus")
         await eventually(lambda: _prio(side, waiting.id, 10), "priority 10")
