@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 if TYPE_CHECKING:
+    from tests.sshserver import SshServer
     from tests.testbed import Testbed
 
 REQUIRE_INTEGRATION = os.environ.get("LLMAOS_REQUIRE_INTEGRATION") == "1"
@@ -137,6 +138,21 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+@pytest.fixture
+async def server(tmp_path: Path, agent_home: Path) -> AsyncIterator[SshServer]:
+    """An asyncssh server on 127.0.0.1 (no root needed) running the real agent in the
+    test's private home, its host key trusted in its own known_hosts."""
+    from tests.sshserver import SshServer
+
+    srv = SshServer(tmp_path / "srv", env={"LLMAOS_AGENT_HOME": str(agent_home)})
+    await srv.start()
+    srv.trust()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
 
 
 @pytest.fixture

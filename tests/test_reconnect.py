@@ -17,7 +17,6 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -199,17 +198,6 @@ async def test_an_auth_refusal_waits_for_retry_now() -> None:
 
 
 # ------------------------------------------------- the watcher against a real SSH server
-
-
-@pytest.fixture
-async def server(tmp_path: Path, agent_home: Path) -> AsyncIterator[SshServer]:
-    srv = SshServer(tmp_path / "srv", env={"LLMAOS_AGENT_HOME": str(agent_home)})
-    await srv.start()
-    srv.trust()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 def link_to(srv: SshServer) -> SshLink:

@@ -25,17 +25,6 @@ from tests.helpers import DATA, wait_for
 from tests.sshserver import SshServer
 
 
-@pytest.fixture
-async def server(tmp_path: Path, agent_home: Path) -> AsyncIterator[SshServer]:
-    srv = SshServer(tmp_path / "srv", env={"LLMAOS_AGENT_HOME": str(agent_home)})
-    await srv.start()
-    srv.trust()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
 async def down_with(host: HostState, text: str, timeout: float = 60.0) -> None:
     """Wait until ``host`` is down for the reason containing ``text``. On a starved machine
     an attempt may first fail for another reason (a connect that timed out); the watcher
