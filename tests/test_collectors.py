@@ -141,7 +141,11 @@ def test_own_process_is_in_the_table(collector: ProcessCollector) -> None:
         assert me.user == pwd.getpwuid(os.getuid()).pw_name
     assert me.cpu >= 0.0
     assert me.rss > 0
-    assert abs(me.create_time - ps.create_time()) < 0.01
+    # The kernel's boot time (/proc/stat btime), which both add to a process's start
+    # ticks, is whole seconds and moves by whole seconds when the clock is stepped (seen on
+    # a loaded VM: exactly 4.0 s apart): equal but for such a step.
+    off = me.create_time - ps.create_time()
+    assert abs(off) < 0.01 or (abs(off - round(off)) < 0.01 and abs(off) <= 30), off
     assert sys.argv[0].rsplit("/", 1)[-1] in me.cmd or "pytest" in me.cmd
     assert me.status in {psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP}
     if hasattr(os, "getpriority"):
