@@ -254,6 +254,8 @@ class LlmaosApp(PlanActions):
         if not self.screen_stack:  # a timer that fires while the app shuts down
             return
         screen = self.screen
+        if not screen.is_mounted:  # pushed but not composed yet: its on_mount draws it whole
+            return
         if isinstance(screen, FleetScreen):
             screen.refresh_hosts(dirty)
         elif isinstance(screen, HostScreen) and screen.host.name in dirty:

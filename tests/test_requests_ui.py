@@ -92,6 +92,12 @@ async def test_requests_screen_keys_change_the_queue(side: AgentSession, tmp_pat
         await pilot.press("h")
         await eventually(lambda: _state(side, waiting.id, "held"), "held")
         await wait_for(lambda: host.requests[waiting.id].state == "held", 10, "held shown live")
+        # The key acts on the row as drawn: wait for the screen to draw it held (under load
+        # the redraw may come a moment after the state), as an operator would look first.
+        await wait_for(
+            lambda: (sel := screen.selected()) is not None and sel[1].state == "held",
+            10, "the row drawn held",
+        )  # fmt: skip
         await pilot.press("h")
         await eventually(lambda: _state(side, waiting.id, "queued"), "released")
         await pilot.press("c")
