@@ -4,6 +4,10 @@ One run starts, concurrently (so the noise of a shared machine hits all alike):
 
 * the ``llmaos-agent`` daemon (1 Hz, process table every 2 s) with one attached
   client: ``llmaos-agent attach`` fed and read by this script, as the console does;
+* with ``--bare-agent``, a second daemon and bridge under a venv made from the system
+  python3 with nothing but the standard library (no psutil, no msgspec), as the
+  zero-install agent runs on a fresh host; issue 13's targets: its CPU <= btop's at
+  btop's cadence (``--agent-proc-interval 1``), its peak RSS <= 15 MB;
 * btop with ``update_ms = 1000`` in a detached tmux session of fixed size, under a
   private HOME so the user's configuration is never read or written;
 * htop ``-d 10`` (1 s) the same way (optional, ``--no-htop``);
@@ -20,6 +24,7 @@ at the start and the end of the window, and VmHWM from ``/proc/PID/status``.
 table at scale shows.
 
     .venv/bin/python bench/agent_overhead.py [--seconds 60] [--procs 1000]
+    .venv/bin/python bench/agent_overhead.py --bare-agent --agent-proc-interval 1 --procs 1000
 
 Linux only. Prints a table and writes JSON to bench/results/.
 """
@@ -60,6 +65,8 @@ TMUX_SIZE = (200, 50)
 SEGMENT_S = 10
 CPU_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 30.0
+BARE_CPU_RATIO_TARGET = 1.0
+BARE_RSS_TARGET_MB = 15.0
 
 
 # --------------------------------------------------------------------- the client
@@ -140,7 +147,7 @@ class Harness:
     tmux_socket: Path | None = None
     panes: dict[str, int] = field(default_factory=dict)
     tmux_server: subprocess.Popen[bytes] | None = None
-    attach: subprocess.Popen[bytes] | None = None
+    attaches: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         p = subprocess.Popen(argv, **kw)
@@ -160,9 +167,10 @@ class Harness:
         return out.stdout.strip()
 
     def cleanup(self) -> None:
-        if self.attach is not None and self.attach.stdin is not None:
-            with suppress(OSError):
-                self.attach.stdin.close()  # the bridge exits on stdin EOF
+        for attach in self.attaches:
+            if attach.stdin is not None:
+                with suppress(OSError):
+                    attach.stdin.close()  # the bridge exits on stdin EOF
         self._stop_tmux()
         self._stop_procs()
         for p in self.sleepers:
@@ -233,16 +241,50 @@ def start_sleepers(h: Harness, n: int) -> None:
         )
 
 
-def start_agent(h: Harness, targets: list[Target], proc_interval: float | None) -> StreamReader:
-    home = h.tmp / "agent"
+def bare_python(tmp: Path) -> str:
+    """A venv from the system python3 with nothing but the standard library, as a fresh
+    server has it (the zero-install agent's host, issue 13)."""
+    for name in ("python3", "python3.13", "python3.12", "python3.11", "python3.10"):
+        system = shutil.which(name, path="/usr/bin:/bin:/usr/local/bin")
+        if system is None:
+            continue
+        probe = subprocess.run(
+            [system, "-I", "-c", _BARE_PROBE], capture_output=True, text=True, check=False
+        )
+        if probe.stdout.strip() == "ok":
+            venv = tmp / "bare-venv"
+            subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+            return str(venv / "bin" / "python")
+    raise SystemExit("agent_overhead: no system python3 >= 3.10 without psutil and msgspec")
+
+
+_BARE_PROBE = (
+    "import importlib.util as u, sys\n"
+    "print('ok' if sys.version_info >= (3, 10) and not any("
+    "u.find_spec(m) for m in ('psutil', 'msgspec')) else 'no')"
+)
+
+
+def start_agent(
+    h: Harness, targets: list[Target], proc_interval: float | None, *, bare: bool = False
+) -> StreamReader:
+    """The daemon and an attach bridge fed as the console feeds it; ``bare``: both under a
+    bare venv's python (no psutil, no msgspec), the agent from agents/ on PYTHONPATH."""
+    key = "agent-bare" if bare else "agent"
+    home = h.tmp / key
     home.mkdir(mode=0o700)
     env = {**os.environ, "LLMAOS_AGENT_HOME": str(home)}
     env.pop("LLMAOS_AGENT_ENDPOINT", None)
+    python = sys.executable
+    if bare:
+        python = bare_python(h.tmp)
+        env["PYTHONPATH"] = str(ROOT / "agents")
     extra = [] if proc_interval is None else ["--proc-interval", str(proc_interval)]
-    log = open(h.tmp / "agent.log", "ab")  # noqa: SIM115 - handed to the children
+    logpath = h.tmp / f"{key}.log"
+    log = open(logpath, "ab")  # noqa: SIM115 - handed to the children
     try:
         daemon = h.start(
-            [sys.executable, "-m", "llmaos_agent", "daemon", *extra],
+            [python, "-m", "llmaos_agent", "daemon", *extra],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -252,9 +294,9 @@ def start_agent(h: Harness, targets: list[Target], proc_interval: float | None) 
         sock = home / "run" / "agent.sock"
         wait_for(lambda: sock.exists() or daemon.poll() is not None, 20, "the agent's socket")
         if daemon.poll() is not None:
-            raise RuntimeError(f"the agent daemon exited: {(h.tmp / 'agent.log').read_text()}")
+            raise RuntimeError(f"the agent daemon exited: {logpath.read_text()}")
         attach = h.start(
-            [sys.executable, "-m", "llmaos_agent", "attach", "--no-start"],
+            [python, "-m", "llmaos_agent", "attach", "--no-start"],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -262,7 +304,7 @@ def start_agent(h: Harness, targets: list[Target], proc_interval: float | None) 
         )
     finally:
         log.close()
-    h.attach = attach
+    h.attaches.append(attach)
     assert attach.stdout is not None and attach.stdin is not None
     reader = StreamReader(attach.stdout)
     reader.start()
@@ -274,22 +316,23 @@ def start_agent(h: Harness, targets: list[Target], proc_interval: float | None) 
     )
     attach.stdin.flush()
     if not reader.hello_seen.wait(20) or not reader.first_sample.wait(20):
-        raise RuntimeError("no hello/sample from the agent through attach")
+        raise RuntimeError(f"no hello/sample from the agent through attach: {logpath.read_text()}")
     hello_pid = (reader.hello or {}).get("pid")
     if hello_pid != daemon.pid:
         raise RuntimeError(f"attached to pid {hello_pid}, expected our daemon {daemon.pid}")
+    what = "bare venv: stdlib only" if bare else "test venv: psutil, msgspec present"
     targets.append(
         Target(
-            "agent",
-            "llmaos-agent daemon",
+            key,
+            "llmaos-agent (bare)" if bare else "llmaos-agent daemon",
             daemon.pid,
-            f"1 Hz, --proc-interval {proc_interval or 'default'}, 1 client",
+            f"{what}; --proc-interval {proc_interval or 'default'}, 1 client",
         )
     )
     targets.append(
         Target(
-            "attach",
-            "llmaos-agent attach",
+            f"{key}-attach",
+            "  its attach bridge",
             attach.pid,
             "stdio bridge, reported apart",
             informational=True,
@@ -504,6 +547,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 start_sleepers(h, args.procs)
             pids_start = count_pids()
             reader = start_agent(h, targets, args.agent_proc_interval)
+            if args.bare_agent:
+                start_agent(h, targets, args.agent_proc_interval, bare=True)
             extra = start_tui(h, targets, htop=args.htop)
             start_loops(h, targets, direct=args.direct)
             targets.append(
@@ -523,6 +568,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_key = {r["key"]: r for r in rows}
     agent_rss = by_key["agent"].get("peak_rss_mb")
     r_ab = ratio(by_key, "agent", "btop")
+    targets_met = _targets(by_key, r_ab, agent_rss)
     results: dict[str, Any] = {
         "meta": {
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -548,7 +594,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "ratios": {
             "agent/btop": r_ab,
-            "(agent+attach)/btop": _sum_ratio(by_key, ["agent", "attach"], "btop"),
+            "(agent+attach)/btop": _sum_ratio(by_key, ["agent", "agent-attach"], "btop"),
+            "bare agent/btop": ratio(by_key, "agent-bare", "btop"),
+            "bare agent/agent": ratio(by_key, "agent-bare", "agent"),
             "agent/htop": ratio(by_key, "agent", "htop"),
             "agent/psutil loop": ratio(by_key, "agent", "psutil"),
             "psutil loop/btop": ratio(by_key, "psutil", "btop"),
@@ -563,20 +611,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "btop": 60.0,
             "htop": 60.0 if args.htop else None,
         },
-        "targets": {
-            "agent CPU <= 1.5x btop": {
-                "measured": r_ab,
-                "limit": CPU_RATIO_TARGET,
-                "pass": None if r_ab is None else r_ab <= CPU_RATIO_TARGET,
-            },
-            "agent peak RSS < 30 MB": {
-                "measured": agent_rss,
-                "limit": RSS_TARGET_MB,
-                "pass": None if agent_rss is None else agent_rss < RSS_TARGET_MB,
-            },
-        },
+        "targets": targets_met,
     }
     return results
+
+
+def _targets(
+    by_key: dict[str, dict[str, Any]], r_ab: float | None, agent_rss: float | None
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {
+        "agent CPU <= 1.5x btop": {
+            "measured": r_ab,
+            "limit": CPU_RATIO_TARGET,
+            "pass": None if r_ab is None else r_ab <= CPU_RATIO_TARGET,
+        },
+        "agent peak RSS < 30 MB": {
+            "measured": agent_rss,
+            "limit": RSS_TARGET_MB,
+            "pass": None if agent_rss is None else agent_rss < RSS_TARGET_MB,
+        },
+    }
+    if "agent-bare" not in by_key:
+        return out
+    # Issue 13: the stdlib agent at btop's cadence costs no more than btop, in <= 15 MB.
+    r_bare = ratio(by_key, "agent-bare", "btop")
+    bare_rss = by_key["agent-bare"].get("peak_rss_mb")
+    out["bare agent CPU <= btop"] = {
+        "measured": r_bare,
+        "limit": BARE_CPU_RATIO_TARGET,
+        "pass": None if r_bare is None else r_bare <= BARE_CPU_RATIO_TARGET,
+    }
+    out["bare agent peak RSS <= 15 MB"] = {
+        "measured": bare_rss,
+        "limit": BARE_RSS_TARGET_MB,
+        "pass": None if bare_rss is None else bare_rss <= BARE_RSS_TARGET_MB,
+    }
+    return out
 
 
 def _t(targets: list[Target], key: str) -> Target:
@@ -622,6 +692,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="pass --proc-interval to the daemon (default: the agent's own default)",
     )
+    p.add_argument(
+        "--bare-agent",
+        action="store_true",
+        help="also run the agent under a bare venv (stdlib only), side by side",
+    )
     p.add_argument("--out", type=Path, help="JSON results path")
     p.add_argument(
         "--no-direct",
@@ -647,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
         name += f"-procs{args.procs}"
     if args.agent_proc_interval is not None:
         name += f"-pi{args.agent_proc_interval:g}"
+    if args.bare_agent:
+        name += "-bare"
     out = args.out or RESULTS_DIR / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
