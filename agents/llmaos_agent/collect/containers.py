@@ -111,6 +111,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
+        if sys.platform == "win32":  # the engine listens on a named pipe there
+            raise OSError("Docker on Windows needs the docker SDK (a named pipe, not a socket)")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
         try:
