@@ -186,9 +186,9 @@ def hogs() -> Iterator[list[psutil.Process]]:
                     group.add(p.pid)
             yield ps
         finally:
-            for p in procs:
-                p.kill()
-                p.wait()
+            for child in procs:
+                child.kill()
+                child.wait()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -82,7 +83,7 @@ class SshServer:
             server_host_keys=[self.host_key],
             authorized_client_keys=self.authorized,
             process_factory=self._run,
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(self.home)),
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=os.fsencode(self.home)),
             allow_scp=False,
             encoding=None,
             reuse_address=True,
@@ -102,12 +103,16 @@ class SshServer:
             self._acceptor = None
 
     async def drop(self) -> None:
-        for conn in list(self.conns):
+        """Hang up on every connection; when it returns they are closed here and every
+        session's process is gone (as sshd's are when the host goes away)."""
+        conns, procs = list(self.conns), list(self._procs)
+        for conn in conns:
             conn.abort()
-        for proc in list(self._procs):
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        await asyncio.sleep(0.05)
+        gone = [conn.wait_closed() for conn in conns] + [proc.wait() for proc in procs]
+        await asyncio.wait_for(asyncio.gather(*gone), 30)
 
     async def replace_host_key(self) -> None:
         await self.stop()
@@ -134,8 +139,9 @@ class SshServer:
             _copy(proc.stdout, process.stdout), _copy(proc.stderr, process.stderr)
         )
         closed = asyncio.ensure_future(process.channel.wait_closed())
+        either: set[asyncio.Future[Any]] = {outs, closed}
         try:
-            done, _ = await asyncio.wait({outs, closed}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if outs in done:
                 # As sshd does: output ends, then the exit status, then the channel closes.
                 process.exit(await proc.wait())

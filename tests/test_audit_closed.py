@@ -15,7 +15,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,10 @@ def test_read_only_daemon_starts_nothing_and_refuses_shutdown(agent_home: Path) 
         assert got.error is None and b'"state":"queued"' in bytes(got.result or b"")
         bye = p.call("shutdown")
         assert bye.error is not None and bye.error.code == READ_ONLY_ERROR
-        time.sleep(0.3)
+        # Still serving: the call after the refused shutdown is answered (calls are
+        # answered in order, so a shutdown under way would have closed the session).
+        again = p.call("requests.get", {"id": info.id})
+        assert again.error is None and b'"state":"queued"' in bytes(again.result or b"")
         assert daemon.poll() is None, "still running"
         assert any(
             a["action"] == "shutdown" and a["result"] == "refused: read-only"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from llmaos_agent.protocol import Memory, Sample
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import Backoff, HostWatcher
-from tests.helpers import scripted, wait_for
+from tests.helpers import RECORDING, scripted, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -70,10 +71,24 @@ async def test_misbehaving_agent_turns_host_down_with_reason(
         assert reason in host.reason
 
 
+def _last_recorded_seq() -> int:
+    """The seq of the last sample in the recording the scripted agent replays."""
+    seqs = [
+        json.loads(ln)["params"]["seq"]
+        for ln in RECORDING.read_text().splitlines()
+        if ln.strip() and json.loads(ln)["method"] == "sample"
+    ]
+    return int(seqs[-1])
+
+
 async def test_one_bad_line_is_a_warning_not_an_outage() -> None:
     async with watching(scripted("one-garbage")) as host:
         await wait_for(lambda: bool(host.warnings), what="a warning")
-        await asyncio.sleep(0.2)
+        # The samples after the bad line come in: the last one recorded is shown.
+        last = _last_recorded_seq()
+        await wait_for(
+            lambda: host.sample is not None and host.sample.seq == last, what="later samples"
+        )
         assert host.status is HostStatus.UP
         assert "bad line" in host.warnings[-1]
         assert host.sample is not None

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from llmaos_agent import endpoint
@@ -84,6 +85,16 @@ def raw(agent_home: Path) -> Iterator[RawClient]:
     finally:
         c.close()
         end(proc)
+
+
+def _naming(*words: str) -> list[int]:
+    """The processes with any of ``words`` in their command line."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if any(w in line for w in words):
+            found.append(p.pid)
+    return found
 
 
 def _tree(d: Path) -> set[str]:
@@ -273,7 +284,12 @@ def test_the_supervisor_runs_no_spec_another_user_wrote(other_user: User, shared
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
     assert r.returncode == 3 and "not a private directory of ours" in r.stderr
-    time.sleep(0.5)
+    # A program it started (or a fork of it, not yet exec'd) would still name the spec's
+    # directory or the marker; once none does, a run would have left the marker.
+    deadline = time.monotonic() + 30
+    while _naming(str(d), str(marker)):
+        assert time.monotonic() < deadline, "a process of the refused spec lives on"
+        time.sleep(0.05)  # poll interval
     assert not marker.exists()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from llmaos_agent.protocol import Container, RequestInfo
 from llmaos_tui.fleet.state import FleetState
@@ -37,13 +38,20 @@ class Calls:
             self.added.append(str(kw["key"]))
             return add(*cells, **kw)
 
-        def remove_row(key: Any) -> None:
-            self.removed.append(str(key))
-            remove(key)
+        # The stand-ins keep DataTable's parameter names, so they type-check as it.
+        def remove_row(row_key: RowKey | str) -> None:
+            self.removed.append(str(row_key))
+            remove(row_key)
 
-        def update_cell(row: Any, col: Any, value: Any, **kw: Any) -> None:
-            self.updated.append((str(row), str(col)))
-            update(row, col, value, **kw)
+        def update_cell(
+            row_key: RowKey | str,
+            column_key: ColumnKey | str,
+            value: object,
+            *,
+            update_width: bool = False,
+        ) -> None:
+            self.updated.append((str(row_key), str(column_key)))
+            update(row_key, column_key, value, update_width=update_width)
 
         table.add_row = add_row  # type: ignore[method-assign]
         table.remove_row = remove_row  # type: ignore[method-assign]

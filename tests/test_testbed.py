@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import need
+from tests.helpers import wait_for
 from tests.testbed import (
     STATE_DIR,
     Testbed,
@@ -63,6 +64,13 @@ def live(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:  # gone meanwhile
+        return []
 
 
 def netns_pids(netns: str) -> list[int]:
@@ -236,10 +244,15 @@ async def test_close_leaves_nothing_behind() -> None:
         assert len(leftovers(prefix)) == 2 + 2 + 1 + 1  # 2 netns, 2 veths, bridge, rule
         conn = await connect(tb, tb.hosts[0])
         await conn.create_process("sleep 300")  # a session process inside host1
-        await asyncio.sleep(0.2)
-        pids = [p for h in tb.hosts for p in netns_pids(h.netns)]
-        pids += [h.pid for h in tb.hosts]
-        assert any("sleep" in " ".join(psutil.Process(p).cmdline()) for p in pids)
+
+        def host_pids() -> list[int]:
+            return [p for h in tb.hosts for p in netns_pids(h.netns)] + [h.pid for h in tb.hosts]
+
+        def sleeping() -> bool:
+            return any("sleep" in " ".join(_cmdline(p)) for p in host_pids())
+
+        await wait_for(sleeping, 30, "the session's sleep inside host1")
+        pids = host_pids()
     finally:
         tb.close()
     assert tb.down_seconds < 10, f"teardown took {tb.down_seconds:.2f} s"
