@@ -1,0 +1,442 @@
+"""The host's OS as the agent acts on it: core and memory counts, and processes named by
+pid and start time (read, renice, pin, signal, find children, wait for exit).
+
+Two implementations of one interface, :class:`HostOS`:
+
+- :class:`LinuxOS`, the standard library alone (``/proc`` through
+  :mod:`llmaos_agent.collect.procfs`, ``os.setpriority``, ``os.sched_setaffinity``,
+  ``os.pidfd_open`` and ``signal.pidfd_send_signal``). Linux always takes it, psutil
+  installed or not: one path whatever the host has (so the bare host's path is the one
+  every run tests), and the daemon does not pay psutil's ~3 MB of RSS.
+- :class:`PsutilOS` for macOS, Windows and the rest, where psutil is the portable way
+  (the console pushes its wheel where it is missing). It runs on Linux too, which is how
+  the tests hold the two to the same answers.
+
+A process's identity. On the wire it is its create time as psutil computes it (start
+ticks over ``SC_CLK_TCK`` plus the kernel's boot time), with the boot time read once per
+process (:func:`procfs.boot_time`) so the value never moves within an agent's life. The
+kernel's boot time is derived from the wall clock and moves by whole seconds when the
+clock is stepped, so a create time computed in another process, or after a restart, may
+be off by such a step; :meth:`HostOS.lookup` therefore also accepts it against the boot
+time as read now. Records that outlive a process (the request supervisor's claim and pid
+files, the request store) hold a :meth:`HostOS.stamp` instead: on Linux the start time
+in seconds since boot, exact and unmoved by any clock step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal as _signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from llmaos_agent.collect import procfs
+
+if TYPE_CHECKING:
+    import psutil
+
+SIGNALS = ("TERM", "KILL", "INT", "HUP", "QUIT", "STOP", "CONT", "USR1", "USR2")
+"""Signals the console may send, by name; nothing else is accepted."""
+
+IDENTITY_SLACK = 0.05
+"""Seconds two readings of one process's create time may differ (rounding on the wire)."""
+
+_LINUX_ONLY = "a LinuxOS call on another OS"
+_EPOCH_STAMP = 1e9
+"""A stamp above this is a create time since the epoch (an older record), not seconds
+since boot: no host has been up for 31 years."""
+
+
+class Gone(Exception):
+    """The process does not exist (any more)."""
+
+
+class Denied(Exception):
+    """The OS does not let this user read or change that process."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """What process control can do on a platform (the ``hello``'s capabilities)."""
+
+    affinity: bool
+    """Processes can be pinned to cores."""
+    cpu_num: bool
+    """The core a process last ran on is known."""
+    signals: tuple[str, ...]
+    """The names in :data:`SIGNALS` this OS can deliver."""
+
+
+def features(platform: str = sys.platform) -> Features:
+    """What the agent can do on ``platform`` (``sys.platform``'s spelling)."""
+    if platform.startswith("linux"):
+        return Features(affinity=True, cpu_num=True, signals=SIGNALS)
+    if platform == "win32":
+        # psutil pins on Windows; a process is only terminated or killed there.
+        return Features(affinity=True, cpu_num=False, signals=("TERM", "KILL"))
+    if platform.startswith("freebsd"):
+        return Features(affinity=True, cpu_num=True, signals=SIGNALS)
+    # macOS has no affinity API and does not say where a process ran.
+    return Features(affinity=False, cpu_num=False, signals=SIGNALS)
+
+
+class Target(NamedTuple):
+    """A process found by pid, checked to be the one the caller meant."""
+
+    pid: int
+    name: str
+    create_time: float
+
+
+class HostOS:
+    """Cores, memory and processes; every process method raises :class:`Gone` or
+    :class:`Denied` rather than an OS-specific error."""
+
+    features: Features
+
+    def cpu_count(self) -> int:
+        raise NotImplementedError
+
+    def physical_cores(self) -> int | None:
+        raise NotImplementedError
+
+    def memory(self) -> tuple[int, int, int, int]:
+        """Total, available, swap total and swap used, in bytes."""
+        raise NotImplementedError
+
+    def boot_time(self) -> float:
+        raise NotImplementedError
+
+    def create_time(self, pid: int) -> float:
+        """When ``pid`` started, in seconds since the epoch (the wire's form)."""
+        raise NotImplementedError
+
+    def stamp(self, pid: int) -> float:
+        """``pid``'s identity for a record on disk (see the module's docstring)."""
+        raise NotImplementedError
+
+    def same(self, pid: int, stamp: float) -> bool:
+        """Whether ``pid`` is the process whose :meth:`stamp` (or, from an older record,
+        create time) is ``stamp``; False when it is gone."""
+        raise NotImplementedError
+
+    def lookup(self, pid: int, create_time: float) -> Target:
+        """``pid``, refused with ``ValueError`` when it is another process than the one
+        that started at ``create_time`` (the pid was reused)."""
+        raise NotImplementedError
+
+    def name(self, pid: int) -> str:
+        raise NotImplementedError
+
+    def status(self, pid: int) -> str:
+        """psutil's status names: running, sleeping, stopped, zombie, ..."""
+        raise NotImplementedError
+
+    def nice(self, pid: int) -> int:
+        raise NotImplementedError
+
+    def set_nice(self, pid: int, nice: int) -> None:
+        raise NotImplementedError
+
+    def affinity(self, pid: int) -> list[int]:
+        raise NotImplementedError
+
+    def set_affinity(self, pid: int, cores: list[int]) -> None:
+        raise NotImplementedError
+
+    def send_signal(self, target: Target, name: str) -> None:
+        """Send SIG``name`` to ``target`` and to no other process that took its pid."""
+        raise NotImplementedError
+
+    def children(self, pid: int) -> list[int]:
+        """Every descendant of ``pid`` (children, theirs, ...)."""
+        raise NotImplementedError
+
+    def alive(self, pid: int, stamp: float | None = None) -> bool:
+        """``pid`` runs (is not a zombie), and is the process of ``stamp`` if given."""
+        try:
+            if stamp is not None and not self.same(pid, stamp):
+                return False
+            return self.status(pid) not in ("zombie", "dead")
+        except (Gone, Denied):
+            return False
+
+    def wait_gone(self, pid: int, deadline: float, poll: float = 0.02) -> bool:
+        """Wait until the process that is ``pid`` now has exited (or is a zombie), until
+        ``deadline`` on the monotonic clock; whether it did."""
+        try:
+            stamp = self.stamp(pid)
+        except (Gone, Denied):
+            return True
+        while time.monotonic() < deadline:
+            if not self.alive(pid, stamp):
+                return True
+            time.sleep(poll)
+        return False
+
+
+class LinuxOS(HostOS):
+    """The standard library's Linux: /proc, os.* and pidfds."""
+
+    def __init__(self) -> None:
+        self.features = features("linux")
+
+    def cpu_count(self) -> int:
+        return procfs.cpu_count()
+
+    def physical_cores(self) -> int | None:
+        return procfs.physical_cores()
+
+    def memory(self) -> tuple[int, int, int, int]:
+        info = procfs.meminfo()
+        total = info.get(b"MemTotal", 0)
+        swap_total = info.get(b"SwapTotal", 0)
+        swap_used = max(swap_total - info.get(b"SwapFree", swap_total), 0)
+        return total, min(procfs.mem_available(info), total), swap_total, swap_used
+
+    def boot_time(self) -> float:
+        return procfs.boot_time()
+
+    def _ticks(self, pid: int) -> int:
+        with _errors(pid):
+            return procfs.start_ticks(pid)
+
+    def create_time(self, pid: int) -> float:
+        return self._ticks(pid) / procfs.clock_ticks() + procfs.boot_time()
+
+    def stamp(self, pid: int) -> float:
+        return self._ticks(pid) / procfs.clock_ticks()
+
+    def same(self, pid: int, stamp: float) -> bool:
+        try:
+            since_boot = self._ticks(pid) / procfs.clock_ticks()
+        except (Gone, Denied):
+            return False
+        if stamp < _EPOCH_STAMP:
+            return abs(since_boot - stamp) <= IDENTITY_SLACK
+        return self._matches(since_boot, stamp)
+
+    def _matches(self, since_boot: float, create_time: float) -> bool:
+        if abs(since_boot + procfs.boot_time() - create_time) <= IDENTITY_SLACK:
+            return True
+        try:  # computed against the boot time of another moment (a stepped clock)
+            now = procfs.boot_time(fresh=True)
+        except OSError:
+            return False
+        return abs(since_boot + now - create_time) <= IDENTITY_SLACK
+
+    def lookup(self, pid: int, create_time: float) -> Target:
+        with _errors(pid):
+            comm, fields = procfs.stat(pid)
+            since_boot = int(fields[procfs.START]) / procfs.clock_ticks()
+            name = procfs.name(pid, comm)
+        ct = since_boot + procfs.boot_time()
+        if not self._matches(since_boot, create_time):
+            raise ValueError(f"started {ct:.2f}, expected {create_time:.2f}")
+        return Target(pid, name, ct)
+
+    def name(self, pid: int) -> str:
+        with _errors(pid):
+            return procfs.name(pid, procfs.stat(pid)[0])
+
+    def status(self, pid: int) -> str:
+        with _errors(pid):
+            return procfs.STATUS.get(procfs.stat(pid)[1][0], "?")
+
+    def nice(self, pid: int) -> int:
+        if sys.platform != "linux":
+            raise NotImplementedError(_LINUX_ONLY)
+        with _errors(pid):
+            return os.getpriority(os.PRIO_PROCESS, pid)
+
+    def set_nice(self, pid: int, nice: int) -> None:
+        if sys.platform != "linux":
+            raise NotImplementedError(_LINUX_ONLY)
+        with _errors(pid):
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+    def affinity(self, pid: int) -> list[int]:
+        if sys.platform != "linux":
+            raise NotImplementedError(_LINUX_ONLY)
+        with _errors(pid):
+            return sorted(os.sched_getaffinity(pid))
+
+    def set_affinity(self, pid: int, cores: list[int]) -> None:
+        if sys.platform != "linux":
+            raise NotImplementedError(_LINUX_ONLY)
+        with _errors(pid):
+            os.sched_setaffinity(pid, cores)
+
+    def send_signal(self, target: Target, name: str) -> None:
+        if sys.platform != "linux":
+            raise NotImplementedError(_LINUX_ONLY)
+        sig = getattr(_signal, "SIG" + name)
+        pid = target.pid
+        with _errors(pid):
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:  # a kernel before 5.3: check, then kill (a narrow race)
+                fd = -1
+            try:
+                # Checked after the pidfd is open: the pidfd names one process, so if this
+                # is still ours, the signal below reaches it and no successor.
+                since_boot = procfs.start_ticks(pid) / procfs.clock_ticks()
+                if abs(since_boot + procfs.boot_time() - target.create_time) > IDENTITY_SLACK:
+                    raise ProcessLookupError(pid)
+                if fd >= 0:
+                    _signal.pidfd_send_signal(fd, sig)
+                else:
+                    os.kill(pid, sig)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    def children(self, pid: int) -> list[int]:
+        by_parent: dict[int, list[int]] = {}
+        for child, parent in procfs.ppids().items():
+            by_parent.setdefault(parent, []).append(child)
+        out: list[int] = []
+        todo = [pid]
+        while todo:
+            kids = by_parent.pop(todo.pop(), [])
+            out.extend(kids)
+            todo.extend(kids)
+        return out
+
+
+@contextlib.contextmanager
+def _errors(pid: int) -> Iterator[None]:
+    """The kernel's errors for a process, as :class:`Gone` and :class:`Denied`."""
+    try:
+        yield
+    except (FileNotFoundError, ProcessLookupError):
+        raise Gone(f"pid {pid} is gone") from None
+    except PermissionError:
+        raise Denied(f"pid {pid}: access denied") from None
+
+
+class PsutilOS(HostOS):
+    """psutil's view, for macOS and Windows (and, in the tests, Linux)."""
+
+    def __init__(self, platform: str = sys.platform) -> None:
+        import psutil  # noqa: PLC0415 - only where psutil is the way
+
+        self._ps = psutil
+        self.features = features(platform)
+
+    @contextlib.contextmanager
+    def _errors(self, pid: int) -> Iterator[None]:
+        try:
+            yield
+        except self._ps.NoSuchProcess:
+            raise Gone(f"pid {pid} is gone") from None
+        except self._ps.AccessDenied:
+            raise Denied(f"pid {pid}: access denied") from None
+
+    def _proc(self, pid: int) -> psutil.Process:
+        with self._errors(pid):
+            return self._ps.Process(pid)
+
+    def cpu_count(self) -> int:
+        return self._ps.cpu_count(logical=True) or 1
+
+    def physical_cores(self) -> int | None:
+        return self._ps.cpu_count(logical=False)
+
+    def memory(self) -> tuple[int, int, int, int]:
+        vm = self._ps.virtual_memory()
+        try:
+            sw = self._ps.swap_memory()
+            swap_total, swap_used = int(sw.total), int(sw.used)
+        except (OSError, RuntimeError):  # no swap accounting (some containers)
+            swap_total = swap_used = 0
+        return int(vm.total), int(vm.available), swap_total, swap_used
+
+    def boot_time(self) -> float:
+        return float(self._ps.boot_time())
+
+    def create_time(self, pid: int) -> float:
+        with self._errors(pid):
+            return float(self._proc(pid).create_time())
+
+    def stamp(self, pid: int) -> float:
+        return self.create_time(pid)
+
+    def same(self, pid: int, stamp: float) -> bool:
+        try:
+            return abs(self.create_time(pid) - stamp) <= IDENTITY_SLACK
+        except (Gone, Denied):
+            return False
+
+    def lookup(self, pid: int, create_time: float) -> Target:
+        p = self._proc(pid)
+        with self._errors(pid):
+            ct = float(p.create_time())
+            name = p.name()
+        if abs(ct - create_time) > IDENTITY_SLACK:
+            raise ValueError(f"started {ct:.2f}, expected {create_time:.2f}")
+        return Target(pid, name, ct)
+
+    def name(self, pid: int) -> str:
+        with self._errors(pid):
+            return self._proc(pid).name()
+
+    def status(self, pid: int) -> str:
+        with self._errors(pid):
+            return str(self._proc(pid).status())
+
+    def nice(self, pid: int) -> int:
+        with self._errors(pid):
+            return int(self._proc(pid).nice())
+
+    def set_nice(self, pid: int, nice: int) -> None:
+        with self._errors(pid):
+            self._proc(pid).nice(nice)
+
+    def affinity(self, pid: int) -> list[int]:
+        if sys.platform == "darwin":
+            raise Denied("this OS does not let processes be pinned to cores")
+        with self._errors(pid):
+            return sorted(self._proc(pid).cpu_affinity())
+
+    def set_affinity(self, pid: int, cores: list[int]) -> None:
+        if sys.platform == "darwin":
+            raise Denied("this OS does not let processes be pinned to cores")
+        with self._errors(pid):
+            self._proc(pid).cpu_affinity(cores)
+
+    def send_signal(self, target: Target, name: str) -> None:
+        p = self._proc(target.pid)
+        with self._errors(target.pid):
+            if abs(float(p.create_time()) - target.create_time) > IDENTITY_SLACK:
+                raise Gone(f"pid {target.pid} is gone")
+            # psutil refuses a pid reused since the Process was made.
+            if name == "KILL":
+                p.kill()
+            elif name == "TERM":
+                p.terminate()
+            else:
+                p.send_signal(getattr(_signal, "SIG" + name))
+
+    def children(self, pid: int) -> list[int]:
+        with self._errors(pid):
+            return [c.pid for c in self._proc(pid).children(recursive=True)]
+
+
+@functools.cache
+def host_os() -> HostOS:
+    """This host's implementation: :class:`LinuxOS` on Linux, :class:`PsutilOS` elsewhere."""
+    if sys.platform == "linux":
+        return LinuxOS()
+    return PsutilOS()
+
+
+def wait_gone(pid: int, deadline: float) -> bool:
+    """Whether the process that is ``pid`` now exits (or is a zombie) before ``deadline``
+    (monotonic); for ``llmaos-agent stop`` and the like."""
+    return host_os().wait_gone(pid, deadline)
