@@ -1,5 +1,9 @@
 """The wire (DESIGN.md, "The wire"): every message survives a round trip, and a bad line
-is refused with a ProtocolError a user can read, never with a crash or a silent pass."""
+is refused with a ProtocolError a user can read, never with a crash or a silent pass.
+
+Every test here runs twice: once with msgspec's codec (the console, and an agent that has
+msgspec) and once with the standard-library codec a bare host's agent decodes with
+(``llmaos_agent.wirelite``), on the same messages and the same hostile lines."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmaos_agent import protocol as p
+from llmaos_agent import wirelite
 from llmaos_agent.protocol import (
     CALLS,
     MAX_LINE_BYTES,
@@ -21,6 +26,17 @@ from llmaos_agent.protocol import (
     ProtocolError,
     VersionMismatch,
 )
+
+
+@pytest.fixture(autouse=True, scope="module", params=["msgspec", "lite"])
+def codec(request: pytest.FixtureRequest) -> Any:
+    """The codec ``p`` decodes and encodes with in this run of the module's tests."""
+    chosen = wirelite.MsgspecCodec() if request.param == "msgspec" else wirelite.LiteCodec()
+    saved = p._codec
+    p._codec = chosen
+    yield chosen
+    p._codec = saved
+
 
 # ------------------------------------------------------------------ examples
 
@@ -619,8 +635,13 @@ def test_damaged_lines_never_crash(line: bytes, data: st.DataObject) -> None:
     decodes_or_refuses(bytes(damaged))
 
 
-def test_invalid_utf8_inside_a_result_is_refused_when_it_is_read() -> None:
-    resp = p.decode(b'{"jsonrpc": "2.0", "id": 1, "result": {"agent_version": "\xff"}}')
+def test_invalid_utf8_inside_a_result_is_refused_when_it_is_read(codec: Any) -> None:
+    line = b'{"jsonrpc": "2.0", "id": 1, "result": {"agent_version": "\xff"}}'
+    if codec.name == "lite":
+        # The stdlib codec reads the whole line as UTF-8 first: refused already.
+        assert "utf-8" in refused(line).lower()
+        return
+    resp = p.decode(line)
     assert isinstance(resp, p.Response)
     with pytest.raises(ProtocolError, match="result"):
         p.decode_result(resp, p.HandshakeResult)

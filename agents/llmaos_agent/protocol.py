@@ -7,19 +7,32 @@ bounded, and a line longer than :data:`MAX_LINE_BYTES` is refused before it is
 parsed. A bad line raises :class:`ProtocolError` and nothing else.
 
 This module is the single source of truth for the message shapes; both sides
-import it.
+import it. Where msgspec is not installed (a bare host's system python3) the Structs are
+:mod:`llmaos_agent.wirelite`'s stand-ins and its strict stdlib codec decodes and encodes
+them, refusing what msgspec refuses and writing the bytes msgspec writes; type checkers see
+msgspec's classes either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NamedTuple, TypeAlias
 
-import msgspec
-from msgspec import Meta, Raw, Struct, field
-
+from llmaos_agent import wirelite
 from llmaos_agent.paths import SAFE_ID
+
+_wire = wirelite.backend()
+if TYPE_CHECKING:
+    from msgspec import Meta, Raw, Struct, field
+    from msgspec.structs import replace
+else:
+    Struct, Meta, field, Raw, replace = (
+        _wire.Struct, _wire.Meta, _wire.field, _wire.Raw, _wire.replace,
+    )  # fmt: skip
+WIRE: Final = _wire.codec.name
+"""Which codec this process speaks with: ``msgspec`` or ``lite`` (the stdlib one)."""
+_codec: wirelite.Codec = _wire.codec
 
 PROTOCOL_VERSION: Final = 4
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
@@ -550,12 +563,9 @@ class Response(Struct, frozen=True):
 
 Incoming: TypeAlias = Notification | Request | Response
 
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
-# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string,
-# and RecursionError for JSON nested deeper than its C stack allows (a hostile ``[[[[...``):
-# both are a bad line, answered as one, never a crash.
-_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
-_encoder = msgspec.json.Encoder()
+# The codec's errors (``_codec.errors``) include invalid UTF-8 inside a string and JSON
+# nested deeper than the decoder's stack allows (a hostile ``[[[[...``): each is a bad line,
+# answered as one, never a crash.
 
 
 def decode(line: bytes, *, notifications: bool = True, requests: bool = True) -> Incoming:
@@ -567,8 +577,8 @@ def decode(line: bytes, *, notifications: bool = True, requests: bool = True) ->
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"line of {len(line)} bytes is over the {MAX_LINE_BYTES} byte limit")
     try:
-        env = _envelope_decoder.decode(line)
-    except _DECODE_ERRORS as exc:
+        env = _codec.decode(line, _Envelope)
+    except _codec.errors as exc:
         raise ProtocolError(f"not a JSON-RPC 2.0 message: {exc}") from None
     if env.method is None:
         return _response(env)
@@ -620,8 +630,8 @@ def _params(env: _Envelope, ptype: type[Struct]) -> Any:
         # Check the version before the strict decode: a hello of another protocol
         # version differs in shape, and must say so rather than "unknown field".
         try:
-            probe = msgspec.json.decode(raw, type=_VersionProbe)
-        except _DECODE_ERRORS:
+            probe = _codec.decode(raw, _VersionProbe)
+        except _codec.errors:
             pass  # no usable version: the strict decode below says what is wrong
         else:
             if probe.protocol != PROTOCOL_VERSION:
@@ -632,8 +642,8 @@ def _params(env: _Envelope, ptype: type[Struct]) -> Any:
                     "(or run `llmaos-agent stop` on the host so a current agent starts)"
                 )
     try:
-        return msgspec.json.decode(raw, type=ptype)
-    except _DECODE_ERRORS as exc:
+        return _codec.decode(raw, ptype)
+    except _codec.errors as exc:
         raise ProtocolError(f"bad params for {env.method!r}: {exc}") from None
 
 
@@ -642,33 +652,31 @@ def decode_result(resp: Response, rtype: type[Struct]) -> Any:
     if resp.result is None:
         raise ProtocolError("response has no result")
     try:
-        return msgspec.json.decode(bytes(resp.result), type=rtype)
-    except _DECODE_ERRORS as exc:
+        return _codec.decode(bytes(resp.result), rtype)
+    except _codec.errors as exc:
         raise ProtocolError(f"bad result: {exc}") from None
 
 
 def encode_notification(method: str, params: Struct | Raw) -> bytes:
-    return _encoder.encode({"jsonrpc": "2.0", "method": method, "params": params}) + b"\n"
+    return _codec.encode({"jsonrpc": "2.0", "method": method, "params": params}) + b"\n"
 
 
 def encode_request(rid: RequestId, method: str, params: Struct) -> bytes:
-    return (
-        _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}) + b"\n"
-    )
+    return _codec.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}) + b"\n"
 
 
 def encode_result(rid: RequestId, result: Struct) -> bytes:
-    return _encoder.encode({"jsonrpc": "2.0", "id": rid, "result": result}) + b"\n"
+    return _codec.encode({"jsonrpc": "2.0", "id": rid, "result": result}) + b"\n"
 
 
 def encode_error(rid: RequestId | None, code: int, message: str) -> bytes:
     err = RpcError(code=code, message=message[:4000])
-    return _encoder.encode({"jsonrpc": "2.0", "id": rid, "error": err}) + b"\n"
+    return _codec.encode({"jsonrpc": "2.0", "id": rid, "error": err}) + b"\n"
 
 
 def encode(obj: Struct) -> bytes:
     """Plain JSON of one Struct (history entries, ``sample --json``)."""
-    return _encoder.encode(obj)
+    return _codec.encode(obj)
 
 
 def encode_history(entries: list[bytes], *, last: bool) -> bytes:
