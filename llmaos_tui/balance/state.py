@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from llmaos_tui.balance.model import Constraints, Move, Problem, Processor, Unit
 
 INF = math.inf
+# At most this many memory tiers (each is kept sorted at every move).
+_MEM_TIERS = 6
+# ... and a tier is kept only if it holds at most this share of the one it refines.
+_NARROWER = 1.0
 
 
 @dataclass
@@ -51,15 +55,16 @@ class State:
     # from the top and stops at the first that cannot beat what it has (on 4,096
     # cores most cores over target hold only pinned work or small units).
     srcs: list[list[tuple[float, int]]] = field(default_factory=list)
-    # The same pairs as ``order`` for the processors with a GPU free: a unit that
-    # needs one reads these (on 2,000 hosts, 70% of the feasibility checks were GPU
-    # units refused by hosts without one).
-    gorder: list[list[tuple[float, int]]] = field(default_factory=list)
-    # And per tier t, for the processors with at least ``mem_cuts[t]`` memory free
-    # (quartiles of the movable units' needs): a unit that needs that much reads only
-    # these (memory refusals were most of the rest).
-    morders: list[list[list[tuple[float, int]]]] = field(default_factory=list)
-    mem_cuts: list[float] = field(default_factory=list)
+    # Tiers: the same pairs as ``order`` for the processors with at least
+    # ``tier_keys[t] = (gpus, memory)`` free, per domain; a unit reads the narrowest
+    # tier that its needs admit (``tier_of``, by (needs a GPU, memory)). On 2,000
+    # hosts, GPU units refused by hosts without one were 70% of the feasibility
+    # checks, then GPU units refused for memory 90% of what was left. The memory
+    # cuts are the distinct needs of the movable units (so a unit is never refused
+    # for memory by its tier), or quantiles when there are more than _MEM_TIERS.
+    tier_keys: list[tuple[float, float]] = field(default_factory=list)
+    tiers: list[list[list[tuple[float, int]]]] = field(default_factory=list)
+    tier_of: dict[tuple[bool, float], int] = field(default_factory=dict)
     # Units that no processor under target could take, with the domain's count of
     # processors freed below target when that was found: while the count stands, no
     # destination has opened for them (only a move's source gains room), and the
@@ -74,59 +79,104 @@ class State:
     def build(
         cls, processors: Sequence[Processor], units: Sequence[Unit], constraints: Constraints
     ) -> State:
-        Problem(processors, units)  # refuses duplicate ids and unknown processors
         st = cls(list(processors), list(units), constraints)
         index = {p.id: i for i, p in enumerate(st.procs)}
-        doms: dict[str, int] = {}
-        unit_sum = [0.0] * len(st.procs)
-        for u in st.units:
-            unit_sum[index[u.processor]] += u.load
-        for i, p in enumerate(st.procs):
-            d = doms.setdefault(p.domain, len(doms))
-            st.dom.append(d)
-            # A processor carries at least its units (queued demand may not be measured yet).
-            st.load.append(max(p.load, unit_sum[i]))
-            st.limit.append(p.capacity * constraints.headroom if constraints.capacity else INF)
-            st.mem.append(INF if p.mem_free is None or not constraints.memory else p.mem_free)
-            st.gpus.append(INF if p.gpus_free is None or not constraints.gpus else p.gpus_free)
-        st.members = [[] for _ in doms]
-        for i, d in enumerate(st.dom):
-            st.members[d].append(i)
-        # Domains need not be contiguous in the processor list.
-        st.target = [0.0] * len(st.procs)
-        for mem in st.members:
-            dl = sum(st.load[i] for i in mem)
-            dc = sum(st.procs[i].capacity for i in mem)
-            for i in mem:
-                st.target[i] = st.procs[i].capacity * dl / dc
-        st.on = [[] for _ in st.procs]
-        for k, u in enumerate(st.units):
-            i = index[u.processor]
-            st.where.append(i)
-            if u.group is not None and constraints.anti_affinity:
-                st.occupied.add((u.group, i))
-            if not (u.pinned or u.id in constraints.frozen) and u.load > 0.0:
-                st.on[i].append((u.load, k))
-        for lst in st.on:
-            lst.sort()
-        st.total = sum(st.load)
-        st.exc = [st.load[i] - st.target[i] for i in range(len(st.procs))]
-        st.order = [sorted((st.exc[i], i) for i in mem) for mem in st.members]
-        st.dev = sum(abs(x) for x in st.exc)
-        st.gorder = [sorted((st.exc[i], i) for i in mem if st.gpus[i] >= 1) for mem in st.members]
-        needs = sorted(st.units[k].mem for lst in st.on for _w, k in lst if st.units[k].mem > 0)
-        if needs and any(x < INF for x in st.mem):
-            st.mem_cuts = sorted({needs[len(needs) * q // 4] for q in (1, 2, 3)})
-        st.morders = [
-            [sorted((st.exc[i], i) for i in mem if st.mem[i] >= cut) for mem in st.members]
-            for cut in st.mem_cuts
-        ]
-        st.freed = [0] * len(st.members)
-        st.skey = [None] * len(st.procs)
-        st.srcs = [[] for _ in st.members]
-        for i in range(len(st.procs)):
-            st.rekey(i)
+        if (
+            len(index) != len(st.procs)
+            or len({u.id for u in st.units}) != len(st.units)
+            or any(u.processor not in index for u in st.units)
+        ):
+            Problem(processors, units)  # raises, naming the duplicate or unknown id
+        st._place(index)
+        st._aim()
+        st._index_units(index)
+        st._sort()
         return st
+
+    def _place(self, index: dict[str, int]) -> None:
+        """Domains, loads and limits of the processors."""
+        c = self.constraints
+        doms: dict[str, int] = {}
+        unit_sum = [0.0] * len(self.procs)
+        for u in self.units:
+            unit_sum[index[u.processor]] += u.load
+        for i, p in enumerate(self.procs):
+            self.dom.append(doms.setdefault(p.domain, len(doms)))
+            # A processor carries at least its units (queued demand may not be measured yet).
+            self.load.append(max(p.load, unit_sum[i]))
+            self.limit.append(p.capacity * c.headroom if c.capacity else INF)
+            self.mem.append(INF if p.mem_free is None or not c.memory else p.mem_free)
+            self.gpus.append(INF if p.gpus_free is None or not c.gpus else p.gpus_free)
+        self.members = [[] for _ in doms]
+        for i, d in enumerate(self.dom):
+            self.members[d].append(i)
+
+    def _aim(self) -> None:
+        """Each processor's target: its share, by capacity, of its domain's load."""
+        # Domains need not be contiguous in the processor list.
+        self.target = [0.0] * len(self.procs)
+        for mem in self.members:
+            dl = sum(self.load[i] for i in mem)
+            dc = sum(self.procs[i].capacity for i in mem)
+            for i in mem:
+                self.target[i] = self.procs[i].capacity * dl / dc
+        self.total = sum(self.load)
+        self.exc = [x - t for x, t in zip(self.load, self.target, strict=True)]
+        self.dev = sum(abs(x) for x in self.exc)
+
+    def _index_units(self, index: dict[str, int]) -> None:
+        """Where each unit is, the groups on each processor, and the movable units."""
+        c = self.constraints
+        self.on = [[] for _ in self.procs]
+        frozen = c.frozen
+        for k, u in enumerate(self.units):
+            i = index[u.processor]
+            self.where.append(i)
+            if u.group is not None and c.anti_affinity:
+                self.occupied.add((u.group, i))
+            if not (u.pinned or u.id in frozen) and u.load > 0.0:
+                self.on[i].append((u.load, k))
+        for lst in self.on:
+            lst.sort()
+
+    def _sort(self) -> None:
+        """The sorted views the greedy reads: by excess, by tier, the sources by key."""
+        exc = self.exc
+        self.order = [sorted((exc[i], i) for i in mem) for mem in self.members]
+        self._tier()
+        self.freed = [0] * len(self.members)
+        self.skey = [None] * len(self.procs)
+        self.srcs = [[] for _ in self.members]
+        for i in range(len(self.procs)):
+            self.rekey(i)
+
+    def _tier(self) -> None:
+        """The tiers, only where some unit needs them, some processor has a limit and
+        the tier is narrower than the one it refines (each is kept sorted at every move:
+        on 2,000 hosts thirteen tiers cost more in upkeep than they saved)."""
+        moving = [self.units[k] for lst in self.on for _w, k in lst]
+        gpu = any(u.gpus > 0 for u in moving) and any(x < INF for x in self.gpus)
+        mem = any(x < INF for x in self.mem)
+        for needs_gpu in (False, True) if gpu else (False,):
+            group = [u for u in moving if (u.gpus > 0) == needs_gpu] if gpu else moving
+            needs = sorted({u.mem for u in group if u.mem > 0}) if mem else []
+            g = 1.0 if needs_gpu else 0.0
+            kept: list[tuple[float, int]] = []  # (memory cut, tier index)
+            size = len(self.procs)
+            for m in ([0.0] if needs_gpu else []) + needs[:: max(1, -(-len(needs) // _MEM_TIERS))]:
+                tier = [
+                    sorted((self.exc[i], i) for i in mem if self.gpus[i] >= g and self.mem[i] >= m)
+                    for mem in self.members
+                ]
+                n = sum(len(t) for t in tier)
+                if n < _NARROWER * size or (needs_gpu and m == 0.0):
+                    kept.append((m, len(self.tiers)))
+                    self.tier_keys.append((g, m))
+                    self.tiers.append(tier)
+                    size = n
+            for u in group:
+                t = max(((c, x) for c, x in kept if c <= u.mem), default=(0.0, -1))[1]
+                self.tier_of[needs_gpu, u.mem] = t
 
     def rekey(self, p: int) -> None:
         """Put processor p where it belongs among its domain's sources (or take it out)."""
@@ -175,16 +225,15 @@ class State:
         self.where[k] = j
         order = self.order[self.dom[i]]
         d = self.dom[i]
-        gorder = self.gorder[d]
+        tiers = [t[d] for t in self.tiers]
         for p in (i, j):
             old = (self.exc[p], p)
             del order[bisect_left(order, old)]
             self.exc[p] = self.load[p] - self.target[p]
             new = (self.exc[p], p)
             insort(order, new)
-            self._retier(gorder, old, new, self.gpus[p] >= 1)
-            for t, cut in enumerate(self.mem_cuts):
-                self._retier(self.morders[t][d], old, new, self.mem[p] >= cut)
+            for tier, (g, m) in zip(tiers, self.tier_keys, strict=True):
+                self._retier(tier, old, new, self.gpus[p] >= g and self.mem[p] >= m)
             self.rekey(p)
         if self.exc[i] < 0.0:
             self.freed[d] += 1
@@ -206,12 +255,8 @@ class State:
         """The pairs (exc, index) of domain d, by excess, that unit k need look at:
         the processors that could meet its GPU or memory need (a superset)."""
         u = self.units[k]
-        if u.gpus > 0:
-            return self.gorder[d]
-        for t in range(len(self.mem_cuts) - 1, -1, -1):
-            if u.mem >= self.mem_cuts[t]:
-                return self.morders[t][d]
-        return self.order[d]
+        t = self.tier_of.get((u.gpus > 0, u.mem), -1)
+        return self.order[d] if t < 0 else self.tiers[t][d]
 
     def revert(self, k: int, i: int) -> None:
         """Undo :meth:`apply` of unit k, back to processor i (a trial that did not pay)."""
