@@ -130,7 +130,7 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
         alive = [p for p in procs if _alive(p)]
         if not alive or time.monotonic() > deadline:
             return alive
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval
 
 
 def _alive(p: psutil.Process) -> bool:

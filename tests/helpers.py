@@ -28,7 +28,7 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = 
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval
 
 
 CLEAR_GAIN = 0.05

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -121,6 +122,7 @@ async def test_core_level_plan_moves_pinned_hogs_and_beta_falls(
             for m in moves:
                 out = await apply_move(m, lambda h: ws[h].call, audit=audit, read_only=False)
                 assert out.ok, out.message
+            moved_t = time.time()  # the agent's samples carry time.time() of this machine
             core = {_pid(m.unit): int(m.dst.rsplit("cpu", 1)[1]) for m in moves}
             want = sorted((core.get(p.pid, 0),) for p in hogs)
             assert sorted(tuple(p.cpu_affinity()) for p in hogs) == want  # one stayed
@@ -133,8 +135,18 @@ async def test_core_level_plan_moves_pinned_hogs_and_beta_falls(
                     for pid, (_o, c) in moved.items()
                 )
 
-            await asyncio.sleep(1.0)  # the new state's first samples
-            await wait_for(settled, 30, "the moved hogs busy on their new cores")
+            first: list[int] = []  # seq of the first sample taken after the moves
+
+            def measured_after() -> bool:  # the latest sample's whole window is after them
+                s = host.sample
+                if s is None or s.t <= moved_t:
+                    return False
+                first[:] = first or [s.seq]
+                return s.seq > first[0]
+
+            await wait_for(
+                lambda: measured_after() and settled(), 30, "the moved hogs busy on their new cores"
+            )
             now, without, seen = beta_and_counterfactual(host, moved)
             assert now < without - 0.1, (
                 f"measured beta {now:.3f}, {without:.3f} with the moved hogs ({seen}) back on "
@@ -370,7 +382,7 @@ async def test_source_starting_it_meanwhile_keeps_it_there(two_hosts: Any, tmp_p
                 info = await ws["a"].call("requests.get", RequestRef(id=r.id))
                 if info.state == "running":
                     return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll interval
             raise AssertionError("the request did not start on a")
 
         with pytest.raises(Exception) as err:

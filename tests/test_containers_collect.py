@@ -92,7 +92,7 @@ def test_containers_with_load_from_processes(host: tuple[Testbed, Any], use_sdk:
     assert col.refresh(), col.reason
     deadline = time.monotonic() + 30
     while True:  # until the health check has run once
-        time.sleep(1.0)
+        time.sleep(1.0)  # the window CPU is measured over (load since the last snapshot)
         found = {c.name: c for c in col.snapshot(procs.snapshot())}
         if found["idle"].health == "healthy" or time.monotonic() > deadline:
             break

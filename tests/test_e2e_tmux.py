@@ -89,7 +89,7 @@ def _wait(cond: object, timeout: float, what: str, screen: Tmux) -> float:
     while time.monotonic() - start < timeout:
         if cond():  # type: ignore[operator]
             return time.monotonic() - start
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval
     raise AssertionError(f"no {what} after {timeout} s; the screen:\n{screen.screen()}")
 
 

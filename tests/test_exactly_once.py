@@ -48,7 +48,7 @@ def _wait_supervisors_gone(home: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while _supervisors(home):
         assert time.monotonic() < deadline, "a supervisor of the test is still running"
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval
 
 
 def _runs(runs: Path) -> list[str]:
@@ -118,7 +118,8 @@ async def test_supervisor_killed_at_each_step(
             assert end_.reason, "the queue says why"
             if step == "supervisor.claimed":
                 assert "not run again" in end_.reason
-            # It stays settled: no later pass starts it again.
+            # It stays settled: no later pass starts it again. A quiet window (five of the
+            # daemon's 0.2 s passes), the only way to see that nothing happens.
             time.sleep(1.0)
             assert (await get(s, info.id)).state == state
             assert len(_runs(runs)) == times

@@ -340,7 +340,7 @@ def test_standin_raises_the_real_error_classes() -> None:
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
         nv.nvmlDeviceGetTemperature(h, 99)
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
-        nv.nvmlDeviceGetName(object())  # not a handle at all
+        nv.nvmlDeviceGetName(object())  # type: ignore[arg-type]  # not a handle at all
     # A handle from another NVML session is not this one's.
     other = NvmlStandIn([Device()])
     other.nvmlInit()

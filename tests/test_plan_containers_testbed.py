@@ -84,7 +84,7 @@ def test_plan_moves_a_container_to_the_idle_host(
 
         plan: dict[str, Any] = {}
         for i in range(TRIES):
-            time.sleep(5 * i)
+            time.sleep(5 * i)  # spacing between tries: new load windows to plan from
             cp = run_tui(docker_home, "plan", "--no-local", "--level", "hosts", "--units",
                          "containers", "--apply", "--json", "--settle", "1")  # fmt: skip
             assert cp.returncode == 0, (cp.stdout, cp.stderr)

@@ -193,7 +193,7 @@ async def test_an_auth_refusal_waits_for_retry_now() -> None:
         assert len(link.opens) == 1
         assert watcher.retry_now()
         await wait_for(lambda: len(link.opens) == 2 and host.retry_held, 10, "one more, held")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # quiet window: five capped waits, no open in it
         assert len(link.opens) == 2
 
 
@@ -222,13 +222,13 @@ async def test_refused_login_is_tried_once_then_only_when_asked(server: SshServe
         assert host.status is HostStatus.DOWN
         assert "SSH login refused" in host.reason and RETRY_HINT in host.reason
         assert len(server.logins) == 1
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # quiet window (the only way to see nothing happen)
         assert len(server.logins) == 1, "a refused login is not retried unasked"
         assert server.commands == []
 
         assert watcher.retry_now()
         await wait_for(lambda: len(server.logins) == 2 and host.retry_held, 30, "one more")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # quiet window: ten capped waits, no login in it
         assert len(server.logins) == 2
 
         # The operator fixes the key and asks again: the host comes up.
@@ -244,7 +244,7 @@ async def test_changed_host_key_is_held_not_retried(server: SshServer) -> None:
     async with watching(link_to(server), Backoff(0.05, 0.1)) as (host, _watcher):
         await wait_for(lambda: host.retry_held, 30, "the host held")
         assert "HOST KEY CHANGED" in host.reason and RETRY_HINT in host.reason
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # quiet window: fifteen capped waits, no connect in it
         assert len(server.connects) == 1 and server.logins == []
 
 
@@ -266,7 +266,7 @@ async def test_dead_port_backs_off_then_the_host_comes_back_within_the_cap(
             dropped = time.monotonic()
             await server.drop()
             await wait_for(lambda: host.status is HostStatus.DOWN, 15, "the host down")
-            await asyncio.sleep(8.0)
+            await asyncio.sleep(8.0)  # the window the backoff is measured over
             accepts = list(dead.accepts)
             watched = time.monotonic() - dropped
             await wait_for(lambda: "(retry in " in host.reason, 10, "the countdown shown")

@@ -48,7 +48,7 @@ async def eventually(cond: object, what: str, timeout: float = 15.0) -> None:
     while not await cond():  # type: ignore[operator]
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval
 
 
 def _app(tmp_path: Path, read_only: bool = False) -> LlmaosApp:

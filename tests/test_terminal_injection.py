@@ -264,7 +264,7 @@ def test_cli_requests_text_is_clean_and_json_is_exact(
 
     end = time.monotonic() + 60
     while "evil" not in logged() and time.monotonic() < end:
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval
     chunks = [json.loads(line) for line in logged().splitlines()]
     data = "".join(c["data"] for c in chunks)
     assert data == "out \x1b]2;PWNED\x07 \x1b[2J \x9bx \u202eevil\tend\r\n"
@@ -451,8 +451,8 @@ threading.Thread(target=answer, daemon=True).start()
 gpu = json.dumps(evil["gpu"])[1:-1].encode()
 for ln in lines[1:]:
     out(ln.replace(b"NVIDIA H100 80GB HBM3", gpu))
-    time.sleep(0.02)
-time.sleep(3600)
+    time.sleep(0.02)  # paced as an agent's samples come, not in one burst
+time.sleep(3600)  # then stays connected, as an agent does
 """
 EVIL = {
     "version": OSC[0][:-1] + "\x07v",

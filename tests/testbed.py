@@ -254,7 +254,7 @@ def _kill_netns_procs(netns: str) -> None:
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
             raise TestbedError(f"processes in {netns} survive SIGKILL: {pids}")
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval
 
 
 def _remove_resources(prefix: str) -> None:
@@ -646,7 +646,7 @@ class Testbed:
                         f"sshd of {h.name} not listening on {h.addr}:{h.port} after "
                         f"{STEP_TIMEOUT} s: {_tail(h.dir / 'sshd.log')}"
                     ) from None
-                time.sleep(0.005)
+                time.sleep(0.005)  # poll interval
 
     def _spawn_dockerd(self, h: TestHost) -> None:
         h._dockerd = self._spawn(h, [DOCKERD, "--shutdown-timeout", "2"], h.dir / "dockerd.log")
@@ -669,7 +669,7 @@ class Testbed:
                 raise TestbedError(
                     f"dockerd of {h.name} not answering after 60 s: {_tail(h.dir / 'dockerd.log')}"
                 )
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval
 
     def _stop_dockerds(self) -> None:
         """SIGTERM all dockerds at once (they stop containers and containerd), then wait."""
@@ -803,7 +803,7 @@ def _wait_dead(procs: list[psutil.Process], timeout: float) -> None:
                     alive.append(p)
         if not alive:
             return
-        time.sleep(0.005)
+        time.sleep(0.005)  # poll interval
     raise TestbedError(f"processes survive SIGKILL: {[p.pid for p in procs]}")
 
 
