@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,12 +38,12 @@ from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.session import CallError
 from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
-from llmaos_tui.fleet.state import FleetState, HostState
+from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
 from llmaos_tui.ops.engine_pool import EnginePool
-from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.ops.journal import OPEN_ERRORS, MoveJournal
 from llmaos_tui.ops.moves import Moves
 from llmaos_tui.plan_actions import PlanActions
 from llmaos_tui.screens.audit import AuditScreen
@@ -156,6 +154,7 @@ class LlmaosApp(PlanActions):
         self._dirty: set[str] = set()
         self._flush_scheduled = False
         self._link_workers: list[Worker[None]] = []
+        self._hosts_changed = asyncio.Event()  # set on every host's news (recovery waits)
 
     # ---------------------------------------------------------------- life
 
@@ -238,7 +237,8 @@ class LlmaosApp(PlanActions):
     # ------------------------------------------------------------- updates
 
     def _host_changed(self, host: HostState) -> None:
-        # Called from the watchers (workers): post, never touch widgets.
+        # Called from the watchers (workers, on the app's loop): post, never touch widgets.
+        self._hosts_changed.set()
         self.post_message(HostChanged(host.name))
 
     def on_host_changed(self, message: HostChanged) -> None:
@@ -389,10 +389,10 @@ class LlmaosApp(PlanActions):
                 q.source, q.target, q.container.id, commit=q.commit,
                 keep_source=q.keep_source, live=q.live,
             )  # fmt: skip
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is shown in the dialog, why
             q.screen.post_message(MovePlanReady(q.target, None, [], _why(exc)))
             return
-        q.screen.post_message(MovePlanReady(q.target, asdict(plan), refusals))
+        q.screen.post_message(MovePlanReady(q.target, plan, refusals))
 
     def on_move_intent(self, intent: MoveIntent) -> None:
         self.run_worker(self._move(intent), name="move", group="moves", exit_on_error=False)
@@ -404,7 +404,7 @@ class LlmaosApp(PlanActions):
         screen = intent.screen
 
         def progress(p: Progress) -> None:  # from the move's thread: post only
-            screen.post_message(MoveStepProgress(p.step, p.state, p.bytes, p.total, p.message))
+            screen.post_message(MoveStepProgress(p))
 
         res = await self.moves.move(
             intent.source, intent.target, intent.container.id, name=intent.container.name,
@@ -412,7 +412,7 @@ class LlmaosApp(PlanActions):
             progress=progress,
         )  # fmt: skip
         summary = describe(res)
-        screen.post_message(MoveDone(res.outcome, summary))
+        screen.post_message(MoveDone(res, summary))
         self.notify(summary, severity="information" if res.ok else "error", timeout=10)
 
     async def _recover(self) -> None:
@@ -421,15 +421,11 @@ class LlmaosApp(PlanActions):
 
         async def hosts_up(names: set[str]) -> None:
             self.notify("finishing unfinished container move(s)…", timeout=5)
-            deadline = time.monotonic() + RECOVER_WAIT_S
-            while time.monotonic() < deadline and not all(
-                n in self.fleet.hosts and self.fleet.hosts[n].status.value == "up" for n in names
-            ):
-                await asyncio.sleep(0.5)
+            await self.hosts_up(names, RECOVER_WAIT_S)
 
         try:
             results = await self.moves.recover(hosts_up)
-        except Exception as exc:
+        except (ImportError, *OPEN_ERRORS) as exc:  # no docker SDK; the journal unreadable
             self.notify(f"recovering moves: {_why(exc)}", severity="error", timeout=10)
             return
         for r in results:
@@ -438,6 +434,25 @@ class LlmaosApp(PlanActions):
                 severity="information" if r.outcome in ("moved", "rolled_back") else "error",
                 timeout=15,
             )
+
+    async def hosts_up(self, names: set[str], timeout: float) -> bool:
+        """Wait until every host in ``names`` is up, woken by the hosts' news (a host comes
+        up only by its watcher's word), or ``timeout`` seconds; whether they are."""
+
+        def up() -> bool:
+            hosts = self.fleet.hosts
+            return all(n in hosts and hosts[n].status is HostStatus.UP for n in names)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not up():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self._hosts_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._hosts_changed.wait(), left)
+        return True
 
     def action_keys(self) -> None:
         if not isinstance(self.screen, KeysScreen):

@@ -39,7 +39,7 @@ from llmaos_tui.fleet.state import HostState, HostStatus
 from llmaos_tui.fleet.watching import Watching
 from llmaos_tui.formats import ago
 from llmaos_tui.ops.audit import AuditLog
-from llmaos_tui.ops.journal import MoveJournal
+from llmaos_tui.ops.journal import OPEN_ERRORS, MoveJournal
 
 if TYPE_CHECKING:  # the docker SDK is optional: loaded by `move` only
     from llmaos_tui.ops.container_move import MoveResult, Progress
@@ -129,7 +129,7 @@ def run_move(args: argparse.Namespace) -> int:
         return 2
     try:
         journal = MoveJournal(args.journal) if args.journal else MoveJournal()
-    except Exception as exc:
+    except OPEN_ERRORS as exc:
         _err(f"cannot open the move journal: {exc}")
         return 1
     audit = AuditLog(args.audit) if args.audit else AuditLog()
@@ -186,7 +186,7 @@ async def _move_with(
         )
         try:
             engines = await asyncio.gather(engine_for(args.src), engine_for(args.dst))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - no engine, no link, an SDK error: a refusal, nothing changed
             asked.cancel()
             why = f"cannot reach the engines: {_reason(exc)}"
             return MoveResult("refused", args.container, args.src, args.dst, message=why,
@@ -214,7 +214,7 @@ def _report(res: MoveResult, args: argparse.Namespace) -> int:
         _say(describe(res))
         if res.outcome == "dry_run" and res.plan is not None:
             for step in res.plan.steps:
-                _say(f"  {step}")
+                _say(f"  {res.plan.label(step)}")
     return 0 if res.ok else 1
 
 

@@ -42,6 +42,7 @@ from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.fleet.watching import Watching
 from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.engine_pool import EnginePool
+from llmaos_tui.ops.journal import OPEN_ERRORS
 from llmaos_tui.ops.moves import Moves
 from llmaos_tui.ops.rebalance import (
     HOST_UNITS,
@@ -125,7 +126,7 @@ class _Containers:
         when the move journal cannot be opened."""
         try:
             moves = self.service.for_plans(None if self.quiet else _progress)
-        except Exception as exc:
+        except OPEN_ERRORS as exc:
             _say(f"llmaos-tui: cannot open the move journal: {exc}", err=True)
             return None
         if not self._recovered:
@@ -139,7 +140,7 @@ class _Containers:
             done = await self.service.recover()
         except ImportError:
             return  # no docker SDK: no move can have been made from here either
-        except Exception as exc:
+        except OPEN_ERRORS as exc:
             _say(f"llmaos-tui: recovering unfinished moves: {exc}", err=True)
             return
         for r in done:

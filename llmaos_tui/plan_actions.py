@@ -17,6 +17,7 @@ from textual.app import App
 
 from llmaos_tui.balance import Level, Move
 from llmaos_tui.fleet.link import LinkDown
+from llmaos_tui.ops.journal import OPEN_ERRORS
 from llmaos_tui.ops.rebalance import (
     NOT_TRIED,
     Caller,
@@ -127,7 +128,7 @@ class PlanActions(App[None]):
 
         try:
             return self.moves.for_plans(progress)
-        except Exception as exc:
+        except OPEN_ERRORS as exc:
             self.notify(f"move journal: {exc}", severity="error", timeout=10)
             return None
 

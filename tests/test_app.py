@@ -135,6 +135,19 @@ async def test_a_dying_agent_turns_the_host_down_and_the_app_keeps_running() -> 
         assert app.is_running
 
 
+async def test_hosts_up_waits_for_the_hosts_news_not_a_clock() -> None:
+    """What the start-up recovery waits on: every named host up, woken by the watchers'
+    news; a host that goes down instead, or one the console does not know, runs it out."""
+    app = LlmaosApp([scripted("exit"), ReplayLink(RECORDING, name="rec")], cursor_blink=False)
+    async with app.run_test(size=SIZE):
+        assert await app.hosts_up({"rec"}, 30.0)
+        assert app.fleet.hosts["rec"].status is HostStatus.UP
+        bad = app.fleet.hosts["scripted"]
+        await wait_for(lambda: bad.status is HostStatus.DOWN, what="down")
+        assert not await app.hosts_up({"rec", "scripted"}, 0.5)
+        assert not await app.hosts_up({"nowhere"}, 0.2)
+
+
 async def test_garbage_speaking_agent_is_down_with_reason() -> None:
     app = LlmaosApp([scripted("no-hello")], cursor_blink=False)
     async with app.run_test(size=SIZE) as pilot:

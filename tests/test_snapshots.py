@@ -22,6 +22,7 @@ from llmaos_tui.balance import Move, Plan
 from llmaos_tui.balance.model import Slot
 from llmaos_tui.fleet.replay import ReplayLink
 from llmaos_tui.fleet.state import HostStatus
+from llmaos_tui.ops.move_model import MovePlan
 from llmaos_tui.screens.containers import ContainersScreen
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
@@ -169,10 +170,19 @@ class FixedApp(LlmaosApp):
     def on_move_plan_query(self, q: MovePlanQuery) -> None:
         q.prevent_default()
         streamed = q.target != "gpu-c"
-        steps = ["inspect", "precheck", "image" if streamed else "image (present on target: "
-                 "not streamed)", "create", "stop", "copy", "start", "verify",
-                 "finish (remove source)"]  # fmt: skip
-        plan = {"steps": steps, "stream_image": streamed, "commit": q.commit}
+        c = q.container
+        notes = {"finish": "remove source"}
+        if not streamed:
+            notes["image"] = "present on target: not streamed"
+        plan = MovePlan(
+            container=c.name, container_id=c.id, source=q.source, target=q.target,
+            image=c.image, image_id=c.image_id, stream_image=streamed, image_size=0,
+            was_running=True, commit=q.commit, keep_source=q.keep_source, volumes=[],
+            binds=[], ports=[], gpus=[],
+            steps=["inspect", "precheck", "image", "create", "stop", "copy", "start",
+                   "verify", "finish"],
+            step_notes=notes,
+        )  # fmt: skip
         q.screen.post_message(MovePlanReady(q.target, plan, []))
 
 

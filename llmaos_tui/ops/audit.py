@@ -90,7 +90,7 @@ class AuditLog:
         if identity is None and self.identity_for is not None:
             try:
                 identity = self.identity_for(host)
-            except Exception:  # a lookup that fails must not lose the line
+            except Exception:  # noqa: BLE001 - a lookup that fails must not lose the line
                 identity = None
         entry: dict[str, Any] = {
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),

@@ -146,7 +146,7 @@ class MoveEngine(PrecheckMixin, RecoveryMixin):
                         "(dockerd --experimental)"
                     )
                 why = eng.criu_check()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to ask is a reason shown
                 why = f"cannot check {eng.name}: {_reason(exc)}"
             if why:
                 reasons.append(why)
@@ -181,7 +181,7 @@ class MoveEngine(PrecheckMixin, RecoveryMixin):
                 "not-found",
                 f"no container {container} on {self.src.name} ({_reason(exc)})",
             )
-        except Exception as exc:  # an engine does not answer: nothing was changed
+        except Exception as exc:  # noqa: BLE001 - an engine that does not answer: nothing changed
             return self._refused_early(
                 container, "unreachable", f"cannot pre-check the move: {_reason(exc)}"
             )
@@ -210,7 +210,7 @@ class MoveEngine(PrecheckMixin, RecoveryMixin):
         rec = self.journal.get(move_id)
         try:
             self._run_steps(rec, attrs, plan, base)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure mid-move is rolled back or forward
             rec = self.journal.get(move_id)
             base.timings = timings
             return self._resolve(
@@ -267,7 +267,7 @@ def recover_all(
             continue
         try:
             src, dst = engine_for(src_name), engine_for(dst_name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - no engine yet: the entry stays open
             out.append(
                 MoveResult(
                     "failed",

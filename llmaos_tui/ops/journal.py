@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from typing import IO, Any
 
 import platformdirs
 
-from llmaos_agent.paths import inside, open_file, private_dir
+from llmaos_agent.paths import UnsafeDirectory, inside, open_file, private_dir
 from llmaos_agent.statedb import Unavailable, open_db
 
 try:
@@ -70,6 +71,9 @@ READABLE = (1, 2)  # the formats this version recovers
 
 JournalUnavailable = Unavailable
 """The journal file exists but cannot be trusted; the message says why and how to recover."""
+OPEN_ERRORS = (JournalUnavailable, UnsafeDirectory, OSError, sqlite3.Error)
+"""What opening the journal raises when it cannot be had (a damaged file, a directory that
+is not ours, no room, a locked database): each says why in its message."""
 
 
 def default_journal_path() -> Path:

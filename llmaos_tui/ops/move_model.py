@@ -1,19 +1,15 @@
-"""What a container move is made of: its plan, its result, its progress news, its refusals,
-and the engines' state every part of :class:`~llmaos_tui.ops.container_move.MoveEngine`
-shares (:class:`MoverBase`). Nothing here changes an engine."""
+"""What a container move is made of: its plan, its result, its progress news, its refusals.
+
+Plain values, for every side: the engine makes them, the CLI prints them, and the move
+dialog receives them as they are (so this module loads no docker, SSH or UI library: a
+screen may import it; tests/test_layering.py checks what it loads). Nothing here changes
+an engine; the engines' shared state is :class:`~llmaos_tui.ops.move_base.MoverBase`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import docker
-
-if TYPE_CHECKING:
-    from llmaos_tui.ops.audit import AuditLog
-    from llmaos_tui.ops.docker_forward import Engine
-    from llmaos_tui.ops.journal import MoveJournal
+from typing import Any
 
 STEPS = (
     "inspect",
@@ -78,8 +74,14 @@ class MovePlan:
     binds: list[dict[str, str]]  # {source, dest}
     ports: list[str]  # "0.0.0.0:8080->80/tcp"
     gpus: list[dict[str, Any]]  # the device requests carried over
-    steps: list[str]
+    steps: list[str]  # ids, in order: a subset of STEPS
     refusals: list[Refusal] = field(default_factory=list)
+    step_notes: dict[str, str] = field(default_factory=dict)  # id -> what is special
+
+    def label(self, step: str) -> str:
+        """``step`` as an operator reads it: "image (present on target: not streamed)"."""
+        note = self.step_notes.get(step)
+        return f"{step} ({note})" if note else step
 
 
 @dataclass
@@ -174,46 +176,3 @@ def _reason(exc: BaseException) -> str:
     if explanation:
         return str(explanation)
     return str(exc) or type(exc).__name__
-
-
-class MoverBase:
-    """The state a move's parts share (set by ``MoveEngine.__init__``), and the reads and
-    the news every part uses."""
-
-    src: Engine
-    dst: Engine
-    journal: MoveJournal
-    audit: AuditLog
-    read_only: bool
-    stop_timeout: int
-    settle: float
-    health_timeout: float
-    operator: str | None
-    _progress: ProgressFn | None
-    _move_id: str
-
-    def _dst_has_image(self, image_id: str) -> bool:
-        try:
-            self.dst.client.api.inspect_image(image_id)
-        except docker.errors.ImageNotFound:
-            return False
-        return True
-
-    def _tag_on(self, client: Any, ref: str) -> str | None:
-        """The image ID ``ref`` names on an engine, or None."""
-        try:
-            return str(client.api.inspect_image(ref)["Id"])
-        except docker.errors.ImageNotFound:
-            return None
-
-    def _emit(
-        self,
-        move_id: str,
-        step: str,
-        state: str,
-        n: int = 0,
-        total: int | None = None,
-        message: str = "",
-    ) -> None:
-        if self._progress is not None:
-            self._progress(Progress(move_id or self._move_id, step, state, n, total, message))

@@ -9,12 +9,12 @@ from typing import Any
 
 import docker
 
+from llmaos_tui.ops.move_base import MoverBase
 from llmaos_tui.ops.move_model import (
     _DEFAULT_NETWORKS,
     _WILDCARD,
     COMMIT_REPO,
     MovePlan,
-    MoverBase,
     Refusal,
     _arch,
     _ip_overlap,
@@ -52,6 +52,7 @@ class PrecheckMixin(MoverBase):
         refusals += self._check_memory(name, hc, dst_info)
         refusals += self._check_networks(attrs, name, hc)
         running = bool(state.get("Running"))
+        steps, notes = self._steps(commit, stream, running, bool(volumes), keep_source)
         return MovePlan(
             container=name,
             container_id=str(attrs.get("Id", "")),
@@ -68,27 +69,31 @@ class PrecheckMixin(MoverBase):
             binds=binds,
             ports=ports,
             gpus=gpus,
-            steps=self._steps(commit, stream, running, bool(volumes), keep_source),
+            steps=steps,
             refusals=refusals,
+            step_notes=notes,
         )
 
     @staticmethod
     def _steps(
         commit: bool, stream: bool, running: bool, volumes: bool, keep_source: bool
-    ) -> list[str]:
+    ) -> tuple[list[str], dict[str, str]]:
+        """The step ids the move will take, and a note on those that need one."""
         steps = ["inspect", "precheck"]
         if commit:
             steps.append("commit")
-        steps.append("image" if stream else "image (present on target: not streamed)")
-        steps.append("create")
+        steps += ["image", "create"]
         if running:
             steps.append("stop")
         if volumes:
             steps.append("copy")
         if running:
             steps += ["start", "verify"]
-        steps.append("finish (keep source stopped)" if keep_source else "finish (remove source)")
-        return steps
+        steps.append("finish")
+        notes = {"finish": "keep source stopped" if keep_source else "remove source"}
+        if not stream:
+            notes["image"] = "present on target: not streamed"
+        return steps, notes
 
     def _check_engines(self, dst_info: dict[str, Any]) -> list[Refusal]:
         """Two engines, not one reached twice."""
@@ -329,7 +334,7 @@ class PrecheckMixin(MoverBase):
     def _check_path(self, path: str, what: str) -> list[Refusal]:
         try:
             exists = self.dst.path_exists(path)
-        except Exception as exc:  # the host cannot be asked: refuse rather than guess
+        except Exception as exc:  # noqa: BLE001 - a path that cannot be probed is a refusal
             return [
                 Refusal("bind-mount", f"{what}: cannot check it exists on {self.dst.name} ({exc})")
             ]

@@ -81,7 +81,7 @@ class RecoveryMixin(StepsMixin):
                     rec = self.journal.get(rec.move_id)
                     result.new_id = new_id
                     return self._forward(rec, plan, result, None)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a target that fails to verify: roll back
                 failure = f"recovery: the target does not verify: {_reason(exc)}"
         return self._back(rec, plan, result, failure or self._why_unfinished(rec))
 
@@ -101,7 +101,7 @@ class RecoveryMixin(StepsMixin):
     ) -> MoveResult:
         try:
             self._finish(rec, plan, res, res.timings)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - said in the result; the journal finishes it
             res.outcome = "failed"
             res.message = (
                 f"{plan.container} runs on {self.dst.name}, verified; removing the "
@@ -128,12 +128,12 @@ class RecoveryMixin(StepsMixin):
                 if not state.get("Running"):
                     api_src.start(plan.container_id)
                 self._wait_running(api_src, plan.container_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every problem is reported, the rest still tried
             problems.append(f"the source did not start again on {self.src.name}: {_reason(exc)}")
         # The target's leftovers: only what this move made.
         try:
             self._clear_target(rec, plan)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every problem is reported, the rest still tried
             problems.append(
                 f"the target's leftovers on {self.dst.name} are not removed yet: {_reason(exc)}"
             )

@@ -14,13 +14,13 @@ from typing import Any
 import docker
 
 from llmaos_tui.ops.journal import MoveRecord
+from llmaos_tui.ops.move_base import MoverBase
 from llmaos_tui.ops.move_model import (
     _DEFAULT_NETWORKS,
     AUDIT_ACTION,
     COMMIT_REPO,
     MoveError,
     MovePlan,
-    MoverBase,
     MoveResult,
     _reason,
 )
@@ -70,42 +70,66 @@ class StepsMixin(MoverBase):
     ) -> None:
         api_src, api_dst = self.src.client.api, self.dst.client.api
         timings = res.timings
-        cid = plan.container_id
         self.journal.step(rec.move_id, "precheck")
         self.journal.done(rec.move_id, "precheck")
-        image = plan.image
-        if plan.commit:
-            tag = rec.move_id[:12]
-            repo = f"{COMMIT_REPO}/{plan.container}"
-            with self._step(rec, "commit", timings, image_ref=f"{repo}:{tag}") as made:
-                out = api_src.commit(
-                    cid, repository=repo, tag=tag, message=f"llmaos move {rec.move_id}"
-                )
-                image_id = str(out["Id"])
-                made["image_id"] = image_id
-            image = f"{repo}:{tag}"
-            plan.image, plan.image_id = image, image_id
-            plan.image_size = int(api_src.inspect_image(image_id).get("Size") or 0)
-        # The image: streamed while the source still serves.
+        image = self._commit_step(rec, plan, timings) if plan.commit else plan.image
+        self._image_step(rec, plan, image, res)
+        new_id = self._create_step(rec, attrs, plan, image, res)
+        sizes = self._volume_sizes(plan) if plan.volumes else {}
+        if plan.was_running:
+            with self._step(rec, "stop", timings, timeout=self.stop_timeout):
+                api_src.stop(plan.container_id, timeout=self.stop_timeout)
+        if plan.volumes:
+            self._copy_step(rec, plan, new_id, sizes, res)
+        if plan.was_running:
+            with self._step(rec, "start", timings, id=new_id):
+                api_dst.start(new_id)
+            with self._step(rec, "verify", timings, id=new_id):
+                self._verify(new_id)
+        self._finish(rec, plan, res, timings)
+
+    def _commit_step(self, rec: MoveRecord, plan: MovePlan, timings: dict[str, float]) -> str:
+        """Commit the source's file changes to a new image; its ref (the plan follows it)."""
+        api_src = self.src.client.api
+        tag = rec.move_id[:12]
+        repo = f"{COMMIT_REPO}/{plan.container}"
+        with self._step(rec, "commit", timings, image_ref=f"{repo}:{tag}") as made:
+            out = api_src.commit(
+                plan.container_id, repository=repo, tag=tag, message=f"llmaos move {rec.move_id}"
+            )
+            image_id = str(out["Id"])
+            made["image_id"] = image_id
+        image = f"{repo}:{tag}"
+        plan.image, plan.image_id = image, image_id
+        plan.image_size = int(api_src.inspect_image(image_id).get("Size") or 0)
+        return image
+
+    def _image_step(self, rec: MoveRecord, plan: MovePlan, image: str, res: MoveResult) -> None:
+        """The image: streamed while the source still serves (or only tagged when the target
+        has it)."""
+        timings = res.timings
         if self._dst_has_image(plan.image_id):
             self._emit(rec.move_id, "image", "skip", message="the target has the image")
             with self._step(rec, "image", timings, load=False, image_id=plan.image_id):
                 if image != plan.image_id and self._tag_on(self.dst.client, image) is None:
-                    self._tag(api_dst, plan.image_id, image, rec)
-        else:
-            # Save by tag only when it names this image on the target too (or nothing):
-            # `load` would otherwise move the target's tag off the image it names now.
-            ref = image if image != plan.image_id else plan.image_id
-            with self._step(
-                rec, "image", timings, load=True, image_id=plan.image_id, ref=ref
-            ) as made:
-                res.image_bytes = self._stream_image(ref, plan.image_size, made)
-                if not self._dst_has_image(plan.image_id):
-                    raise MoveError(f"{self.dst.name} did not get image {plan.image_id[:19]}")
-        # Create: volumes, then the container (not started), while the source still serves:
-        # a create the target refuses then costs no downtime, and the service is down only
-        # for the stop, the data copy and the start.
-        with self._step(rec, "create", timings, container=plan.container) as made:
+                    self._tag(self.dst.client.api, plan.image_id, image, rec)
+            return
+        # Save by tag only when it names this image on the target too (or nothing):
+        # `load` would otherwise move the target's tag off the image it names now.
+        ref = image if image != plan.image_id else plan.image_id
+        with self._step(rec, "image", timings, load=True, image_id=plan.image_id, ref=ref) as made:
+            res.image_bytes = self._stream_image(ref, plan.image_size, made)
+            if not self._dst_has_image(plan.image_id):
+                raise MoveError(f"{self.dst.name} did not get image {plan.image_id[:19]}")
+
+    def _create_step(
+        self, rec: MoveRecord, attrs: dict[str, Any], plan: MovePlan, image: str, res: MoveResult
+    ) -> str:
+        """Volumes, then the container (not started), while the source still serves: a
+        create the target refuses then costs no downtime, and the service is down only for
+        the stop, the data copy and the start. The new container's id."""
+        api_src, api_dst = self.src.client.api, self.dst.client.api
+        with self._step(rec, "create", res.timings, container=plan.container) as made:
             for v in plan.volumes:
                 if v["anonymous"]:
                     continue  # made with the container, as on the source
@@ -121,27 +145,20 @@ class StepsMixin(MoverBase):
             new_id = str(api_dst.create_container_from_config(config, name=plan.container)["Id"])
             made["id"] = res.new_id = new_id
             made["networks"] = self._connect_networks(attrs, new_id)
-        sizes = self._volume_sizes(plan) if plan.volumes else {}
-        if plan.was_running:
-            with self._step(rec, "stop", timings, timeout=self.stop_timeout):
-                api_src.stop(cid, timeout=self.stop_timeout)
-        # Copy the volumes' data from the stopped source into the created target.
-        if plan.volumes:
-            with self._step(
-                rec, "copy", timings, volumes=[v["dest"] for v in plan.volumes]
-            ) as made:
-                made["bytes"] = 0
-                known = len(sizes) == len(plan.volumes)
-                total = sum(sizes.values()) if known else None
-                for v in plan.volumes:
-                    self._copy_volume(cid, new_id, v["dest"], made, total)
-                res.volume_bytes = made["bytes"]
-        if plan.was_running:
-            with self._step(rec, "start", timings, id=new_id):
-                api_dst.start(new_id)
-            with self._step(rec, "verify", timings, id=new_id):
-                self._verify(new_id)
-        self._finish(rec, plan, res, timings)
+        return new_id
+
+    def _copy_step(
+        self, rec: MoveRecord, plan: MovePlan, new_id: str, sizes: dict[str, int], res: MoveResult
+    ) -> None:
+        """The volumes' data, from the stopped source into the created target."""
+        dests = [v["dest"] for v in plan.volumes]
+        with self._step(rec, "copy", res.timings, volumes=dests) as made:
+            made["bytes"] = 0
+            known = len(sizes) == len(plan.volumes)
+            total = sum(sizes.values()) if known else None
+            for v in plan.volumes:
+                self._copy_volume(plan.container_id, new_id, v["dest"], made, total)
+            res.volume_bytes = made["bytes"]
 
     def _tag(self, api: Any, image_id: str, ref: str, rec: MoveRecord) -> None:
         repo, _, tag = ref.rpartition(":")
@@ -386,7 +403,7 @@ class StepsMixin(MoverBase):
             st = api.inspect_container(cid).get("State") or {}
         except docker.errors.NotFound:
             return "gone"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - what stopped us from seeing it is the answer
             return f"unknown (cannot inspect it: {_reason(exc)})"
         if st.get("Running") and not st.get("Restarting"):
             return "running"

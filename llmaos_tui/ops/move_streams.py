@@ -80,7 +80,7 @@ class Pipe:
                 if self._stop.is_set():
                     return
             self._put_last(None)
-        except BaseException as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             if not self._stop.is_set():
                 self._put_last(exc)
 

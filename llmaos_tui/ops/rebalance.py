@@ -407,7 +407,7 @@ async def move_container(
     try:
         src = await containers.engine_for(m.src)
         dst = await containers.engine_for(m.dst)
-    except Exception as exc:  # no engine, no link, an SDK error: nothing has changed
+    except Exception as exc:  # noqa: BLE001 - no engine, no link, an SDK error: nothing changed
         raise MoveFailed(
             f"{name} stays on {m.src}: cannot reach the engines: {_why(exc)}"
         ) from None
@@ -423,7 +423,7 @@ async def move_container(
 
     try:
         res = await asyncio.to_thread(mover.move, cid, progress=progress)
-    except Exception as exc:  # the move's own failures are results; this is something else
+    except Exception as exc:  # noqa: BLE001 - a failure beyond the move's own: reported, journaled
         raise MoveFailed(f"{name} {m.src} -> {m.dst}: {_why(exc)}; see the move journal") from None
     if not res.ok:
         raise MoveFailed(describe(res, one_line=True))
@@ -467,8 +467,8 @@ async def move_request(
     copy that cannot be accounted for is named in the error, held (so it cannot run)."""
     if read_only:
         raise ReadOnlyConsole("read-only: this console makes no changes (--read-only)")
-    s_call, d_call = caller_for(src), caller_for(dst)
-    info: RequestInfo = await s_call("requests.get", RequestRef(id=rid))
+    mv = _RequestMove(rid, src, dst, caller_for(src), caller_for(dst), audit, resolve_wait)
+    info: RequestInfo = await mv.s_call("requests.get", RequestRef(id=rid))
     if info.state not in ("queued", "held"):
         raise MoveFailed(f"request {rid} is {info.state} on {src}; only waiting requests move")
     spec = RequestSpec(
@@ -476,54 +476,90 @@ async def move_request(
         gpus=info.gpus, share_gpu=info.share_gpu, mem=info.mem, name=info.name, id=rid,
         hold=True,
     )  # fmt: skip
-    kw: dict[str, Any] = {"audit": audit, "read_only": read_only}
-    # 1. The target accepts it, held, under the same id.
-    try:
-        await change(d_call, "requests.submit", spec, host=dst, target=f"request {rid}", **kw)
-    except CallError as exc:  # a clear no: nothing of ours is there
-        raise MoveFailed(f"{dst} did not accept {rid}: {exc}; it stays on {src}") from None
-    except LinkDown as exc:
-        there = await _ask(d_call, rid, resolve_wait)
-        if there is None:
-            raise MoveFailed(
-                f"{dst} did not answer whether it took {rid} ({exc}); it stays on {src}. "
-                f"If {dst} has a copy it is HELD there (it cannot run): withdraw it there "
-                f"(llmaos-tui cancel {rid}) once {dst} is back"
-            ) from None
-        if not there:
-            raise MoveFailed(f"{dst} did not take {rid} ({exc}); it stays on {src}") from None
-        if not _same(there, spec):
-            raise MoveFailed(f"{dst} has another request {rid}; {rid} stays on {src}") from None
-        # It took it; only the answer was lost: carry on.
-    # 2. The source gives it up.
-    try:
-        await change(s_call, "requests.withdraw", RequestRef(id=rid), host=src,
-                     target=f"request {rid}", before=info.state, **kw)  # fmt: skip
-    except (CallError, LinkDown) as exc:
-        kept = await _ask(s_call, rid, resolve_wait) if isinstance(exc, LinkDown) else True
-        if kept is None:
-            raise MoveFailed(
-                f"{src} did not answer whether it gave {rid} up ({exc}); the copy on {dst} "
-                f"stays HELD (it cannot run). Once {src} is back: if it still has {rid}, "
-                f"withdraw the copy on {dst}; if not, release it on {dst}"
-            ) from None
-        if kept:
-            why = f"{src} kept {rid} ({exc})"
-            await _take_back(d_call, dst, rid, audit, resolve_wait, why=why)
-            raise MoveFailed(f"{why}; the held copy on {dst} is withdrawn") from None
-        # The source gave it up; only the answer was lost: carry on.
-    # 3. The target lets it run (unless the operator held it at the source).
-    if info.state == "held":
+    await mv.submit_held(spec)
+    await mv.withdraw_source(info.state)
+    if info.state == "held":  # the operator held it at the source: it stays held
         return f"request {rid} moved {src} -> {dst} (held, as it was)"
-    try:
-        await change(d_call, "requests.release", RequestRef(id=rid), host=dst,
-                     target=f"request {rid}", before="held", **kw)  # fmt: skip
-    except (CallError, LinkDown) as exc:
-        now = await _ask(d_call, rid, resolve_wait) if isinstance(exc, LinkDown) else None
-        if now is not None and now is not False and now.state != "held":
-            return f"request {rid} moved {src} -> {dst}"  # released; the answer was lost
-        raise MoveFailed(f"request {rid} is on {dst}, held: release it there ({exc})") from None
-    return f"request {rid} moved {src} -> {dst}"
+    return await mv.release_target()
+
+
+@dataclass(frozen=True)
+class _RequestMove:
+    """The three steps of :func:`move_request`, each resolving its own unknown outcome."""
+
+    rid: str
+    src: str
+    dst: str
+    s_call: Caller
+    d_call: Caller
+    audit: AuditLog
+    resolve_wait: float
+
+    async def _change(self, call: Caller, method: str, host: str, **kw: Any) -> None:
+        await change(call, method, RequestRef(id=self.rid), host=host,
+                     target=f"request {self.rid}", audit=self.audit, read_only=False,
+                     **kw)  # fmt: skip
+
+    async def submit_held(self, spec: RequestSpec) -> None:
+        """1. The target accepts it, held, under the same id."""
+        rid, src, dst = self.rid, self.src, self.dst
+        try:
+            await change(self.d_call, "requests.submit", spec, host=dst, target=f"request {rid}",
+                         audit=self.audit, read_only=False)  # fmt: skip
+        except CallError as exc:  # a clear no: nothing of ours is there
+            raise MoveFailed(f"{dst} did not accept {rid}: {exc}; it stays on {src}") from None
+        except LinkDown as exc:
+            there = await _ask(self.d_call, rid, self.resolve_wait)
+            if there is None:
+                raise MoveFailed(
+                    f"{dst} did not answer whether it took {rid} ({exc}); it stays on {src}. "
+                    f"If {dst} has a copy it is HELD there (it cannot run): withdraw it there "
+                    f"(llmaos-tui cancel {rid}) once {dst} is back"
+                ) from None
+            if not there:
+                raise MoveFailed(f"{dst} did not take {rid} ({exc}); it stays on {src}") from None
+            if not _same(there, spec):
+                raise MoveFailed(f"{dst} has another request {rid}; {rid} stays on {src}") from None
+            # It took it; only the answer was lost: carry on.
+
+    async def withdraw_source(self, state: str) -> None:
+        """2. The source gives it up (else the held copy on the target is taken back)."""
+        rid, src, dst = self.rid, self.src, self.dst
+        try:
+            await self._change(self.s_call, "requests.withdraw", src, before=state)
+        except (CallError, LinkDown) as exc:
+            kept = (
+                await _ask(self.s_call, rid, self.resolve_wait)
+                if isinstance(exc, LinkDown)
+                else True
+            )
+            if kept is None:
+                raise MoveFailed(
+                    f"{src} did not answer whether it gave {rid} up ({exc}); the copy on {dst} "
+                    f"stays HELD (it cannot run). Once {src} is back: if it still has {rid}, "
+                    f"withdraw the copy on {dst}; if not, release it on {dst}"
+                ) from None
+            if kept:
+                why = f"{src} kept {rid} ({exc})"
+                await _take_back(self.d_call, dst, rid, self.audit, self.resolve_wait, why=why)
+                raise MoveFailed(f"{why}; the held copy on {dst} is withdrawn") from None
+            # The source gave it up; only the answer was lost: carry on.
+
+    async def release_target(self) -> str:
+        """3. The target lets it run."""
+        rid, src, dst = self.rid, self.src, self.dst
+        try:
+            await self._change(self.d_call, "requests.release", dst, before="held")
+        except (CallError, LinkDown) as exc:
+            now = (
+                await _ask(self.d_call, rid, self.resolve_wait)
+                if isinstance(exc, LinkDown)
+                else None
+            )
+            if now is not None and now is not False and now.state != "held":
+                return f"request {rid} moved {src} -> {dst}"  # released; the answer was lost
+            raise MoveFailed(f"request {rid} is on {dst}, held: release it there ({exc})") from None
+        return f"request {rid} moved {src} -> {dst}"
 
 
 def _same(there: RequestInfo, spec: RequestSpec) -> bool:

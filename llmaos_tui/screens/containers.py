@@ -302,7 +302,7 @@ class ContainerLogScreen(Screen[None]):
         query = ContainerLogQuery(id=self.container.id, tail=self.TAIL)
         try:
             log = await self.fetch(self.host, query)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the fetcher raised is shown here
             self.post_message(ContainerLogArrived(None, str(exc)))
             return
         self.post_message(ContainerLogArrived(log))

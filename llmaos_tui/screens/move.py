@@ -5,16 +5,17 @@ GPUs, and whether its engine already has the container's image (then nothing is 
 Highlighting a target asks the app for the move's plan (:class:`MovePlanQuery`): the
 pre-check's refusals, or the steps it will take. Enter asks the app to move it
 (:class:`MoveIntent`); each step then gets a progress bar, with the bytes streamed for the
-image and the volumes. The app does all the work (docker SDK, SSH forwards) and answers
-with the messages below; this screen only shows them.
+image and the volumes. The app does all the work (through :class:`~llmaos_tui.ops.moves.Moves`)
+and answers with the messages below, carrying the move's own values (the
+:class:`~llmaos_tui.ops.move_model.MovePlan`, each step's
+:class:`~llmaos_tui.ops.move_model.Progress`, the
+:class:`~llmaos_tui.ops.move_model.MoveResult`); this screen only shows them.
 
 Container names, images, engine errors and refusals are the hosts' text: the targets
 table is a :class:`SafeTable` and every other piece is drawn with ``safe``.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -25,6 +26,7 @@ from textual.widgets import Checkbox, DataTable, Footer, Label, ProgressBar, Sta
 
 from llmaos_agent.protocol import Container
 from llmaos_tui.fleet.state import FleetState, HostState
+from llmaos_tui.ops.move_model import MovePlan, MoveResult, Progress
 from llmaos_tui.screens.containers import size
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import safe, safe_lines
@@ -71,11 +73,11 @@ class MoveIntent(_MoveAsk):
 
 
 class MovePlanReady(Message):
-    """``plan``: the MovePlan as a dict (``steps``, ``stream_image``...), or None with
-    ``error``; ``refusals``: why it cannot go ahead, in words."""
+    """``plan``: the pre-checked move, or None with ``error``; ``refusals``: why it cannot
+    go ahead, in words."""
 
     def __init__(
-        self, target: str, plan: dict[str, Any] | None, refusals: list[str], error: str = ""
+        self, target: str, plan: MovePlan | None, refusals: list[str], error: str = ""
     ) -> None:
         super().__init__()
         self.target = target
@@ -92,26 +94,20 @@ class MoveTargetImage(Message):
 
 
 class MoveStepProgress(Message):
-    """A step's news: ``state`` is start, bytes, done, skip or rollback."""
+    """A step's news, as the move reported it."""
 
-    def __init__(
-        self, step: str, state: str, done_bytes: int, total: int | None, message: str
-    ) -> None:
+    def __init__(self, progress: Progress) -> None:
         super().__init__()
-        self.step = step
-        self.state = state
-        self.done_bytes = done_bytes
-        self.total = total
-        self.message = message
+        self.progress = progress
 
 
 class MoveDone(Message):
-    """The move ended: ``outcome`` moved, rolled_back, refused or failed; ``summary`` says
-    it in words."""
+    """The move ended: ``result`` says how (its ``outcome``: moved, rolled_back, refused or
+    failed); ``summary`` says it in words."""
 
-    def __init__(self, outcome: str, summary: str) -> None:
+    def __init__(self, result: MoveResult, summary: str) -> None:
         super().__init__()
-        self.outcome = outcome
+        self.result = result
         self.summary = summary
 
 
@@ -159,7 +155,7 @@ class MoveScreen(Screen[None]):
             h.name for h in fleet.hosts.values() if h.name != source and h.up and h.docker
         ]
         self.has_image: dict[str, bool | None] = {}
-        self.plan: dict[str, Any] | None = None
+        self.plan: MovePlan | None = None
         self.plan_for: str | None = None
         self.refusals: list[str] = []
         self.running = False
@@ -271,8 +267,8 @@ class MoveScreen(Screen[None]):
             box.update(safe(f"Cannot pre-check the move to {msg.target}: {msg.error}"))
             box.add_class("refused")
             return
-        if not msg.plan.get("commit"):  # a committed image is new everywhere
-            self.on_move_target_image(MoveTargetImage(msg.target, not msg.plan["stream_image"]))
+        if not msg.plan.commit:  # a committed image is new everywhere
+            self.on_move_target_image(MoveTargetImage(msg.target, not msg.plan.stream_image))
         if msg.refusals:
             box.add_class("refused")
             lines = [f"Refused: the move to {msg.target} cannot go ahead:"]
@@ -280,7 +276,7 @@ class MoveScreen(Screen[None]):
             box.update(safe_lines(lines))
             return
         box.remove_class("refused")
-        steps = " → ".join(str(s) for s in msg.plan.get("steps", []))
+        steps = " → ".join(msg.plan.label(s) for s in msg.plan.steps)
         box.update(safe_lines([f"Pre-check passed. Enter moves it to {msg.target}:", f"  {steps}"]))
 
     def action_go(self) -> None:
@@ -295,46 +291,47 @@ class MoveScreen(Screen[None]):
             return
         self.running = True
         steps = self.query_one("#steps", VerticalScroll)
-        for step in self.plan.get("steps", []):
-            name = str(step).split(" ", 1)[0]
-            bar = ProgressBar(total=None, show_eta=False, id=f"bar-{name}")
-            self._bars[name] = bar
-            steps.mount(Horizontal(Label(safe(step)), bar, classes="step"))
+        for step in self.plan.steps:
+            bar = ProgressBar(total=None, show_eta=False, id=f"bar-{step}")
+            self._bars[step] = bar
+            steps.mount(Horizontal(Label(safe(self.plan.label(step))), bar, classes="step"))
         commit, keep, live = self._options()
         moving = f"Moving {self.container.name} to {target}…"
         self.query_one("#outcome", Static).update(safe(moving))
         self.post_message(MoveIntent(self, target, commit, keep, live))
 
     def on_move_step_progress(self, msg: MoveStepProgress) -> None:
-        bar = self._bars.get(msg.step)
+        p = msg.progress
+        bar = self._bars.get(p.step)
         if bar is None:
             return
         row = bar.parent
         label = row.query_one(Label) if row is not None else None
-        if msg.state == "bytes":
+        if p.state == "bytes":
             # Without a known total the bar stays indeterminate: bytes are not a fraction.
-            bar.update(total=msg.total or None, progress=msg.done_bytes)
-        elif msg.state in ("done", "skip"):
+            bar.update(total=p.total or None, progress=p.bytes)
+        elif p.state in ("done", "skip"):
             bar.update(total=1, progress=1)
-        elif msg.state == "failed":  # what was written stays as it was; never shown full
+        elif p.state == "failed":  # what was written stays as it was; never shown full
             if row is not None:
                 row.add_class("failed")
             if label is not None:
-                written = f" after {size(msg.done_bytes)}B" if msg.done_bytes else ""
-                label.update(safe(f"{msg.step} failed{written}"))
+                written = f" after {size(p.bytes)}B" if p.bytes else ""
+                label.update(safe(f"{p.step} failed{written}"))
             return
-        if label is not None and msg.done_bytes and msg.state in ("bytes", "done"):
-            label.update(safe(f"{msg.step} {size(msg.done_bytes)}B"))
+        if label is not None and p.bytes and p.state in ("bytes", "done"):
+            label.update(safe(f"{p.step} {size(p.bytes)}B"))
 
     def on_move_done(self, msg: MoveDone) -> None:
+        outcome = msg.result.outcome
         self.running = False
-        self.finished = msg.outcome
-        if msg.outcome == "moved":  # steps that report no news of their own are done too
+        self.finished = outcome
+        if outcome == "moved":  # steps that report no news of their own are done too
             for bar in self._bars.values():
                 bar.update(total=1, progress=1)
         out = self.query_one("#outcome", Static)
-        out.set_class(msg.outcome == "moved", "moved")
-        out.set_class(msg.outcome != "moved", "failed")
+        out.set_class(outcome == "moved", "moved")
+        out.set_class(outcome != "moved", "failed")
         out.update(safe(msg.summary + "  (Esc closes)"))
 
     def action_back(self) -> None:

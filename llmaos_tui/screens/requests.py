@@ -313,7 +313,7 @@ class LogScreen(Screen[None]):
         while True:
             try:
                 chunk = await self.fetch(self.host, LogQuery(id=self.rid, offset=offset))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the fetcher raised is shown here
                 self.post_message(LogArrived(None, str(exc)))
                 return
             self.post_message(LogArrived(chunk))
