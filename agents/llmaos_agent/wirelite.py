@@ -188,15 +188,15 @@ class _StructMeta(type):
             forbid_unknown_fields, frozen, array_like, omit_defaults
         )
         cls._wl_defaults = defaults  # type: ignore[attr-defined]
-        if not frozen:
-            cls.__hash__ = None  # type: ignore[assignment]
+        # Hashable when frozen, as msgspec's are; the base itself is not frozen.
+        cls.__hash__ = _struct_hash if frozen else None  # type: ignore[assignment]
         return cls
 
     def __init__(cls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **_: bool) -> None:
         super().__init__(name, bases, ns)
 
 
-class Struct(metaclass=_StructMeta):
+class Struct(metaclass=_StructMeta):  # noqa: PLW1641 (the metaclass sets __hash__)
     """A message: keyword (or positional) construction, equality by type and fields, and
     immutability when declared ``frozen`` (``msgspec.Struct``)."""
 
@@ -242,15 +242,16 @@ class Struct(metaclass=_StructMeta):
             return NotImplemented
         return self._values() == other._values()
 
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
     def __repr__(self) -> str:
         shown = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__struct_fields__)
         return f"{type(self).__name__}({shown})"
 
     def __copy__(self) -> Any:
         return replace(self)
+
+
+def _struct_hash(self: Struct) -> int:
+    return hash((type(self), self._values()))
 
 
 def replace(obj: Any, /, **changes: Any) -> Any:
