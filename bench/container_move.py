@@ -20,6 +20,14 @@ alternating order:
   (``ssh host1 docker run --rm -v VOL:/v IMG tar c -C /v . | ssh host2 docker run --rm -i
   -v VOL:/v IMG tar x -C /v``), which is what the move does too.
 
+- **cli** and **tui**: the same move as an operator makes it, with the defaults they get
+  (verify settles 3 s): ``llmaos-tui move NAME --from host1 --to host2 --json`` in a
+  subprocess with a HOME whose hosts file names the two hosts (wall time of the command,
+  start-up included), and the console (``LlmaosApp.run_test``, SSH links to both agents)
+  with its move dialog opened on the container, timed from Enter to the dialog's outcome
+  (the dialog's pre-check has opened the engines by then: the time to the pre-check is
+  its own figure). Both go through ``ops.moves.Moves``: one path, so one speed.
+
 Between runs host2 is emptied and host1's container and volume are made again (not timed).
 Figures: the median of the runs, each run's in the JSON.
 """
@@ -27,6 +35,7 @@ Figures: the median of the runs, each run's in the JSON.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -153,6 +162,101 @@ def run_move(tb: Testbed, opts: SshOptions, tmp: Path, settle: float) -> dict[st
     }
 
 
+def cli_home(tb: Testbed, tmp: Path) -> Path:
+    """A HOME whose hosts file names the two hosts, as an operator's would."""
+    home = tmp / "home"
+    cfg = home / ".config" / "llmaos-tui"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    (home / ".ssh" / "known_hosts").write_text(tb.known_hosts.read_text())
+    (cfg / "hosts.toml").write_text(
+        "".join(
+            f'[hosts.{h.name}]\nhost = "{h.addr}"\nuser = "root"\nport = {h.port}\n'
+            f'identity = "{tb.client_key}"\npython = "{sys.executable}"\n'
+            for h in tb.hosts
+        )
+    )
+    return home
+
+
+def run_cli(tb: Testbed, home: Path) -> dict[str, Any]:
+    h1, h2 = tb.hosts
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_STATE_HOME": str(home / ".state")}  # fmt: skip
+    env.pop("SSH_AUTH_SOCK", None)
+    argv = [sys.executable, "-m", "llmaos_tui", "move", NAME, "--from", h1.name, "--to",
+            h2.name, "--json"]  # fmt: skip
+    t = time.monotonic()
+    cp = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=600)
+    total = time.monotonic() - t
+    _check(cp)
+    res = json.loads(cp.stdout)
+    if res["outcome"] != "moved":
+        raise SystemExit(f"the cli move did not complete: {res['message']}")
+    steps = {k: round(v, 3) for k, v in res["timings"].items()}
+    return {"total_s": round(total, 3), "steps_sum_s": round(sum(steps.values()), 3),
+            "steps_s": steps}  # fmt: skip
+
+
+def run_tui(tb: Testbed, tmp: Path) -> dict[str, Any]:
+    return asyncio.run(_tui_move(tb, tmp))
+
+
+async def _tui_move(tb: Testbed, tmp: Path) -> dict[str, Any]:
+    from llmaos_tui.app import LlmaosApp
+    from llmaos_tui.fleet.ssh import SshLink
+    from llmaos_tui.ops.move_model import MoveResult
+    from llmaos_tui.screens.move import MoveScreen
+    from tests.helpers import wait_for
+
+    h1, h2 = tb.hosts
+    options = SshOptions(known_hosts=tb.known_hosts, client_keys=[str(tb.client_key)],
+                         config=[], use_agent=False, connect_timeout=5.0)  # fmt: skip
+    links = [
+        SshLink(
+            HostSpec(name=h.name, host=h.addr, user="root", port=h.port, python=sys.executable),
+            options=options,
+        )
+        for h in tb.hosts
+    ]
+    app = LlmaosApp(links, cursor_blink=False, audit=AuditLog(tmp / "audit-tui.jsonl"),
+                    journal=MoveJournal(tmp / "moves-tui.sqlite"))  # fmt: skip
+    results: list[MoveResult] = []
+    move = app.moves.move
+
+    async def kept(*a: Any, **kw: Any) -> MoveResult:
+        res = await move(*a, **kw)
+        results.append(res)
+        return res
+
+    app.moves.move = kept  # type: ignore[method-assign]
+    async with app.run_test(size=(140, 45)) as pilot:
+        src, dst = app.fleet.hosts[h1.name], app.fleet.hosts[h2.name]
+
+        def listed() -> bool:
+            return bool(dst.up and dst.docker and src.up and src.docker) and any(
+                c.name == NAME for c in src.containers.values()
+            )
+
+        await wait_for(listed, 120, "both hosts up and the container listed")
+        c = next(c for c in src.containers.values() if c.name == NAME)
+        t0 = time.monotonic()
+        screen = MoveScreen(app.fleet, h1.name, c)
+        app.push_screen(screen)
+        await wait_for(lambda: screen.plan_for == h2.name, 120, "the pre-check")
+        if screen.refusals:
+            raise SystemExit(f"the tui pre-check refused: {screen.refusals}")
+        t1 = time.monotonic()
+        await pilot.press("enter")
+        await wait_for(lambda: screen.finished is not None, 600, "the move to end")
+        t2 = time.monotonic()
+    if screen.finished != "moved" or not results:
+        raise SystemExit(f"the tui move did not complete: {screen.finished}")
+    steps = {k: round(v, 3) for k, v in results[-1].timings.items()}
+    return {"total_s": round(t2 - t1, 3), "precheck_s": round(t1 - t0, 3),
+            "steps_sum_s": round(sum(steps.values()), 3), "steps_s": steps}  # fmt: skip
+
+
 def run_baseline(tb: Testbed) -> dict[str, Any]:
     h1, h2 = tb.hosts
     out: dict[str, float] = {}
@@ -188,22 +292,14 @@ def run_baseline(tb: Testbed) -> dict[str, Any]:
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image-mb", type=int, default=200)
-    p.add_argument("--volume-mb", type=int, default=50)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--settle", type=float, default=1.0, help="the move's verify wait (s)")
-    p.add_argument("--json", type=Path, help="write every figure here")
-    args = p.parse_args(argv)
-    reason = docker_available() or images.busybox_available()
-    if reason:
-        print(f"cannot run: {reason}", file=sys.stderr)
-        return 2
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"llmaos-bench-move-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    moves: list[dict[str, Any]] = []
-    bases: list[dict[str, Any]] = []
+RUNNERS = ("move", "baseline", "cli", "tui")
+
+
+def run_all(
+    args: argparse.Namespace, kinds: list[str], tmp: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Every run of every kind, on one testbed; each kind's rows."""
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     with Testbed(n=2, docker=True) as tb:
         h1, h2 = tb.hosts
         d1 = local_engine(h1.name, h1.docker_socket).client
@@ -212,61 +308,88 @@ def main(argv: list[str] | None = None) -> int:
         images.import_image(h1.docker_socket, IMAGE, pad_bytes=args.image_mb << 20)
         size = d1.api.inspect_image(IMAGE)["Size"]
         print(f"image {IMAGE}: {size / 1e6:.0f} MB, imported in {time.monotonic() - t:.1f} s")
-        opts = SshOptions(
-            known_hosts=tb.known_hosts,
-            client_keys=[str(tb.client_key)],
-            config=[],
-            use_agent=False,
-            deploy=False,
-        )
+        opts = SshOptions(known_hosts=tb.known_hosts, client_keys=[str(tb.client_key)],
+                          config=[], use_agent=False, deploy=False)  # fmt: skip
+        home = cli_home(tb, tmp)
+        run = {
+            "move": lambda: run_move(tb, opts, tmp, args.settle),
+            "baseline": lambda: run_baseline(tb),
+            "cli": lambda: run_cli(tb, home),
+            "tui": lambda: run_tui(tb, tmp),
+        }
         for i in range(args.runs):
-            for kind in ("move", "baseline") if i % 2 == 0 else ("baseline", "move"):
+            # Each run in another order (rotated), so no kind always comes first.
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
                 _clean(d1, (IMAGE,))
                 _clean(d2)
                 _make_source(d1, args.volume_mb)
-                if kind == "move":
-                    moves.append(run_move(tb, opts, tmp, args.settle))
-                    print(f"run {i + 1} move:     {json.dumps(moves[-1])}")
-                else:
-                    bases.append(run_baseline(tb))
-                    print(f"run {i + 1} baseline: {json.dumps(bases[-1])}")
+                rows[kind].append(run[kind]())
+                print(f"run {i + 1} {kind + ':':9} {json.dumps(rows[kind][-1])}", flush=True)
         _clean(d1)
         _clean(d2)
         d1.close()
         d2.close()
+    return rows
 
-    def med(rows: list[dict[str, Any]], key: str) -> float:
-        return round(statistics.median(r[key] for r in rows), 3)
 
-    step_names = list(moves[0]["steps_s"])
-    summary = {
+def _med(rows: list[dict[str, Any]], key: str) -> float:
+    return round(float(statistics.median(r[key] for r in rows)), 3)
+
+
+def summarize(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians of each kind's figures, and the ratios between kinds measured."""
+    summary: dict[str, Any] = {
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "image_mb": args.image_mb,
         "volume_mb": args.volume_mb,
         "runs": args.runs,
         "settle_s": args.settle,
-        "move": {
-            "total_s": med(moves, "total_s"),
-            "total_without_settle_s": med(moves, "total_without_settle_s"),
-            "connect_s": med(moves, "connect_s"),
-            "steps_s": {
-                s: round(statistics.median(m["steps_s"].get(s, 0.0) for m in moves), 3)
-                for s in step_names
-            },
-        },
-        "baseline": {k: med(bases, k) for k in bases[0]},
     }
-    mv, base = summary["move"], summary["baseline"]
-    summary["ratio"] = round(mv["total_s"] / base["total_s"], 2)
-    summary["ratio_without_settle"] = round(mv["total_without_settle_s"] / base["total_s"], 2)
-    summary["ratio_full"] = round(mv["total_s"] / base["total_full_s"], 2)
-    summary["ratio_full_without_settle"] = round(
-        mv["total_without_settle_s"] / base["total_full_s"], 2
-    )
+    for kind, got in rows.items():
+        summary[kind] = {k: _med(got, k) for k in got[0] if k != "steps_s"}
+        summary[kind]["steps_s"] = {
+            s: round(statistics.median(m["steps_s"].get(s, 0.0) for m in got), 3)
+            for s in got[0]["steps_s"]
+        } if "steps_s" in got[0] else {}  # fmt: skip
+    if rows.get("cli") and rows.get("tui"):
+        cli, tui = summary["cli"], summary["tui"]
+        summary["tui_over_cli"] = round(tui["total_s"] / cli["total_s"], 2)
+        summary["tui_over_cli_steps"] = round(tui["steps_sum_s"] / cli["steps_sum_s"], 2)
+    if rows.get("move") and rows.get("baseline"):
+        mv, base = summary["move"], summary["baseline"]
+        summary["ratio"] = round(mv["total_s"] / base["total_s"], 2)
+        summary["ratio_without_settle"] = round(mv["total_without_settle_s"] / base["total_s"], 2)
+        summary["ratio_full"] = round(mv["total_s"] / base["total_full_s"], 2)
+        summary["ratio_full_without_settle"] = round(
+            mv["total_without_settle_s"] / base["total_full_s"], 2
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image-mb", type=int, default=200)
+    p.add_argument("--volume-mb", type=int, default=50)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--settle", type=float, default=1.0, help="the move's verify wait (s)")
+    p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--kinds", default=",".join(RUNNERS),
+                   help="which rows, comma-separated: " + ", ".join(RUNNERS))  # fmt: skip
+    args = p.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds or set(kinds) - set(RUNNERS):
+        p.error(f"--kinds: choose among {', '.join(RUNNERS)}")
+    reason = docker_available() or images.busybox_available()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"llmaos-bench-move-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    rows = run_all(args, kinds, tmp)
+    summary = summarize(args, rows)
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "moves": moves, "baselines": bases},
-                                        indent=2))  # fmt: skip
+        args.json.write_text(json.dumps({"summary": summary, **rows}, indent=2))
     return 0
 
 
