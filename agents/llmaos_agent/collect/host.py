@@ -1,4 +1,9 @@
-"""Host facts and capabilities for the ``hello``: what this host is and can do."""
+"""Host facts and capabilities for the ``hello``: what this host is and can do.
+
+The counts come from :mod:`llmaos_agent.system` (the standard library on Linux, psutil
+elsewhere); what process control can do on each platform is
+:func:`llmaos_agent.system.features`, which :func:`capabilities` reports.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,14 @@ import platform
 import socket
 import sys
 
-import psutil
-
 from llmaos_agent.protocol import Capabilities, HostFacts
+from llmaos_agent.system import Features, features, host_os
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def host_facts() -> HostFacts:
+    hos = host_os()
     return HostFacts(
         hostname=socket.gethostname()[:256],
         os=platform.system() or sys.platform,
@@ -24,10 +29,10 @@ def host_facts() -> HostFacts:
         arch=platform.machine()[:256],
         python=platform.python_version(),
         user=_user(),
-        cores=psutil.cpu_count(logical=True) or 1,
-        physical_cores=psutil.cpu_count(logical=False),
-        mem_total=int(psutil.virtual_memory().total),
-        boot_time=psutil.boot_time(),
+        cores=hos.cpu_count(),
+        physical_cores=hos.physical_cores(),
+        mem_total=hos.memory()[0],
+        boot_time=hos.boot_time(),
     )
 
 
@@ -39,12 +44,12 @@ def _user() -> str:
 
 
 def is_root() -> bool:
-    if hasattr(os, "geteuid"):
-        return os.geteuid() == 0
-    try:  # Windows: an elevated token
-        return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        return False
+    if sys.platform == "win32":
+        try:  # an elevated token
+            return bool(ctypes.windll.shell32.IsUserAnAdmin())
+        except (AttributeError, OSError):
+            return False
+    return os.geteuid() == 0
 
 
 def docker_status(sock_path: str = DOCKER_SOCKET, timeout: float = 0.5) -> tuple[bool, str | None]:
@@ -67,12 +72,21 @@ def docker_status(sock_path: str = DOCKER_SOCKET, timeout: float = 0.5) -> tuple
 
 
 def capabilities(
-    *, affinity: bool, cpu_num: bool, nvml_reason: str | None, read_only: bool
+    *,
+    affinity: bool | None = None,
+    cpu_num: bool | None = None,
+    nvml_reason: str | None,
+    read_only: bool,
+    platform: Features | None = None,
 ) -> Capabilities:
+    """What this host can do. ``affinity`` and ``cpu_num`` default to what process
+    control can do on this platform (``platform``, default :func:`features` of this OS);
+    a False from the caller (a collector that cannot) wins."""
     docker, docker_reason = docker_status()
+    can = platform or features()
     return Capabilities(
-        affinity=affinity,
-        cpu_num=cpu_num,
+        affinity=can.affinity if affinity is None else affinity and can.affinity,
+        cpu_num=can.cpu_num if cpu_num is None else cpu_num and can.cpu_num,
         nvml=nvml_reason is None,
         nvml_reason=nvml_reason,
         docker=docker,

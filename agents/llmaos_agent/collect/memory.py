@@ -1,23 +1,17 @@
-"""Memory and swap."""
+"""Memory and swap: /proc/meminfo on Linux, psutil elsewhere (:mod:`llmaos_agent.system`)."""
 
 from __future__ import annotations
 
-import psutil
-
 from llmaos_agent.protocol import Memory
+from llmaos_agent.system import host_os
 
 
 def memory() -> Memory:
-    vm = psutil.virtual_memory()
-    try:
-        sw = psutil.swap_memory()
-        swap_total, swap_used = int(sw.total), int(sw.used)
-    except (OSError, RuntimeError):  # no swap accounting (some containers)
-        swap_total = swap_used = 0
+    total, available, swap_total, swap_used = host_os().memory()
     return Memory(
-        total=int(vm.total),
-        used=int(vm.total - vm.available),
-        available=int(vm.available),
+        total=total,
+        used=total - available,
+        available=available,
         swap_total=swap_total,
         swap_used=swap_used,
     )

@@ -1,15 +1,16 @@
 """The process table: the agent's whole cost, so it is read with care.
 
 What cannot change for a process (name, user, command line) is cached per
-(pid, create time) and read once, through psutil. The fields that do change are
-read on every pass:
+(pid, create time) and read once. The fields that do change are read on every pass:
 
-- on Linux, from one read of ``/proc/PID/stat`` (ppid, state, CPU ticks, nice,
-  start time, last core), one of ``/proc/PID/statm`` (RSS) and
-  ``sched_getaffinity``: psutil opens ``stat`` more than once, ``statm`` and
-  ``/sys/devices/system/cpu/online`` per process per pass, about six times the
-  cost (docs/BENCHMARKS.md);
-- elsewhere (macOS, Windows), through ``psutil.process_iter(attrs=...)``.
+- on Linux, with the standard library alone: from one read of ``/proc/PID/stat`` (ppid,
+  state, CPU ticks, nice, start time, last core), one of ``/proc/PID/statm`` (RSS) and
+  ``sched_getaffinity``, and the static fields from ``status`` (the real uid) and
+  ``cmdline``, all as psutil reads them (:mod:`llmaos_agent.collect.procfs`). psutil
+  opens ``stat`` more than once, ``statm`` and ``/sys/devices/system/cpu/online`` per
+  process per pass, about six times the cost (docs/BENCHMARKS.md);
+- elsewhere (macOS, Windows), through ``psutil.process_iter(attrs=...)``; the same path
+  runs on Linux when asked for (``fast=False``), which is how the tests compare them.
 
 A process whose fields did not change keeps its previous :class:`Proc` object,
 and the table is shipped as changes (:func:`llmaos_agent.procdelta.diff`).
@@ -17,20 +18,29 @@ and the table is shipped as changes (:func:`llmaos_agent.procdelta.diff`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import psutil
+from llmaos_agent.collect import procfs
+from llmaos_agent.collect.procfs import STATUS as _STATUS
+from llmaos_agent.collect.procfs import parse_stat
 
-# diff, full and apply live in procdelta (no psutil there, so the console can apply a
-# delta without loading the collector); re-exported here for this module's callers.
+# diff, full and apply live in procdelta (no collector there, so the console can apply a
+# delta without loading this one); re-exported here for this module's callers.
 from llmaos_agent.procdelta import apply, diff, full
 from llmaos_agent.protocol import MAX_CORES, Proc
+from llmaos_agent.system import features
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = [
+    "_STATUS",
     "ProcessCollector",
     "apply",
     "cpulist",
@@ -92,45 +102,18 @@ def parse_cpulist(text: str) -> list[int]:
     return sorted(cores)
 
 
-# The state letter of /proc/PID/stat, named as psutil names it (psutil._pslinux's
-# PROC_STATUSES, which tests/test_collectors.py holds this to).
-_STATUS: dict[bytes, str] = {
-    b"R": "running",
-    b"S": "sleeping",
-    b"D": "disk-sleep",
-    b"T": "stopped",
-    b"t": "tracing-stop",
-    b"Z": "zombie",
-    b"X": "dead",
-    b"x": "dead",
-    b"K": "wake-kill",
-    b"W": "waking",
-    b"I": "idle",
-    b"P": "parked",
-}
-
-# Fields of /proc/PID/stat (proc(5) numbers them from 1) as indexes into what follows
-# the command name: the state, field 3, is index 0.
-_PPID, _UTIME, _STIME, _NICE, _START, _CORE = 1, 11, 12, 16, 19, 36
+_PPID, _UTIME, _STIME, _NICE, _START, _CORE = (
+    procfs.PPID,
+    procfs.UTIME,
+    procfs.STIME,
+    procfs.NICE,
+    procfs.START,
+    procfs.CORE,
+)
 
 _Static = tuple[str, str, str]
 # pid -> (start ticks, cpu ticks, the raw fields the Proc was built from, the Proc)
 _Prev = tuple[int, int, tuple[object, ...], Proc]
-
-
-def parse_stat(data: bytes) -> tuple[bytes, list[bytes]]:
-    """``/proc/PID/stat`` as (command name, the fields after it).
-
-    The name is in parentheses and may itself hold spaces and parentheses (a
-    process may call itself anything, ``a) b (c`` included), so it ends at the
-    *last* ``)``. Raises ValueError on a line that is not a stat line.
-    """
-    open_ = data.index(b"(")
-    close = data.rindex(b")")
-    fields = data[close + 2 :].split()
-    if len(fields) <= _CORE:
-        raise ValueError(f"a stat line with {len(fields)} fields after the name")
-    return data[open_ + 1 : close], fields
 
 
 def _read(path: str) -> bytes:
@@ -153,12 +136,18 @@ def linux_proc_available(proc: str = "/proc") -> bool:
 class ProcessCollector:
     def __init__(self, *, fast: bool | None = None) -> None:
         """``fast``: read /proc directly (Linux); None picks it where it is available."""
-        probe = psutil.Process()
-        self.has_affinity = hasattr(probe, "cpu_affinity")
-        self.has_cpu_num = hasattr(probe, "cpu_num")
         self.fast = linux_proc_available() if fast is None else fast
         if self.fast and not linux_proc_available():
             raise RuntimeError("the /proc fast path needs Linux with /proc mounted")
+        if self.fast:
+            can = features("linux")
+            self.has_affinity, self.has_cpu_num = can.affinity, can.cpu_num
+        else:
+            import psutil  # noqa: PLC0415 - the portable path only; none on Linux's
+
+            self._ps = psutil
+            self.has_affinity = hasattr(psutil.Process, "cpu_affinity")
+            self.has_cpu_num = hasattr(psutil.Process, "cpu_num")
         self._attrs = list(_CHEAP)
         if self.has_affinity:
             self._attrs.append("cpu_affinity")
@@ -168,18 +157,18 @@ class ProcessCollector:
         # The fast path keys it by the start time in clock ticks, which is exact.
         self._static: dict[tuple[int, float], _Static] = {}
         self._users: dict[int, str] = {}
-        self._ncores = psutil.cpu_count() or 1
         # The fast path's state between passes.
         self._prev: dict[int, _Prev] = {}
         self._t_prev: float | None = None
         self._affinity_text: dict[frozenset[int], str] = {}
         self._last_affinity: tuple[set[int], str] | None = None
         if self.fast:
-            self._clk = float(os.sysconf("SC_CLK_TCK"))
-            self._page = int(os.sysconf("SC_PAGE_SIZE"))
-            # Read once, so a process's create time (and its cache key) never moves;
+            self._clk = float(procfs.clock_ticks())
+            self._page = procfs.page_size()
+            # Read once per process (procfs caches it), so a process's create time never
+            # moves, and it is the one process control checks against (system.py);
             # psutil computes its create_time from the same two numbers.
-            self._boot = float(psutil.boot_time())
+            self._boot = procfs.boot_time()
 
     def snapshot(self, gpu_mem: Mapping[int, int] | None = None) -> dict[int, Proc]:
         if self.fast:
@@ -208,7 +197,7 @@ class ProcessCollector:
                 continue
             pid = int(entry)
             try:
-                r = parse_stat(_read(f"/proc/{entry}/stat"))[1]
+                comm, r = parse_stat(_read(f"/proc/{entry}/stat"))
                 start = int(r[_START])
                 ticks = int(r[_UTIME]) + int(r[_STIME])
                 # statm, not stat's field 24: since Linux 6.2 that one is a per-CPU
@@ -223,16 +212,11 @@ class ProcessCollector:
             if old is not None and old[0] != start:
                 old = None  # the pid was reused by a new process
             cpu = round(max(ticks - old[1], 0) * per_tick, 1) if old is not None else 0.0
-            try:
-                mask = os.sched_getaffinity(pid)
-            except OSError:
-                affinity = None
-            else:
-                affinity = self._cpulist(mask) if mask else None
+            affinity = self._affinity(pid)
             key = (pid, start)
             st = old_static.get(key)
             if st is None:
-                st = self._read_static_pid(pid)
+                st = self._read_static_pid(pid, comm)
                 if st is None:  # exited meanwhile
                     continue
             static[key] = st
@@ -261,6 +245,15 @@ class ProcessCollector:
         self._prev, self._t_prev, self._static = cur, now, static
         return table
 
+    def _affinity(self, pid: int) -> str | None:
+        if sys.platform != "linux":
+            raise RuntimeError("the /proc fast path is Linux's")
+        try:
+            mask = os.sched_getaffinity(pid)
+        except OSError:
+            return None
+        return self._cpulist(mask) if mask else None
+
     def _cpulist(self, mask: set[int]) -> str:
         """``cpulist(mask)``, cached: nearly every process has the same mask."""
         last = self._last_affinity
@@ -275,19 +268,43 @@ class ProcessCollector:
         self._last_affinity = (mask, text)
         return text
 
-    def _read_static_pid(self, pid: int) -> _Static | None:
+    def _read_static_pid(self, pid: int, comm: bytes) -> _Static | None:
+        """Name, user and command line from /proc, as psutil gives them; None when the
+        process is gone."""
         try:
-            p = psutil.Process(pid)
-        except psutil.NoSuchProcess:
+            uid = procfs.real_uid(pid)
+        except (FileNotFoundError, ProcessLookupError):
             return None
-        except psutil.AccessDenied:
-            return "?", "?", "[?]"  # as _read_static has it
-        return self._read_static(p)
+        except (OSError, ValueError, IndexError):
+            uid = None
+        try:
+            args = procfs.cmdline(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            args = []
+        name = procfs.name(pid, comm, args)
+        user = "?" if uid is None else self._user_of(uid)
+        cmd = " ".join(args)[:_CMD_MAX]
+        return name[:256], user[:256], cmd or f"[{name}]"[:_CMD_MAX]
+
+    def _user_of(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            name = str(uid)
+            if sys.platform != "win32":
+                import pwd  # noqa: PLC0415 - POSIX only
+
+                with contextlib.suppress(KeyError):  # no such user: its number, as psutil
+                    name = pwd.getpwuid(uid).pw_name
+            self._users[uid] = name
+        return name
 
     def _snapshot_psutil(self, gpu_mem: Mapping[int, int]) -> dict[int, Proc]:
         table: dict[int, Proc] = {}
         static: dict[tuple[int, float], _Static] = {}
-        for p in psutil.process_iter(attrs=self._attrs, ad_value=None):
+        ps = self._ps
+        for p in ps.process_iter(attrs=self._attrs, ad_value=None):
             info = p.info
             ct = info.get("create_time")
             if ct is None:  # vanished or unreadable between listing and reading
@@ -320,32 +337,34 @@ class ProcessCollector:
         return table
 
     def _read_static(self, p: psutil.Process) -> _Static | None:
+        ps = self._ps
         try:
             with p.oneshot():
                 name = p.name()
                 user = self._user(p)
                 try:
                     cmd = " ".join(p.cmdline())[:_CMD_MAX]
-                except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                except (ps.AccessDenied, psutil.ZombieProcess, OSError):
                     cmd = ""
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        except (ps.NoSuchProcess, psutil.ZombieProcess):
             return None
-        except psutil.AccessDenied:
+        except ps.AccessDenied:
             name, user, cmd = "?", "?", ""
         return name[:256], user[:256], cmd or f"[{name}]"[:_CMD_MAX]
 
     def _user(self, p: psutil.Process) -> str:
+        ps = self._ps
         if sys.platform == "win32":
             try:
                 return str(p.username())
-            except psutil.AccessDenied:
+            except ps.AccessDenied:
                 return "?"
         uid = p.uids().real
         name = self._users.get(uid)
         if name is None:
             try:
                 name = str(p.username())
-            except (psutil.AccessDenied, KeyError):
+            except (ps.AccessDenied, KeyError):
                 name = str(uid)
             self._users[uid] = name
         return name

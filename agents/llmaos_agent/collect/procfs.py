@@ -67,6 +67,13 @@ def clock_ticks() -> int:
     return _clk
 
 
+def page_size() -> int:
+    """``SC_PAGE_SIZE``: the unit of ``statm``."""
+    if sys.platform == "win32":
+        raise OSError("no pages to count on Windows")  # this module is for Linux
+    return int(os.sysconf("SC_PAGE_SIZE"))
+
+
 def boot_time(*, fresh: bool = False) -> float:
     """The kernel's boot time (``btime`` of /proc/stat), in seconds since the epoch.
 
