@@ -212,6 +212,7 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
 
 
 def _measured(h: HostState) -> bool:
+    """Down, or sampled with two process-table passes (CPU% measured, not first guesses)."""
     return h.status is HostStatus.DOWN or (h.sample is not None and h.procs_version >= 2)
 
 
@@ -219,13 +220,7 @@ async def _plan_live(args: argparse.Namespace, w: Watching, level: Level, budget
     fleet, watchers = w.fleet, w.watchers
     containers = _Containers(fleet, watchers, quiet=args.json)
     try:
-        # Two process-table passes at least, so CPU% are measured, not first guesses.
-        await w.until(
-            lambda h: (
-                h.status is HostStatus.DOWN or (h.sample is not None and h.procs_version >= 2)
-            ),
-            args.timeout,
-        )
+        await w.until(_measured, args.timeout)
         if not fleet.up_hosts():
             print("llmaos-tui: no host is up", file=sys.stderr)
             return 1
