@@ -15,21 +15,25 @@ from llmaos_agent.attach import EXIT_NO_DAEMON
 from llmaos_agent.metrics import beta, beta_max
 from llmaos_agent.protocol import PROTOCOL_VERSION, HostFacts, Sample
 
+from .bare import agent_argv, agent_env, bare_mode
 from .conftest import agent_daemons
 
 TIMEOUT = 20.0
 
 
 def agent(*args: str) -> list[str]:
+    """The installed ``llmaos-agent`` script, as a user runs it (the module as a fallback);
+    under ``LLMAOS_TEST_AGENT_PYTHON=bare`` the module on a bare python3 (tests/bare.py).
+    Run it with ``env=agent_env()``."""
     script = Path(sys.executable).with_name("llmaos-agent")
-    if script.exists():
+    if script.exists() and not bare_mode():
         return [str(script), *args]
-    return [sys.executable, "-m", "llmaos_agent", *args]
+    return agent_argv(*args)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        agent(*args), capture_output=True, text=True, timeout=TIMEOUT, check=False
+        agent(*args), env=agent_env(), capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
 
 
@@ -45,6 +49,7 @@ class Report(msgspec.Struct, forbid_unknown_fields=True):
 def test_sample_json(agent_home: Path) -> None:
     proc = subprocess.Popen(
         agent("sample", "--json", "--interval", "0.2"),
+        env=agent_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -92,7 +97,8 @@ def test_version() -> None:
     assert flag.returncode == 0
     assert __version__ in flag.stdout
     module = subprocess.run(
-        [sys.executable, "-m", "llmaos_agent", "version"],
+        agent_argv("version"),
+        env=agent_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -133,6 +139,7 @@ def test_stop_without_a_daemon(agent_home: Path) -> None:
 def test_attach_no_start_without_a_daemon(agent_home: Path) -> None:
     res = subprocess.run(
         agent("attach", "--no-start"),
+        env=agent_env(),
         input="",
         capture_output=True,
         text=True,
@@ -150,7 +157,13 @@ def test_attach_refuses_a_runtime_dir_others_can_write(agent_home: Path) -> None
     run_dir.mkdir()
     run_dir.chmod(0o777)
     res = subprocess.run(
-        agent("attach"), input="", capture_output=True, text=True, timeout=TIMEOUT, check=False
+        agent("attach"),
+        env=agent_env(),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
     )
     assert res.returncode == 2
     assert "writable by others" in res.stderr

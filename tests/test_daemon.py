@@ -55,6 +55,7 @@ from llmaos_agent.protocol import (
     decode_result,
 )
 
+from .bare import agent_argv, agent_env, bare_mode
 from .conftest import agent_daemons, is_agent_daemon
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX sessions and sockets")
@@ -64,11 +65,13 @@ TIMEOUT = 10.0
 
 
 def agent(*args: str) -> list[str]:
-    """The installed ``llmaos-agent`` script, as a user runs it (the module as a fallback)."""
+    """The installed ``llmaos-agent`` script, as a user runs it (the module as a fallback);
+    under ``LLMAOS_TEST_AGENT_PYTHON=bare`` the module on a bare python3 (tests/bare.py).
+    Run it with ``env=agent_env()``."""
     script = Path(sys.executable).with_name("llmaos-agent")
-    if script.exists():
+    if script.exists() and not bare_mode():
         return [str(script), *args]
-    return [sys.executable, "-m", "llmaos_agent", *args]
+    return agent_argv(*args)
 
 
 # ------------------------------------------------------------------ the console side
@@ -80,6 +83,7 @@ class Peer:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             agent("attach", *args),
+            env=agent_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -202,6 +206,7 @@ def start_daemon(*args: str) -> subprocess.Popen[bytes]:
     """``llmaos-agent daemon`` in the foreground of this test; returns once it serves."""
     proc = subprocess.Popen(
         agent("daemon", *args),
+        env=agent_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -318,9 +323,12 @@ def test_attach_and_daemon_load_only_what_they_use(agent_home: Path, peers: list
     hello, _ = greet(peer)
     assert peer.notification("sample").procs is not None  # a process-table pass is done
     daemon, bridge = mapped(hello.pid), mapped(peer.proc.pid)
-    # The daemon: psutil and msgspec, and asyncio without TLS; on a Unix socket no
-    # hashing either (hmac and secrets are for the loopback TCP endpoint).
-    assert {"_psutil_linux", "_core"} <= daemon
+    # The daemon: psutil and msgspec (neither on a bare python3), and asyncio without TLS;
+    # on a Unix socket no hashing either (hmac and secrets are for the loopback TCP endpoint).
+    if bare_mode():
+        assert not daemon & {"_psutil_linux", "_core"}, daemon
+    else:
+        assert {"_psutil_linux", "_core"} <= daemon
     assert not daemon & {"_ssl", "libssl", "_hashlib", "libcrypto"}, daemon
     # The bridge: a byte pipe between stdio and a socket, and nothing more.
     assert "_socket" in bridge
@@ -458,7 +466,7 @@ def test_a_second_daemon_refuses_to_start(
     fast_daemon: subprocess.Popen[bytes], agent_home: Path, peers: list[Peer]
 ) -> None:
     second = subprocess.run(
-        agent("daemon", *FAST), capture_output=True, timeout=TIMEOUT, check=False
+        agent("daemon", *FAST), env=agent_env(), capture_output=True, timeout=TIMEOUT, check=False
     )
     assert second.returncode == 1
     err = second.stderr.decode()
@@ -516,14 +524,18 @@ def test_stop_then_a_new_daemon_sends_its_own_history(agent_home: Path, peers: l
     old = start_daemon(*FAST)
     new: subprocess.Popen[bytes] | None = None
     try:
-        stop = subprocess.run(agent("stop"), capture_output=True, timeout=TIMEOUT, check=False)
+        stop = subprocess.run(
+            agent("stop"), env=agent_env(), capture_output=True, timeout=TIMEOUT, check=False
+        )
         assert stop.returncode == 0, stop.stderr
         assert "daemon stopped" in stop.stdout.decode()
         # Once `stop` returns, the daemon is gone and so is its endpoint: no wait here.
         assert old.poll() == 0
         assert not (agent_home / "run" / "agent.sock").exists()
         assert agent_daemons(agent_home) == []
-        again = subprocess.run(agent("stop"), capture_output=True, timeout=TIMEOUT, check=False)
+        again = subprocess.run(
+            agent("stop"), env=agent_env(), capture_output=True, timeout=TIMEOUT, check=False
+        )
         assert again.returncode == 1
         assert "no daemon is running" in again.stderr.decode()
 
@@ -597,7 +609,9 @@ def test_loopback_tcp_endpoint_needs_the_token(
             f.close()
 
         assert peer.close() == 0
-        stop = subprocess.run(agent("stop"), capture_output=True, timeout=TIMEOUT, check=False)
+        stop = subprocess.run(
+            agent("stop"), env=agent_env(), capture_output=True, timeout=TIMEOUT, check=False
+        )
         assert stop.returncode == 0, stop.stderr
         assert daemon.poll() == 0
         assert not ep.exists()

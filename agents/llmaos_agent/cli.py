@@ -13,6 +13,7 @@ as they are).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from llmaos_agent.paths import UnsafeDirectory, UnsafeFile, default_paths
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
 
 def clean(text: str) -> str:
@@ -200,11 +202,10 @@ def ascii_json(encoded: bytes) -> str:
 
 
 def _sample(as_json: bool, window: float) -> int:
-    import msgspec
-
-    from llmaos_agent.collect.processes import full
     from llmaos_agent.collect.sampler import Sampler
     from llmaos_agent.metrics import beta
+    from llmaos_agent.procdelta import full
+    from llmaos_agent.protocol import encode, replace
 
     s = Sampler()
     s.procs.snapshot()  # prime per-process CPU%
@@ -217,11 +218,11 @@ def _sample(as_json: bool, window: float) -> int:
     if as_json:
         report = {
             "host": s.facts(),
-            "sample": msgspec.structs.replace(sample, procs=full(table)),
+            "sample": replace(sample, procs=full(table)),
             "beta_cpu": round(bc, 4),
             "beta_gpu": round(bg, 4),
         }
-        sys.stdout.write(ascii_json(msgspec.json.encode(report)) + "\n")
+        sys.stdout.write(ascii_json(encode(report)) + "\n")
         return 0
     cores = " ".join(f"{x * 100:3.0f}" for x in sample.cpu)
     print(f"cores %: {cores}")
@@ -277,32 +278,71 @@ def _stop(timeout: float = 10.0) -> int:
 
 def _hello_pid(stream: bytes) -> int | None:
     """The daemon's pid from the ``hello`` that starts its stream."""
-    import msgspec
+    import json
 
     try:
-        msg = msgspec.json.decode(stream.split(b"\n", 1)[0])
+        msg = json.loads(stream.split(b"\n", 1)[0])
         pid = msg["params"]["pid"] if msg.get("method") == "hello" else None
-    except (msgspec.DecodeError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     return pid if isinstance(pid, int) and pid > 0 else None
 
 
 def _wait_gone(pid: int, deadline: float) -> bool:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return True
+    """Whether process ``pid`` is gone (or a zombie) before ``deadline``."""
+    alive = _liveness(pid)
     while time.monotonic() < deadline:
-        try:
-            # is_running() also notices a pid reused by another process.
-            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
+        if not alive():
             return True
         time.sleep(0.02)
-    return False
+    return not alive()
+
+
+def _liveness(pid: int) -> Callable[[], bool]:
+    """A check that ``pid`` is still the process it is now (a reused pid is another)."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it there
+        import psutil
+
+        try:
+            proc = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            return lambda: False
+
+        def psutil_alive() -> bool:
+            try:
+                return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        return psutil_alive
+    if sys.platform == "linux":
+        born = _proc_start(pid)
+        return lambda: born is not None and _proc_start(pid) == born
+    return lambda: _signal_zero(pid)
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time field of ``/proc/PID/stat``; None when gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after the name, which may hold anything
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _signal_zero(pid: int) -> bool:
+    """Whether ``pid`` exists (POSIX without /proc: macOS); a zombie counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

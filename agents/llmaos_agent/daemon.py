@@ -46,9 +46,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, Final, NamedTuple
 
-import msgspec
-from msgspec import Struct
-
 from llmaos_agent import __version__, container_control, control, endpoint
 from llmaos_agent.audit import AuditLog, AuditUnavailable
 from llmaos_agent.collect.sampler import Sampler
@@ -98,12 +95,14 @@ from llmaos_agent.protocol import (
     Sample,
     SendSignal,
     SetAffinity,
+    Struct,
     decode,
     encode,
     encode_error,
     encode_history,
     encode_notification,
     encode_result,
+    replace,
 )
 from llmaos_agent.requests.queue import NotFound, QueueError, RequestQueue
 from llmaos_agent.requests.store import StoreUnavailable
@@ -275,7 +274,7 @@ class Daemon:
             caps = self.sampler.capabilities(read_only=self.read_only)
             self._open_queue()
             if self.queue is None:
-                caps = msgspec.structs.replace(caps, queue=False, queue_reason=self.queue_reason)
+                caps = replace(caps, queue=False, queue_reason=self.queue_reason)
             self.hello = Hello(
                 protocol=PROTOCOL_VERSION,
                 agent_version=__version__,
@@ -392,17 +391,13 @@ class Daemon:
             self._send_containers(table)
         except Exception:  # one bad pass must not stop the sampling
             log.exception("container update failed")
-        delta_line = encode_notification(
-            "sample", msgspec.structs.replace(sample, procs=diff(self.table, table))
-        )
+        delta_line = encode_notification("sample", replace(sample, procs=diff(self.table, table)))
         full_line: bytes | None = None
         self.table = table
         for c in list(self.clients):
             if c.needs_full:
                 if full_line is None:
-                    full_line = encode_notification(
-                        "sample", msgspec.structs.replace(sample, procs=full(table))
-                    )
+                    full_line = encode_notification("sample", replace(sample, procs=full(table)))
                 c.needs_full = False
                 self._send(c, full_line)
             else:
@@ -429,8 +424,8 @@ class Daemon:
         now = self.sampler.docker_reason
         if self.hello is not None and now != was:
             # Clients that attach from now on hear what the engine is doing.
-            caps = msgspec.structs.replace(self.hello.caps, docker=now is None, docker_reason=now)
-            self.hello = msgspec.structs.replace(self.hello, caps=caps)
+            caps = replace(self.hello.caps, docker=now is None, docker_reason=now)
+            self.hello = replace(self.hello, caps=caps)
             log.info("containers: %s", now or "the Docker engine answers")
         return ok
 

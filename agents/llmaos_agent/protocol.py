@@ -24,8 +24,10 @@ from llmaos_agent.paths import SAFE_ID
 
 _wire = wirelite.backend()
 if TYPE_CHECKING:
-    from msgspec import Meta, Raw, Struct, field
-    from msgspec.structs import replace
+    # Re-exported (the ``as``): the agent's modules take Struct and replace from here.
+    from msgspec import Meta, Raw, field
+    from msgspec import Struct as Struct  # noqa: PLC0414
+    from msgspec.structs import replace as replace  # noqa: PLC0414
 else:
     Struct, Meta, field, Raw, replace = (
         _wire.Struct, _wire.Meta, _wire.field, _wire.Raw, _wire.replace,
@@ -674,8 +676,8 @@ def encode_error(rid: RequestId | None, code: int, message: str) -> bytes:
     return _codec.encode({"jsonrpc": "2.0", "id": rid, "error": err}) + b"\n"
 
 
-def encode(obj: Struct) -> bytes:
-    """Plain JSON of one Struct (history entries, ``sample --json``)."""
+def encode(obj: Struct | dict[str, Any]) -> bytes:
+    """Plain JSON of one Struct, or a dict of them (history entries, ``sample --json``)."""
     return _codec.encode(obj)
 
 

@@ -7,15 +7,21 @@ import sys
 import time
 from typing import Any
 
-import msgspec
-
 from llmaos_agent.collect.containers import ContainerCollector, ContainerInfo, default_socket
 from llmaos_agent.collect.cpu import CpuCollector, load_average
 from llmaos_agent.collect.gpu import GpuCollector, gpu_mem_by_pid
 from llmaos_agent.collect.host import capabilities, docker_status, host_facts
 from llmaos_agent.collect.memory import memory
 from llmaos_agent.collect.processes import ProcessCollector
-from llmaos_agent.protocol import MAX_PORTS, Capabilities, Container, HostFacts, Proc, Sample
+from llmaos_agent.protocol import (
+    MAX_PORTS,
+    Capabilities,
+    Container,
+    HostFacts,
+    Proc,
+    Sample,
+    replace,
+)
 
 _STATES = frozenset({"created", "running", "paused", "restarting", "removing", "exited", "dead"})
 
@@ -43,9 +49,7 @@ class Sampler:
         )
         if self.docker_reason == "not checked yet":
             return caps  # the plain /_ping probe's word until the collector has asked
-        return msgspec.structs.replace(
-            caps, docker=self.docker_reason is None, docker_reason=self.docker_reason
-        )
+        return replace(caps, docker=self.docker_reason is None, docker_reason=self.docker_reason)
 
     def sample(self) -> Sample:
         """Cores, memory, load and GPUs; no processes (see :meth:`processes`)."""
