@@ -1,10 +1,12 @@
 """Process control as htop offers it (renice, affinity, signals), validated before acting.
 
 Every call names its process by pid *and* create time, so a pid that exited and
-was reused by another process is refused rather than acted on. Protected processes
-(pid 1, this agent and its clients' bridges, sshd) are refused whatever the caller's
-rights. A refusal raises :class:`Refused` with a message for the operator and
-changes nothing.
+was reused by another process is refused rather than acted on (on Linux a signal goes
+through a pidfd opened before the check, so not even a pid reused in between is hit).
+Protected processes (pid 1, this agent and its clients' bridges, sshd) are refused
+whatever the caller's rights. A refusal raises :class:`Refused` with a message for the
+operator and changes nothing. The OS is reached through :mod:`llmaos_agent.system`: the
+standard library on Linux, psutil elsewhere.
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ import os
 import signal as _signal
 import sys
 
-import psutil
-
 from llmaos_agent.protocol import Change
+from llmaos_agent.system import (
+    IDENTITY_SLACK,
+    SIGNALS,
+    Denied,
+    Gone,
+    HostOS,
+    Target,
+    host_os,
+)
+
+__all__ = ["SIGNALS", "Refused", "cpulist", "renice", "send_signal", "set_affinity"]
 
 NICE_MIN, NICE_MAX = -20, 19
-CREATE_TIME_SLACK = 0.05
+CREATE_TIME_SLACK = IDENTITY_SLACK
 """Seconds two readings of one process's create time may differ (rounding on the wire)."""
-
-SIGNALS = ("TERM", "KILL", "INT", "HUP", "QUIT", "STOP", "CONT", "USR1", "USR2")
-"""Signals the console may send, by name; nothing else is accepted."""
 
 PROTECTED_NAMES = frozenset({"sshd", "sshd-session", "sshd-auth", "init", "systemd"})
 
@@ -31,70 +39,67 @@ class Refused(Exception):
     """A change the agent will not make; nothing was changed."""
 
 
-def _process(pid: int, create_time: float, protected: frozenset[int]) -> psutil.Process:
+def _process(hos: HostOS, pid: int, create_time: float, protected: frozenset[int]) -> Target:
     if pid <= 1:
         raise Refused(f"pid {pid} is protected (the system's init)")
     if pid in protected:
         raise Refused(f"pid {pid} is the agent itself (or its bridge); refused")
     try:
-        p = psutil.Process(pid)
-        ct = p.create_time()
-        name = p.name()
-    except psutil.NoSuchProcess:
+        t = hos.lookup(pid, create_time)
+    except Gone:
         raise Refused(f"pid {pid} is gone") from None
-    except psutil.AccessDenied:
+    except Denied:
         raise Refused(f"pid {pid}: access denied") from None
-    if abs(ct - create_time) > CREATE_TIME_SLACK:
+    except ValueError as exc:
         raise Refused(
-            f"pid {pid} is another process now (started {ct:.2f}, expected {create_time:.2f}); "
-            "the one you chose is gone"
-        )
-    if name in PROTECTED_NAMES:
-        raise Refused(f"pid {pid} ({name}) is protected: the console's own way in")
-    return p
+            f"pid {pid} is another process now ({exc}); the one you chose is gone"
+        ) from None
+    if t.name in PROTECTED_NAMES:
+        raise Refused(f"pid {pid} ({t.name}) is protected: the console's own way in")
+    return t
 
 
-def _label(p: psutil.Process) -> str:
-    try:
-        return f"pid {p.pid} ({p.name()})"
-    except psutil.Error:
-        return f"pid {p.pid}"
+def _label(t: Target) -> str:
+    return f"pid {t.pid} ({t.name})" if t.name else f"pid {t.pid}"
 
 
 def renice(pid: int, create_time: float, nice: int, *, protected: frozenset[int]) -> Change:
     if not NICE_MIN <= nice <= NICE_MAX:
         raise Refused(f"nice {nice} is out of range: {NICE_MIN} (highest) to {NICE_MAX} (lowest)")
-    p = _process(pid, create_time, protected)
+    hos = host_os()
+    t = _process(hos, pid, create_time, protected)
     try:
-        before = p.nice()
-    except psutil.Error as exc:
+        before = hos.nice(pid)
+    except (Gone, Denied) as exc:
         raise Refused(f"pid {pid}: cannot read its nice value: {exc}") from None
-    if (
-        sys.platform != "win32"
-        and nice < before
-        and os.geteuid() != 0
-        and not _may_raise_priority(nice)
-    ):
+    if nice < before and not _may_raise_priority(nice):
         raise Refused(
             f"raising the priority of pid {pid} (nice {before} -> {nice}) needs root "
             "(or a RLIMIT_NICE that allows it)"
         )
     try:
-        p.nice(nice)
-    except psutil.NoSuchProcess:
+        hos.set_nice(pid, nice)
+        after = hos.nice(pid)
+    except Gone:
         raise Refused(f"pid {pid} is gone") from None
-    except psutil.AccessDenied:
+    except Denied:
         raise Refused(f"pid {pid}: not allowed to renice (it is not yours?)") from None
-    return Change(target=_label(p), before=f"nice {before}", after=f"nice {p.nice()}")
+    return Change(target=_label(t), before=f"nice {before}", after=f"nice {after}")
 
 
 def _may_raise_priority(nice: int) -> bool:
+    if sys.platform == "win32":
+        return True  # the OS says no itself, and Denied tells the operator
+    if os.geteuid() == 0:
+        return True
     # RLIMIT_NICE's soft limit is 20 - the lowest nice value the user may set.
-    try:
-        import resource  # noqa: PLC0415 - Unix only
+    if sys.platform != "linux":
+        return False  # no RLIMIT_NICE off Linux
+    import resource  # noqa: PLC0415 - Unix only
 
+    try:
         soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    except (ImportError, AttributeError, OSError):
+    except (AttributeError, OSError):
         return False
     if soft == resource.RLIM_INFINITY:
         return True
@@ -118,25 +123,26 @@ def cpulist(cores: list[int]) -> str:
 def set_affinity(
     pid: int, create_time: float, cores: list[int], *, protected: frozenset[int]
 ) -> Change:
-    if not hasattr(psutil.Process, "cpu_affinity"):
+    hos = host_os()
+    if not hos.features.affinity:
         raise Refused("this OS does not let processes be pinned to cores")
-    n = psutil.cpu_count() or 1
+    n = hos.cpu_count()
     bad = sorted({c for c in cores if c >= n})
     if bad:
         raise Refused(f"no core {cpulist(bad)} on this host (cores 0-{n - 1})")
-    p = _process(pid, create_time, protected)
+    t = _process(hos, pid, create_time, protected)
     try:
-        before = p.cpu_affinity()
-        p.cpu_affinity(sorted(set(cores)))
-        after = p.cpu_affinity()
-    except psutil.NoSuchProcess:
+        before = hos.affinity(pid)
+        hos.set_affinity(pid, sorted(set(cores)))
+        after = hos.affinity(pid)
+    except Gone:
         raise Refused(f"pid {pid} is gone") from None
-    except psutil.AccessDenied:
+    except Denied:
         raise Refused(f"pid {pid}: not allowed to change its affinity") from None
     except (ValueError, OSError) as exc:
         raise Refused(f"pid {pid}: cores {cpulist(cores)} refused by the OS: {exc}") from None
     return Change(
-        target=_label(p), before=f"cores {cpulist(before)}", after=f"cores {cpulist(after)}"
+        target=_label(t), before=f"cores {cpulist(before)}", after=f"cores {cpulist(after)}"
     )
 
 
@@ -144,15 +150,17 @@ def send_signal(pid: int, create_time: float, name: str, *, protected: frozenset
     sig_name = name.upper().removeprefix("SIG")
     if sig_name not in SIGNALS:
         raise Refused(f"signal {name!r} is not one of {', '.join(SIGNALS)}")
-    sig = getattr(_signal, "SIG" + sig_name, None)
-    if sig is None:
+    hos = host_os()
+    if sig_name not in hos.features.signals or (
+        sig_name not in ("TERM", "KILL") and getattr(_signal, "SIG" + sig_name, None) is None
+    ):
         raise Refused(f"signal {sig_name} does not exist on this OS")
-    p = _process(pid, create_time, protected)
+    t = _process(hos, pid, create_time, protected)
     try:
-        status = p.status()
-        p.send_signal(sig)
-    except psutil.NoSuchProcess:
+        status = hos.status(pid)
+        hos.send_signal(t, sig_name)
+    except Gone:
         raise Refused(f"pid {pid} is gone") from None
-    except psutil.AccessDenied:
+    except Denied:
         raise Refused(f"pid {pid}: not allowed to signal it (it is not yours?)") from None
-    return Change(target=_label(p), before=status, after=f"sent SIG{sig_name}")
+    return Change(target=_label(t), before=status, after=f"sent SIG{sig_name}")
