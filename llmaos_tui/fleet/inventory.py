@@ -48,7 +48,7 @@ import ipaddress
 import itertools
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,13 @@ MAX_EXPANSION = 10_000
 """Names one pattern may expand to: ``h[1-100000000]`` is a typo, not a fleet."""
 
 OS_KINDS = ("posix", "windows")
+AGENT_MODES = ("auto", "push", "installed")
+"""``agent``: the host's own llmaos-agent when it speaks our protocol, else the pushed
+zipapp (auto); always the zipapp (push); only the host's own (installed)."""
+WHEEL_MODES = ("auto", "push", "never")
+"""``wheels``: psutil pushed where the agent needs it and the host lacks it, macOS and
+Windows (auto); pushed to the host whatever it is, Linux too (push: tests the path, or
+gives a Linux agent psutil's collectors); never."""
 
 _HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+\Z")
 _USER_CHARS = re.compile(r"[A-Za-z0-9._-]+\Z")
@@ -90,6 +97,8 @@ class HostSpec:
     identity: str | None = None  # IdentityFile path; None = ssh config/agent
     group: str = ""
     os: str = "posix"  # "posix" or "windows": how remote commands are built
+    agent: str = "auto"  # "auto", "push" or "installed": see fleet.deploy.prepare
+    wheels: str = "auto"  # "auto", "push" or "never": psutil wheels, see fleet.deploy.prepare
 
     @property
     def target(self) -> str:
@@ -195,6 +204,8 @@ def parse_target(
     identity: str | None = None,
     group: str = "",
     os: str = "posix",
+    agent: str = "auto",
+    wheels: str = "auto",
 ) -> list[HostSpec]:
     """The hosts ``[user@]host[:port]`` names, ranges expanded.
 
@@ -220,6 +231,8 @@ def parse_target(
             identity=identity,
             group=group,
             os=os,
+            agent=agent,
+            wheels=wheels,
         )
         for h in hosts
     ]
@@ -306,7 +319,7 @@ def default_hosts_path() -> Path:
     return Path(platformdirs.user_config_dir("llmaos-tui", appauthor=False)) / "hosts.toml"
 
 
-_SETTING_KEYS = ("user", "port", "python", "jump", "identity", "os")
+_SETTING_KEYS = ("user", "port", "python", "jump", "identity", "os", "agent", "wheels")
 _GROUP_KEYS = ("hosts", *_SETTING_KEYS)
 _HOST_KEYS = ("host", "group", *_SETTING_KEYS)
 _TOP_KEYS = ("defaults", "groups", "hosts")
@@ -406,6 +419,20 @@ def _read_hosts_file(path: Path) -> tuple[dict[str, Any], list[tuple[HostSpec, s
     """The file's ``[defaults]``, and its hosts each with where it came from."""
     if not path.exists():
         return {}, []
+    f, data = _load_toml(path)
+    defaults, groups, tables = _top_tables(f, data)
+    order, members = _group_order(f, defaults, groups, tables)
+    entries: list[tuple[HostSpec, str]] = []
+    for item, source in order:
+        if isinstance(item, HostSpec):
+            entries.append((item, source))
+            continue
+        spec = _from_table(f, item, tables[item], defaults, groups, members.get(item))
+        entries.append((spec, f.where(("hosts", item))))
+    return defaults, entries
+
+
+def _load_toml(path: Path) -> tuple[_File, dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -414,7 +441,17 @@ def _read_hosts_file(path: Path) -> tuple[dict[str, Any], list[tuple[HostSpec, s
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"{path}: not valid TOML: {exc}") from None
-    f = _File(path, text)
+    return _File(path, text), data
+
+
+_Tables = dict[str, dict[str, Any]]
+# Host tables that a group lists, by name: the group they join, and the entry (its user
+# and port) that lists them, with where that entry is.
+_Members = dict[str, tuple[str, _Target, str]]
+
+
+def _top_tables(f: _File, data: dict[str, Any]) -> tuple[dict[str, Any], _Tables, _Tables]:
+    """``[defaults]``, ``[groups.*]`` and ``[hosts.*]``, each key checked."""
     for key in data:
         if key not in _TOP_KEYS:
             raise f.error((), key, f"unknown table {key!r} (allowed: {', '.join(_TOP_KEYS)})")
@@ -434,49 +471,49 @@ def _read_hosts_file(path: Path) -> tuple[dict[str, Any], list[tuple[HostSpec, s
             raise f.error(("groups", name), None, "a group name holds letters, digits, -, . and _")
     for name, tbl in tables.items():
         _check_table(f, name, tbl, groups)
+    return defaults, groups, tables
 
-    # Each entry is a spec, or the name of a host table that a group lists, which
-    # takes its place in the order once all groups are known (tables come last).
+
+def _group_order(
+    f: _File, defaults: dict[str, Any], groups: _Tables, tables: _Tables
+) -> tuple[list[tuple[HostSpec | str, str]], _Members]:
+    """The hosts in file order: each entry a spec, or the name of a host table that a group
+    lists, which takes its place in the order once all groups are known (tables that no
+    group lists come last)."""
     order: list[tuple[HostSpec | str, str]] = []
-    # Host tables that a group lists, by name: the group they join, and the entry
-    # (its user and port) that lists them.
-    members: dict[str, tuple[str, _Target, str]] = {}
+    members: _Members = {}
     for gname, group in groups.items():
         settings = {k: v for k, v in group.items() if k != "hosts"}
         for i, entry in enumerate(group.get("hosts", [])):
             source = f"{f.where(('groups', gname), 'hosts')} entry {entry!r}"
-            try:
-                t = _split_target(entry)
-                hosts = [t.host] if t.ipv6 else _expand(t.host)
-                for h in hosts:
-                    _check_host(h)
-            except InventoryError as exc:
-                raise f.error(
-                    ("groups", gname), "hosts", f"entry {i + 1} {entry!r}: {exc}"
-                ) from None
+            t, hosts = _group_entry(f, gname, i, entry)
             for h in hosts:
                 name = _name_of(h, t.port)
                 if name not in tables:
                     layers = {**defaults, **settings, **_explicit(t)}
                     order.append((HostSpec(name=name, host=h, group=gname, **layers), source))
-                elif name in members:
+                    continue
+                if name in members:
                     raise f.error(
                         ("groups", gname),
                         "hosts",
                         f"host {name!r} is listed again (first: {members[name][2]})",
                     )
-                else:
-                    members[name] = (gname, _Target(t.user, h, t.port, t.ipv6), source)
-                    order.append((name, source))
+                members[name] = (gname, _Target(t.user, h, t.port, t.ipv6), source)
+                order.append((name, source))
     order += [(name, "") for name in tables if name not in members]
-    entries: list[tuple[HostSpec, str]] = []
-    for item, source in order:
-        if isinstance(item, HostSpec):
-            entries.append((item, source))
-            continue
-        spec = _from_table(f, item, tables[item], defaults, groups, members.get(item))
-        entries.append((spec, f.where(("hosts", item))))
-    return defaults, entries
+    return order, members
+
+
+def _group_entry(f: _File, gname: str, i: int, entry: str) -> tuple[_Target, list[str]]:
+    try:
+        t = _split_target(entry)
+        hosts = [t.host] if t.ipv6 else _expand(t.host)
+        for h in hosts:
+            _check_host(h)
+    except InventoryError as exc:
+        raise f.error(("groups", gname), "hosts", f"entry {i + 1} {entry!r}: {exc}") from None
+    return t, hosts
 
 
 def _explicit(t: _Target) -> dict[str, Any]:
@@ -547,11 +584,7 @@ def _settings(
 
 def _setting(key: str, value: Any) -> Any:
     if key == "port":
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InventoryError(f"must be an integer, not {_kind(value)}")
-        if not 1 <= value <= 65535:
-            raise InventoryError(f"port {value} is out of range 1-65535")
-        return value
+        return _port_setting(value)
     if key == "hosts":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InventoryError('must be a list of strings such as ["gpu[1-4]", "ops@db1"]')
@@ -560,19 +593,40 @@ def _setting(key: str, value: Any) -> Any:
         raise InventoryError(f"must be a string, not {_kind(value)}")
     if not value or any(not c.isprintable() for c in value):
         raise InventoryError("must be a non-empty string of printable characters")
-    if key == "user":
-        _check_user(value)
-    elif key == "os" and value not in OS_KINDS:
-        raise InventoryError(f"must be one of {', '.join(map(repr, OS_KINDS))}, not {value!r}")
-    elif key == "host":
-        return _table_host(value)
-    elif key == "jump":
-        for hop in value.split(","):
-            t = _split_target(hop)
-            _check_host(t.host)
-    elif key == "identity":
-        return str(Path(value).expanduser())
-    elif key == "python" and value.startswith("-"):
+    check = _TEXT_SETTINGS.get(key)
+    return value if check is None else check(value)
+
+
+def _port_setting(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InventoryError(f"must be an integer, not {_kind(value)}")
+    if not 1 <= value <= 65535:
+        raise InventoryError(f"port {value} is out of range 1-65535")
+    return value
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise InventoryError(f"must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+        return value
+
+    return check
+
+
+def _user_setting(value: str) -> str:
+    _check_user(value)
+    return value
+
+
+def _jump_setting(value: str) -> str:
+    for hop in value.split(","):
+        _check_host(_split_target(hop).host)
+    return value
+
+
+def _python_setting(value: str) -> str:
+    if value.startswith("-"):
         raise InventoryError(f"{value!r} starts with '-'")
     return value
 
@@ -583,6 +637,19 @@ def _table_host(value: str) -> str:
         raise InventoryError(f"{value!r}: set user and port with their own keys")
     _check_host(t.host)  # a range's '[' fails here: a host table is one host
     return t.host
+
+
+_TEXT_SETTINGS: dict[str, Callable[[str], str]] = {
+    "user": _user_setting,
+    "os": _choice(OS_KINDS),
+    "agent": _choice(AGENT_MODES),
+    "wheels": _choice(WHEEL_MODES),
+    "host": _table_host,
+    "jump": _jump_setting,
+    "identity": lambda v: str(Path(v).expanduser()),
+    "python": _python_setting,
+}
+"""The string settings' own checks (each returns the value to keep)."""
 
 
 def _kind(value: Any) -> str:

@@ -2,8 +2,9 @@
 
 ``open`` connects (at most ``limiter``'s count at once, so a large fleet does not
 trip sshd's MaxStartups), verifies the host key against known_hosts, pushes the
-agent zipapp when the host lacks it (:mod:`deploy`), and runs it with ``attach``
-on an exec channel. The watcher above reconnects with backoff; one slow host
+agent when the host has none of this protocol (:mod:`deploy`: the interpreter found as
+users expect, psutil wheels where macOS and Windows need them), and runs it with
+``attach`` on an exec channel. The watcher above reconnects with backoff; one slow host
 never stalls another because each has its own task and its own timeouts. A refused
 login or host key raises :class:`~llmaos_tui.fleet.link.AuthRefused`, which the
 watcher does not retry until asked.
@@ -28,6 +29,7 @@ import asyncssh
 
 from llmaos_agent.protocol import MAX_LINE_BYTES
 from llmaos_tui.fleet import deploy
+from llmaos_tui.fleet.deploy import WheelSource
 from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.fleet.link import AuthRefused, LineTooLong, Link, LinkDown, Transport
 
@@ -60,7 +62,10 @@ class SshOptions:
     connect_timeout: float = 10.0
     keepalive_interval: float = 5.0
     keepalive_count_max: int = 3
-    deploy: bool = True  # push the agent zipapp; False runs the host's llmaos-agent
+    deploy: bool = True  # set the agent up (deploy.prepare); False runs the host's llmaos-agent
+    wheels: WheelSource = field(default_factory=WheelSource)
+    """Where psutil wheels for macOS and Windows hosts come from; one for the whole fleet,
+    so hosts of one kind share one download."""
 
 
 class SshTransport(Transport):
@@ -139,7 +144,8 @@ class SshTransport(Transport):
             return f"the agent was killed by {self.proc.exit_signal[0]}"
         if code is None:
             return "the SSH connection closed"
-        return deploy.explain_exit(code, tail, self._link.spec.python, self._link.windows)
+        link = self._link
+        return deploy.explain_exit(code, tail, link.python_used or link.spec.python, link.windows)
 
 
 class _KeyWitness(asyncssh.SSHClient):
@@ -170,6 +176,7 @@ class SshLink(Link):
         self.limiter = limiter or asyncio.Semaphore(16)
         self.ask = ask
         self.conn: asyncssh.SSHClientConnection | None = None
+        self.python_used: str | None = None  # the interpreter the agent runs under
 
     @property
     def windows(self) -> bool:
@@ -183,21 +190,31 @@ class SshLink(Link):
         async with self.limiter:
             conn = await self._connect()
         try:
-            if self.options.deploy:
-                self.phase("deploying")
-                try:
-                    path = await deploy.ensure_agent(conn)
-                except (asyncssh.Error, OSError) as exc:
-                    raise LinkDown(f"cannot upload the agent: {_ssh_reason(exc)}") from exc
-                command = deploy.attach_command(path, self.spec.python, self.windows)
-            else:
-                command = "llmaos-agent attach"
+            command = await self._prepare(conn) if self.options.deploy else "llmaos-agent attach"
             proc = await conn.create_process(command, encoding=None)
         except BaseException:
             conn.close()
             raise
         self.conn = conn
         return SshTransport(conn, proc, self)
+
+    async def _prepare(self, conn: asyncssh.SSHClientConnection) -> str:
+        self.phase("deploying")
+        try:
+            plan = await deploy.prepare(
+                conn,
+                python=self.spec.python,
+                windows=self.windows,
+                agent=self.spec.agent,
+                wheel_mode=self.spec.wheels,
+                source=self.options.wheels,
+            )
+        except deploy.DeployError as exc:
+            raise LinkDown(str(exc)) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise LinkDown(f"cannot set up the agent: {_ssh_reason(exc)}") from exc
+        self.python_used = plan.python.command if plan.python else None
+        return plan.command
 
     def _connect_options(self) -> dict[str, Any]:
         o = self.options
