@@ -222,7 +222,7 @@ def test_no_python_on_linux_names_what_is_there_and_the_distros_install(
     release: str, hint: str
 ) -> None:
     system = interpreter.parse_os_release(f"Linux\n{release}\n")
-    tried = [old_python(), Absent("python", "not found")]
+    tried: list[interpreter.Found] = [old_python(), Absent("python", "not found")]
     text = interpreter.explain(tried, system, None)
     assert text.startswith("no Python 3.10+ on this host (python3 is 3.8.10 (/usr/bin/python3.8)")
     assert "python: not found" in text and hint in text
