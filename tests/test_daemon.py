@@ -698,10 +698,10 @@ def _hung_up(s: socket.socket) -> bool:
 async def test_lines_skip_an_overlong_line_whole(
     chunks: list[bytes], expected: list[bytes | None]
 ) -> None:
-    from llmaos_agent.daemon import _lines
+    from llmaos_agent.daemon_clients import read_lines
 
     reader = cast(asyncio.StreamReader, _Chunks(chunks))
-    assert [line async for line in _lines(reader, 9)] == expected
+    assert [line async for line in read_lines(reader, 9)] == expected
 
 
 class _Chunks:
