@@ -124,49 +124,66 @@ def bridge(sock: socket.socket, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     0 when stdin closes (the console went away); the process exits with
     :data:`EXIT_DAEMON_GONE` when the daemon closes the connection first.
     """
-    leaving = threading.Event()  # set once stdin closed: the end of the socket is ours
-    gone = threading.Lock()
-
-    def daemon_gone() -> None:
-        if leaving.is_set():
-            return
-        gone.acquire()  # the first thread here reports it; the other waits for the exit
-        sys.stderr.write("llmaos-agent attach: the daemon closed the connection\n")
-        sys.stderr.flush()
-        os._exit(EXIT_DAEMON_GONE)
+    ending = _Ending()
 
     def downstream() -> None:
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(stdout_fd, view) :]
-        except OSError:
-            pass
+        _copy_down(sock, stdout_fd)
         # The daemon is gone (or stdout is): nothing more to do. The main thread
         # is blocked reading stdin, so leave from here.
-        daemon_gone()
+        ending.daemon_gone()
 
     threading.Thread(target=downstream, daemon=True).start()
-    while True:
-        try:
-            data = os.read(stdin_fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        try:
-            sock.sendall(data)
-        except OSError:
-            daemon_gone()  # does not come back
-            break
+    if not _copy_up(stdin_fd, sock):
+        ending.daemon_gone()  # does not come back
     # Stdin closed: this end going away is no news. Mark it first, so the reader
     # woken by the shutdown does not report it as the daemon leaving.
-    leaving.set()
+    ending.leaving.set()
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
     return 0
+
+
+class _Ending:
+    """Who ends the bridge: stdin closing (``leaving``) or the daemon going, reported once."""
+
+    def __init__(self) -> None:
+        self.leaving = threading.Event()  # set once stdin closed: the end of the socket is ours
+        self._gone = threading.Lock()
+
+    def daemon_gone(self) -> None:
+        if self.leaving.is_set():
+            return
+        self._gone.acquire()  # the first thread here reports it; the other waits for the exit
+        sys.stderr.write("llmaos-agent attach: the daemon closed the connection\n")
+        sys.stderr.flush()
+        os._exit(EXIT_DAEMON_GONE)
+
+
+def _copy_down(sock: socket.socket, stdout_fd: int) -> None:
+    """The daemon's bytes to stdout, until either end closes."""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(stdout_fd, view) :]
+    except OSError:
+        return
+
+
+def _copy_up(stdin_fd: int, sock: socket.socket) -> bool:
+    """Stdin's bytes to the daemon: True when stdin closed, False when the daemon did."""
+    while True:
+        try:
+            data = os.read(stdin_fd, 65536)
+        except OSError:
+            return True
+        if not data:
+            return True
+        try:
+            sock.sendall(data)
+        except OSError:
+            return False
