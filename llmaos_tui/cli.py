@@ -18,13 +18,16 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from llmaos_agent.protocol import MAX_CORES, MAX_GPUS
 from llmaos_agent.safetext import clean
 from llmaos_tui import __version__
-from llmaos_tui.cli_args import bounded, priority, seconds, size
+from llmaos_tui.cli_args import bounded, priority, python_version, seconds, size
+from llmaos_tui.fleet import wheels
+from llmaos_tui.fleet.deploy import WheelSource
 from llmaos_tui.fleet.inventory import InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
@@ -57,6 +60,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--known-hosts", type=Path, help="known_hosts file (default ~/.ssh/known_hosts)")
     p.add_argument("--no-local", action="store_true", help="leave this machine out of the fleet")
+    p.add_argument(
+        "--agent-wheels",
+        type=Path,
+        metavar="DIR",
+        help="psutil wheels for macOS/Windows hosts from DIR only, never the network "
+        "(filled by `llmaos-tui agent-wheels`)",
+    )
     p.add_argument(
         "--replay",
         action="append",
@@ -123,6 +133,20 @@ def parser() -> argparse.ArgumentParser:
             op.add_argument("-f", "--follow", action="store_true", help="follow while it runs")
         op.add_argument("--json", action="store_true", help="print the result as JSON")
         _common(op)
+    aw = sub.add_parser(
+        "agent-wheels",
+        help="download psutil wheels for hosts' Pythons into a directory (air-gapped fleets)",
+    )
+    aw.add_argument(
+        "--platform", action="append", required=True, metavar="TAG",
+        help="a host's platform tag: win_amd64, macosx_11_0_arm64, manylinux_2_17_x86_64 "
+        "(repeatable; the console's message for such a host names it)",
+    )  # fmt: skip
+    aw.add_argument("--python", type=python_version, required=True, help="its Python, e.g. 3.12")
+    aw.add_argument("--implementation", default="cp", help="cp (CPython, default) or pp")
+    aw.add_argument(
+        "--dir", type=Path, default=None, help="where to put them (default: the console's cache)"
+    )
     from llmaos_tui.cli_containers import add_parsers  # noqa: PLC0415 (after the others)
     from llmaos_tui.cli_plan import add_parser as add_plan  # noqa: PLC0415
 
@@ -141,6 +165,10 @@ def build_links(args: argparse.Namespace) -> list[Link]:
         options = SshOptions()
         if args.known_hosts:
             options.known_hosts = args.known_hosts
+        if args.agent_wheels is not None:
+            if not args.agent_wheels.is_dir():
+                raise InventoryError(f"--agent-wheels {args.agent_wheels}: no such directory")
+            options.wheels = WheelSource(offline=args.agent_wheels)
         limiter = asyncio.Semaphore(MAX_CONCURRENT_CONNECTS)
         links += [SshLink(s, options=options, limiter=limiter) for s in specs]
     for spec in args.replay:
@@ -159,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         from llmaos_tui.cli_containers import run_move  # noqa: PLC0415
 
         return run_move(args)
+    if args.cmd == "agent-wheels":
+        return run_agent_wheels(args)
     try:
         links = build_links(args)
     except InventoryError as exc:
@@ -170,25 +200,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "snapshot":
         print(json.dumps(asyncio.run(snapshot(links, args.timeout)), indent=2))
         return 0
-    if args.cmd in REQUEST_COMMANDS:
-        from llmaos_tui.cli_requests import run_request_command  # noqa: PLC0415
-
+    runner = _headless(args.cmd)
+    if runner is not None:
         if args.hosts:  # -H names the hosts; this machine only when nothing is named
             links = [link for link in links if not isinstance(link, LocalLink)]
-        return asyncio.run(run_request_command(args, links))
-    if args.cmd == "plan":
+        return asyncio.run(runner(args, links))
+    return run_app(args, links)
+
+
+Runner = Callable[[argparse.Namespace, list[Link]], Coroutine[Any, Any, int]]
+
+
+def _headless(cmd: str | None) -> Runner | None:
+    """The subcommands that act on the -H hosts (this machine when none is named); each
+    module is imported only when its command runs."""
+    if cmd in REQUEST_COMMANDS:
+        from llmaos_tui.cli_requests import run_request_command  # noqa: PLC0415
+
+        return run_request_command
+    if cmd == "plan":
         from llmaos_tui.cli_plan import run_plan  # noqa: PLC0415
 
-        if args.hosts:
-            links = [link for link in links if not isinstance(link, LocalLink)]
-        return asyncio.run(run_plan(args, links))
-    if args.cmd == "containers":
+        return run_plan
+    if cmd == "containers":
         from llmaos_tui.cli_containers import run_containers  # noqa: PLC0415
 
-        if args.hosts:
-            links = [link for link in links if not isinstance(link, LocalLink)]
-        return asyncio.run(run_containers(args, links))
+        return run_containers
+    return None
 
+
+def run_app(args: argparse.Namespace, links: list[Link]) -> int:
     # Textual is imported only to run the UI (headless commands must not pay for it).
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
     from llmaos_tui.theming import ConfigError, load_keymap  # noqa: PLC0415
@@ -201,6 +242,22 @@ def main(argv: list[str] | None = None) -> int:
     app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keymap)
     quiet_collector()
     app.run()
+    return 0
+
+
+def run_agent_wheels(args: argparse.Namespace) -> int:
+    """``agent-wheels``: a psutil wheel for each ``--platform`` and ``--python`` into
+    ``--dir`` (the console's cache by default), by pip download; copy the directory to an
+    air-gapped console and name it with ``--agent-wheels DIR``."""
+    dest = args.dir or wheels.default_cache()
+    try:
+        targets = [wheels.target_of_tag(p, args.python, args.implementation) for p in args.platform]
+        found = asyncio.run(wheels.fill(dest, targets))
+    except wheels.WheelError as exc:
+        print(clean(f"llmaos-tui agent-wheels: {exc}"), file=sys.stderr)
+        return 2
+    for t, path in zip(targets, found, strict=True):
+        print(clean(f"{t.key}: {path}"))
     return 0
 
 

@@ -65,3 +65,14 @@ def seconds(text: str) -> float:
     if not 0 <= value <= MAX_SECONDS:  # false for nan too
         raise argparse.ArgumentTypeError(f"{text!a}: seconds from 0 to {MAX_SECONDS:.0f} (a week)")
     return value
+
+
+def python_version(text: str) -> tuple[int, int]:
+    """An argparse type: a Python version the agent runs on, ``3.10`` or newer."""
+    parts = text.strip().split(".")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 2 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a Python version: {text!a} (e.g. 3.12)")
+    version = (int(parts[0]), int(parts[1]))
+    if version[0] != 3 or version[1] < 10:
+        raise argparse.ArgumentTypeError(f"{text!a}: the agent needs Python 3.10 or newer")
+    return version

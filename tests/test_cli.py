@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from llmaos_tui.fleet import wheels
+from tests.bare import bare_python
 from tests.helpers import RECORDING
 from tests.sshserver import SshServer
 
@@ -138,3 +140,75 @@ async def test_bad_targets_are_refused_before_anything_starts(
     assert code == 2
     assert out == ""
     assert words in err
+
+
+async def test_agent_wheels_fills_a_directory_for_other_platforms(tmp_path: Path) -> None:
+    dest = tmp_path / "wheels"
+    args = ("agent-wheels", "--platform", "win_amd64", "--platform", "macosx_11_0_arm64")
+    code, out, err = await llmaos_tui(*args, "--python", "3.12", "--dir", str(dest), home=tmp_path)
+    assert code == 0, err
+    got = sorted(p.name for p in dest.iterdir())
+    assert len(got) == 2 and all(n.startswith("psutil-") for n in got), got
+    for target in ("win_amd64", "macosx_11_0_arm64"):
+        t = wheels.target_of_tag(target, (3, 12))
+        found = wheels.select(dest, t)
+        assert found is not None and f"{t.key}: {found}" in out
+        assert wheels.check_wheel(found)  # a wheel that passes the checks it will meet
+    mtimes = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    code, _, err = await llmaos_tui(*args, "--python", "3.12", "--dir", str(dest), home=tmp_path)
+    assert code == 0, err
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == mtimes  # kept, not fetched
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--platform", "win_amd64;rm -rf ~", "--python", "3.12"], "not a platform tag"),
+        (["--platform", "sparc_v9", "--python", "3.12"], "unknown platform tag"),
+        (["--platform", "win_amd64", "--python", "3.8"], "3.10 or newer"),
+        (["--platform", "win_amd64", "--python", "three"], "not a Python version"),
+    ],
+)
+async def test_agent_wheels_refuses_bad_input(tmp_path: Path, args: list[str], words: str) -> None:
+    dest = tmp_path / "wheels"
+    code, _, err = await llmaos_tui("agent-wheels", *args, "--dir", str(dest), home=tmp_path)
+    assert code == 2 and words in err, err
+    assert not dest.exists()
+
+
+async def test_air_gapped_wheels_from_a_prepared_directory(
+    tmp_path: Path, server: SshServer
+) -> None:
+    """A host that must get psutil pushed (wheels = "push" forces it on Linux), with wheels
+    only from --agent-wheels DIR: down with the command that fills DIR, up once it ran."""
+    home = ssh_home(tmp_path, server)
+    bare = bare_python()
+    (home / ".config" / "llmaos-tui" / "hosts.toml").write_text(
+        f'[hosts.testbox]\nhost = "testbox"\npython = "{bare}"\nagent = "push"\nwheels = "push"\n'
+    )
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    snap = ("snapshot", "--json", "--no-local", "--agent-wheels", str(offline))
+    code, out, err = await llmaos_tui(*snap, home=home)
+    assert code == 0, err
+    box = hosts_of(out)["testbox"]
+    assert box["status"] == "down" and "no psutil wheel for cp3" in box["reason"]
+    command = box["reason"].split("`")[1]  # what the console says to run, where there is network
+    assert command.startswith("llmaos-tui agent-wheels --platform ") and command.endswith(
+        f"--dir {offline}"
+    )
+    code, _, err = await llmaos_tui(*command.split()[1:], home=home, timeout=300)
+    assert code == 0, err
+    code, out, err = await llmaos_tui(*snap, home=home)
+    assert code == 0, err
+    box = hosts_of(out)["testbox"]
+    assert box["status"] == "up", box["reason"]
+    assert box["cores"] == os.cpu_count()
+    assert list(server.home.glob(".cache/llmaos-agent/site-*/psutil/__init__.py"))
+
+
+async def test_agent_wheels_directory_must_exist(tmp_path: Path) -> None:
+    code, _, err = await llmaos_tui(
+        "snapshot", "--json", "-H", "h1", "--agent-wheels", str(tmp_path / "nope"), home=tmp_path
+    )
+    assert code == 2 and "no such directory" in err

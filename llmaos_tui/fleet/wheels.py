@@ -289,6 +289,29 @@ async def fetch(target: Target, dest: Path, project: str = PROJECT) -> Path:
     return found
 
 
+def target_of_tag(platform: str, python: tuple[int, int], implementation: str = "cp") -> Target:
+    """The target ``llmaos-tui agent-wheels --platform P --python X.Y`` names."""
+    expand_platform(platform)  # checks the tag
+    if implementation not in ("cp", "pp"):
+        raise WheelError(f"unknown implementation {implementation!a} (cp or pp)")
+    if platform.startswith("win"):
+        os_name = "win32"
+    elif platform.startswith("macosx_"):
+        os_name = "darwin"
+    else:
+        os_name = "linux"
+    return Target(os_name, python, implementation, platform)
+
+
+async def fill(directory: Path, targets: list[Target]) -> list[Path]:
+    """A wheel for each target in ``directory`` (kept when one is there): what
+    ``agent-wheels`` does, and what an air-gapped fleet copies."""
+    out = []
+    for t in targets:
+        out.append(select(directory, t) or await fetch(t, directory))
+    return out
+
+
 # --- checking a wheel ---------------------------------------------------------------------
 
 
