@@ -29,8 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from llmaos_agent import faults
 from llmaos_agent.paths import (
     UnsafeDirectory,
@@ -46,8 +44,8 @@ from llmaos_agent.requests import scheduler
 from llmaos_agent.requests.scheduler import Gpu, Pending, Resources
 from llmaos_agent.requests.store import Row, Store
 from llmaos_agent.requests.supervisor import open_lock, read_json, write_atomic
+from llmaos_agent.system import Denied, Gone, Target, host_os
 
-CREATE_TIME_SLACK = 0.05
 LOAD_SMOOTHING = 0.3
 """Weight of the newest sample in the cores' smoothed load (about 3 samples' memory)."""
 RECENT_FINISHED = 200
@@ -99,8 +97,9 @@ class RequestQueue:
         self.aging_s = aging_s
         self.grace_s = grace_s
         self.on_change = on_change
-        self.cores = psutil.cpu_count() or 1
-        self.mem_total = psutil.virtual_memory().total
+        self.os = host_os()
+        self.cores = self.os.cpu_count()
+        self.mem_total = self.os.memory()[0]
         self.gpus: list[Gpu] = []
         self.core_loads: list[float] = [0.0] * self.cores
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -377,7 +376,7 @@ class RequestQueue:
             slots_used=[0] * self.cores,
             slots_per_core=self.slots_per_core,
             gpus=[Gpu(g.uuid, g.util) for g in self.gpus],
-            mem_available=psutil.virtual_memory().available,
+            mem_available=self.os.memory()[1],
         )
         for r in running:
             for c in r.cores:
@@ -479,13 +478,13 @@ class RequestQueue:
         faults.point("dispatch.spawned")
         self._children[row.id] = child
         sup_ct = None
-        with contextlib.suppress(psutil.Error):
-            sup_ct = psutil.Process(child.pid).create_time()
+        with contextlib.suppress(Gone, Denied):
+            sup_ct = self.os.stamp(child.pid)
         self._set_row(row.with_(state="running", sup_pid=child.pid, sup_ct=sup_ct))
         faults.point("dispatch.running")
 
     def _allowed_nice(self, want: int) -> tuple[int, str]:
-        if _privileged():
+        if sys.platform == "win32" or _privileged():
             return want, ""
         base = os.getpriority(os.PRIO_PROCESS, 0)
         if want >= base:
@@ -498,9 +497,9 @@ class RequestQueue:
             why = "raising priority needs root"
         procs = self._procs_of(row)
         done = 0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.nice(want)
+        for pid in procs:
+            with contextlib.suppress(Gone, Denied):
+                self.os.set_nice(pid, want)
                 done += 1
         if procs and not done:
             # An unprivileged user cannot lower a nice value once raised: it keeps its own.
@@ -508,28 +507,39 @@ class RequestQueue:
             return row.with_(reason=note)
         return row.with_(nice=want, reason=why or row.reason)
 
-    def _procs_of(self, row: Row) -> list[psutil.Process]:
-        """The request's processes: its child and everything under it (not the supervisor)."""
+    def _request_runs(self, row: Row) -> bool:
+        """Whether the request's own process (not the supervisor) is still there (a zombie
+        too: its group may live on)."""
         if row.pid is None:
+            return False
+        if row.pid_ct is not None:
+            return self.os.same(row.pid, row.pid_ct)
+        try:
+            self.os.status(row.pid)
+        except (Gone, Denied):
+            return False
+        return True
+
+    def _procs_of(self, row: Row) -> list[int]:
+        """The request's processes: its child and everything under it (not the supervisor)."""
+        if row.pid is None or not self._request_runs(row):
             return []
         try:
-            p = psutil.Process(row.pid)
-            if row.pid_ct is not None and abs(p.create_time() - row.pid_ct) > CREATE_TIME_SLACK:
-                return []
-            return [p, *p.children(recursive=True)]
-        except psutil.Error:
+            return [row.pid, *self.os.children(row.pid)]
+        except (Gone, Denied):
             return []
 
     def _signal(self, row: Row, sig: int) -> None:
         if row.pid is None:
             return  # not started yet: the next tick signals it once its pid is known
-        procs = self._procs_of(row)
-        if not procs:
-            return
         if sys.platform == "win32":
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    p.kill() if sig == getattr(signal, "SIGKILL", 9) else p.terminate()
+            kill = sig == getattr(signal, "SIGKILL", 9)
+            for pid in self._procs_of(row):
+                with contextlib.suppress(Gone, Denied):
+                    target = Target(pid, "", self.os.create_time(pid))
+                    self.os.send_signal(target, "KILL" if kill else "TERM")
+            return
+        if not self._request_runs(row):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(row.pid, sig)
@@ -542,52 +552,60 @@ class RequestQueue:
         if claim is None or claim.get("attempt") != row.attempt:
             self._settle(row, d, now)
             return
-        if row.state == "starting" or row.sup_pid is None:
-            # Started by a daemon that died before it wrote the supervisor down: adopt it.
-            row = self._set_row(
-                row.with_(state="running", sup_pid=_int(claim.get("pid")),
-                          sup_ct=_float(claim.get("create_time")))
-            )  # fmt: skip
-        if row.pid is None:
-            info = read_json(d / "pid")
-            if info is not None and info.get("attempt") == row.attempt:
-                row = self._set_row(
-                    row.with_(pid=_int(info.get("pid")), pid_ct=_float(info.get("create_time")))
-                )
-                if row.cancel_at is not None:
-                    self._signal(row, signal.SIGTERM)
+        row = self._adopt(row, d, claim)
         ended = self._exit_of(d, row)
         if ended is not None:
             self._finish(row, ended)
             return
         if not self._supervisor_alive(row):
-            # Look once more: it may have written the file between our two reads.
-            ended = self._exit_of(d, row)
-            if ended is not None:
-                self._finish(row, ended)
-                return
-            if self._procs_of(row):
-                # The request outlived its supervisor: watch it ourselves, and say so.
-                note = "its supervisor died; the request runs on, watched by the daemon"
-                if row.reason != note:
-                    self._set_row(row.with_(reason=note))
-                return
-            if row.reason.startswith("its supervisor died; the request runs on"):
-                self._set_row(
-                    row.with_(state="failed", ended=now,
-                              reason="ended after its supervisor died: exit status unknown")
-                )  # fmt: skip
-                return
-            why = (
-                "its supervisor vanished without an exit status (host reboot?)"
-                if row.pid is not None
-                else "its supervisor died after claiming it and before recording the "
-                "request's pid: it may or may not have started, so it is not run again"
-            )
-            self._set_row(row.with_(state="failed", ended=now, reason=why))
+            self._orphaned(row, d, now)
             return
         if row.cancel_at is not None and now - row.cancel_at > self.grace_s:
             self._signal(row, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    def _adopt(self, row: Row, d: Path, claim: dict[str, Any]) -> Row:
+        """``row`` with what its supervisor wrote down: itself (from its claim) and the
+        request's pid once it is known."""
+        if row.state == "starting" or row.sup_pid is None:
+            # Started by a daemon that died before it wrote the supervisor down: adopt it.
+            row = self._set_row(
+                row.with_(state="running", sup_pid=_int(claim.get("pid")), sup_ct=_stamp(claim))
+            )
+        if row.pid is None:
+            info = read_json(d / "pid")
+            if info is not None and info.get("attempt") == row.attempt:
+                row = self._set_row(row.with_(pid=_int(info.get("pid")), pid_ct=_stamp(info)))
+                if row.cancel_at is not None:
+                    self._signal(row, signal.SIGTERM)
+        return row
+
+    def _orphaned(self, row: Row, d: Path, now: float) -> None:
+        """The supervisor is gone: the request ended (its exit status, if written at the
+        last moment), runs on without it (watched here), or is lost."""
+        # Look once more: it may have written the file between our two reads.
+        ended = self._exit_of(d, row)
+        if ended is not None:
+            self._finish(row, ended)
+            return
+        if self._request_runs(row):
+            # The request outlived its supervisor: watch it ourselves, and say so.
+            note = "its supervisor died; the request runs on, watched by the daemon"
+            if row.reason != note:
+                self._set_row(row.with_(reason=note))
+            return
+        if row.reason.startswith("its supervisor died; the request runs on"):
+            self._set_row(
+                row.with_(state="failed", ended=now,
+                          reason="ended after its supervisor died: exit status unknown")
+            )  # fmt: skip
+            return
+        why = (
+            "its supervisor vanished without an exit status (host reboot?)"
+            if row.pid is not None
+            else "its supervisor died after claiming it and before recording the "
+            "request's pid: it may or may not have started, so it is not run again"
+        )
+        self._set_row(row.with_(state="failed", ended=now, reason=why))
 
     def _settle(self, row: Row, d: Path, now: float) -> None:
         """A dispatched attempt nobody has claimed (yet): wait while its supervisor may
@@ -644,13 +662,8 @@ class RequestQueue:
             return child.poll() is None
         if row.sup_pid is None:
             return False
-        try:
-            p = psutil.Process(row.sup_pid)
-            if row.sup_ct is not None and abs(p.create_time() - row.sup_ct) > CREATE_TIME_SLACK:
-                return False  # the pid was reused: ours is gone
-            return p.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        # A pid reused by another process is not ours; a zombie has ended.
+        return self.os.alive(row.sup_pid, row.sup_ct)
 
     def _finish(self, row: Row, ended: dict[str, Any]) -> None:
         code = _int(ended.get("code"), low=-(2**31))
@@ -679,6 +692,13 @@ class RequestQueue:
 def _int(v: object, low: int = 1) -> int | None:
     """An integer from a record file (``low`` or more), or None for anything else."""
     return v if isinstance(v, int) and not isinstance(v, bool) and low <= v < 2**31 else None
+
+
+def _stamp(record: dict[str, Any]) -> float | None:
+    """A process's identity in a supervisor's record: its stamp, or (a record of an older
+    agent) its create time; :meth:`llmaos_agent.system.HostOS.same` takes either."""
+    stamp = _float(record.get("stamp"))
+    return stamp if stamp is not None else _float(record.get("create_time"))
 
 
 def _float(v: object) -> float | None:

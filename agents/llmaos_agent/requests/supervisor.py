@@ -88,24 +88,29 @@ def _check_dir(d: Path) -> str:
     return ""
 
 
-def _create_time(pid: int) -> float | None:
+def _identity(pid: int) -> dict[str, float | None]:
+    """How the daemon knows ``pid`` again: its :meth:`~llmaos_agent.system.HostOS.stamp`
+    (on Linux its start since boot, which no clock step moves) and its create time."""
+    from llmaos_agent.system import Denied, Gone, host_os  # noqa: PLC0415 - after the lock
+
+    hos = host_os()
     try:
-        import psutil  # noqa: PLC0415 - only here, after the request started
-
-        return float(psutil.Process(pid).create_time())
-    except Exception:
-        return None
+        return {"stamp": hos.stamp(pid), "create_time": hos.create_time(pid)}
+    except (Gone, Denied):
+        return {"stamp": None, "create_time": None}
 
 
-def run(d: Path, attempt: int) -> int:
+def _take(d: Path, attempt: int) -> tuple[int, dict[str, Any]] | None:
+    """The request's lock and spec when this supervisor is the one to run ``attempt``;
+    None (said on stderr) when it is not."""
     why = _check_dir(d)
     if why:
         print(f"llmaos-agent supervisor: {why}; running nothing", file=sys.stderr)
-        return EXIT_NOT_MINE
+        return None
     lock = open_lock(d)
     if not try_lock(lock):
         print("llmaos-agent supervisor: another supervisor holds this request", file=sys.stderr)
-        return EXIT_NOT_MINE
+        return None
     faults.point("supervisor.locked")
     spec = read_json(d / "spec.json", MAX_SPEC_BYTES)
     if spec is None or spec.get("id") != d.name or spec.get("attempt") != attempt:
@@ -114,32 +119,34 @@ def run(d: Path, attempt: int) -> int:
             "(voided or superseded); running nothing",
             file=sys.stderr,
         )
-        return EXIT_NOT_MINE
+        return None
     claim = read_json(d / "claim")
     if claim is not None and claim.get("attempt") == attempt:
         # An earlier supervisor of this attempt claimed it and died: it may have started
         # the request, so this one must not (the daemon reports the attempt failed).
         print(f"llmaos-agent supervisor: attempt {attempt} was claimed before", file=sys.stderr)
-        return EXIT_NOT_MINE
-    me = {"attempt": attempt, "pid": os.getpid(), "create_time": _create_time(os.getpid())}
-    write_atomic(d / "claim", me)
-    faults.point("supervisor.claimed")
+        return None
+    return lock, spec
+
+
+def _settle_in(spec: dict[str, Any]) -> None:
+    """Ignore hang-ups and terminal signals, and take the request's cores and nice value
+    (which the request inherits)."""
     for name in ("SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT"):
         sig = getattr(signal, name, None)
         if sig is not None:
             signal.signal(sig, signal.SIG_IGN)
     cores = spec.get("cores") or []
-    if cores and hasattr(os, "sched_setaffinity"):
+    if cores and sys.platform == "linux":
         os.sched_setaffinity(0, cores)
     nice = spec.get("nice")
-    if nice is not None and hasattr(os, "setpriority"):
+    if nice is not None and sys.platform != "win32":
         # The daemon asks only for what it may; a race with a renice is harmless.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, int(nice))
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)  # ours, for finding this module; not the request's
-    env.pop(faults.ENV, None)
-    env.update(spec.get("env") or {})
+
+
+def _popen_options() -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if sys.platform == "win32":
         kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
@@ -152,17 +159,36 @@ def run(d: Path, attempt: int) -> int:
                 signal.signal(getattr(signal, n), signal.SIG_DFL)
 
         kw["preexec_fn"] = _child
-    argv = spec["argv"]
+    return kw
+
+
+def _argv(spec: dict[str, Any]) -> list[str]:
+    argv: list[str] = spec["argv"]
+    if spec.get("shell"):
+        shell = os.environ.get("COMSPEC", "cmd.exe") if sys.platform == "win32" else "/bin/sh"
+        flag = "/c" if sys.platform == "win32" else "-c"
+        argv = [shell, flag, argv[0], *argv[1:]]
+    return argv
+
+
+def run(d: Path, attempt: int) -> int:
+    taken = _take(d, attempt)
+    if taken is None:
+        return EXIT_NOT_MINE
+    lock, spec = taken
+    me = {"attempt": attempt, "pid": os.getpid(), **_identity(os.getpid())}
+    write_atomic(d / "claim", me)
+    faults.point("supervisor.claimed")
+    _settle_in(spec)
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # ours, for finding this module; not the request's
+    env.pop(faults.ENV, None)
+    env.update(spec.get("env") or {})
+    argv = _argv(spec)
     started = time.time()
     out_fd = open_file(d / "out.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     with os.fdopen(out_fd, "ab", buffering=0) as out:
         try:
-            if spec.get("shell"):
-                shell = (
-                    os.environ.get("COMSPEC", "cmd.exe") if sys.platform == "win32" else "/bin/sh"
-                )
-                flag = "/c" if sys.platform == "win32" else "-c"
-                argv = [shell, flag, argv[0], *argv[1:]]
             child = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -170,7 +196,7 @@ def run(d: Path, attempt: int) -> int:
                 stderr=subprocess.STDOUT,
                 cwd=spec.get("cwd") or None,
                 env=env,
-                **kw,
+                **_popen_options(),
             )
         except OSError as exc:
             out.write(f"llmaos-agent: cannot start {argv[0]!r}: {exc.strerror or exc}\n".encode())
@@ -186,9 +212,8 @@ def run(d: Path, attempt: int) -> int:
             return 0
         write_atomic(
             d / "pid",
-            {"attempt": attempt, "pid": child.pid, "create_time": _create_time(child.pid),
-             "started": started},
-        )  # fmt: skip
+            {"attempt": attempt, "pid": child.pid, **_identity(child.pid), "started": started},
+        )
         faults.point("supervisor.pid")
         code = child.wait()
     write_atomic(d / "exit.json", {"attempt": attempt, "code": code, "ended": time.time()})
