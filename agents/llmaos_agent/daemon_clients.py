@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -104,6 +105,8 @@ def user_name(uid: int | None) -> str:
     """The user name of ``uid`` (its number when the passwd database has none)."""
     if uid is None:
         return ""
+    if sys.platform == "win32":  # no passwd database
+        return str(uid)
     try:
         import pwd  # noqa: PLC0415 - built in, POSIX only
 

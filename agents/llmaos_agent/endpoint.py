@@ -41,7 +41,7 @@ def kind() -> str:
 async def serve(paths: AgentPaths, handler: Handler, *, limit: int) -> asyncio.Server:
     import asyncio  # noqa: PLC0415 - the daemon has it already; connect() must not need it
 
-    if kind() == "unix":
+    if sys.platform != "win32" and kind() == "unix":
         with suppress(FileNotFoundError):
             paths.socket.unlink()  # stale: we hold the daemon lock, so nobody serves it
         old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
@@ -99,7 +99,7 @@ def cleanup(paths: AgentPaths) -> None:
 
 def connect(paths: AgentPaths, timeout: float = 5.0) -> socket.socket:
     """A blocking connection to the running daemon; OSError when there is none."""
-    if kind() == "unix":
+    if sys.platform != "win32" and kind() == "unix":
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.settimeout(timeout)

@@ -119,6 +119,8 @@ _MAX_LINKS = 20
 
 
 def _walk(target: str, links: int) -> None:
+    if sys.platform == "win32":  # POSIX only: Windows has no uid nor O_NOFOLLOW
+        raise NotImplementedError("_walk is POSIX only")
     uid = os.getuid()
     parts = [p for p in target.split(os.sep) if p]
     fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY)
