@@ -1,4 +1,4 @@
-"""The agent's standard-library Linux path (collect/procfs.py, system.LinuxOS) against psutil
+"""The agent's standard-library Linux path (procfs.py, system.LinuxOS) against psutil
 on this machine, process control on real children, the capabilities each platform
 reports, and the collectors under a bare interpreter (no psutil, no msgspec).
 
@@ -20,8 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from llmaos_agent import control
-from llmaos_agent.collect import procfs
+from llmaos_agent import control, procfs
 from llmaos_agent.collect.cpu import CpuCollector
 from llmaos_agent.collect.host import capabilities
 from llmaos_agent.control import Refused

@@ -4,7 +4,7 @@ pid and start time (read, renice, pin, signal, find children, wait for exit).
 Two implementations of one interface, :class:`HostOS`:
 
 - :class:`LinuxOS`, the standard library alone (``/proc`` through
-  :mod:`llmaos_agent.collect.procfs`, ``os.setpriority``, ``os.sched_setaffinity``,
+  :mod:`llmaos_agent.procfs`, ``os.setpriority``, ``os.sched_setaffinity``,
   ``os.pidfd_open`` and ``signal.pidfd_send_signal``). Linux always takes it, psutil
   installed or not: one path whatever the host has (so the bare host's path is the one
   every run tests), and the daemon does not pay psutil's ~3 MB of RSS.
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from llmaos_agent.collect import procfs
+from llmaos_agent import procfs
 
 if TYPE_CHECKING:
     import psutil

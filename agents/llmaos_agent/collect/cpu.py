@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from llmaos_agent.collect import procfs
+from llmaos_agent import procfs
 
 
 class CpuCollector:

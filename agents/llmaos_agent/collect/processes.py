@@ -6,7 +6,7 @@ What cannot change for a process (name, user, command line) is cached per
 - on Linux, with the standard library alone: from one read of ``/proc/PID/stat`` (ppid,
   state, CPU ticks, nice, start time, last core), one of ``/proc/PID/statm`` (RSS) and
   ``sched_getaffinity``, and the static fields from ``status`` (the real uid) and
-  ``cmdline``, all as psutil reads them (:mod:`llmaos_agent.collect.procfs`). psutil
+  ``cmdline``, all as psutil reads them (:mod:`llmaos_agent.procfs`). psutil
   opens ``stat`` more than once, ``statm`` and ``/sys/devices/system/cpu/online`` per
   process per pass, about six times the cost (docs/BENCHMARKS.md);
 - elsewhere (macOS, Windows), through ``psutil.process_iter(attrs=...)``; the same path
@@ -26,13 +26,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from llmaos_agent.collect import procfs
-from llmaos_agent.collect.procfs import STATUS as _STATUS
-from llmaos_agent.collect.procfs import parse_stat
+from llmaos_agent import procfs
 
 # diff, full and apply live in procdelta (no collector there, so the console can apply a
 # delta without loading this one); re-exported here for this module's callers.
 from llmaos_agent.procdelta import apply, diff, full
+from llmaos_agent.procfs import STATUS as _STATUS
+from llmaos_agent.procfs import parse_stat
 from llmaos_agent.protocol import MAX_CORES, Proc
 from llmaos_agent.system import features
 
