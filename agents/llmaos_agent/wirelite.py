@@ -334,6 +334,10 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+"""A JSON string with msgspec's escapes (``"``, ``\\``, control characters), UTF-8 kept: what
+``json.dumps(s, ensure_ascii=False)`` writes, without its per-call overhead."""
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -569,7 +573,7 @@ class LiteCodec:
                 if not isinstance(key, str):
                     raise TypeError(f"Only dicts with str keys are supported, not {key!r}")
                 out("," if i else "")
-                out(json.dumps(key, ensure_ascii=False) + ":")
+                out(_quote(key) + ":")
                 self._write(value, out)
             out("}")
         elif _is_struct(type(obj)):
@@ -601,7 +605,7 @@ class LiteCodec:
                     continue
             out("" if first else ",")
             first = False
-            out(json.dumps(fname) + ":")
+            out(_quote(fname) + ":")
             self._write(value, out)
         out("}")
 
@@ -631,7 +635,7 @@ def float_json(value: float) -> str:
 _SCALAR_OUT: Final[dict[type, Callable[[Any], str]]] = {
     type(None): lambda _: "null",
     bool: lambda v: "true" if v else "false",
-    str: lambda v: json.dumps(v, ensure_ascii=False),  # msgspec's escapes, UTF-8 kept
+    str: _quote,
     int: int.__repr__,
     float: float_json,
 }
