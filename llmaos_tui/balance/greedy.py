@@ -18,9 +18,9 @@ Pure: no I/O.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
 from collections.abc import Sequence
 
+from llmaos_tui.balance.frontier import Frontier
 from llmaos_tui.balance.model import Budget, Constraints, Level, Move, Plan, Processor, Slot, Unit
 from llmaos_tui.balance.state import INF, State, floor_of, make_move
 from llmaos_tui.balance.thresholds import MinGain, plan_min_gain
@@ -28,8 +28,6 @@ from llmaos_tui.balance.thresholds import MinGain, plan_min_gain
 # How many large units and candidate rooms a stalled plan tries (the work is their product).
 _ROOM_UNITS = 8
 _ROOM_DESTS = 3
-# Destinations a unit that can only tie with the best move found tries.
-_TIE_TRIES = 4
 
 
 def single_move_gain(w: float, e: float, d: float) -> float:
@@ -81,10 +79,11 @@ def run(st: State, budget: Budget, min_gain: MinGain) -> list[Move]:
     moves: list[Move] = []
     tol = 1e-12 * max(1.0, st.total)
     cost_left = INF if budget.max_cost is None else budget.max_cost
+    frontier = Frontier(st, tol)
     while budget.max_moves is None or len(moves) < budget.max_moves:
         left = INF if budget.max_moves is None else budget.max_moves - len(moves)
         min_dev_gain = max(min_gain(st), tol)
-        best = best_move(st, tol, cost_left)
+        best = frontier.best(cost_left)
         if best is not None and best[0] >= min_dev_gain:
             steps = [(best[3], best[4])]
         else:
@@ -95,103 +94,6 @@ def run(st: State, budget: Budget, min_gain: MinGain) -> list[Move]:
             cost_left -= st.units[k].cost
             moves.append(make_move(st, k, j, "makes room" if len(steps) > 1 else ""))
     return moves
-
-
-def best_move(
-    st: State, tol: float, cost_left: float
-) -> tuple[float, float, float, int, int] | None:
-    """The best single move now: (gain, variance change, cost, unit, destination)."""
-    exc = st.exc
-    best: tuple[float, float, float, int, int] | None = None
-    best_gain = tol
-    for d, srcs in enumerate(st.srcs):
-        if not srcs:
-            continue
-        dlist = st.order[d]
-        dmax = -dlist[0][0]
-        if dmax <= tol:
-            continue
-        freed = st.freed[d]
-        # Sources by decreasing key = min(excess, largest movable unit): a move from
-        # one gains at most 2 * min(key, dmax), so none further on can do better.
-        for s in range(len(srcs) - 1, -1, -1):
-            key, i = srcs[s]
-            if 2.0 * min(key, dmax) <= best_gain:
-                break
-            e = exc[i]
-            lst = st.on[i]
-            # Candidates fan out from the load that gains most against the top
-            # destination, (e + dmax) / 2; on each side the best possible gain only
-            # falls, so each side stops as soon as it cannot beat what is found.
-            centre = (e + dmax) / 2.0
-            pos = bisect_left(lst, (centre, -1))
-            left, right = pos - 1, pos
-            while left >= 0 or right < len(lst):
-                take_right = right < len(lst) and (
-                    left < 0 or lst[right][0] - centre <= centre - lst[left][0]
-                )
-                if take_right:
-                    w, k = lst[right]
-                    bound = 2.0 * min(e + dmax - w, e, dmax)
-                    if bound <= best_gain and (best is None or bound < best_gain - tol):
-                        right = len(lst)
-                        continue
-                    right += 1
-                else:
-                    w, k = lst[left]
-                    bound = 2.0 * min(w, e, dmax)
-                    if bound <= best_gain and (best is None or bound < best_gain - tol):
-                        left = -1
-                        continue
-                    left -= 1
-                u = st.units[k]
-                if u.cost > cost_left or st.blocked.get(k) == freed:
-                    continue
-                # A unit that can at best tie with the move found only competes on the
-                # tie-break: it tries a few destinations, not every infeasible one (on
-                # 2,000 hosts, memory, GPUs and replicas made the full scans 1,300
-                # feasibility checks per move).
-                tries = _TIE_TRIES if best is not None and bound <= best_gain + tol else -1
-                dl = st.destinations(k, d)
-                exhausted = True
-                for neg_d, j in dl:
-                    if neg_d >= -tol:
-                        break  # the rest are not under their targets
-                    dd = -neg_d
-                    g = 2.0 * min(w, e, dd, e + dd - w)  # single_move_gain, inlined
-                    if g < best_gain - tol or tries == 0:
-                        exhausted = False
-                        break  # deficits only fall further down the list
-                    tries -= 1
-                    if j == i or not st.feasible(k, j):
-                        continue
-                    exhausted = False
-                    dst = j
-                    if w <= e and w <= dd:
-                        # Every destination with room for the whole unit gains the
-                        # same: take the one it fills best (best fit), keeping large
-                        # deficits for large units. On 500 hosts this ends at beta
-                        # 0.009-0.011 where the largest deficit ended at 0.013-0.015.
-                        # (Read by index: a slice would copy the list at every try.)
-                        b = bisect_left(dl, (-w, len(st.procs))) - 1
-                        while b >= 0:
-                            jb = dl[b][1]
-                            if jb != i and st.feasible(k, jb):
-                                dst = jb
-                                break
-                            b -= 1
-                    dvar = 2.0 * w * (st.load[dst] - st.load[i] + w)
-                    if (
-                        best is None
-                        or g > best[0] + tol
-                        or (g >= best[0] - tol and (dvar, u.cost) < (best[1], best[2]))
-                    ):
-                        best = (g, dvar, u.cost, k, dst)
-                        best_gain = max(best_gain, g)
-                    break  # the first feasible destination is this unit's best
-                if exhausted:
-                    st.blocked[k] = freed
-    return best
 
 
 def best_room_move(

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from llmaos_tui.balance.model import Constraints, Move, Problem, Processor, Unit
 
 INF = math.inf
-# At most this many memory tiers (each is kept sorted at every move).
-_MEM_TIERS = 6
+# Memory cuts per tier chain (each tier is kept sorted at every move).
+_MEM_TIERS = 1
 # ... and a tier is kept only if it holds at most this share of the one it refines.
 _NARROWER = 1.0
 
@@ -59,9 +59,8 @@ class State:
     # ``tier_keys[t] = (gpus, memory)`` free, per domain; a unit reads the narrowest
     # tier that its needs admit (``tier_of``, by (needs a GPU, memory)). On 2,000
     # hosts, GPU units refused by hosts without one were 70% of the feasibility
-    # checks, then GPU units refused for memory 90% of what was left. The memory
-    # cuts are the distinct needs of the movable units (so a unit is never refused
-    # for memory by its tier), or quantiles when there are more than _MEM_TIERS.
+    # checks, then GPU units refused for memory 90% of what was left. Memory cuts:
+    # ``_MEM_TIERS`` quantiles of the distinct needs of the movable units.
     tier_keys: list[tuple[float, float]] = field(default_factory=list)
     tiers: list[list[list[tuple[float, int]]]] = field(default_factory=list)
     tier_of: dict[tuple[bool, float], int] = field(default_factory=dict)
@@ -72,6 +71,14 @@ class State:
     blocked: dict[int, int] = field(default_factory=dict)
     freed: list[int] = field(default_factory=list)
     skey: list[float | None] = field(default_factory=list)
+    # Moves made so far (trials and their reverts included); per processor, the move
+    # that last took a unit from it and the one that last brought it one; and the
+    # (source, destination) pairs of the moves the greedy's frontier (:mod:`.frontier`)
+    # has not read yet: it re-scores only what they touched.
+    clock: int = 0
+    gave: list[int] = field(default_factory=list)
+    took: list[int] = field(default_factory=list)
+    touched: list[tuple[int, int]] = field(default_factory=list)
     total: float = 0.0
     dev: float = 0.0
 
@@ -145,6 +152,8 @@ class State:
         self.order = [sorted((exc[i], i) for i in mem) for mem in self.members]
         self._tier()
         self.freed = [0] * len(self.members)
+        self.gave = [0] * len(self.procs)
+        self.took = [0] * len(self.procs)
         self.skey = [None] * len(self.procs)
         self.srcs = [[] for _ in self.members]
         for i in range(len(self.procs)):
@@ -152,21 +161,26 @@ class State:
 
     def _tier(self) -> None:
         """The tiers, only where some unit needs them, some processor has a limit and
-        the tier is narrower than the one it refines (each is kept sorted at every move:
-        on 2,000 hosts thirteen tiers cost more in upkeep than they saved)."""
-        moving = [self.units[k] for lst in self.on for _w, k in lst]
-        gpu = any(u.gpus > 0 for u in moving) and any(x < INF for x in self.gpus)
+        the tier is narrower than the one it refines. Each is kept sorted at every move:
+        on 2,000 hosts, once the frontier stopped rescanning, a tier per memory need
+        (thirteen) cost more in upkeep than it saved in refusals, and one memory cut
+        (the median need) did as well as none or six."""
+        gpu = any(x < INF for x in self.gpus)
         mem = any(x < INF for x in self.mem)
+        if not gpu and not mem:
+            return
+        moving = [self.units[k] for lst in self.on for _w, k in lst]
+        gpu = gpu and any(u.gpus > 0 for u in moving)
         for needs_gpu in (False, True) if gpu else (False,):
             group = [u for u in moving if (u.gpus > 0) == needs_gpu] if gpu else moving
             needs = sorted({u.mem for u in group if u.mem > 0}) if mem else []
             g = 1.0 if needs_gpu else 0.0
             kept: list[tuple[float, int]] = []  # (memory cut, tier index)
             size = len(self.procs)
-            for m in ([0.0] if needs_gpu else []) + needs[:: max(1, -(-len(needs) // _MEM_TIERS))]:
+            for m in ([0.0] if needs_gpu else []) + _quantiles(needs):
                 tier = [
-                    sorted((self.exc[i], i) for i in mem if self.gpus[i] >= g and self.mem[i] >= m)
-                    for mem in self.members
+                    sorted((self.exc[i], i) for i in ms if self.gpus[i] >= g and self.mem[i] >= m)
+                    for ms in self.members
                 ]
                 n = sum(len(t) for t in tier)
                 if n < _NARROWER * size or (needs_gpu and m == 0.0):
@@ -174,9 +188,9 @@ class State:
                     self.tier_keys.append((g, m))
                     self.tiers.append(tier)
                     size = n
-            for u in group:
-                t = max(((c, x) for c, x in kept if c <= u.mem), default=(0.0, -1))[1]
-                self.tier_of[needs_gpu, u.mem] = t
+            for need in {u.mem for u in group} if kept else ():
+                t = max(((c, x) for c, x in kept if c <= need), default=(0.0, -1))[1]
+                self.tier_of[needs_gpu, need] = t
 
     def rekey(self, p: int) -> None:
         """Put processor p where it belongs among its domain's sources (or take it out)."""
@@ -223,6 +237,9 @@ class State:
             self.occupied.discard((u.group, i))
             self.occupied.add((u.group, j))
         self.where[k] = j
+        self.clock += 1
+        self.gave[i] = self.took[j] = self.clock
+        self.touched.append((i, j))
         order = self.order[self.dom[i]]
         d = self.dom[i]
         tiers = [t[d] for t in self.tiers]
@@ -267,6 +284,13 @@ class State:
     def beta(self) -> float:
         """beta of the state now."""
         return self.dev / self.total if self.total > 0 else 0.0
+
+
+def _quantiles(xs: list[float]) -> list[float]:
+    """``_MEM_TIERS`` evenly spaced values of the sorted ``xs`` (all of them if fewer)."""
+    if len(xs) <= _MEM_TIERS:
+        return xs
+    return sorted({xs[len(xs) * q // (_MEM_TIERS + 1)] for q in range(1, _MEM_TIERS + 1)})
 
 
 def make_move(st: State, k: int, j: int, why: str) -> Move:
