@@ -17,6 +17,9 @@ types are written against (``Struct`` in signatures, keyword construction, froze
 and the stand-ins behave the same for everything the project does with them, so neither side
 changes. The codec also decodes into msgspec's own classes (it reads their field info the same
 way), which is how the tests hold both decoders to the same messages in one process.
+
+Over 700 lines on purpose: the stand-ins, the decoder and the encoder are one contract with
+msgspec's behaviour (tests/test_wire_lite.py holds them to it) and read best side by side.
 """
 
 # ruff: noqa: PLC0415
