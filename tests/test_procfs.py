@@ -384,3 +384,39 @@ def test_cores_memory_and_processes_on_a_bare_python() -> None:
     assert nice == os.getpriority(os.PRIO_PROCESS, 0)
     assert affinity == sorted(os.sched_getaffinity(0))
     assert isinstance(ct, float) and ct > procfs.boot_time() - 30
+
+
+_BARE_COLLECTORS = """
+import json, os, sys
+from llmaos_agent.collect.host import capabilities, host_facts
+from llmaos_agent.collect.memory import memory
+from llmaos_agent.collect.processes import ProcessCollector
+procs = ProcessCollector()
+table = procs.snapshot()
+me = table[os.getpid()]
+f, m = host_facts(), memory()
+caps = capabilities(affinity=procs.has_affinity, cpu_num=procs.has_cpu_num, nvml_reason="x",
+                    read_only=True)
+print(json.dumps({
+    "cores": f.cores, "physical": f.physical_cores, "mem_total": f.mem_total,
+    "boot": f.boot_time, "total": m.total, "swap_total": m.swap_total,
+    "rows": len(table), "ppid": me.ppid, "affinity": me.affinity, "fast": procs.fast,
+    "caps": [caps.affinity, caps.cpu_num],
+    "loaded": sorted(m for m in ("psutil", "msgspec") if m in sys.modules),
+}))
+"""
+
+
+def test_the_collectors_on_a_bare_python() -> None:
+    """The hello's facts, the memory sample and the process table, as a bare host has them
+    (the protocol's stand-ins for msgspec's Structs included)."""
+    got = run_bare(_BARE_COLLECTORS)
+    assert got["loaded"] == [], "psutil or msgspec was imported"
+    assert got["cores"] == os.cpu_count() and got["physical"] == psutil.cpu_count(logical=False)
+    assert got["mem_total"] == got["total"] == psutil.virtual_memory().total
+    assert got["swap_total"] == psutil.swap_memory().total
+    assert got["fast"] and got["caps"] == [True, True]
+    assert got["ppid"] == os.getpid() and got["affinity"]
+    assert got["rows"] >= 3  # init, this test, the bare python at least
+    off = got["boot"] - psutil.boot_time()
+    assert off == round(off) and abs(off) <= 30
