@@ -82,23 +82,27 @@ def exact_same_moves(
     it returns is still proven (status OPTIMAL) or the instance is left out.
     """
     try:
-        from ortools.sat.python import cp_model
+        from ortools.sat.python import cp_model  # noqa: F401
     except ImportError:
         try:
             return solve(ps, us, max_moves=k, constraints=Constraints(capacity=False)).beta
         except RuntimeError:
             return None
+    return _cp_sat(ps, us, k, hint or {})
+
+
+def _cp_sat(ps: list[Processor], us: list[Unit], k: int, hint: dict[str, str]) -> float | None:
+    from ortools.sat.python import cp_model
+
     scale = 10_000  # loads are rounded to 4 decimals by the generator
     model = cp_model.CpModel()
     n = len(ps)
     idx = {p.id: i for i, p in enumerate(ps)}
-    bg = [round(p.load * scale) for p in ps]
-    for u in us:
-        bg[idx[u.processor]] -= round(u.load * scale)
     movable = [u for u in us if not u.pinned]
-    for u in us:
-        if u.pinned:
-            bg[idx[u.processor]] += round(u.load * scale)
+    # Background: the processor's load less its movable units (pinned ones stay in it).
+    bg = [round(p.load * scale) for p in ps]
+    for u in movable:
+        bg[idx[u.processor]] -= round(u.load * scale)
     x = {(u.id, j): model.new_bool_var(f"x_{u.id}_{j}") for u in movable for j in range(n)}
     for u in movable:
         model.add_exactly_one(x[u.id, j] for j in range(n))
@@ -114,7 +118,7 @@ def exact_same_moves(
         excess.append(e)
     model.minimize(sum(excess))
     for u in movable:
-        dst = idx[(hint or {}).get(u.id, u.processor)]
+        dst = idx[hint.get(u.id, u.processor)]
         for j in range(n):
             model.add_hint(x[u.id, j], j == dst)
     solver = cp_model.CpSolver()
@@ -123,7 +127,7 @@ def exact_same_moves(
     status = solver.solve(model)
     if status != cp_model.OPTIMAL:
         return None
-    return 2.0 * solver.objective_value / n / total
+    return 2.0 * float(solver.objective_value) / n / total
 
 
 def bench_small(count: int) -> dict[str, float]:
@@ -358,12 +362,12 @@ def noisy_run(
         loads = dict(bg)
         for u in noisy:
             loads[u.processor] += u.load
-        procs = [replace(q, load=loads[q.id]) for q in ps]
+        seen = [replace(q, load=loads[q.id]) for q in ps]
         c = Constraints(capacity=False)
         if auto is None:
-            made = plan(procs, noisy, budget=Budget(max_moves=4, min_gain=0.0), constraints=c).moves
+            made = plan(seen, noisy, budget=Budget(max_moves=4, min_gain=0.0), constraints=c).moves
         else:
-            made = auto.step(procs, noisy).moves
+            made = auto.step(seen, noisy).moves
         for m in made:
             where[m.unit] = m.dst
         moves += len(made)

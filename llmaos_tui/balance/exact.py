@@ -59,10 +59,6 @@ def solve(
     if st.total <= 0.0:
         return Optimum(0.0, (), 0)
     movable = sorted((k for lst in st.on for _w, k in lst), key=lambda k: -st.units[k].load)
-    n = len(st.procs)
-    base = list(st.load)
-    for k in movable:
-        base[st.where[k]] -= st.units[k].load
     budget = len(movable) if max_moves is None else min(max_moves, len(movable))
     anytime = incumbent is not None
     if incumbent is None:
@@ -74,107 +70,129 @@ def solve(
             constraints=constraints,
         )
         incumbent = (greedy.beta_after_predicted, tuple((m.unit, m.dst) for m in greedy.moves))
-    best_dev = incumbent[0] * st.total + 1e-12 * st.total
-    best_assign: list[int] | None = None
-    home = [st.where[k] for k in movable]
-    # Units still to decide sit at home: `load` holds base + decided + undecided at home.
-    load = [base[i] + 0.0 for i in range(n)]
-    for k in movable:
-        load[st.where[k]] += st.units[k].load
-    fixed = list(base)  # base + decided units, where they were decided to go
-    assign = list(home)
-    nodes = 0
-    tol = 1e-12 * st.total
-    domain_members = [st.members[st.dom[home[t]]] for t in range(len(movable))]
-    # Loads of the units by the search's order (decreasing), and their prefix sums: the
-    # m largest undecided units are the next m.
-    pre = [0.0]
-    for k in movable:
-        pre.append(pre[-1] + st.units[k].load)
-    weights = [st.units[k].load for k in movable]
-    unit_dom = [st.dom[st.where[k]] for k in movable]
+    search = _Search(st, movable, incumbent[0] * st.total + 1e-12 * st.total, node_limit)
+    try:
+        search.dfs(0, budget)
+    except _Limit:
+        if not anytime:
+            raise RuntimeError(f"exact search passed {node_limit} nodes") from None
+    if search.best_assign is None:
+        return Optimum(incumbent[0], incumbent[1], search.nodes)
+    moves = tuple(
+        (st.units[k].id, st.procs[search.best_assign[t]].id)
+        for t, k in enumerate(movable)
+        if search.best_assign[t] != search.home[t]
+    )
+    return Optimum(search.best_dev / st.total, moves, search.nodes)
 
-    def lower_bound(t: int, left: int) -> float:
-        # Two valid bounds on the final excess sum E (D = 2E in every domain):
-        # - undecided units may still go anywhere, but whole: on top of the decided
-        #   load, each adds at least its excess on the least loaded processor of its
-        #   domain (stacking units costs no less: the excess is convex in the load;
-        #   see planner.floor), E >= sum (fixed_i - T_i)^+ + sum of those increments;
-        # - at most `left` of them move, and they carry at most the `left` largest
-        #   undecided loads; what does not move stays in `load`, and a processor's
-        #   excess falls by no more than what leaves it: E >= E(load) - top_left.
+
+class _Search:
+    """The branch and bound of :func:`solve`: units decided one at a time, largest
+    first, each staying home or going to a processor of its domain."""
+
+    def __init__(self, st: State, movable: list[int], best_dev: float, node_limit: int) -> None:
+        self.st = st
+        self.movable = movable
+        self.n = len(st.procs)
+        self.best_dev = best_dev
+        self.best_assign: list[int] | None = None
+        self.node_limit = node_limit
+        self.nodes = 0
+        self.tol = 1e-12 * st.total
+        self.home = [st.where[k] for k in movable]
+        self.weights = [st.units[k].load for k in movable]
+        base = list(st.load)
+        for h, w in zip(self.home, self.weights, strict=True):
+            base[h] -= w
+        # Units still to decide sit at home: `load` holds base + decided + undecided at
+        # home; `fixed` base + decided units, where they were decided to go.
+        self.load = list(st.load)
+        self.fixed = base
+        self.assign = list(self.home)
+        self.domain_members = [st.members[st.dom[h]] for h in self.home]
+        self.unit_dom = [st.dom[h] for h in self.home]
+        # Loads of the units by the search's order (decreasing), and their prefix sums:
+        # the m largest undecided units are the next m.
+        self.pre = [0.0]
+        for w in self.weights:
+            self.pre.append(self.pre[-1] + w)
+        # Twins (same load and target, no units of their own that may still move, no
+        # limits) are interchangeable: trying one of them is enough.
+        self.twin = [not st.on[j] and not _distinct(st, j) for j in range(self.n)]
+
+    def lower_bound(self, t: int, left: int) -> float:
+        """Two valid bounds on the final excess sum E (D = 2E in every domain):
+
+        - undecided units may still go anywhere, but whole: on top of the decided load,
+          each adds at least its excess on the least loaded processor of its domain
+          (stacking units costs no less: the excess is convex in the load; see
+          planner.floor), E >= sum (fixed_i - T_i)^+ + sum of those increments;
+        - at most ``left`` of them move, and they carry at most the ``left`` largest
+          undecided loads; what does not move stays in ``load``, and a processor's
+          excess falls by no more than what leaves it: E >= E(load) - top_left.
+        """
+        st, fixed, load = self.st, self.fixed, self.load
         decided = 0.0
         now = 0.0
-        for i in range(n):
+        for i in range(self.n):
             decided += max(0.0, fixed[i] - st.target[i])
             now += max(0.0, load[i] - st.target[i])
         for d, mem in enumerate(st.members):
             slack = min(fixed[i] - st.target[i] for i in mem)
             base_excess = max(0.0, slack)
-            for u in range(t, len(movable)):
-                if unit_dom[u] == d:
-                    decided += max(0.0, slack + weights[u]) - base_excess
-        moving = pre[min(len(movable), t + left)] - pre[t]
+            for u in range(t, len(self.movable)):
+                if self.unit_dom[u] == d:
+                    decided += max(0.0, slack + self.weights[u]) - base_excess
+        moving = self.pre[min(len(self.movable), t + left)] - self.pre[t]
         return 2.0 * max(decided, now - moving)
 
-    def feasible_final() -> bool:
-        return _final_ok(st, movable, home, assign, load)
+    def _leaf(self) -> None:
+        st, load = self.st, self.load
+        dev = sum(abs(load[i] - st.target[i]) for i in range(self.n))
+        if dev < self.best_dev - self.tol and _final_ok(
+            st, self.movable, self.home, self.assign, load
+        ):
+            self.best_dev, self.best_assign = dev, list(self.assign)
 
-    def dfs(t: int, left: int) -> None:
-        nonlocal best_dev, best_assign, nodes
-        nodes += 1
-        if nodes > node_limit:
+    def dfs(self, t: int, left: int) -> None:
+        self.nodes += 1
+        if self.nodes > self.node_limit:
             raise _Limit
-        if t == len(movable) or left == 0:
-            dev = sum(abs(load[i] - st.target[i]) for i in range(n))
-            if dev < best_dev - tol and feasible_final():
-                best_dev, best_assign = dev, list(assign)
+        if t == len(self.movable) or left == 0:
+            self._leaf()
             return
-        if lower_bound(t, left) >= best_dev - tol:
+        if self.lower_bound(t, left) >= self.best_dev - self.tol:
             return
-        k = movable[t]
-        w = st.units[k].load
-        h = home[t]
+        w, h = self.weights[t], self.home[t]
+        load, fixed = self.load, self.fixed
         # Stay first: plans with fewer moves are found before those with more.
         fixed[h] += w
-        dfs(t + 1, left)
+        self.dfs(t + 1, left)
         fixed[h] -= w
         load[h] -= w
-        seen: set[tuple[float, float, float]] = set()
-        # Largest deficit first: good assignments are found early and prune the rest.
-        for j in sorted(domain_members[t], key=lambda j: load[j] - st.target[j]):
-            if j == h:
-                continue
-            # Twins (same load and target, no units of their own that may still move,
-            # no limits) are interchangeable: trying one of them is enough.
-            twin = not st.on[j] and not _distinct(st, j)
-            key = (load[j], st.target[j], st.limit[j])
-            if twin and key in seen:
-                continue
-            if twin:
-                seen.add(key)
-            assign[t] = j
-            load[j] += w
-            fixed[j] += w
-            dfs(t + 1, left - 1)
-            fixed[j] -= w
-            load[j] -= w
-        assign[t] = h
+        self._branch(t, left, w, h)
+        self.assign[t] = h
         load[h] += w
 
-    try:
-        dfs(0, budget)
-    except _Limit:
-        if not anytime:
-            raise RuntimeError(f"exact search passed {node_limit} nodes") from None
-    if best_assign is None:
-        return Optimum(incumbent[0], incumbent[1], nodes)
-    moves = tuple(
-        (st.units[k].id, st.procs[best_assign[t]].id)
-        for t, k in enumerate(movable)
-        if best_assign[t] != home[t]
-    )
-    return Optimum(best_dev / st.total, moves, nodes)
+    def _branch(self, t: int, left: int, w: float, h: int) -> None:
+        """Unit t (taken off its home h) sent to each other processor of its domain."""
+        st, load, fixed = self.st, self.load, self.fixed
+        seen: set[tuple[float, float, float]] = set()
+        # Largest deficit first: good assignments are found early and prune the rest.
+        for j in sorted(self.domain_members[t], key=lambda j: load[j] - st.target[j]):
+            if j == h:
+                continue
+            key = (load[j], st.target[j], st.limit[j])
+            if self.twin[j]:
+                if key in seen:
+                    continue
+                seen.add(key)
+            self.assign[t] = j
+            load[j] += w
+            fixed[j] += w
+            self.dfs(t + 1, left - 1)
+            fixed[j] -= w
+            load[j] -= w
 
 
 def _final_ok(
@@ -187,7 +205,6 @@ def _final_ok(
     mem = list(st.mem)
     gpus = list(st.gpus)
     received = [False] * n
-    groups: dict[tuple[str, int], int] = {}
     for t, k in enumerate(movable):
         u = st.units[k]
         if assign[t] != home[t]:
@@ -201,16 +218,21 @@ def _final_ok(
     for i in range(n):
         if received[i] and (load[i] > st.limit[i] * (1 + 1e-12) or mem[i] < 0 or gpus[i] < 0):
             return False
-    if constraints.anti_affinity:
-        place = {k: assign[t] for t, k in enumerate(movable)}
-        for k, u in enumerate(st.units):
-            if u.group is not None:
-                key = (u.group, place.get(k, st.where[k]))
-                groups[key] = groups.get(key, 0) + 1
-        for t, k in enumerate(movable):
-            u = st.units[k]
-            if assign[t] != home[t] and u.group is not None and groups[(u.group, assign[t])] > 1:
-                return False
+    return not constraints.anti_affinity or _groups_ok(st, movable, home, assign)
+
+
+def _groups_ok(st: State, movable: list[int], home: list[int], assign: list[int]) -> bool:
+    """Whether no moved unit ends beside another of its replica group."""
+    place = {k: assign[t] for t, k in enumerate(movable)}
+    groups: dict[tuple[str, int], int] = {}
+    for k, u in enumerate(st.units):
+        if u.group is not None:
+            key = (u.group, place.get(k, st.where[k]))
+            groups[key] = groups.get(key, 0) + 1
+    for t, k in enumerate(movable):
+        u = st.units[k]
+        if assign[t] != home[t] and u.group is not None and groups[(u.group, assign[t])] > 1:
+            return False
     return True
 
 
@@ -269,119 +291,173 @@ def improve(
     Each round takes the best of: send one unit elsewhere (back home included), swap
     where two units end, bring one moved unit home and move another instead (so a
     plan with all its moves spent can still change which units move), or split the
-    units of two processors anew between them (all splits of up to ``_PAIR_UNITS``). Only end states
-    that keep every constraint count (see :func:`solve` for why an order then exists).
-    Deterministic; stops at a local optimum or after ``max_rounds`` rounds. The
-    result's ``nodes`` is the number of rounds.
+    units of two processors anew between them (all splits of up to ``_PAIR_UNITS``).
+    Only end states that keep every constraint count (see :func:`solve` for why an
+    order then exists). Deterministic; stops at a local optimum or after
+    ``max_rounds`` rounds. The result's ``nodes`` is the number of rounds.
     """
     constraints = constraints or Constraints()
-    st = State.build(processors, units, constraints)
-    movable = sorted(k for lst in st.on for _w, k in lst)
-    index = {p.id: i for i, p in enumerate(st.procs)}
-    home = [st.where[k] for k in movable]
-    start = start or {}
-    assign = [index.get(start.get(st.units[k].id, ""), home[t]) for t, k in enumerate(movable)]
-    load = list(st.load)
-    for t, k in enumerate(movable):
-        load[home[t]] -= st.units[k].load
-        load[assign[t]] += st.units[k].load
-    target = st.target
-    w = [st.units[k].load for k in movable]
-    members = [st.members[st.dom[h]] for h in home]
-    tol = 1e-12 * max(1.0, st.total)
-
-    # Where limits bind, an end state that keeps them may still have no order of its
-    # moves that keeps them all the way (two full hosts swapping units): such states are
-    # refused, as the planner could not carry them out.
-    limited = bool(
-        constraints.forbidden
-        or any(x < math.inf for x in (*st.limit, *st.mem, *st.gpus))
-        or (constraints.anti_affinity and any(u.group is not None for u in st.units))
-    )
-
-    def moves_of() -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (st.units[k].id, st.procs[assign[t]].id)
-            for t, k in enumerate(movable)
-            if assign[t] != home[t]
-        )
-
-    def dev() -> float:
-        return sum(abs(load[i] - target[i]) for i in range(len(load)))
-
-    def settle(new: dict[int, int]) -> bool:
-        """Make the reassignment if the end state keeps the constraints, else leave it."""
-        old = {t: assign[t] for t in new}
-        for t, j in new.items():
-            load[assign[t]] -= w[t]
-            load[j] += w[t]
-            assign[t] = j
-        if _final_ok(st, movable, home, assign, load) and (
-            not limited or ordered(processors, units, constraints, dict(moves_of()), "") is not None
-        ):
-            return True
-        for t, j in old.items():
-            load[assign[t]] -= w[t]
-            load[j] += w[t]
-            assign[t] = j
-        return False
-
-    # Best split per pair, kept across rounds: a round changes a few processors only.
-    splits: dict[tuple[int, ...], tuple[float, int]] = {}
+    ls = _Local(processors, units, max_moves, constraints, start or {})
     rounds = 0
     while rounds < max_rounds:
         rounds += 1
-        count = sum(1 for t in range(len(movable)) if assign[t] != home[t])
-        cands: list[tuple[float, int, dict[int, int]]] = []
-        dv = [load[i] - target[i] for i in range(len(load))]
-        for t in range(len(movable)):
+        if not ls.step():
+            break
+    st = ls.st
+    return Optimum(ls.dev() / st.total if st.total > 0 else 0.0, ls.moves_of(), rounds)
+
+
+# A candidate of the local search: (change of D, order found, reassignment t -> processor).
+_Cand = tuple[float, int, dict[int, int]]
+
+
+class _Local:
+    """The state of :func:`improve`: where each movable unit ends, and the loads."""
+
+    def __init__(
+        self,
+        processors: Sequence[Processor],
+        units: Sequence[Unit],
+        max_moves: int,
+        constraints: Constraints,
+        start: Mapping[str, str],
+    ) -> None:
+        self.processors, self.units = processors, units
+        self.max_moves = max_moves
+        self.constraints = constraints
+        st = self.st = State.build(processors, units, constraints)
+        self.movable = sorted(k for lst in st.on for _w, k in lst)
+        index = {p.id: i for i, p in enumerate(st.procs)}
+        self.home = [st.where[k] for k in self.movable]
+        self.assign = [
+            index.get(start.get(st.units[k].id, ""), self.home[t])
+            for t, k in enumerate(self.movable)
+        ]
+        self.w = [st.units[k].load for k in self.movable]
+        self.load = list(st.load)
+        for t in range(len(self.movable)):
+            self.load[self.home[t]] -= self.w[t]
+            self.load[self.assign[t]] += self.w[t]
+        self.members = [st.members[st.dom[h]] for h in self.home]
+        self.tol = 1e-12 * max(1.0, st.total)
+        # Where limits bind, an end state that keeps them may still have no order of
+        # its moves that keeps them all the way (two full hosts swapping units): such
+        # states are refused, as the planner could not carry them out.
+        self.limited = bool(
+            constraints.forbidden
+            or any(x < math.inf for x in (*st.limit, *st.mem, *st.gpus))
+            or (constraints.anti_affinity and any(u.group is not None for u in st.units))
+        )
+        # Best split per pair, kept across rounds: a round changes a few processors only.
+        self.splits: dict[tuple[int, ...], tuple[float, int]] = {}
+
+    def moves_of(self) -> tuple[tuple[str, str], ...]:
+        st = self.st
+        return tuple(
+            (st.units[k].id, st.procs[self.assign[t]].id)
+            for t, k in enumerate(self.movable)
+            if self.assign[t] != self.home[t]
+        )
+
+    def dev(self) -> float:
+        return sum(abs(x - t) for x, t in zip(self.load, self.st.target, strict=True))
+
+    def _reassign(self, new: Mapping[int, int]) -> None:
+        for t, j in new.items():
+            self.load[self.assign[t]] -= self.w[t]
+            self.load[j] += self.w[t]
+            self.assign[t] = j
+
+    def settle(self, new: dict[int, int]) -> bool:
+        """Make the reassignment if the end state keeps the constraints, else leave it."""
+        old = {t: self.assign[t] for t in new}
+        self._reassign(new)
+        if _final_ok(self.st, self.movable, self.home, self.assign, self.load) and (
+            not self.limited
+            or ordered(self.processors, self.units, self.constraints, dict(self.moves_of()), "")
+            is not None
+        ):
+            return True
+        self._reassign(old)
+        return False
+
+    def step(self) -> bool:
+        """One round: the candidates by gain, the first that keeps the constraints made."""
+        count = sum(1 for t in range(len(self.movable)) if self.assign[t] != self.home[t])
+        dv = [x - t for x, t in zip(self.load, self.st.target, strict=True)]
+        cands = self._singles_and_swaps(count, dv)
+        if count >= self.max_moves:
+            cands.extend(self._trades(dv, len(cands)))
+        cands.extend(
+            _pair_moves(
+                self.st,
+                self.home,
+                self.assign,
+                self.w,
+                self.load,
+                count,
+                self.max_moves,
+                self.tol,
+                len(cands),
+                self.splits,
+            )
+        )
+        cands.sort(key=lambda c: (c[0], c[1]))
+        return any(self.settle(new) for _g, _n, new in cands)
+
+    def _singles_and_swaps(self, count: int, dv: list[float]) -> list[_Cand]:
+        """One unit elsewhere (home included), and two units swapped."""
+        cands: list[_Cand] = []
+        assign, home, w, tol = self.assign, self.home, self.w, self.tol
+        for t in range(len(self.movable)):
             a = assign[t]
             leave = abs(dv[a] - w[t]) - abs(dv[a])
-            for j in members[t]:
-                if j == a:
-                    continue
-                if count - (a != home[t]) + (j != home[t]) > max_moves:
+            for j in self.members[t]:
+                if j == a or count - (a != home[t]) + (j != home[t]) > self.max_moves:
                     continue
                 g = leave + abs(dv[j] + w[t]) - abs(dv[j])
                 if g < -tol:
                     cands.append((g, len(cands), {t: j}))
-            for t2 in range(t + 1, len(movable)):
-                a, b = assign[t], assign[t2]
-                if a == b or st.dom[a] != st.dom[b]:
-                    continue
-                after = count - (a != home[t]) - (b != home[t2]) + (b != home[t]) + (a != home[t2])
-                if after > max_moves:
-                    continue
-                x = w[t2] - w[t]
-                g = abs(dv[a] + x) - abs(dv[a]) + abs(dv[b] - x) - abs(dv[b])
-                if g < -tol:
-                    cands.append((g, len(cands), {t: b, t2: a}))
-        if count >= max_moves:
-            # Budget spent: bring one moved unit home and move another instead.
-            for t in range(len(movable)):
-                if assign[t] == home[t]:
-                    continue
-                for t2 in range(len(movable)):
-                    if assign[t2] != home[t2] or t2 == t:
+            for t2 in range(t + 1, len(self.movable)):
+                found = self._swap(t, t2, count, dv)
+                if found is not None:
+                    cands.append((found[0], len(cands), found[1]))
+        return cands
+
+    def _swap(
+        self, t: int, t2: int, count: int, dv: list[float]
+    ) -> tuple[float, dict[int, int]] | None:
+        a, b = self.assign[t], self.assign[t2]
+        if a == b or self.st.dom[a] != self.st.dom[b]:
+            return None
+        home = self.home
+        after = count - (a != home[t]) - (b != home[t2]) + (b != home[t]) + (a != home[t2])
+        if after > self.max_moves:
+            return None
+        x = self.w[t2] - self.w[t]
+        g = abs(dv[a] + x) - abs(dv[a]) + abs(dv[b] - x) - abs(dv[b])
+        return (g, {t: b, t2: a}) if g < -self.tol else None
+
+    def _trades(self, dv: list[float], seq: int) -> list[_Cand]:
+        """Budget spent: bring one moved unit home and move another instead."""
+        cands: list[_Cand] = []
+        assign, home, w = self.assign, self.home, self.w
+        moved = [t for t in range(len(self.movable)) if assign[t] != home[t]]
+        still = [t for t in range(len(self.movable)) if assign[t] == home[t]]
+        for t in moved:
+            for t2 in still:
+                shift = {assign[t]: -w[t]}
+                shift[home[t]] = shift.get(home[t], 0.0) + w[t]
+                shift[home[t2]] = shift.get(home[t2], 0.0) - w[t2]
+                base = sum(abs(dv[i] + x) - abs(dv[i]) for i, x in shift.items())
+                for j in self.members[t2]:
+                    if j == home[t2]:
                         continue
-                    shift = {assign[t]: -w[t]}
-                    shift[home[t]] = shift.get(home[t], 0.0) + w[t]
-                    shift[home[t2]] = shift.get(home[t2], 0.0) - w[t2]
-                    base = sum(abs(dv[i] + x) - abs(dv[i]) for i, x in shift.items())
-                    for j in members[t2]:
-                        if j == home[t2]:
-                            continue
-                        x = shift.get(j, 0.0)
-                        g = base + abs(dv[j] + x + w[t2]) - abs(dv[j] + x)
-                        if g < -tol:
-                            cands.append((g, len(cands), {t: home[t], t2: j}))
-        cands.extend(
-            _pair_moves(st, home, assign, w, load, count, max_moves, tol, len(cands), splits)
-        )
-        cands.sort(key=lambda c: (c[0], c[1]))
-        if not any(settle(new) for _g, _n, new in cands):
-            break
-    return Optimum(dev() / st.total if st.total > 0 else 0.0, moves_of(), rounds)
+                    x = shift.get(j, 0.0)
+                    g = base + abs(dv[j] + x + w[t2]) - abs(dv[j] + x)
+                    if g < -self.tol:
+                        cands.append((g, seq + len(cands), {t: home[t], t2: j}))
+        return cands
 
 
 # A pair of processors is re-split only if it holds at most this many movable units
