@@ -125,10 +125,7 @@ def best_room_move(
         if d not in fixed:
             fixed[d] = heapq.nsmallest(
                 _ROOM_DESTS + 1,
-                (
-                    (st.load[j] - sum(x for x, _k in st.on[j]) - st.target[j], j)
-                    for j in st.members[d]
-                ),
+                ((st.load[j] - st.on_load[j] - st.target[j], j) for j in st.members[d]),
             )
         rooms = [j for _f, j in fixed[d] if j != i][:_ROOM_DESTS]
         for j in rooms:

@@ -44,6 +44,8 @@ class State:
     # Movable units on each processor, sorted by load, with their loads alongside
     # for bisect: the candidates nearest the ideal load are found in O(log n).
     on: list[list[tuple[float, int]]] = field(default_factory=list)
+    # ... and the sum of their loads (what a processor keeps is load - on_load).
+    on_load: list[float] = field(default_factory=list)
     occupied: set[tuple[str, int]] = field(default_factory=set)
     # load - target per processor, and per domain the pairs (exc, index) kept sorted
     # as moves are made: the largest deficits and excesses without re-sorting.
@@ -145,6 +147,7 @@ class State:
                 self.on[i].append((u.load, k))
         for lst in self.on:
             lst.sort()
+        self.on_load = [sum(w for w, _k in lst) for lst in self.on]
 
     def _sort(self) -> None:
         """The sorted views the greedy reads: by excess, by tier, the sources by key."""
@@ -225,6 +228,7 @@ class State:
         pos = bisect_left(lst, (w, k))
         if pos < len(lst) and lst[pos] == (w, k):
             del lst[pos]
+            self.on_load[i] -= w
         # The unit is not put into on[j]: a plan moves a unit at most once, so that any
         # subset of its moves stays consistent when the operator deselects some.
         self.load[i] -= w
@@ -279,6 +283,7 @@ class State:
         """Undo :meth:`apply` of unit k, back to processor i (a trial that did not pay)."""
         self.apply(k, i)
         insort(self.on[i], (self.units[k].load, k))
+        self.on_load[i] += self.units[k].load
         self.rekey(i)
 
     def beta(self) -> float:
