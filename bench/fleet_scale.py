@@ -330,6 +330,7 @@ async def run_bare(
 ) -> dict[str, Any]:
     conns = []
     sem = asyncio.Semaphore(16)
+    all_connected = asyncio.Event()
 
     async def one() -> None:
         async with sem:
@@ -343,14 +344,15 @@ async def run_bare(
                 agent_path=None,
             )
         conns.append(conn)
+        if len(conns) == n:
+            all_connected.set()
         proc = await conn.create_process("sim", encoding=None)
         with contextlib.suppress(Exception):
             while await proc.stdout.read(65536):
                 pass
 
     tasks = [asyncio.ensure_future(one()) for _ in range(n)]
-    while len(conns) < n:
-        await asyncio.sleep(0.2)
+    await all_connected.wait()
     await asyncio.sleep(warmup)
     cpu0, w0 = _cpu_seconds(), time.monotonic()
     await asyncio.sleep(seconds)
@@ -616,38 +618,7 @@ def main() -> None:
         known_hosts = tmp / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{info['port']} {info['key']}\n")
         stats = port_file.with_suffix(".stats")
-        for run in range(args.runs):
-            for n in [int(x) for x in args.hosts.split(",")]:
-                one = {}
-                # Alternate which client goes first, so drift in the machine's load
-                # does not always favour the same one.
-                kinds = ["console", "bare"] if run % 2 == 0 else ["bare", "console"]
-                for kind in kinds:
-                    one[kind] = _client(
-                        kind, n, info["port"], known_hosts, args.warmup, args.seconds, stats
-                    )
-                console, bare = one["console"], one["bare"]
-                row: dict[str, Any] = {
-                    "run": run + 1,
-                    "hosts": n,
-                    "cores": args.cores,
-                    "load_avg": os.getloadavg()[0],
-                    "console": console,
-                    "bare_ssh": bare,
-                    "console_over_bare": round(console["cpu_share"] / bare["cpu_share"], 2)
-                    if bare["cpu_share"]
-                    else None,
-                }
-                if args.render:
-                    row["render"] = run_render(
-                        n, info["port"], tmp, known_hosts, args.warmup, args.seconds
-                    )
-                    if "cpu_share" in row["render"] and console["cpu_share"]:
-                        row["render_over_headless"] = round(
-                            row["render"]["cpu_share"] / console["cpu_share"], 2
-                        )
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        _measure(args, info, tmp, known_hosts, stats, rows)
     finally:
         server.terminate()
         server.wait(10)
@@ -657,6 +628,50 @@ def main() -> None:
             args.out.write_text(json.dumps(rows, indent=1))
             print(summarize(rows))
             print(f"(JSON in {args.out})")
+
+
+def _measure(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    tmp: Path,
+    known_hosts: Path,
+    stats: Path,
+    rows: list[dict[str, Any]],
+) -> None:
+    """Every host count of every run: the console and the bare SSH client, side by side;
+    each row appended to ``rows`` as it is measured (an interrupted run keeps its rows)."""
+    for run in range(args.runs):
+        for n in [int(x) for x in args.hosts.split(",")]:
+            one = {}
+            # Alternate which client goes first, so drift in the machine's load
+            # does not always favour the same one.
+            kinds = ["console", "bare"] if run % 2 == 0 else ["bare", "console"]
+            for kind in kinds:
+                one[kind] = _client(
+                    kind, n, info["port"], known_hosts, args.warmup, args.seconds, stats
+                )
+            console, bare = one["console"], one["bare"]
+            row: dict[str, Any] = {
+                "run": run + 1,
+                "hosts": n,
+                "cores": args.cores,
+                "load_avg": os.getloadavg()[0],
+                "console": console,
+                "bare_ssh": bare,
+                "console_over_bare": round(console["cpu_share"] / bare["cpu_share"], 2)
+                if bare["cpu_share"]
+                else None,
+            }
+            if args.render:
+                row["render"] = run_render(
+                    n, info["port"], tmp, known_hosts, args.warmup, args.seconds
+                )
+                if "cpu_share" in row["render"] and console["cpu_share"]:
+                    row["render_over_headless"] = round(
+                        row["render"]["cpu_share"] / console["cpu_share"], 2
+                    )
+            rows.append(row)
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ class HostWatcher:
                 refused = isinstance(exc, AuthRefused)
             except (OSError, EOFError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a bug must not take the console down
+            except Exception as exc:  # noqa: BLE001 - a bug must not take the console down; shown
                 reason = f"internal error: {type(exc).__name__}: {exc}"
             self.session = None
             self._set(HostStatus.DOWN, reason)  # before closing, which may take seconds

@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 RECORDING = Path(__file__).resolve().parent / "recorded_stream.ndjson"
@@ -52,6 +53,47 @@ def answer_calls() -> None:
     os._exit(0)  # stdin EOF: the console went away
 
 
+def _garbage(rest: list[bytes]) -> None:
+    for i in range(10):
+        out(b"this is not json " + str(i).encode())
+
+
+def _one_garbage(rest: list[bytes]) -> None:
+    out(b"{not json")
+    for ln in rest[4:]:
+        out(ln)
+
+
+def _huge(rest: list[bytes]) -> None:
+    chunk = b"x" * (1 << 20)
+    for _ in range(100):
+        sys.stdout.buffer.write(chunk)
+    out(b"")
+
+
+def _flood(rest: list[bytes]) -> None:
+    while True:  # valid samples, as fast as the pipe takes them
+        for ln in rest[1:]:
+            out(ln)
+
+
+def _exit(rest: list[bytes]) -> None:
+    sys.stderr.write("scripted agent: giving up\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(7)  # not sys.exit: the reader thread holds stdin, shutdown would abort
+
+
+# What each mode plays after the hello and four samples (then it idles, as an agent would).
+_MODES: dict[str, Callable[[list[bytes]], None]] = {
+    "garbage": _garbage,
+    "one-garbage": _one_garbage,
+    "huge": _huge,
+    "flood": _flood,
+    "exit": _exit,
+}
+
+
 def main() -> None:
     mode = sys.argv[1]
     protocol = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[2] == "--protocol" else None
@@ -72,27 +114,9 @@ def main() -> None:
         return
     for ln in rest[:4]:
         out(ln)
-    if mode == "garbage":
-        for i in range(10):
-            out(b"this is not json " + str(i).encode())
-    elif mode == "one-garbage":
-        out(b"{not json")
-        for ln in rest[4:]:
-            out(ln)
-    elif mode == "huge":
-        chunk = b"x" * (1 << 20)
-        for _ in range(100):
-            sys.stdout.buffer.write(chunk)
-        out(b"")
-    elif mode == "flood":
-        while True:  # valid samples, as fast as the pipe takes them
-            for ln in rest[1:]:
-                out(ln)
-    elif mode == "exit":
-        sys.stderr.write("scripted agent: giving up\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(7)  # not sys.exit: the reader thread holds stdin, shutdown would abort
+    play = _MODES.get(mode)
+    if play is not None:
+        play(rest)
     time.sleep(60)
 
 

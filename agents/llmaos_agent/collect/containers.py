@@ -250,7 +250,9 @@ class ContainerCollector:
                 if sdk
                 else StdlibBackend(self.socket_path, self._timeout)
             )
-        except Exception as exc:  # the SDK asks the engine its version: it may not answer
+        # The SDK asks the engine its version: it may not answer, with any of the SDK's,
+        # requests' or http.client's errors; each becomes the host's reason, not a crash.
+        except Exception as exc:  # noqa: BLE001 - shown as the reason
             self.reason = f"Docker engine at {self.socket_path} does not answer: {_why(exc)}"
             return None
         return self._backend
@@ -265,7 +267,7 @@ class ContainerCollector:
         try:
             self.calls += 1
             listed = backend.containers()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any engine failure is shown as the reason
             self.reason = f"Docker engine at {self.socket_path} does not answer: {_why(exc)}"
             self._containers = []
             # Reopen next time: an engine that restarted may need a new client.
@@ -286,7 +288,7 @@ class ContainerCollector:
         try:
             self.calls += 1
             hc = backend.inspect_container(cid).get("HostConfig") or {}
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure: gone, or the next list says why
             return 0  # gone since the list; the next list drops it
         n = 0
         for r in hc.get("DeviceRequests") or []:

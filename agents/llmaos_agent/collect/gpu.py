@@ -156,7 +156,7 @@ class GpuCollector:
                 power_limit_w=round(limit / 1000.0, 1) if limit is not None else None,
                 procs=sorted(procs.values(), key=lambda p: p.pid),
             )
-        except Exception as exc:  # a broken device marks itself, not the sample
+        except Exception as exc:  # noqa: BLE001 - a broken device marks itself, not the sample
             return GpuSample(
                 index=index, uuid=uuid, name=name, error=f"{type(exc).__name__}: {exc}"
             )
