@@ -13,7 +13,6 @@ as they are).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -23,7 +22,6 @@ from llmaos_agent.paths import UnsafeDirectory, UnsafeFile, default_paths
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
 
 
 def clean(text: str) -> str:
@@ -289,60 +287,11 @@ def _hello_pid(stream: bytes) -> int | None:
 
 
 def _wait_gone(pid: int, deadline: float) -> bool:
-    """Whether process ``pid`` is gone (or a zombie) before ``deadline``."""
-    alive = _liveness(pid)
-    while time.monotonic() < deadline:
-        if not alive():
-            return True
-        time.sleep(0.02)
-    return not alive()
+    """Whether process ``pid`` (the one it is now: a reused pid is another) is gone, or a
+    zombie, before ``deadline``: the host's own check (/proc on Linux, psutil off it)."""
+    from llmaos_agent.system import wait_gone
 
-
-def _liveness(pid: int) -> Callable[[], bool]:
-    """A check that ``pid`` is still the process it is now (a reused pid is another)."""
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it there
-        import psutil
-
-        try:
-            proc = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            return lambda: False
-
-        def psutil_alive() -> bool:
-            try:
-                return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                return False
-
-        return psutil_alive
-    if sys.platform == "linux":
-        born = _proc_start(pid)
-        return lambda: born is not None and _proc_start(pid) == born
-    return lambda: _signal_zero(pid)
-
-
-def _proc_start(pid: int) -> str | None:
-    """The start time field of ``/proc/PID/stat``; None when gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # after the name, which may hold anything
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-def _signal_zero(pid: int) -> bool:
-    """Whether ``pid`` exists (POSIX without /proc: macOS); a zombie counts as alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return wait_gone(pid, deadline)
 
 
 if __name__ == "__main__":
