@@ -244,33 +244,34 @@ class State:
         self.clock += 1
         self.gave[i] = self.took[j] = self.clock
         self.touched.append((i, j))
-        order = self.order[self.dom[i]]
         d = self.dom[i]
-        tiers = [t[d] for t in self.tiers]
+        order = self.order[d]
+        exc = self.exc
         for p in (i, j):
-            old = (self.exc[p], p)
+            old = (exc[p], p)
             del order[bisect_left(order, old)]
-            self.exc[p] = self.load[p] - self.target[p]
-            new = (self.exc[p], p)
+            exc[p] = self.load[p] - self.target[p]
+            new = (exc[p], p)
             insort(order, new)
-            for tier, (g, m) in zip(tiers, self.tier_keys, strict=True):
-                self._retier(tier, old, new, self.gpus[p] >= g and self.mem[p] >= m)
+            if self.tiers:
+                self._retier_all(d, p, old, new)
             self.rekey(p)
-        if self.exc[i] < 0.0:
+        if exc[i] < 0.0:
             self.freed[d] += 1
         after = abs(self.exc[i]) + abs(self.exc[j])
         self.dev += after - before
         return before - after
 
-    @staticmethod
-    def _retier(
-        tier: list[tuple[float, int]], old: tuple[float, int], new: tuple[float, int], inside: bool
-    ) -> None:
-        g = bisect_left(tier, old)
-        if g < len(tier) and tier[g] == old:
-            del tier[g]
-        if inside:
-            insort(tier, new)
+    def _retier_all(self, d: int, p: int, old: tuple[float, int], new: tuple[float, int]) -> None:
+        """Move processor p from ``old`` to ``new`` in each tier of domain d it is in."""
+        gp, mp = self.gpus[p], self.mem[p]
+        for by_dom, (g, m) in zip(self.tiers, self.tier_keys, strict=True):
+            tier = by_dom[d]
+            x = bisect_left(tier, old)
+            if x < len(tier) and tier[x] == old:
+                del tier[x]
+            if gp >= g and mp >= m:
+                insort(tier, new)
 
     def destinations(self, k: int, d: int) -> list[tuple[float, int]]:
         """The pairs (exc, index) of domain d, by excess, that unit k need look at:
