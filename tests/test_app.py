@@ -58,8 +58,8 @@ async def test_process_table_sorts_with_htop_keys() -> None:
         table = app.screen.query_one(ProcessTable)
         procs = app.fleet.hosts["rec"].procs
 
-        def order(key: str) -> list[object]:
-            return [getattr(procs[pid], key) for pid in table.shown_pids]
+        def order(key: str) -> list[float]:
+            return [float(getattr(procs[pid], key)) for pid in table.shown_pids]
 
         assert order("cpu") == sorted(order("cpu"), reverse=True)  # the default: CPU, top first
         await pilot.press("M")
@@ -184,8 +184,9 @@ async def test_palette_finds_screens_and_actions() -> None:
         await pilot.pause(0.5)
         await pilot.press("enter")
         await pilot.pause(0.2)
-        assert isinstance(app.screen, HostScreen) and app.screen.host.name == "beta"
-        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        screen = app.screen
+        commands = {c.title: c for c in app.get_system_commands(screen)}
+        assert isinstance(screen, HostScreen) and screen.host.name == "beta"
         assert "Filter processes" in commands
         commands["Sort processes by PID"].callback()
         table = app.screen.query_one(ProcessTable)

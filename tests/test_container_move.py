@@ -459,7 +459,12 @@ def _setup_host_port_clash(env: Env) -> dict[str, Any]:
         text=True,
     )
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    env.cleanups.append(lambda: (p.kill(), p.wait()))
+
+    def stop() -> None:
+        p.kill()
+        p.wait()
+
+    env.cleanups.append(stop)
     return {"ports": {"80/tcp": 18092}}
 
 

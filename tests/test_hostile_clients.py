@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from llmaos_agent.daemon import MAX_CLIENTS, STALL_S
+from llmaos_agent.daemon_clients import MAX_CLIENTS, STALL_S
 from llmaos_agent.paths import default_paths
 from llmaos_agent.protocol import (
     INVALID_PARAMS,

@@ -98,7 +98,11 @@ async def test_stop_on_failure_leaves_the_rest_untried(tmp_path: Path) -> None:
                 await pilot.press("f")
                 assert "stop at the first failure (f)" in summary(screen)
             await pilot.press("enter")
-            await wait_for(lambda s=screen: s.measured is not None, 15, "the plan to end")
+
+            def ended(s: PlanScreen = screen) -> bool:  # this pass's screen, bound now
+                return s.measured is not None
+
+            await wait_for(ended, 15, "the plan to end")
             table = screen.query_one(DataTable)
             assert str(table.get_row_at(0)[7]).startswith("failed: web stays on a")
             second = str(table.get_row_at(1)[7])
