@@ -152,7 +152,10 @@ async def test_hold_keeps_a_request_back_until_released(session: AgentSession) -
     arrived = await submit(session, "true", name="arrives-held", hold=True)
     assert arrived.state == "held"
     await session.call("requests.cancel", RequestRef(id=b.id))  # the cores are free now
-    await asyncio.sleep(1.0)
+    # A request that needs every core runs to its end: the queue has dispatched with the
+    # cores free, and passed the held ones over.
+    passer = await submit(session, "true", name="passes-them", cpus=CORES)
+    assert (await until(session, passer.id, "done")).exit_code == 0
     assert (await get(session, r.id)).state == "held"
     assert (await get(session, arrived.id)).state == "held"
     for rid in (r.id, arrived.id):
@@ -202,8 +205,11 @@ async def test_requests_that_can_never_fit_are_refused(session: AgentSession) ->
 async def test_a_request_waits_for_free_cores(session: AgentSession) -> None:
     b = await blocker(session)
     r = await submit(session, "true", cpus=1)
-    await asyncio.sleep(0.8)
+    deadline = time.monotonic() + 15
     info = await get(session, r.id)
+    while "free cores" not in info.reason and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # poll interval: the reason comes with a dispatch pass
+        info = await get(session, r.id)
     assert info.state == "queued" and "free cores" in info.reason
     await session.call("requests.cancel", RequestRef(id=b.id))
     assert (await until(session, r.id, "done")).exit_code == 0
@@ -336,7 +342,10 @@ async def test_daemon_kill_9_loses_nothing(agent_home: Path) -> None:
             long = await submit(s, "sleep", "60", cpus=CORES - 1, name="long")
             q1 = await submit(s, "true", cpus=CORES, name="q1")
             q2 = await submit(s, "true", cpus=CORES, name="q2")
-            await until(s, quick.id, "running")
+            qk = await until(s, quick.id, "running")
+            while qk.pid is None:
+                await asyncio.sleep(0.05)  # poll interval: the pid comes just after the start
+                qk = await get(s, quick.id)
             lg = await until(s, long.id, "running")
             while lg.pid is None:
                 await asyncio.sleep(0.05)
@@ -344,7 +353,11 @@ async def test_daemon_kill_9_loses_nothing(agent_home: Path) -> None:
             assert (await get(s, q1.id)).state == "queued"
         os.kill(proc.pid, signal.SIGKILL)
         end(proc)
-        await asyncio.sleep(2.0)  # "quick" ends while no daemon watches
+        # "quick" ends while no daemon watches.
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(qk.pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # poll interval
+        assert not psutil.pid_exists(qk.pid), "quick never ended"
         assert psutil.pid_exists(lg.pid)
         proc = start_daemon(*FAST, "--aging", "3600")
         async with connected(LocalLink()) as s:
