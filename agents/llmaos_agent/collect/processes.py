@@ -4,11 +4,12 @@ What cannot change for a process (name, user, command line) is cached per
 (pid, create time) and read once. The fields that do change are read on every pass:
 
 - on Linux, with the standard library alone: from one read of ``/proc/PID/stat`` (ppid,
-  state, CPU ticks, nice, start time, last core), one of ``/proc/PID/statm`` (RSS) and
-  ``sched_getaffinity``, and the static fields from ``status`` (the real uid) and
-  ``cmdline``, all as psutil reads them (:mod:`llmaos_agent.procfs`). psutil
-  opens ``stat`` more than once, ``statm`` and ``/sys/devices/system/cpu/online`` per
-  process per pass, about six times the cost (docs/BENCHMARKS.md);
+  state, CPU ticks, nice, start time, last core), one of ``/proc/PID/statm`` (RSS; only
+  where that stat line changed, or every few passes) and ``sched_getaffinity``, and the
+  static fields from ``status`` (the real uid) and ``cmdline``, all as psutil reads them
+  (:mod:`llmaos_agent.procfs`). psutil opens ``stat`` more than once, ``statm`` and
+  ``/sys/devices/system/cpu/online`` per process per pass, about six times the cost
+  (docs/BENCHMARKS.md);
 - elsewhere (macOS, Windows), through ``psutil.process_iter(attrs=...)``; the same path
   runs on Linux when asked for (``fast=False``), which is how the tests compare them.
 
@@ -112,8 +113,15 @@ _PPID, _UTIME, _STIME, _NICE, _START, _CORE = (
 )
 
 _Static = tuple[str, str, str]
-# pid -> (start ticks, cpu ticks, the raw fields the Proc was built from, the Proc)
-_Prev = tuple[int, int, tuple[object, ...], Proc]
+# pid -> (start ticks, cpu ticks, the raw fields the Proc was built from, the Proc, the
+# stat line it was read from)
+_Prev = tuple[int, int, tuple[object, ...], Proc, bytes]
+
+RSS_REFRESH_PASSES = 10
+"""A process whose stat line did not change since the last pass (it took no CPU tick, no
+page fault, no state change) keeps its RSS figure without a ``statm`` read; every this
+many passes it is read anyway (spread over the passes by pid), for what changes RSS
+without the process faulting: reclaim, swap-out, khugepaged."""
 
 
 def _read(path: str) -> bytes:
@@ -160,6 +168,7 @@ class ProcessCollector:
         # The fast path's state between passes.
         self._prev: dict[int, _Prev] = {}
         self._t_prev: float | None = None
+        self._pass = 0
         self._affinity_text: dict[frozenset[int], str] = {}
         self._last_affinity: tuple[set[int], str] | None = None
         if self.fast:
@@ -180,15 +189,18 @@ class ProcessCollector:
 
         CPU % is the tick delta since the previous pass over the wall time between the
         passes, 100 being one core, and 0.0 on a process's first pass, as psutil's
-        ``cpu_percent`` gives it.
+        ``cpu_percent`` gives it. A process whose stat line is byte for byte the last
+        pass's, at 0% then and now, keeps its row after one ``sched_getaffinity`` (most
+        of a large table: idle processes); ``statm`` is read when the stat line changed
+        (see :data:`RSS_REFRESH_PASSES`).
         """
         now = time.monotonic()
         t_prev = self._t_prev
         # percent per clock tick of CPU time over the wall time since the last pass
         per_tick = 100.0 / ((now - t_prev) * self._clk) if t_prev and now > t_prev else 0.0
         prev = self._prev
-        old_static = self._static
-        clk, page, boot = self._clk, self._page, self._boot
+        npass = self._pass = self._pass + 1
+        affinity_of = self._affinity
         table: dict[int, Proc] = {}
         cur: dict[int, _Prev] = {}
         static: dict[tuple[int, float], _Static] = {}
@@ -197,53 +209,86 @@ class ProcessCollector:
                 continue
             pid = int(entry)
             try:
-                comm, r = parse_stat(_read(f"/proc/{entry}/stat"))
-                start = int(r[_START])
-                ticks = int(r[_UTIME]) + int(r[_STIME])
-                # statm, not stat's field 24: since Linux 6.2 that one is a per-CPU
-                # approximation, off by up to a batch of pages per CPU (psutil and htop
-                # read statm too).
-                rss = int(_read(f"/proc/{entry}/statm").split()[1])
-            except (OSError, ValueError, IndexError):
+                data = _read(f"/proc/{entry}/stat")
+            except OSError:
                 # Gone since the listing (FileNotFoundError, ProcessLookupError), or
                 # not ours to read (PermissionError): as psutil, leave it out.
                 continue
             old = prev.get(pid)
-            if old is not None and old[0] != start:
-                old = None  # the pid was reused by a new process
-            cpu = round(max(ticks - old[1], 0) * per_tick, 1) if old is not None else 0.0
-            affinity = self._affinity(pid)
-            key = (pid, start)
-            st = old_static.get(key)
-            if st is None:
-                st = self._read_static_pid(pid, comm)
-                if st is None:  # exited meanwhile
+            # Nothing in stat moved: the same process (same start), no tick, no fault.
+            same = old is not None and old[4] == data and (pid + npass) % RSS_REFRESH_PASSES
+            if same and old is not None and old[3].cpu == 0.0:
+                proc = old[3]
+                if affinity_of(pid) == proc.affinity and gpu_mem.get(pid) == proc.gpu_mem:
+                    static[(pid, old[0])] = old[2][8]  # type: ignore[assignment]
+                    cur[pid] = old
+                    table[pid] = proc
                     continue
-            static[key] = st
-            gm = gpu_mem.get(pid)
-            raw = (r[_PPID], r[0], cpu, rss, r[_NICE], affinity, r[_CORE], gm, st)
-            if old is not None and old[2] == raw:
-                proc = old[3]  # nothing changed: keep the object (diff skips it at once)
-            else:
-                proc = Proc(
-                    pid=pid,
-                    ppid=int(r[_PPID]),
-                    name=st[0],
-                    user=st[1],
-                    cpu=cpu,
-                    rss=rss * page,
-                    nice=int(r[_NICE]),
-                    affinity=affinity,
-                    core=int(r[_CORE]),
-                    status=_STATUS.get(r[0], "?"),
-                    create_time=round(start / clk + boot, 2),
-                    gpu_mem=gm,
-                    cmd=st[2],
-                )
-            cur[pid] = (start, ticks, raw, proc)
-            table[pid] = proc
+            got = self._row(entry, data, old, bool(same), per_tick, gpu_mem, static)
+            if got is not None:
+                cur[pid] = got
+                table[pid] = got[3]
         self._prev, self._t_prev, self._static = cur, now, static
         return table
+
+    def _row(
+        self,
+        entry: str,
+        data: bytes,
+        old: _Prev | None,
+        same: bool,
+        per_tick: float,
+        gpu_mem: Mapping[int, int],
+        static: dict[tuple[int, float], _Static],
+    ) -> _Prev | None:
+        """A process's row from its stat line (``same``: the last pass's, so its RSS
+        stands); None when it is gone or unreadable."""
+        pid = int(entry)
+        try:
+            comm, r = parse_stat(data)
+            start = int(r[_START])
+            ticks = int(r[_UTIME]) + int(r[_STIME])
+            if same and old is not None:
+                rss: int = old[2][3]  # type: ignore[assignment]
+            else:
+                # statm, not stat's field 24: since Linux 6.2 that one is a per-CPU
+                # approximation, off by up to a batch of pages per CPU (psutil and htop
+                # read statm too).
+                rss = int(_read(f"/proc/{entry}/statm").split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        if old is not None and old[0] != start:
+            old = None  # the pid was reused by a new process
+        cpu = round(max(ticks - old[1], 0) * per_tick, 1) if old is not None else 0.0
+        affinity = self._affinity(pid)
+        key = (pid, start)
+        st = self._static.get(key)
+        if st is None:
+            st = self._read_static_pid(pid, comm)
+            if st is None:  # exited meanwhile
+                return None
+        static[key] = st
+        gm = gpu_mem.get(pid)
+        raw = (r[_PPID], r[0], cpu, rss, r[_NICE], affinity, r[_CORE], gm, st)
+        if old is not None and old[2] == raw:
+            proc = old[3]  # nothing changed: keep the object (diff skips it at once)
+        else:
+            proc = Proc(
+                pid=pid,
+                ppid=int(r[_PPID]),
+                name=st[0],
+                user=st[1],
+                cpu=cpu,
+                rss=rss * self._page,
+                nice=int(r[_NICE]),
+                affinity=affinity,
+                core=int(r[_CORE]),
+                status=_STATUS.get(r[0], "?"),
+                create_time=round(start / self._clk + self._boot, 2),
+                gpu_mem=gm,
+                cmd=st[2],
+            )
+        return (start, ticks, raw, proc, data)
 
     def _affinity(self, pid: int) -> str | None:
         if sys.platform != "linux":
@@ -344,9 +389,9 @@ class ProcessCollector:
                 user = self._user(p)
                 try:
                     cmd = " ".join(p.cmdline())[:_CMD_MAX]
-                except (ps.AccessDenied, psutil.ZombieProcess, OSError):
+                except (ps.AccessDenied, ps.ZombieProcess, OSError):
                     cmd = ""
-        except (ps.NoSuchProcess, psutil.ZombieProcess):
+        except (ps.NoSuchProcess, ps.ZombieProcess):
             return None
         except ps.AccessDenied:
             name, user, cmd = "?", "?", ""
