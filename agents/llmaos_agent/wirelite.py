@@ -35,7 +35,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar, Final, NamedTuple
 
 __all__ = [
@@ -457,8 +457,352 @@ def _is_raw(tp: Any) -> bool:
     return tp is Raw or (mod is not None and tp is getattr(mod, "Raw", None))
 
 
+Conv = Callable[[Any], Any]
+"""A decoded JSON value to its typed value, or :class:`_Invalid` (path relative to it)."""
+
+_CONV: dict[Any, Conv] = {}
+_ENC: dict[type, Callable[[Any], str]] = {}
+
+
+def _converter(tp: Any) -> Conv:
+    """``tp``'s converter, built once from its annotations and kept."""
+    conv = _CONV.get(tp)
+    if conv is None:
+
+        def later(v: Any) -> Any:  # a stand-in while it is built, for a type in itself
+            return _CONV[tp](v)
+
+        _CONV[tp] = later
+        conv = _CONV[tp] = _build(tp)
+    return conv
+
+
+def _at(exc: _Invalid, where: str) -> _Invalid:
+    exc.path = where + exc.path
+    return exc
+
+
+def _build(tp: Any) -> Conv:  # noqa: C901 (one case per kind of annotation)
+    origin = typing.get_origin(tp)
+    metas: list[Any] = []
+    if origin is typing.Annotated:
+        metas = _metas(tp)
+        tp = typing.get_args(tp)[0]
+        origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _build_union(tp)
+    if tp is Any:
+        return _identity
+    if _is_raw(tp):
+        raw_cls = tp
+        return lambda v: raw_cls(LiteCodec.encode(v))
+    if origin is typing.Literal:
+        return _build_literal(tp)
+    if tp is str:
+        return _build_str(metas)
+    if tp is int or tp is float:
+        return _build_number(tp, metas)
+    if tp is bool or tp is type(None):
+        fits = _SCALAR_FITS[tp]
+        name = _type_name(tp)
+
+        def scalar(v: Any) -> Any:
+            if fits(v):
+                return v
+            raise _Invalid(f"Expected `{name}`, got `{_kind(v)}`", "")
+
+        return scalar
+    if origin is list:
+        return _build_list(tp, metas)
+    if _is_struct(tp):
+        return _build_struct(tp)
+    name = _type_name(tp)
+
+    def nothing(v: Any) -> Any:
+        raise _Invalid(f"Expected `{name}`, got `{_kind(v)}`", "")
+
+    return nothing
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _fits_fn(tp: Any) -> Callable[[Any], bool]:
+    """:func:`_fits` for one type, decided once."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _fits_fn(typing.get_args(tp)[0])
+    if tp is Any or _is_raw(tp):
+        return lambda _: True
+    check = _SCALAR_FITS.get(origin if origin is not None else tp)
+    if check is not None:
+        return check
+    if _is_struct(tp):
+        kind = list if _info(tp).config.array_like else dict
+        return lambda v: isinstance(v, kind)
+    return lambda _: False
+
+
+def _build_union(tp: Any) -> Conv:
+    arms = [(_fits_fn(arg), _converter(arg)) for arg in typing.get_args(tp)]
+    name = _type_name(tp)
+
+    def union(v: Any) -> Any:
+        for fits, conv in arms:
+            if fits(v):
+                return conv(v)
+        raise _Invalid(f"Expected `{name}`, got `{_kind(v)}`", "")
+
+    return union
+
+
+def _build_literal(tp: Any) -> Conv:
+    allowed = frozenset(typing.get_args(tp))
+
+    def literal(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _Invalid(f"Expected `str`, got `{_kind(v)}`", "")
+        if v not in allowed:
+            raise _Invalid(f"Invalid enum value {v!r}", "")
+        return v
+
+    return literal
+
+
+def _build_str(metas: list[Any]) -> Conv:
+    sized = [m for m in metas if m.min_length is not None or m.max_length is not None]
+    regexes = [(m.pattern, re.compile(m.pattern)) for m in metas if m.pattern is not None]
+    search = _SURROGATE.search
+
+    def text(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _Invalid(f"Expected `str`, got `{_kind(v)}`", "")
+        if search(v):
+            raise _Invalid("Invalid UTF-8 encoded string (a lone surrogate)", "")
+        if sized:
+            _length_bounds(len(v), sized, "str", "")
+        for pattern, rx in regexes:
+            if rx.search(v) is None:
+                raise _Invalid(f"Expected `str` matching regex {pattern!r}", "")
+        return v
+
+    return text
+
+
+def _build_number(tp: type, metas: list[Any]) -> Conv:
+    name = tp.__name__
+    bounded = [m for m in metas if any(getattr(m, a) is not None for a, _, _ in _BOUNDS)]
+    if tp is int:
+
+        def integer(v: Any) -> Any:
+            if type(v) is not int:
+                raise _Invalid(f"Expected `int`, got `{_kind(v)}`", "")
+            if bounded:
+                _number_bounds(v, bounded, name, "")
+            return v
+
+        return integer
+
+    def real(v: Any) -> Any:
+        kind = type(v)
+        if kind is not float:
+            if kind is not int:
+                raise _Invalid(f"Expected `float`, got `{_kind(v)}`", "")
+            try:
+                v = float(v)
+            except OverflowError:
+                raise _Invalid("Number out of range", "") from None
+        if bounded:
+            _number_bounds(v, bounded, name, "")
+        return v
+
+    return real
+
+
+def _build_list(tp: Any, metas: list[Any]) -> Conv:
+    (item_tp,) = typing.get_args(tp)
+    item = _converter(item_tp)
+    sized = [m for m in metas if m.min_length is not None or m.max_length is not None]
+
+    def array(v: Any) -> Any:
+        if not isinstance(v, list):
+            raise _Invalid(f"Expected `array`, got `{_kind(v)}`", "")
+        if sized:
+            _length_bounds(len(v), sized, "array", "")
+        try:
+            return [item(x) for x in v]
+        except _Invalid:
+            # Again, one at a time, to say where (only on the way to a refusal).
+            for i, x in enumerate(v):
+                try:
+                    item(x)
+                except _Invalid as exc:
+                    raise _at(exc, f"[{i}]") from None
+            raise
+
+    return array
+
+
+def _build_struct(cls: type) -> Conv:
+    info = _info(cls)
+    fields, required, cfg = info.fields, info.required, info.config
+    forbid, total = cfg.forbid_unknown_fields, len(fields)
+    convs = {f: _converter(info.types[f]) for f in fields}
+    if cfg.array_like:
+        return _array_struct(cls, [convs[f] for f in fields], required, total, forbid)
+    return _object_struct(cls, convs, fields[:required], forbid)
+
+
+def _array_struct(cls: type, ordered: list[Conv], required: int, total: int, forbid: bool) -> Conv:
+    def from_array(v: Any) -> Any:
+        if not isinstance(v, list):
+            raise _Invalid(f"Expected `array`, got `{_kind(v)}`", "")
+        n = len(v)
+        if n < required:
+            raise _Invalid(f"Expected `array` of at least length {required}, got {n}", "")
+        if n > total and forbid:
+            raise _Invalid(f"Expected `array` of at most length {total}, got {n}", "")
+        try:
+            args = [c(x) for c, x in zip(ordered, v, strict=False)]
+        except _Invalid:
+            for i, (c, x) in enumerate(zip(ordered, v, strict=False)):
+                try:
+                    c(x)
+                except _Invalid as exc:
+                    raise _at(exc, f"[{i}]") from None
+            raise
+        return cls(*args)
+
+    return from_array
+
+
+def _check_keys(v: dict[str, Any], convs: dict[str, Conv], must: tuple[str, ...],
+                forbid: bool) -> None:  # fmt: skip
+    if forbid:
+        for key in v:
+            if key not in convs:
+                raise _Invalid(f"Object contains unknown field `{key}`", "")
+    for fname in must:
+        if fname not in v:
+            raise _Invalid(f"Object missing required field `{fname}`", "")
+
+
+def _object_struct(cls: type, convs: dict[str, Conv], must: tuple[str, ...], forbid: bool) -> Conv:
+    def from_object(v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise _Invalid(f"Expected `object`, got `{_kind(v)}`", "")
+        _check_keys(v, convs, must, forbid)
+        kwargs = {}
+        for key, x in v.items():
+            conv = convs.get(key)
+            if conv is not None:
+                try:
+                    kwargs[key] = conv(x)
+                except _Invalid as exc:
+                    raise _at(exc, f".{key}") from None
+        return cls(**kwargs)
+
+    return from_object
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _value(v: Any) -> str:
+    """One value's JSON: by its exact type, from a table filled as types are met."""
+    enc = _ENC.get(type(v))
+    if enc is None:
+        enc = _encoder_of(type(v))
+    return enc(v)
+
+
+def _encoder_of(kind: type) -> Callable[[Any], str]:
+    if kind in (list, tuple):
+        return _seq_json
+    if kind is dict:
+        return _dict_json
+    if _is_struct(kind):
+        enc = _ENC[kind] = _build_struct_encoder(kind)
+        return enc
+    if _is_raw(kind):
+        return _raw_json
+    # Subclasses of the containers, as isinstance took them before; no others.
+    if issubclass(kind, (list, tuple)):
+        return _seq_json
+    if issubclass(kind, dict):
+        return _dict_json
+    raise TypeError(f"Encoding objects of type {kind.__name__} is unsupported")
+
+
+def _seq_json(items: Any) -> str:
+    return "[" + ",".join([_value(x) for x in items]) + "]"
+
+
+def _dict_json(obj: dict[Any, Any]) -> str:
+    parts = []
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise TypeError(f"Only dicts with str keys are supported, not {key!r}")
+        parts.append(_quote(key) + ":" + _value(value))
+    return "{" + ",".join(parts) + "}"
+
+
+def _raw_json(obj: Any) -> str:
+    return bytes(obj).decode("utf-8") or "null"
+
+
+def _build_struct_encoder(cls: type) -> Callable[[Any], str]:
+    """One Struct class's encoder, generated from its fields once: an array of its values
+    (``array_like``), else an object, leaving out fields at their defaults where the class
+    says ``omit_defaults``."""
+    info = _info(cls)
+    names = list(info.fields)
+    get: Callable[[Any], tuple[Any, ...]]
+    if len(names) > 1:
+        get = operator.attrgetter(*names)
+    elif names:
+        name = names[0]
+        get = lambda o: (getattr(o, name),)  # noqa: E731 (attrgetter of one name gives no tuple)
+    else:
+        get = lambda _: ()  # noqa: E731
+    value = _value
+    if info.config.array_like:
+        return lambda o: "[" + ",".join([value(x) for x in get(o)]) + "]"
+    keys = [_quote(f) + ":" for f in names]
+    omit = info.config.omit_defaults
+    # Each field's default (a factory's value, made once), where it may be left out.
+    skip: list[tuple[bool, Any]] = []
+    for f in names:
+        spec = info.defaults.get(f) if omit else None
+        if spec is None:
+            skip.append((False, None))
+        else:
+            default, factory = spec
+            skip.append((True, default if factory is NODEFAULT else factory()))
+    if not any(s for s, _ in skip):
+        pairs = list(zip(keys, range(len(keys)), strict=True))
+
+        def plain(o: Any) -> str:
+            vals = get(o)
+            return "{" + ",".join([k + value(vals[i]) for k, i in pairs]) + "}"
+
+        return plain
+    table = list(zip(keys, skip, strict=True))
+
+    def omitting(o: Any) -> str:
+        parts = [k + value(v) for (k, (s, d)), v in zip(table, get(o), strict=True)
+                 if not (s and _same(v, d))]  # fmt: skip
+        return "{" + ",".join(parts) + "}"
+
+    return omitting
+
+
 class LiteCodec:
-    """Strict JSON to typed messages and back, on the standard library (see module doc)."""
+    """Strict JSON to typed messages and back, on the standard library (see module doc).
+
+    Each type's decoder and each Struct class's encoder is built once, from its
+    annotations, and kept: the per-message work is the JSON parse and one call per value."""
 
     name: Final = "lite"
     errors: Final[tuple[type[BaseException], ...]] = (
@@ -471,146 +815,17 @@ class LiteCodec:
             value = _DECODER.decode(text)
         except json.JSONDecodeError as exc:
             raise DecodeError(f"JSON is malformed: {exc}") from None
+        conv = _CONV.get(tp)
+        if conv is None:
+            conv = _converter(tp)
         try:
-            return self._convert(value, tp, "$")
+            return conv(value)
         except _Invalid as exc:
-            raise DecodeError(str(exc)) from None
-
-    def _convert(self, value: Any, tp: Any, path: str) -> Any:
-        origin = typing.get_origin(tp)
-        metas: list[Any] = []
-        if origin is typing.Annotated:
-            metas = _metas(tp)
-            tp = typing.get_args(tp)[0]
-            origin = typing.get_origin(tp)
-        if origin in (typing.Union, types.UnionType):
-            return self._union(value, tp, path)
-        if tp is Any:
-            return value
-        if _is_raw(tp):
-            return tp(self.encode(value))
-        if not _fits(value, tp):
-            raise _Invalid(f"Expected `{_type_name(tp)}`, got `{_kind(value)}`", path)
-        if origin is typing.Literal:
-            if value not in typing.get_args(tp):
-                raise _Invalid(f"Invalid enum value {value!r}", path)
-            return value
-        if tp in (type(None), bool, int, float, str):
-            return self._scalar(value, tp, metas, path)
-        if origin is list:
-            _length_bounds(len(value), metas, "array", path)
-            (item,) = typing.get_args(tp)
-            return [self._convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-        return self._struct(value, tp, path)
+            raise DecodeError(str(_at(exc, "$"))) from None
 
     @staticmethod
-    def _scalar(value: Any, tp: Any, metas: list[Any], path: str) -> Any:
-        if tp is str:
-            return LiteCodec._str(value, metas, path)
-        if tp is int or tp is float:
-            try:
-                number = float(value) if tp is float else value
-            except OverflowError:
-                raise _Invalid("Number out of range", path) from None
-            _number_bounds(number, metas, tp.__name__, path)
-            return number
-        return value
-
-    @staticmethod
-    def _str(value: str, metas: list[Any], path: str) -> str:
-        if _SURROGATE.search(value):
-            raise _Invalid("Invalid UTF-8 encoded string (a lone surrogate)", path)
-        _length_bounds(len(value), metas, "str", path)
-        for m in metas:
-            if m.pattern is not None and re.search(m.pattern, value) is None:
-                raise _Invalid(f"Expected `str` matching regex {m.pattern!r}", path)
-        return value
-
-    def _union(self, value: Any, tp: Any, path: str) -> Any:
-        for arg in typing.get_args(tp):
-            if _fits(value, arg):
-                return self._convert(value, arg, path)
-        raise _Invalid(f"Expected `{_type_name(tp)}`, got `{_kind(value)}`", path)
-
-    def _struct(self, value: list[Any] | dict[str, Any], cls: type, path: str) -> Any:
-        info = _info(cls)
-        if isinstance(value, list):
-            n, total = len(value), len(info.fields)
-            if n < info.required:
-                raise _Invalid(
-                    f"Expected `array` of at least length {info.required}, got {n}", path
-                )
-            if n > total and info.config.forbid_unknown_fields:
-                raise _Invalid(f"Expected `array` of at most length {total}, got {n}", path)
-            pairs: Iterator[tuple[str, Any]] = zip(info.fields, value, strict=False)
-        else:
-            if info.config.forbid_unknown_fields:
-                for key in value:
-                    if key not in info.types:
-                        raise _Invalid(f"Object contains unknown field `{key}`", path)
-            for fname in info.fields[: info.required]:
-                if fname not in value:
-                    raise _Invalid(f"Object missing required field `{fname}`", path)
-            pairs = ((k, v) for k, v in value.items() if k in info.types)
-        kwargs = {k: self._convert(v, info.types[k], f"{path}.{k}" if isinstance(value, dict)
-                                   else f"{path}[{i}]")
-                  for i, (k, v) in enumerate(pairs)}  # fmt: skip
-        return cls(**kwargs)
-
-    # ---------------------------------------------------------------- encoding
-
-    def encode(self, obj: Any) -> bytes:
-        parts: list[str] = []
-        self._write(obj, parts.append)
-        return "".join(parts).encode("utf-8")
-
-    def _write(self, obj: Any, out: Callable[[str], object]) -> None:
-        scalar = _SCALAR_OUT.get(type(obj))
-        if scalar is not None:
-            out(scalar(obj))
-        elif isinstance(obj, (list, tuple)):
-            self._seq(obj, out)
-        elif isinstance(obj, dict):
-            out("{")
-            for i, (key, value) in enumerate(obj.items()):
-                if not isinstance(key, str):
-                    raise TypeError(f"Only dicts with str keys are supported, not {key!r}")
-                out("," if i else "")
-                out(_quote(key) + ":")
-                self._write(value, out)
-            out("}")
-        elif _is_struct(type(obj)):
-            self._struct_out(obj, out)
-        elif _is_raw(type(obj)):
-            out(bytes(obj).decode("utf-8") or "null")
-        else:
-            raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
-
-    def _seq(self, items: Any, out: Callable[[str], object]) -> None:
-        out("[")
-        for i, item in enumerate(items):
-            out("," if i else "")
-            self._write(item, out)
-        out("]")
-
-    def _struct_out(self, obj: Any, out: Callable[[str], object]) -> None:
-        info = _info(type(obj))
-        if info.config.array_like:
-            self._seq([getattr(obj, f) for f in info.fields], out)
-            return
-        out("{")
-        first = True
-        for fname in info.fields:
-            value = getattr(obj, fname)
-            if info.config.omit_defaults and fname in info.defaults:
-                default, factory = info.defaults[fname]
-                if _same(value, default if factory is NODEFAULT else factory()):
-                    continue
-            out("" if first else ",")
-            first = False
-            out(_quote(fname) + ":")
-            self._write(value, out)
-        out("}")
+    def encode(obj: Any) -> bytes:
+        return _value(obj).encode("utf-8")
 
 
 def _same(value: Any, default: Any) -> bool:
@@ -622,11 +837,11 @@ def _same(value: Any, default: Any) -> bool:
 def float_json(value: float) -> str:
     """A float as msgspec writes it: the shortest repr, no ``+`` or zero-padding in the
     exponent, positional down to 1e-5; NaN and infinities as ``null`` (JSON has neither)."""
+    text = repr(value)
+    if "e" not in text and "n" not in text:  # "inf" and "nan" have an n, no number has
+        return text
     if not math.isfinite(value):
         return "null"
-    text = repr(value)
-    if "e" not in text:
-        return text
     mantissa, exp = text.split("e")
     power = int(exp)
     if power == -5:
@@ -642,6 +857,7 @@ _SCALAR_OUT: Final[dict[type, Callable[[Any], str]]] = {
     int: int.__repr__,
     float: float_json,
 }
+_ENC.update(_SCALAR_OUT)
 
 
 # --------------------------------------------------------------------- backend
