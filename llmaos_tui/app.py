@@ -142,7 +142,7 @@ class LlmaosApp(PlanActions):
         # Every container move, plan or recovery goes through this one service.
         self.moves = Moves(
             self.engines.get, self.audit, close_engines=self.engines.aclose,
-            read_only=read_only, journal=journal,
+            move_engines=self.engines.for_move, read_only=read_only, journal=journal,
             journal_path=self.audit.path.parent / "moves.sqlite",
         )  # fmt: skip
         for link in links:

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 from textual.widgets import DataTable, Label, RichLog, Static
 
@@ -28,16 +29,16 @@ from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.move import MoveScreen
 from tests import images
 from tests.helpers import wait_for
-from tests.testbed import Testbed
+from tests.testbed import Testbed, TestHost
 
 pytestmark = pytest.mark.integration
 SIZE = (170, 45)
 PORT = 18090
 
 
-def links(docker_pair: Testbed) -> list[Link]:
+def links(docker_pair: Testbed, known_hosts: Path | None = None) -> list[Link]:
     options = SshOptions(
-        known_hosts=docker_pair.known_hosts,
+        known_hosts=known_hosts or docker_pair.known_hosts,
         client_keys=[str(docker_pair.client_key)],
         config=[],
         use_agent=False,
@@ -51,9 +52,12 @@ def links(docker_pair: Testbed) -> list[Link]:
     ]
 
 
-def app_for(docker_pair: Testbed, tmp_path: Path, read_only: bool = False) -> LlmaosApp:
+def app_for(
+    docker_pair: Testbed, tmp_path: Path, read_only: bool = False,
+    known_hosts: Path | None = None,
+) -> LlmaosApp:  # fmt: skip
     return LlmaosApp(
-        links(docker_pair), read_only=read_only, cursor_blink=False,
+        links(docker_pair, known_hosts), read_only=read_only, cursor_blink=False,
         audit=AuditLog(tmp_path / "audit.jsonl"), journal=MoveJournal(tmp_path / "moves.sqlite"),
     )  # fmt: skip
 
@@ -92,6 +96,17 @@ async def select(pilot: Any, screen: ContainersScreen, host: str, name: str) -> 
         await pilot.press("down" if table.cursor_row < index else "up")
     sel = screen.selected()
     assert sel is not None and sel[1].name == name
+
+
+def ssh_sessions(tb: Testbed, host: TestHost) -> int:
+    """Established SSH connections the host's sshd serves now (as `ss` shows them there)."""
+    out = tb.exec(host, ["ss", "-Htn", "state", "established", "( sport = :22 )"]).stdout
+    return len(out.splitlines())
+
+
+def logins(host: TestHost) -> int:
+    """Logins the host's sshd has accepted so far (its log)."""
+    return (host.dir / "sshd.log").read_text(errors="replace").count("Accepted publickey")
 
 
 def http(addr: str) -> bytes:
@@ -162,10 +177,23 @@ async def test_containers_screen_acts_and_moves(
         await pilot.press("v")
         await wait_for(lambda: plan_says("Pre-check passed"), 60, "the pre-check again")
         await wait_for(lambda: move.has_image.get(h2.name) is False, 30, "image: no")
+        sessions = {h.name: ssh_sessions(docker_pair, h) for h in docker_pair.hosts}
+        logged_in = {h.name: logins(h) for h in docker_pair.hosts}
         await pilot.press("enter")
         await wait_for(lambda: move.finished is not None, 180, "the move to end")
         outcome = str(move.query_one("#outcome", Static).render())
         assert move.finished == "moved", outcome
+        # The move's streams went over an SSH connection of its own to each host (one more
+        # login each, as `llmaos-tui move` makes), closed once it ended; the links stay.
+        assert {h.name: logins(h) - logged_in[h.name] for h in docker_pair.hosts} == {
+            h1.name: 1,
+            h2.name: 1,
+        }
+        await wait_for(
+            lambda: {h.name: ssh_sessions(docker_pair, h) for h in docker_pair.hosts} == sessions,
+            20, "the move's connections closed",
+        )  # fmt: skip
+        assert all(app.fleet.hosts[h.name].up for h in docker_pair.hosts)
         assert "moved web" in outcome
         assert all(bar.percentage == 1.0 for bar in move._bars.values())
         image_bar = move._bars["image"]
@@ -206,3 +234,51 @@ async def test_read_only_console_changes_no_container(
         await pilot.pause(1.0)
         assert isinstance(app.screen, ContainersScreen)  # no dialog opened
         assert state_of(d1, "web") == "running"
+
+
+async def test_a_move_checks_host_keys_as_its_link_does(
+    docker_pair: Testbed, engines: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """The move's own connection is verified as the link's is: once the target's key in
+    known_hosts is not the key it offers, the move is refused (the link, connected before,
+    stays up), nothing changes, and the connection the move opened to the source closes."""
+    d1, d2 = engines
+    h1, h2 = docker_pair.hosts
+    run_web(d1)
+    known = tmp_path / "known_hosts"
+    known.write_text(docker_pair.known_hosts.read_text())
+    app = app_for(docker_pair, tmp_path, known_hosts=known)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(
+            lambda: all(h.docker and h.sample for h in app.fleet.hosts.values()), 90, "hosts up"
+        )
+        await pilot.press("c")
+        screen = app.screen
+        assert isinstance(screen, ContainersScreen)
+        await select(pilot, screen, h1.name, "web")
+        await pilot.press("m")
+        move = app.screen
+        assert isinstance(move, MoveScreen)
+        await wait_for(lambda: move.plan_for == h2.name, 60, "the pre-check")
+        # Another key for the target in known_hosts, as after a man in the middle.
+        other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        lines = known.read_text().splitlines()
+        changed = [
+            f"{ln.split()[0]} {other.strip()}" if h2.addr in ln.split()[0].split(",") else ln
+            for ln in lines
+        ]
+        assert changed != lines
+        known.write_text("".join(f"{ln}\n" for ln in changed))
+        sessions = ssh_sessions(docker_pair, h1)
+        await pilot.press("enter")
+        await wait_for(lambda: move.finished is not None, 120, "the move to end")
+        outcome = str(move.query_one("#outcome", Static).render())
+        assert move.finished == "failed", outcome
+        assert "HOST KEY CHANGED" in outcome, outcome
+        assert state_of(d1, "web") == "running" and state_of(d2, "web") is None
+        await wait_for(
+            lambda: ssh_sessions(docker_pair, h1) == sessions, 20, "the source's connection closed"
+        )
+        assert app.fleet.hosts[h2.name].up  # the link's own connection was not touched
+    actions = [(e["action"], e["result"]) for e in AuditLog(tmp_path / "audit.jsonl").read()]
+    assert ("container.move", "ok") not in actions

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +36,18 @@ ENGINE_WAIT_S = 60.0
 
 
 EngineFor = Callable[[str], Awaitable["Engine"]]
+MoveEngines = Callable[[str, str], AbstractAsyncContextManager[tuple["Engine", "Engine"]]]
+"""A move's own engines (source, target), open for the ``async with`` block only."""
 
 
 class Moves:
     """Container moves for one console. ``engine_for(host)`` gives a host's engine on the
-    loop (an EnginePool's ``get``), ``close_engines`` lets them go at the end. ``journal``:
-    an open journal to use (tests, a caller that already has one), else the one at
-    ``journal_path`` (default: the console's state directory), opened on first use."""
+    loop (an EnginePool's ``get``), ``close_engines`` lets them go at the end.
+    ``move_engines``: where a move gets its engines when not from ``engine_for`` (the
+    console's :meth:`~llmaos_tui.ops.engine_pool.EnginePool.for_move`: connections of the
+    move's own, for its streams, closed when it ends). ``journal``: an open journal to
+    use (tests, a caller that already has one), else the one at ``journal_path``
+    (default: the console's state directory), opened on first use."""
 
     def __init__(
         self,
@@ -49,12 +55,14 @@ class Moves:
         audit: AuditLog,
         *,
         close_engines: Callable[[], Awaitable[None]] | None = None,
+        move_engines: MoveEngines | None = None,
         read_only: bool = False,
         journal: MoveJournal | None = None,
         journal_path: Path | None = None,
     ) -> None:
         self._engine_for = engine_for
         self._close_engines = close_engines
+        self._move_engines = move_engines
         self.audit = audit
         self.read_only = read_only
         self._journal = journal
@@ -107,14 +115,25 @@ class Moves:
         """Move ``container``: it ends moved and verified, or with the source running as
         before. Never raises: an engine or journal that cannot be had is a failed result
         (nothing was changed then). ``progress`` is called from the move's thread."""
-        from llmaos_tui.ops.container_move import MoveResult  # noqa: PLC0415 (optional SDK)
+        from llmaos_tui.ops.container_move import (  # noqa: PLC0415 (optional SDK)
+            MoveEngine,
+            MoveResult,
+        )
 
-        try:
-            mover = await self.mover(source, target)
+        async def run(mover: MoveEngine) -> MoveResult:
             return await asyncio.to_thread(
                 mover.move, container, commit=commit, keep_source=keep_source, live=live,
                 dry_run=dry_run, progress=progress,
             )  # fmt: skip
+
+        try:
+            if self._move_engines is None:
+                return await run(await self.mover(source, target))
+            journal = self.journal  # before any connection: nothing is moved without it
+            async with self._move_engines(source, target) as (src, dst):
+                return await run(
+                    MoveEngine(src, dst, journal, self.audit, read_only=self.read_only)
+                )
         except Exception as exc:  # noqa: BLE001 - every failure is a result, with its reason
             return MoveResult("failed", name or container, source, target, message=_why(exc))
 
