@@ -43,26 +43,57 @@ MAX_CONCURRENT_CONNECTS = 16
 per server); ours are spread over many servers, so 16 at once is safe for each."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+APPENDED = ("hosts", "replay")
+"""Options that add up: given before the subcommand and after it, both count."""
+
+
+def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """The fleet options, on the top parser (``top``) and on each subcommand's.
+
+    A subcommand's parser fills a namespace of its own that argparse then copies over the
+    top one's, so its defaults would erase what was given before the subcommand
+    (``llmaos-tui --no-local -H a snapshot``): there its defaults are SUPPRESS, and its
+    repeatable options go to ``sub_*`` names that :func:`parse_args` adds to the top's.
+    """
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    def dest(name: str) -> str:
+        return name if top else f"sub_{name}"
+
     p.add_argument(
         "-H",
         "--host",
         action="append",
-        default=[],
+        default=default([]),
         metavar="[USER@]HOST[:PORT]",
-        dest="hosts",
-        help="watch this host over SSH (ranges: gpu[1-8]); repeatable",
+        dest=dest("hosts"),
+        help="this host: a name from the hosts file (with its settings), or a host to reach "
+        "over SSH (ranges: gpu[1-8]); repeatable",
     )
     p.add_argument(
         "--hosts-file",
         type=Path,
+        default=default(None),
         help="hosts file (default: hosts.toml in the config directory, when present)",
     )
-    p.add_argument("--known-hosts", type=Path, help="known_hosts file (default ~/.ssh/known_hosts)")
-    p.add_argument("--no-local", action="store_true", help="leave this machine out of the fleet")
+    p.add_argument(
+        "--known-hosts",
+        type=Path,
+        default=default(None),
+        help="known_hosts file (default ~/.ssh/known_hosts)",
+    )
+    p.add_argument(
+        "--no-local",
+        action="store_true",
+        default=default(False),
+        help="leave this machine out of the fleet",
+    )
     p.add_argument(
         "--agent-wheels",
         type=Path,
+        default=default(None),
         metavar="DIR",
         help="psutil wheels for macOS/Windows hosts from DIR only, never the network "
         "(filled by `llmaos-tui agent-wheels`)",
@@ -70,10 +101,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--replay",
         action="append",
-        default=[],
+        default=default([]),
         metavar="[NAME=]FILE",
+        dest=dest("replay"),
         help="add a host played back from a recorded agent stream (demos)",
     )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, the fleet options counted wherever they stand."""
+    args = parser().parse_args(argv)
+    for name in APPENDED:
+        setattr(args, name, [*getattr(args, name), *vars(args).pop(f"sub_{name}", [])])
+    return args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -84,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--theme", help="theme name (llmaos-dark, llmaos-light, textual-dark, ...)")
     p.add_argument("--read-only", action="store_true", help="refuse every change")
-    _common(p)
+    _common(p, top=True)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     snap = sub.add_parser("snapshot", help="print one snapshot of the fleet and exit")
     snap.add_argument("--json", action="store_true", required=True, help="as JSON (required)")
@@ -155,12 +195,32 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_links(args: argparse.Namespace) -> list[Link]:
-    """The fleet the arguments name; raises InventoryError on a bad target or file."""
+FLEET, NAMED, LOCAL_ONLY = "fleet", "named", "local"
+"""What a command acts on: the fleet (this machine unless --no-local, the -H hosts, the
+hosts file's others), the -H hosts alone, or this machine alone."""
+
+
+def scope_of(args: argparse.Namespace) -> str:
+    """The console watches the fleet; a subcommand given -H acts on those hosts alone;
+    without -H the request commands act on this machine, the others on the fleet."""
+    if args.cmd is None:
+        return FLEET
+    if args.hosts:
+        return NAMED
+    return LOCAL_ONLY if args.cmd in REQUEST_COMMANDS else FLEET
+
+
+def build_links(args: argparse.Namespace, scope: str = FLEET) -> list[Link]:
+    """The hosts ``scope`` takes of what the arguments name (replays always); raises
+    InventoryError on a bad target or file."""
     links: list[Link] = []
-    if not args.no_local:
+    if scope != NAMED and not args.no_local:
         links.append(LocalLink())
-    specs = build_inventory(args.hosts, args.hosts_file, use_default_file=True)
+    specs = (
+        []
+        if scope == LOCAL_ONLY
+        else build_inventory(args.hosts, args.hosts_file, named_only=scope == NAMED)
+    )
     if specs:
         options = SshOptions()
         if args.known_hosts:
@@ -182,7 +242,7 @@ def build_links(args: argparse.Namespace) -> list[Link]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     if args.cmd == "move":  # its own hosts: the two it names, SSH or this machine
         from llmaos_tui.cli_containers import run_move  # noqa: PLC0415
 
@@ -190,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "agent-wheels":
         return run_agent_wheels(args)
     try:
-        links = build_links(args)
+        links = build_links(args, scope_of(args))
     except InventoryError as exc:
         print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
         return 2
@@ -202,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runner = _headless(args.cmd)
     if runner is not None:
-        if args.hosts:  # -H names the hosts; this machine only when nothing is named
-            links = [link for link in links if not isinstance(link, LocalLink)]
         return asyncio.run(runner(args, links))
     return run_app(args, links)
 

@@ -212,3 +212,81 @@ async def test_agent_wheels_directory_must_exist(tmp_path: Path) -> None:
         "snapshot", "--json", "-H", "h1", "--agent-wheels", str(tmp_path / "nope"), home=tmp_path
     )
     assert code == 2 and "no such directory" in err
+
+
+# --- which hosts a command goes to ------------------------------------------------------
+
+
+def links_of(tmp_path: Path, *argv: str) -> list[str]:
+    """The hosts ``llmaos-tui ARGV`` would act on, with a hosts file of two hosts."""
+    from llmaos_tui.cli import build_links, parse_args, scope_of
+
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[hosts.a]\nhost = "10.0.0.1"\nuser = "ops"\n[hosts.b]\nhost = "10.0.0.2"\n')
+    args = parse_args([*argv, "--hosts-file", str(hosts)])
+    return [link.name for link in build_links(args, scope_of(args))]
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        ([], ["local", "a", "b"]),  # the console: the whole fleet
+        (["-H", "a"], ["local", "a", "b"]),  # -H a is the file's a, not a second host
+        (["snapshot", "--json"], ["local", "a", "b"]),
+        (["requests"], ["local"]),  # no -H: this machine
+        (["cancel", "r1"], ["local"]),
+        (["requests", "-H", "b"], ["b"]),
+        (["--no-local", "-H", "a", "snapshot", "--json"], ["a"]),
+        (["-H", "a", "snapshot", "--json", "-H", "b"], ["a", "b"]),
+        (["-H", "a", "plan"], ["a"]),
+        (["--no-local", "containers"], ["a", "b"]),
+    ],
+)
+def test_the_hosts_a_command_goes_to(tmp_path: Path, argv: list[str], names: list[str]) -> None:
+    assert links_of(tmp_path, *argv) == names
+
+
+def test_minus_h_name_takes_the_files_settings(tmp_path: Path) -> None:
+    from llmaos_tui.cli import build_links, parse_args, scope_of
+    from llmaos_tui.fleet.ssh import SshLink
+
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[hosts.a]\nhost = "10.0.0.1"\nuser = "ops"\nport = 2201\n')
+    args = parse_args(["--hosts-file", str(hosts), "-H", "a", "requests"])
+    (link,) = build_links(args, scope_of(args))
+    assert isinstance(link, SshLink) and link.target == "ops@10.0.0.1:2201"
+
+
+def test_options_before_the_subcommand_count(tmp_path: Path) -> None:
+    from llmaos_tui.cli import parse_args
+
+    before = parse_args(["--no-local", "--known-hosts", "/k", "-H", "a", "snapshot", "--json"])
+    after = parse_args(["snapshot", "--json", "--no-local", "--known-hosts", "/k", "-H", "a"])
+    assert vars(before) == vars(after)
+    assert before.no_local and before.hosts == ["a"] and before.known_hosts == Path("/k")
+    both = parse_args(["-H", "a", "--replay", "x=f", "requests", "-H", "b", "--replay", "y=g"])
+    assert both.hosts == ["a", "b"] and both.replay == ["x=f", "y=g"]
+
+
+async def test_no_local_before_snapshot_leaves_this_machine_out(tmp_path: Path) -> None:
+    code, out, err = await llmaos_tui(
+        "--no-local", "--replay", f"rec={RECORDING}", "snapshot", "--json", home=tmp_path
+    )
+    assert code == 0, err
+    assert list(hosts_of(out)) == ["rec"]
+
+
+async def test_minus_h_picks_a_hosts_file_name(tmp_path: Path, server: SshServer) -> None:
+    """``-H box`` where hosts.toml says box is ``testbox`` with its Python: connects there
+    (without the file's settings "box" is no host at all)."""
+    home = ssh_home(tmp_path, server)
+    (home / ".config" / "llmaos-tui" / "hosts.toml").write_text(
+        f'[hosts.box]\nhost = "testbox"\npython = "{sys.executable}"\n'
+        '[hosts.other]\nhost = "10.255.255.1"\n'
+    )
+    code, out, err = await llmaos_tui("--no-local", "-H", "box", "snapshot", "--json", home=home)
+    assert code == 0, err
+    hosts = hosts_of(out)
+    assert list(hosts) == ["box"]  # the file's other host is not asked
+    assert hosts["box"]["status"] == "up", hosts["box"]["reason"]
+    assert hosts["box"]["target"] == "testbox"

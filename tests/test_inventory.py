@@ -473,13 +473,45 @@ def test_file_defaults_apply_to_targets(tmp_path: Path) -> None:
     assert build_inventory(["root@db2"], path)[0].user == "root"
 
 
-def test_duplicate_between_target_and_file(tmp_path: Path) -> None:
+def test_a_target_naming_a_file_host_picks_it(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    specs = build_inventory(["gpu[3-5]", "win1"], path)
+    hosts = by_name(specs)
+    assert [s.name for s in specs][:4] == ["gpu3", "gpu4", "gpu5", "win1"]
+    assert len(specs) == len(hosts) == 7  # the file's six and gpu5, each once
+    # gpu3 and win1 as the file has them; gpu5 is new, with [defaults] only
+    assert (hosts["gpu3"].group, hosts["gpu3"].jump, hosts["gpu3"].user) == (
+        "gpu",
+        "bastion",
+        "ops",
+    )
+    assert (hosts["win1"].host, hosts["win1"].user, hosts["win1"].os) == (
+        "10.0.0.9",
+        "admin",
+        "windows",
+    )
+    assert (hosts["gpu5"].group, hosts["gpu5"].jump, hosts["gpu5"].python) == ("", None, "python3")
+
+
+def test_a_user_on_the_command_line_replaces_the_files(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    (win1,) = build_inventory(["root@win1"], path, named_only=True)
+    assert (win1.host, win1.user, win1.os) == ("10.0.0.9", "root", "windows")
+
+
+def test_named_only_is_the_targets_alone(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    specs = build_inventory(["gpu2", "extra"], path, named_only=True)
+    assert [s.name for s in specs] == ["gpu2", "extra"]
+    assert specs[0].python == "/opt/py311/bin/python" and specs[1].python == "python3"
+    assert build_inventory([], path, named_only=True) == []
+
+
+def test_a_file_host_named_twice(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE)
     with pytest.raises(InventoryError) as err:
-        build_inventory(["gpu[3-5]"], path)
-    msg = str(err.value)
-    assert "'gpu3'" in msg and "-H 'gpu[3-5]'" in msg
-    assert str(path) in msg and "[groups.gpu]" in msg and "line 6" in msg
+        build_inventory(["gpu[1-2]", "gpu2"], path)
+    assert "two hosts named 'gpu2'" in str(err.value) and "-H 'gpu2'" in str(err.value)
 
 
 def test_duplicate_between_targets() -> None:

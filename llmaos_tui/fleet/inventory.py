@@ -38,8 +38,10 @@ alias); resolving it here would bypass its HostName, User, Port and ProxyJump.
 Unknown keys and wrong types are errors that name the file, the line where it can be
 found, the table and the key: a typo must not silently connect as the wrong user.
 Host names and users are restricted to characters that cannot reach a shell or become
-an ssh option. Display names are unique across ``-H`` and the file. The local machine
-is not part of the inventory; the CLI adds it unless ``--no-local``.
+an ssh option. A ``-H`` name that the file has picks the file's host (``-H gpu2``
+connects as the file says); display names are otherwise unique across ``-H`` and the
+file. The local machine is not part of the inventory; the CLI adds it unless
+``--no-local``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import itertools
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -332,13 +334,21 @@ def load_hosts_file(path: Path) -> list[HostSpec]:
 
 
 def build_inventory(
-    targets: Sequence[str], hosts_file: Path | None, *, use_default_file: bool = True
+    targets: Sequence[str],
+    hosts_file: Path | None,
+    *,
+    use_default_file: bool = True,
+    named_only: bool = False,
 ) -> list[HostSpec]:
-    """The ``-H`` targets, then the hosts file's hosts; names must be unique.
+    """The ``-H`` targets, then the hosts file's other hosts; names must be unique.
 
-    ``hosts_file`` names a file that must exist; without it the default file is read
-    when ``use_default_file`` and present. The file's ``[defaults]`` apply to the
-    ``-H`` targets too.
+    A target that names a host of the file picks that host, with its settings (a user
+    written in the target, ``-H root@gpu1``, replaces the file's); a range picks each
+    name the file has and makes a new host of the others. With ``named_only`` the
+    result is the targets' hosts alone (a subcommand's ``-H``), else the file's hosts
+    follow them. ``hosts_file`` names a file that must exist; without it the default
+    file is read when ``use_default_file`` and present. The file's ``[defaults]``
+    apply to the new hosts of ``-H`` too.
     """
     path = hosts_file
     if path is not None and not path.is_file():
@@ -346,14 +356,26 @@ def build_inventory(
     if path is None and use_default_file:
         path = default_hosts_path()
     defaults, file_entries = _read_hosts_file(path) if path is not None else ({}, [])
+    in_file = {spec.name: spec for spec, _source in file_entries}
+    picked: set[str] = set()
     entries: list[tuple[HostSpec, str]] = []
     for text in targets:
         try:
             specs = parse_target(text, **defaults)
+            written = _split_target(text).user
         except InventoryError as exc:
             raise InventoryError(f"-H {exc}") from None
-        entries += [(s, f"-H {text!r}") for s in specs]
-    return _unique(entries + file_entries)
+        for spec in specs:
+            known = in_file.get(spec.name) if spec.name not in picked else None
+            if known is not None:
+                picked.add(spec.name)
+            chosen = spec if known is None else known
+            if known is not None and written is not None:
+                chosen = replace(known, user=written)
+            entries.append((chosen, f"-H {text!r}"))
+    if not named_only:
+        entries += [(s, source) for s, source in file_entries if s.name not in picked]
+    return _unique(entries)
 
 
 def _unique(entries: list[tuple[HostSpec, str]]) -> list[HostSpec]:
