@@ -3,8 +3,9 @@
 - :mod:`.model`: processors, units, constraints, budget, moves and plans;
 - :mod:`.planner`: ``plan`` (the greedy, refined on small instances), the floor and
   the k-move lower bound;
-- :mod:`.greedy`: the greedy itself; :mod:`.state`: the working state both it and
-  :mod:`.exact` use (so that neither imports the other's internals);
+- :mod:`.greedy`: the greedy itself, with :mod:`.frontier` (each source's best move,
+  kept between steps); :mod:`.state`: the working state both it and :mod:`.exact`
+  use (so that neither imports the other's internals);
 - :mod:`.thresholds`: what a move must gain, derived from the instance;
 - :mod:`.exact`: an exact solver for small instances (tests, and refining small plans);
 - :mod:`.stability`: smoothing, trigger band, cool-down: the auto mode;

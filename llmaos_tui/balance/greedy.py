@@ -10,6 +10,9 @@ best; each step takes the move with the largest gain over all units, ties broken
 the larger drop of the variance of loads, then by the lower migration cost. When
 no single move gains, compound moves clear room for a large unit. It stops at the
 budget (moves, cost) or when no move gains the minimum (:mod:`.thresholds`).
+:mod:`.frontier` keeps each source's best move between steps and re-scores only
+what a move touched (the single moves); this module makes the moves and the
+compound ones.
 
 :mod:`.planner` refines small plans of this greedy; :mod:`.exact` starts from it.
 Pure: no I/O.
