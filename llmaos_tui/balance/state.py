@@ -22,8 +22,6 @@ from llmaos_tui.balance.model import Constraints, Move, Problem, Processor, Unit
 INF = math.inf
 # Memory cuts per tier chain (each tier is kept sorted at every move).
 _MEM_TIERS = 1
-# ... and a tier is kept only if it holds at most this share of the one it refines.
-_NARROWER = 1.0
 
 
 @dataclass
@@ -186,7 +184,7 @@ class State:
                     for ms in self.members
                 ]
                 n = sum(len(t) for t in tier)
-                if n < _NARROWER * size or (needs_gpu and m == 0.0):
+                if n < size or (needs_gpu and m == 0.0):
                     kept.append((m, len(self.tiers)))
                     self.tier_keys.append((g, m))
                     self.tiers.append(tier)
