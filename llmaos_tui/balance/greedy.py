@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from llmaos_tui.balance.frontier import Frontier
 from llmaos_tui.balance.model import Budget, Constraints, Level, Move, Plan, Processor, Slot, Unit
-from llmaos_tui.balance.state import INF, State, floor_of, make_move
+from llmaos_tui.balance.state import INF, State, built, floor_of, make_move
 from llmaos_tui.balance.thresholds import MinGain, plan_min_gain
 
 # How many large units and candidate rooms a stalled plan tries (the work is their product).
@@ -63,7 +63,10 @@ def start(
 ) -> tuple[State, tuple[Slot, ...], float, float]:
     """The state, the slots a plan keeps, beta before and the floor, before any move."""
     st = State.build(processors, units, constraints)
-    slots = tuple(Slot(p.id, p.domain, p.capacity, st.load[i]) for i, p in enumerate(st.procs))
+    slots = tuple(
+        built(Slot, id=p.id, domain=p.domain, capacity=p.capacity, load=st.load[i])
+        for i, p in enumerate(st.procs)
+    )
     return st, slots, st.beta(), floor_of(st)
 
 
