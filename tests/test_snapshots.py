@@ -35,7 +35,7 @@ from llmaos_tui.screens.move import (
 )
 from llmaos_tui.screens.plan import PlanScreen
 from llmaos_tui.screens.requests import RequestsScreen
-from tests.helpers import RECORDING, wait_for
+from tests.helpers import DATA, RECORDING, wait_for
 
 SIZE = (130, 40)
 THEMES = ["llmaos-dark", "llmaos-light"]
@@ -98,6 +98,39 @@ def test_fleet_heat_map(snap_compare: object, theme: str) -> None:
         assert pilot.app.screen.heatmap_shown
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)  # type: ignore[operator]
+
+
+# ------------------------------------------------- big hosts, small terminals
+
+BIG = [
+    (8, 0, (80, 24)),
+    (64, 8, (80, 24)),
+    (256, 8, (80, 24)),
+    (64, 8, (120, 40)),
+    (96, 2, (120, 40)),
+    (256, 0, (120, 40)),
+    (64, 8, (200, 60)),
+    (256, 8, (200, 60)),
+]
+"""A representative set of tests/data/big's recordings and sizes: every core form (full,
+compact, tiny, dense) and both GPU forms; tests/test_host_layout.py counts all 36."""
+
+
+@pytest.mark.parametrize(
+    ("cores", "gpus", "size"), BIG, ids=[f"{c}c-{g}g-{w}x{h}" for c, g, (w, h) in BIG]
+)
+def test_big_host_screen(
+    snap_compare: object, cores: int, gpus: int, size: tuple[int, int]
+) -> None:
+    name = f"host-{cores}c-{gpus}g"
+    app = LlmaosApp([ReplayLink(DATA / "big" / f"{name}.ndjson", name=name)],
+                    theme="llmaos-dark", cursor_blink=False)  # fmt: skip
+
+    async def before(pilot: Pilot[None]) -> None:
+        await _played(pilot)
+        assert isinstance(pilot.app.screen, HostScreen)
+
+    assert snap_compare(app, terminal_size=size, run_before=before)  # type: ignore[operator]
 
 
 # ------------------------------------------- containers, requests, move, plan

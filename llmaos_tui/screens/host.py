@@ -1,10 +1,19 @@
-"""One host: its cores, GPUs, memory, balance and processes (btop's view, htop's table)."""
+"""One host: its cores, GPUs, memory, balance and processes (btop's view, htop's table).
+
+The screen shares its height out as btop does (:func:`plan_layout`): the process table
+keeps about 40% of it; every core is drawn in the richest form that fits what is left
+(:func:`llmaos_tui.widgets.core_bars.fit`), the GPUs one line each unless there is room
+for their detail. Keys 1, 2 and 3 hide and show the cores, the GPUs and the processes.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import partial
 
 from msgspec import Struct
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -16,8 +25,9 @@ from llmaos_tui.fleet.state import HostState
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.plan import OpenPlan
+from llmaos_tui.widgets import gpu_panel
 from llmaos_tui.widgets.beta_panel import BetaPanel
-from llmaos_tui.widgets.core_bars import CoreBars
+from llmaos_tui.widgets.core_bars import CoreBars, Form, fit
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.gpu_panel import GpuPanel
 from llmaos_tui.widgets.host_header import HostHeader
@@ -26,6 +36,63 @@ from llmaos_tui.widgets.process_table import ProcessTable
 
 NICE_MIN, NICE_MAX = -20, 19
 SIGNALS = ["TERM", "KILL", "INT", "HUP", "QUIT", "STOP", "CONT", "USR1", "USR2"]
+
+
+PROCS_SHARE = 0.4
+"""The share of the screen's height the process table keeps."""
+WIDE_W, WIDE_H = 120, 30
+"""From this size on, memory and β sit in a column beside the cores."""
+SIDE_W = 48
+"""That column's width, with its border and padding."""
+PANELS = ("cores", "gpus", "procs")
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """Heights (in lines) of the host screen's panels for one size, and the forms."""
+
+    wide: bool
+    cores_rows: int
+    cores_form: Form
+    side_rows: int
+    gpu_rows: int
+    gpu_detail: bool
+    procs_min: int
+
+
+def plan_layout(
+    width: int,
+    height: int,
+    cores: int,
+    gpus: int,
+    shown: frozenset[str] = frozenset(PANELS),
+    chrome: int = 2,
+) -> HostLayout:
+    """Share ``height`` out: ``chrome`` lines (header, footer, an open filter), then the
+    process table's :data:`PROCS_SHARE`, then every core, the GPUs compact, and what is
+    left to richer core forms and the GPUs' detail. The cores come before the table: a
+    host too big for the rest takes lines from it rather than lose a core."""
+    wide = width >= WIDE_W and height >= WIDE_H and "cores" in shown
+    procs_min = max(4, math.ceil(PROCS_SHARE * height)) if "procs" in shown else 0
+    budget = max(0, height - chrome - procs_min)
+    side_rows = 5 if wide else 2
+    gpu_border = 1 if wide else 0
+    gpu_w = width - 2
+    if "gpus" in shown:
+        gpu_min = gpu_panel.rows(gpus, gpu_w, detail=False) + gpu_border
+        gpu_max = gpu_panel.rows(gpus, gpu_w, detail=True) + gpu_border
+    else:
+        gpu_min = gpu_max = 0
+    core_w = width - SIDE_W - 2 if wide else width - 2
+    core_budget = budget - gpu_min - (0 if wide else side_rows)
+    if "cores" in shown:
+        form, rows = fit(cores, core_w, max(1, core_budget))
+    else:
+        form, rows = "full", 0
+    top = max(rows, side_rows) if wide else rows + side_rows
+    detail = gpus > 0 and top + gpu_max <= budget
+    gpu_rows = (gpu_max if detail else gpu_min) - gpu_border if "gpus" in shown else 0
+    return HostLayout(wide, rows, form, side_rows, gpu_rows, detail, procs_min)
 
 
 def parse_cpulist(text: str, cores: int) -> list[int]:
@@ -60,14 +127,23 @@ class HostScreen(Screen[None]):
         Binding("f9,k", "signal", "Kill…", id="host.signal"),
         Binding("r", "requests", "Requests", id="host.requests"),
         Binding("b", "balance", "Balance", id="host.balance"),
+        Binding("1", "panel('cores')", "Cores", show=False, id="host.panel_cores"),
+        Binding("2", "panel('gpus')", "GPUs", show=False, id="host.panel_gpus"),
+        Binding("3", "panel('procs')", "Processes", show=False, id="host.panel_procs"),
     ]
     CHANGES = frozenset({"nice", "set_nice", "affinity", "signal"})
     DEFAULT_CSS = """
     HostScreen { layout: vertical; }
-    HostScreen #top { height: auto; max-height: 50%; }
+    HostScreen #top { height: auto; }
     HostScreen #cores { width: 1fr; padding: 0 1; }
     HostScreen #side { width: 48; height: auto; padding: 0 1; border-left: vkey $panel; }
     HostScreen #gpus { padding: 0 1; border-top: hkey $panel; }
+    HostScreen.-narrow #top { layout: vertical; }
+    HostScreen.-narrow #side { width: 1fr; border-left: none; }
+    HostScreen.-narrow #gpus { border-top: none; }
+    HostScreen.-no-cores #cores { display: none; }
+    HostScreen.-no-gpus #gpus { display: none; }
+    HostScreen.-no-procs #procs { display: none; }
     """
 
     def __init__(self, host: HostState, *, read_only: bool = False, cursor_blink: bool = True):
@@ -77,6 +153,9 @@ class HostScreen(Screen[None]):
         self.cursor_blink = cursor_blink
         self._procs_version = -1
         self._mounted = False
+        self.shown_panels: frozenset[str] = frozenset(PANELS)
+        self.layout_plan: HostLayout | None = None
+        self._layout_key: tuple[object, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield HostHeader(self.host, read_only=self.read_only)
@@ -96,6 +175,47 @@ class HostScreen(Screen[None]):
         self.refresh_host()
         self.query_one(ProcessTable).focus()
 
+    def on_resize(self, _event: events.Resize) -> None:
+        self._relayout()
+
+    def _relayout(self) -> None:
+        if not self._mounted:
+            return
+        s = self.host.sample
+        cores = len(s.cpu) if s is not None else self.host.cores
+        gpus = len(s.gpus) if s is not None else 0
+        bar = self.query_one(FilterBar)
+        chrome = 2 + (3 if bar.active else 0)
+        size = self.size
+        key = (size, cores, gpus, self.shown_panels, chrome)
+        if key == self._layout_key:
+            return
+        self._layout_key = key
+        plan = plan_layout(size.width, size.height, cores, gpus, self.shown_panels, chrome)
+        self.layout_plan = plan
+        self.set_class(not plan.wide, "-narrow")
+        for name in PANELS:
+            self.set_class(name not in self.shown_panels, f"-no-{name}")
+        bars = self.query_one(CoreBars)
+        bars.max_rows = max(1, plan.cores_rows)
+        bars.styles.height = max(1, plan.cores_rows)
+        for w in (self.query_one(MemoryPanel), self.query_one(BetaPanel)):
+            w.set_class(not plan.wide, "-compact")
+        panel = self.query_one(GpuPanel)
+        panel.set_detail(plan.gpu_detail)
+        panel.styles.height = max(1, plan.gpu_rows) + (1 if plan.wide else 0)
+
+    def action_panel(self, name: str) -> None:
+        """Hide or show one panel, as btop's number keys do; one always stays."""
+        shown = self.shown_panels ^ {name}
+        if not shown:
+            self.notify("one panel stays shown", severity="warning")
+            return
+        self.shown_panels = frozenset(shown)
+        self._relayout()
+        if name == "procs" and name in shown:
+            self.query_one(ProcessTable).focus()
+
     def on_unmount(self) -> None:
         self._mounted = False  # being torn down: its widgets may already be gone
 
@@ -106,6 +226,7 @@ class HostScreen(Screen[None]):
         if not self._mounted:  # pushed but not composed yet: on_mount draws it
             return
         h = self.host
+        self._relayout()
         self.query_one(HostHeader).update_host()
         s = h.sample
         cores = h.cores
@@ -235,6 +356,7 @@ class HostScreen(Screen[None]):
         bar = self.query_one(FilterBar)
         if bar.active:
             bar.clear_filter()
+            self._relayout()
             return
         self.dismiss()
 
@@ -243,9 +365,11 @@ class HostScreen(Screen[None]):
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
+        self._relayout()
 
     def on_filter_bar_filtered(self, event: FilterBar.Filtered) -> None:
         self.query_one(ProcessTable).set_filter(event.value)
 
     def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
+        self._relayout()
         self.query_one(ProcessTable).focus()

@@ -1,4 +1,5 @@
-"""The imbalance factors of one host, now and as a short history."""
+"""The imbalance factors of one host, now and as a short history: a line each, or both
+on one line with ``-compact``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class BetaPanel(Widget):
     COMPONENT_CLASSES = {"beta--label", "beta--value", "beta--spark"}
     DEFAULT_CSS = """
     BetaPanel { height: 2; }
+    BetaPanel.-compact { height: 1; }
     BetaPanel > .beta--label { color: $text-muted; }
     BetaPanel > .beta--value { color: $accent; text-style: bold; }
     BetaPanel > .beta--spark { color: $secondary; }
@@ -46,13 +48,15 @@ class BetaPanel(Widget):
         value = self.get_component_rich_style("beta--value")
         spark = self.get_component_rich_style("beta--spark")
         out = Text(no_wrap=True, overflow="crop")
+        compact = self.has_class("-compact")
+        part = self.size.width // 2 if compact else self.size.width
         for i, (name, b, n, hist) in enumerate(self.rows):
             if i:
-                out.append("\n")
+                out.append("  " if compact else "\n")
             top = beta_max(n) or 1.0
             out.append(f"{name} ", label)
             out.append(f"{fixed(b, 3):>5}", value)
             out.append(f" /{top:.2f} ", label)
-            width = max(0, self.size.width - 18)
+            width = max(0, part - 18 - (2 if compact else 0))
             out.append(sparkline(hist if n else [], width, top), spark)
         return out

@@ -1,13 +1,18 @@
-"""Every logical core's load as a bar, all drawn by one widget.
+"""Every logical core's load, all drawn by one widget, in the richest form that fits.
 
-One widget drawing every bar costs a fraction of one widget per bar
-(DESIGN.md, "The wire"); the bars wrap into as many columns as fit.
+One widget drawing every bar costs a fraction of one widget per bar (DESIGN.md, "The
+wire"). The bars wrap into as many columns as fit; where the height the screen gives
+is too small for that, the form gets denser, as btop's does: ``full`` (index, bar,
+percent), ``compact`` (a shorter bar and percent), ``tiny`` (index and bar) and, where
+even that cannot fit, ``dense``: one cell per core, a heat strip per row labelled with
+its index range. Every core is always drawn; :func:`fit` says how, for a size.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 from rich.text import Text
 from textual.geometry import Size
@@ -15,7 +20,52 @@ from textual.widget import Widget
 
 from llmaos_tui.widgets.text import bar, level_class
 
+Form = Literal["full", "compact", "tiny", "dense"]
+FORMS: tuple[Form, ...] = ("full", "compact", "tiny", "dense")
 CELL_MIN = 18
+"""The narrowest cell of the full form."""
+_LEVELS = "▁▂▃▄▅▆▇█"
+
+
+def _label_w(n: int) -> int:
+    return len(str(max(0, n - 1)))
+
+
+def _cell_min(form: Form, n: int) -> int:
+    w = _label_w(n)
+    if form == "full":
+        return max(CELL_MIN, w + 12)
+    if form == "compact":
+        return w + 2 + 3  # index, a bar of 2 or more, "45" right-aligned in 3
+    return w + 2  # tiny: index and a bar
+
+
+def _dense_per_row(n: int, width: int) -> int:
+    room = max(1, width - (2 * _label_w(n) + 2))
+    if room >= 8:
+        room -= room % 8  # whole octets: the ranges read as 0-63, 64-127, …
+    return max(1, min(n, room))
+
+
+def shape(n: int, width: int, form: Form) -> tuple[int, int]:
+    """(columns, rows) of ``n`` cores ``width`` wide in ``form`` (dense: cores a row)."""
+    n = max(1, n)
+    if form == "dense":
+        per_row = _dense_per_row(n, width)
+        return per_row, math.ceil(n / per_row)
+    cols = max(1, min(n, (width + 1) // (_cell_min(form, n) + 1)))
+    rows = math.ceil(n / cols)
+    return math.ceil(n / rows), rows
+
+
+def fit(n: int, width: int, max_rows: int) -> tuple[Form, int]:
+    """The richest form whose rows fit in ``max_rows``, and its rows; dense when none
+    does (more rows than asked rather than a core left out)."""
+    for form in FORMS:
+        rows = shape(n, width, form)[1]
+        if rows <= max_rows:
+            return form, rows
+    return "dense", shape(n, width, "dense")[1]
 
 
 class CoreBars(Widget):
@@ -38,6 +88,10 @@ class CoreBars(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.loads: list[float] = []
+        self.max_rows = 10_000
+        """The most rows the screen lets this have; the form is chosen to fit it."""
+        self.form: Form = "full"
+        """The form of the last frame drawn."""
 
     @property
     def bar_count(self) -> int:
@@ -51,12 +105,8 @@ class CoreBars(Widget):
         self.loads = new
         self.refresh(layout=relayout)
 
-    def _columns(self, width: int) -> int:
-        n = max(1, len(self.loads))
-        return max(1, min(n, (width + 1) // (CELL_MIN + 1)))
-
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return max(1, math.ceil(len(self.loads) / self._columns(width)))
+        return max(1, fit(len(self.loads), width, self.max_rows)[1])
 
     def render(self) -> Text:
         n = len(self.loads)
@@ -65,11 +115,20 @@ class CoreBars(Widget):
                 "waiting for the first sample…", self.get_component_rich_style("corebars--label")
             )
         width = self.size.width
-        cols = self._columns(width)
-        rows = math.ceil(n / cols)
+        form, _rows = fit(n, width, max(1, self.size.height))
+        self.form = form
+        if form == "dense":
+            return self._dense(width)
+        return self._bars(form, width)
+
+    def _bars(self, form: Form, width: int) -> Text:
+        n = len(self.loads)
+        cols, rows = shape(n, width, form)
         cell = (width - (cols - 1)) // cols
-        label_w = len(str(n - 1))
-        bar_w = max(1, cell - label_w - 6)
+        label_w = _label_w(n)
+        pct_w = {"full": 5, "compact": 3, "tiny": 0}[form]
+        gap = 1 if form == "full" else 0
+        bar_w = max(1, cell - label_w - gap - pct_w)
         label = self.get_component_rich_style("corebars--label")
         empty = self.get_component_rich_style("corebars--empty")
         out = Text(no_wrap=True, overflow="crop")
@@ -84,7 +143,27 @@ class CoreBars(Widget):
                     out.append(" ")
                 load = self.loads[i]
                 fill = self.get_component_rich_style(level_class(load, "corebars"))
-                out.append(f"{i:>{label_w}} ", label)
+                out.append(f"{i:>{label_w}}" + " " * gap, label)
                 out.append_text(bar(load, bar_w, fill, empty))
-                out.append(f"{load * 100:4.0f}%", fill)
+                if form == "full":
+                    out.append(f"{load * 100:4.0f}%", fill)
+                elif form == "compact":
+                    out.append(f"{round(load * 100):3d}", fill)
+        return out
+
+    def _dense(self, width: int) -> Text:
+        n = len(self.loads)
+        per_row, rows = shape(n, width, "dense")
+        w = _label_w(n)
+        label = self.get_component_rich_style("corebars--label")
+        out = Text(no_wrap=True, overflow="crop")
+        for r in range(rows):
+            if r:
+                out.append("\n")
+            lo, hi = r * per_row, min(n, (r + 1) * per_row) - 1
+            out.append(f"{lo:>{w}}-{hi:<{w}} ", label)
+            for i in range(lo, hi + 1):
+                load = min(max(self.loads[i], 0.0), 1.0)
+                cls = level_class(load, "corebars")
+                out.append(_LEVELS[min(7, int(load * 8))], self.get_component_rich_style(cls))
         return out

@@ -1,7 +1,13 @@
-"""Every NVIDIA GPU of one host: load, memory, temperature, power and its processes."""
+"""Every NVIDIA GPU of one host: load, memory, temperature, power and its processes.
+
+Two forms: ``detail`` (two lines a GPU: bars for load and memory, temperature, power,
+then its name and processes) where the screen gives the height, else ``compact`` (one
+line a GPU, packed into as many columns as fit). :func:`rows` says how tall each is.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from rich.text import Text
@@ -11,6 +17,21 @@ from textual.widget import Widget
 from llmaos_agent.protocol import GpuSample, Proc
 from llmaos_agent.safetext import clean
 from llmaos_tui.widgets.text import NA, bar, human_bytes, level_class
+
+COMPACT_MIN = 38
+"""The narrowest column of the compact form."""
+
+
+def columns(n: int, width: int) -> int:
+    """Columns of the compact form for ``n`` GPUs ``width`` wide."""
+    return max(1, min(max(1, n), (width + 2) // (COMPACT_MIN + 2)))
+
+
+def rows(n: int, width: int, detail: bool) -> int:
+    """Lines the panel needs for ``n`` GPUs (one line says there are none)."""
+    if n == 0:
+        return 1
+    return 2 * n if detail else math.ceil(n / columns(n, width))
 
 
 class GpuPanel(Widget):
@@ -37,6 +58,8 @@ class GpuPanel(Widget):
         self.gpus: list[GpuSample] = []
         self.reason: str | None = None
         self.names: dict[int, str] = {}
+        self.detail = True
+        """Two lines a GPU (the screen turns it off where there is no room)."""
 
     def update_gpus(
         self, gpus: Sequence[GpuSample], reason: str | None, procs: Mapping[int, Proc]
@@ -50,47 +73,97 @@ class GpuPanel(Widget):
         self.gpus, self.reason, self.names = new, reason, names
         self.refresh(layout=relayout)
 
+    def set_detail(self, detail: bool) -> None:
+        if detail != self.detail:
+            self.detail = detail
+            self.refresh(layout=True)
+
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return max(1, 2 * len(self.gpus))
+        return rows(len(self.gpus), width, self.detail)
 
     def render(self) -> Text:
         label = self.get_component_rich_style("gpu--label")
-        empty = self.get_component_rich_style("gpu--empty")
         out = Text(no_wrap=True, overflow="crop")
         if not self.gpus:
             out.append("GPUs ", label)
             out.append(f"none ({clean(self.reason)})" if self.reason else "none")
             return out
         width = self.size.width
-        for i, g in enumerate(self.gpus):
-            if i:
+        if self.detail and self.size.height >= 2 * len(self.gpus):
+            for i, g in enumerate(self.gpus):
+                if i:
+                    out.append("\n")
+                out.append_text(self._detail(g, width))
+            return out
+        cols = columns(len(self.gpus), width)
+        per_col = math.ceil(len(self.gpus) / cols)
+        cell = (width - 2 * (cols - 1)) // cols
+        for r in range(per_col):
+            if r:
                 out.append("\n")
-            out.append(f"GPU{g.index} ", label)
-            if g.error:
-                err = clean(f"{g.name}: {g.error}")  # the driver's and NVML's text
-                out.append(err, self.get_component_rich_style("gpu--error"))
-                out.append("\n")
-                continue
-            mem_frac = g.mem_used / g.mem_total if g.mem_used is not None and g.mem_total else None
-            util_fill = self.get_component_rich_style(level_class(g.util, "gpu"))
-            mem_fill = self.get_component_rich_style(level_class(mem_frac, "gpu"))
-            temp = f"{g.temp_c}°C" if g.temp_c is not None else NA
-            power = f"{g.power_w:.0f}W" if g.power_w is not None else NA
-            if g.power_limit_w is not None:
-                power += f"/{g.power_limit_w:.0f}W"
-            util = f"{g.util * 100:3.0f}%" if g.util is not None else " n/a"
-            mem = f"{human_bytes(g.mem_used)}/{human_bytes(g.mem_total)}"
-            tail = f"  {temp}  {power}"
-            bar_w = max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2)
-            out.append_text(bar(g.util, bar_w, util_fill, empty))
-            out.append(util, util_fill)
-            out.append("  mem ", label)
-            out.append_text(bar(mem_frac, bar_w, mem_fill, empty))
-            out.append(f" {mem}{tail}")
-            out.append("\n     ", label)
-            out.append(clean(g.name)[:30], label)
-            procs = ", ".join(
-                f"{p.pid} {self.names.get(p.pid, '?')} {human_bytes(p.used_mem)}" for p in g.procs
-            )
-            out.append(f"  {procs or 'no processes'}")
+            for c in range(cols):
+                i = c * per_col + r
+                if i >= len(self.gpus):
+                    break
+                if c:
+                    out.append("  ")
+                line = self._compact(self.gpus[i], cell)
+                line.truncate(cell, pad=True)
+                out.append_text(line)
+        return out
+
+    def _figures(self, g: GpuSample) -> tuple[float | None, str, str, str, str]:
+        mem_frac = g.mem_used / g.mem_total if g.mem_used is not None and g.mem_total else None
+        temp = f"{g.temp_c}°C" if g.temp_c is not None else NA
+        power = f"{g.power_w:.0f}W" if g.power_w is not None else NA
+        util = f"{g.util * 100:3.0f}%" if g.util is not None else " n/a"
+        mem = f"{human_bytes(g.mem_used)}/{human_bytes(g.mem_total)}"
+        return mem_frac, temp, power, util, mem
+
+    def _compact(self, g: GpuSample, width: int) -> Text:
+        label = self.get_component_rich_style("gpu--label")
+        out = Text(no_wrap=True, overflow="crop")
+        out.append(f"GPU{g.index:<2}", label)
+        if g.error:
+            out.append(clean(f" {g.name}: {g.error}"), self.get_component_rich_style("gpu--error"))
+            return out
+        mem_frac, temp, power, util, mem = self._figures(g)
+        util_fill = self.get_component_rich_style(level_class(g.util, "gpu"))
+        mem_fill = self.get_component_rich_style(level_class(mem_frac, "gpu"))
+        tail = f" {mem} {temp} {power}"
+        bar_w = max(3, width - 5 - 4 - len(tail))
+        out.append_text(bar(g.util, bar_w, util_fill, self.get_component_rich_style("gpu--empty")))
+        out.append(util, util_fill)
+        out.append(f" {mem}", mem_fill)
+        out.append(f" {temp} {power}")
+        return out
+
+    def _detail(self, g: GpuSample, width: int) -> Text:
+        label = self.get_component_rich_style("gpu--label")
+        empty = self.get_component_rich_style("gpu--empty")
+        out = Text(no_wrap=True, overflow="crop")
+        out.append(f"GPU{g.index} ", label)
+        if g.error:
+            err = clean(f"{g.name}: {g.error}")  # the driver's and NVML's text
+            out.append(err, self.get_component_rich_style("gpu--error"))
+            out.append("\n")
+            return out
+        mem_frac, temp, power, util, mem = self._figures(g)
+        util_fill = self.get_component_rich_style(level_class(g.util, "gpu"))
+        mem_fill = self.get_component_rich_style(level_class(mem_frac, "gpu"))
+        if g.power_limit_w is not None:
+            power += f"/{g.power_limit_w:.0f}W"
+        tail = f"  {temp}  {power}"
+        bar_w = max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2)
+        out.append_text(bar(g.util, bar_w, util_fill, empty))
+        out.append(util, util_fill)
+        out.append("  mem ", label)
+        out.append_text(bar(mem_frac, bar_w, mem_fill, empty))
+        out.append(f" {mem}{tail}")
+        out.append("\n     ", label)
+        out.append(clean(g.name)[:30], label)
+        procs = ", ".join(
+            f"{p.pid} {self.names.get(p.pid, '?')} {human_bytes(p.used_mem)}" for p in g.procs
+        )
+        out.append(f"  {procs or 'no processes'}")
         return out

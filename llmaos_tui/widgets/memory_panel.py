@@ -1,4 +1,4 @@
-"""Memory, swap and load average of one host."""
+"""Memory, swap and load average of one host: three lines, or one with ``-compact``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class MemoryPanel(Widget):
     }
     DEFAULT_CSS = """
     MemoryPanel { height: 3; }
+    MemoryPanel.-compact { height: 1; }
     MemoryPanel > .memory--label { color: $text-muted; }
     MemoryPanel > .memory--low { color: $success; }
     MemoryPanel > .memory--mid { color: $warning; }
@@ -47,16 +48,26 @@ class MemoryPanel(Widget):
             ("Mem ", m.used if m else None, m.total if m else None),
             ("Swap", m.swap_used if m else None, m.swap_total if m else None),
         ]
-        for name, used, total in rows:
+        compact = self.has_class("-compact")
+        bar_ws = [0, 0]
+        if compact:  # one line: the bars share what the figures leave
+            figs = [f" {human_bytes(u)}/{human_bytes(t)}" for _n, u, t in rows]
+            fixed = sum(5 + len(f) + 2 for f in figs) + 13 + len(self._load_text())
+            rest = width - fixed - len(str(self.tasks))
+            bar_ws = [max(3, rest * 2 // 3), max(3, rest - rest * 2 // 3)]
+        for i, (name, used, total) in enumerate(rows):
             frac = used / total if used is not None and total else None
             figures = f" {human_bytes(used)}/{human_bytes(total)}"
             fill = self.get_component_rich_style(level_class(frac, "memory"))
             out.append(name + " ", label)
-            out.append_text(bar(frac, max(1, width - 5 - len(figures)), fill, empty))
-            out.append(figures + "\n")
-        load = " ".join(f"{x:.2f}" for x in self.load) if self.load else "n/a"
+            bar_w = bar_ws[i] if compact else max(1, width - 5 - len(figures))
+            out.append_text(bar(frac, bar_w, fill, empty))
+            out.append(figures + ("  " if compact else "\n"))
         out.append("Load ", label)
-        out.append(load)
+        out.append(self._load_text())
         out.append("  Tasks ", label)
         out.append(str(self.tasks))
         return out
+
+    def _load_text(self) -> str:
+        return " ".join(f"{x:.2f}" for x in self.load) if self.load else "n/a"

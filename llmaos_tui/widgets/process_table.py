@@ -2,7 +2,8 @@
 
 Only rows and cells that changed are touched on an update (clear-and-refill
 doubles the cost of a large table); the cursor stays on its process across
-re-sorts, as in htop.
+re-sorts, as in htop. Where the table is narrow, the optional columns (MEM%, GPU MEM,
+CORE, AFFINITY) leave, the least useful first, so COMMAND keeps its room.
 """
 
 from __future__ import annotations
@@ -86,6 +87,25 @@ COLUMNS: tuple[Column, ...] = (
     Column("name", "COMMAND", None, lambda p, _t, _a: _l(p.cmd), lambda p: p.cmd, False),
 )
 BY_KEY = {c.key: c for c in COLUMNS}
+OPTIONAL = ("memp", "gpu", "core", "aff")
+"""Columns that leave a narrow table, the first to leave last here."""
+COMMAND_MIN = 30
+"""The room COMMAND keeps before an optional column is shown."""
+
+
+def columns_for(width: int) -> tuple[Column, ...]:
+    """The columns a table ``width`` wide shows: every required one, then the optional
+    ones in order while COMMAND keeps :data:`COMMAND_MIN` (each cell has 2 of padding)."""
+    keep = {c.key for c in COLUMNS if c.key not in OPTIONAL}
+    used = sum((c.width or 0) + 2 for c in COLUMNS if c.key in keep and c.width)
+    for key in OPTIONAL:
+        w = (BY_KEY[key].width or 0) + 2
+        if used + w + COMMAND_MIN + 2 <= width:
+            keep.add(key)
+            used += w
+    return tuple(c for c in COLUMNS if c.key in keep)
+
+
 DESC_FIRST = frozenset({"cpu", "mem", "memp", "gpu"})
 """Columns whose first sort puts the biggest on top, as htop's P and M do."""
 
@@ -120,10 +140,36 @@ class ProcessTable(SafeTable):
         self.all_cores = ""
         self._procs: dict[int, Proc] = {}
         self._shown: dict[int, Proc] = {}
+        self.shown_columns: tuple[Column, ...] = ()
+        self._cmd_w = 0
 
     def on_mount(self) -> None:
-        for c in COLUMNS:
-            self.add_column(self._label(c), key=c.key, width=c.width)
+        self._fit_columns()
+
+    def on_resize(self) -> None:
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        # COMMAND takes the rest of the width (less the vertical scrollbar): a column as
+        # wide as the longest command line would add a horizontal scrollbar, a row less.
+        width = (self.size.width or 200) - 2
+        cols = columns_for(width)
+        used = sum((c.width or 0) + 2 for c in cols if c.width)
+        cmd_w = max(8, width - used - 2)
+        if (cols, cmd_w) != (self.shown_columns, self._cmd_w):
+            self._set_columns(cols, cmd_w)
+
+    def _set_columns(self, cols: tuple[Column, ...], cmd_w: int) -> None:
+        selected = self._selected_pid()
+        self.clear(columns=True)
+        self._shown = {}
+        self.shown_columns, self._cmd_w = cols, cmd_w
+        for c in cols:
+            self.add_column(self._label(c), key=c.key, width=c.width or cmd_w)
+        if self._procs:
+            self._sync()
+            if selected is not None and selected in self._shown:
+                self.move_cursor(row=self.get_row_index(str(selected)), animate=False)
 
     def _label(self, c: Column) -> Text:
         arrow = ("▼" if self.reverse else "▲") if c.key == self.sort_key else ""
@@ -160,14 +206,14 @@ class ProcessTable(SafeTable):
             if old is None:
                 self.add_row(*self._cells(p), key=str(pid))
             elif old != p:
-                for c in COLUMNS:
+                for c in self.shown_columns:
                     if c.sort(old) != c.sort(p) or c.key == "memp":
                         self.update_cell(str(pid), c.key, c.cell(p, self.mem_total, self.all_cores))
             self._shown[pid] = p
         self._resort(selected)
 
     def _cells(self, p: Proc) -> list[Any]:
-        return [c.cell(p, self.mem_total, self.all_cores) for c in COLUMNS]
+        return [c.cell(p, self.mem_total, self.all_cores) for c in self.shown_columns]
 
     @property
     def selected(self) -> Proc | None:
@@ -200,7 +246,7 @@ class ProcessTable(SafeTable):
             # The same column again flips the order; a new one starts with the big values.
             reverse = not self.reverse if key == self.sort_key else key in DESC_FIRST
         self.sort_key, self.reverse = key, reverse
-        for c in COLUMNS:
+        for c in self.shown_columns:
             self.columns[c.key].label = self._label(c)  # type: ignore[index]
         self._resort(self._selected_pid())
         self.refresh()
@@ -218,8 +264,9 @@ class ProcessTable(SafeTable):
         self._step(-1)
 
     def _step(self, d: int) -> None:
-        keys = [c.key for c in COLUMNS]
-        nxt = keys[(keys.index(self.sort_key) + d) % len(keys)]
+        keys = [c.key for c in self.shown_columns] or [c.key for c in COLUMNS]
+        at = keys.index(self.sort_key) if self.sort_key in keys else -1
+        nxt = keys[(at + d) % len(keys)]
         self.sort_by(nxt, reverse=nxt in DESC_FIRST)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
