@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmaos_agent import __version__
 from llmaos_agent.paths import UnsafeDirectory, UnsafeFile, default_paths
@@ -33,29 +33,31 @@ def clean(text: str) -> str:
 
 
 def _interval(text: str) -> float:
-    import argparse
-
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!a}") from None
+        raise _bad(f"not a number of seconds: {text!a}") from None
     if not 0.05 <= v <= 3600:  # false for nan as well as for inf and 1e400
-        raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
+        raise _bad("must be between 0.05 and 3600 seconds")
     return v
+
+
+def _bad(message: str) -> Exception:
+    import argparse  # only on the way to an error: _plain_daemon runs without it
+
+    return argparse.ArgumentTypeError(message)
 
 
 MAX_SLOTS = 1024
 
 
 def _slots(text: str) -> int:
-    import argparse
-
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!a}") from None
+        raise _bad(f"not a whole number: {text!a}") from None
     if not 1 <= v <= MAX_SLOTS:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SLOTS}")
+        raise _bad(f"must be between 1 and {MAX_SLOTS}")
     return v
 
 
@@ -109,6 +111,43 @@ def _plain_attach(argv: list[str]) -> tuple[bool, bool] | None:
     return "--no-start" in argv, "--read-only" in argv
 
 
+_DAEMON_DEFAULTS: dict[str, float | int | bool] = {
+    "interval": 1.0, "proc_interval": 2.0, "slots_per_core": 1, "aging": 60.0,
+    "cancel_grace": 10.0, "read_only": False,
+}  # fmt: skip
+
+
+def _plain_daemon(argv: list[str]) -> Any | None:
+    """The ``daemon`` flags read without argparse, for the reason :func:`_plain_attach`
+    gives (the daemon lives as long; argparse and shutil cost it about 1.5 MB), when each
+    is well formed (``--flag VALUE`` or ``--flag=VALUE``, values in range); anything else
+    goes to the parser, which says what is wrong. Same defaults as :func:`parser`."""
+    if not argv or argv[0] != "daemon":
+        return None
+    got = dict(_DAEMON_DEFAULTS)
+    rest = list(argv[1:])
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--read-only":
+            got["read_only"] = True
+            continue
+        flag, eq, text = flag.partition("=")
+        key = flag[2:].replace("-", "_")
+        if not flag.startswith("--") or key not in got or key == "read_only":
+            return None
+        if not eq:
+            if not rest:
+                return None
+            text = rest.pop(0)
+        try:
+            got[key] = _slots(text) if key == "slots_per_core" else _interval(text)
+        except Exception:  # noqa: BLE001 - a bad value: argparse words the error
+            return None
+    from types import SimpleNamespace
+
+    return SimpleNamespace(cmd="daemon", **got)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -116,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if plain is not None:
             return _attach(*plain)
-        args = parser().parse_args(argv)
+        args = _plain_daemon(argv) or parser().parse_args(argv)
         if args.cmd == "daemon":
             return _daemon(args)
         if args.cmd == "attach":

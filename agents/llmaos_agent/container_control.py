@@ -16,7 +16,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from llmaos_agent.collect.containers import UnixHTTPConnection
+from llmaos_agent.collect.containers import unix_http_connection
 from llmaos_agent.protocol import MAX_LOG_BYTES
 
 TIMEOUT = 10.0
@@ -40,7 +40,7 @@ class EngineControl:
     def _request(self, method: str, url: str, *, timeout: float | None = None) -> tuple[int, bytes]:
         if sys.platform == "win32":  # pragma: no cover - a named pipe there, not yet done
             raise Refused("container actions on Windows are not supported yet")
-        conn = UnixHTTPConnection(self.socket_path, timeout or self.timeout)
+        conn = unix_http_connection(self.socket_path, timeout or self.timeout)
         try:
             conn.request(method, url, headers={"Host": "docker"})
             r = conn.getresponse()

@@ -14,7 +14,6 @@ than the second start finding nothing and beginning afresh.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -79,6 +78,8 @@ def keep_aside(path: Path) -> Path | None:
     if aside.exists():
         return aside
     try:
+        import shutil  # noqa: PLC0415 - shutil imports bz2 and lzma; only for a bad DB
+
         shutil.copy2(path, aside, follow_symlinks=False)
         os.chmod(aside, 0o600)
     except OSError:

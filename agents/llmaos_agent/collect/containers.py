@@ -21,7 +21,7 @@ is used when importable, else a small HTTP client on the engine's Unix socket (s
 from __future__ import annotations
 
 import contextlib
-import http.client
+import functools
 import json
 import os
 import re
@@ -29,9 +29,12 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import http.client
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT = 5.0
@@ -103,24 +106,37 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP to the engine over its Unix socket (the stdlib has no such connection)."""
+def unix_http_connection(path: str, timeout: float) -> http.client.HTTPConnection:
+    """HTTP to the engine over its Unix socket (the stdlib has no such connection).
 
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+    http.client (with the email package it parses headers with, about 1.5 MB) is imported
+    on the first call: a host without an engine socket never loads it."""
+    return _unix_http_class()(path, timeout)
 
-    def connect(self) -> None:
-        if sys.platform == "win32":  # the engine listens on a named pipe there
-            raise OSError("Docker on Windows needs the docker SDK (a named pipe, not a socket)")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
+
+@functools.cache
+def _unix_http_class() -> Callable[[str, float], http.client.HTTPConnection]:
+    import http.client  # noqa: PLC0415 - see unix_http_connection
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def __init__(self, path: str, timeout: float) -> None:
+            super().__init__("localhost")
+            self.timeout = timeout
+            self._path = path
+
+        def connect(self) -> None:
+            if sys.platform == "win32":  # the engine listens on a named pipe there
+                raise OSError("Docker on Windows needs the docker SDK (a named pipe, not a socket)")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self._path)
+            except OSError:
+                s.close()
+                raise
+            self.sock = s
+
+    return UnixHTTPConnection
 
 
 class StdlibBackend:
@@ -131,7 +147,7 @@ class StdlibBackend:
         self.timeout = timeout
 
     def _get(self, url: str) -> Any:
-        conn = UnixHTTPConnection(self.path, self.timeout)
+        conn = unix_http_connection(self.path, self.timeout)
         try:
             conn.request("GET", url, headers={"Host": "docker"})
             r = conn.getresponse()

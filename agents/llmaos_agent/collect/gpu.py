@@ -11,9 +11,9 @@ device, never the sample.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -50,12 +50,38 @@ def load_nvml() -> ModuleType | str:
 
 def nvml_library_missing(name: str = NVML_LIBRARY) -> str | None:
     """None when the NVML library loads, else why not. Loading it is what pynvml does
-    next anyway (the same handle, so it costs nothing more); failing costs nothing."""
+    next anyway (the same handle, so it costs nothing more); failing costs nothing.
+
+    On Linux a library that is in no place the loader looks (its cache, LD_LIBRARY_PATH,
+    the default directories) is missing without loading ctypes (0.4 MB the daemon would
+    keep for nothing on a host without a GPU)."""
+    if sys.platform.startswith("linux") and not _may_load(name):
+        return f"{name}: cannot open shared object file: No such file or directory"
+    import ctypes  # noqa: PLC0415 - see above
+
     try:
         ctypes.CDLL(name)
     except OSError as exc:
         return str(exc) or name
     return None
+
+
+_LD_DEFAULT = ("/lib", "/usr/lib", "/lib64", "/usr/lib64")
+
+
+def _may_load(name: str) -> bool:
+    """Whether the dynamic loader could find ``name``: in its cache, or as a file in
+    LD_LIBRARY_PATH or the default directories; True when unsure (a path, no cache)."""
+    if "/" in name:
+        return True
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    if any(os.path.exists(os.path.join(d, name)) for d in (*dirs, *_LD_DEFAULT)):
+        return True
+    try:
+        with open("/etc/ld.so.cache", "rb") as f:
+            return name.encode() in f.read()
+    except OSError:
+        return True
 
 
 class GpuCollector:

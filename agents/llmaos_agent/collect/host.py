@@ -7,7 +7,6 @@ elsewhere); what process control can do on each platform is
 
 from __future__ import annotations
 
-import ctypes
 import getpass
 import os
 import platform
@@ -46,6 +45,8 @@ def _user() -> str:
 def is_root() -> bool:
     if sys.platform == "win32":
         try:  # an elevated token
+            import ctypes  # noqa: PLC0415 - Windows only; 0.4 MB elsewhere for nothing
+
             return bool(ctypes.windll.shell32.IsUserAnAdmin())
         except (AttributeError, OSError):
             return False

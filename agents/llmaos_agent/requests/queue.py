@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -301,6 +300,8 @@ class RequestQueue:
         d = self._dir(rid)
         with self.store.tx():
             self.store.delete(rid)
+        import shutil  # noqa: PLC0415 - shutil imports bz2 and lzma; only here, rarely
+
         shutil.rmtree(d, ignore_errors=True)
         self._gone.append(rid)
         self._changed.pop(rid, None)
