@@ -290,14 +290,13 @@ def _headless(cmd: str | None) -> Runner | None:
 def run_app(args: argparse.Namespace, links: list[Link]) -> int:
     # Textual is imported only to run the UI (headless commands must not pay for it).
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
-    from llmaos_tui.theming import ConfigError, load_keymap  # noqa: PLC0415
+    from llmaos_tui.screens.keys import load_keys  # noqa: PLC0415
 
-    try:
-        keymap = load_keymap()
-    except ConfigError as exc:
-        print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
-        return 2
-    app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keymap)
+    keys = load_keys()
+    app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keys.keymap)
+    for problem in keys.problems:  # on the terminal after the console, and in it at start
+        print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)
+    app.config_errors += [clean(p) for p in keys.problems]
     quiet_collector()
     app.run()
     return 0
