@@ -25,8 +25,9 @@ alternating order:
   subprocess with a HOME whose hosts file names the two hosts (wall time of the command,
   start-up included), and the console (``LlmaosApp.run_test``, SSH links to both agents)
   with its move dialog opened on the container, timed from Enter to the dialog's outcome
-  (the dialog's pre-check has opened the engines by then: the time to the pre-check is
-  its own figure). Both go through ``ops.moves.Moves``: one path, so one speed.
+  (the pre-check, on the links' forwards, is its own figure; the move's own SSH
+  connections, opened after Enter, are in the time). Both go through ``ops.moves.Moves``
+  and stream over connections of the move's own: one path, so one speed.
 
 Between runs host2 is emptied and host1's container and volume are made again (not timed).
 Figures: the median of the runs, each run's in the JSON.

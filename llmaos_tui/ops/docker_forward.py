@@ -48,6 +48,18 @@ BULK_CIPHERS = [
     "aes128-ctr",
     "aes256-ctr",
 ]
+# Each SSH packet costs Python work on the loop (a decrypt, a channel write): the source
+# may send up to 256 KiB a packet instead of asyncssh's 32 KiB, a few times fewer of them
+# for the same bytes (the image stream alone: about 15% less time here). The receive
+# window stays asyncssh's (2 MiB), so a stalled move holds no more than before.
+BULK_MAX_PACKET = 256 * 1024
+
+
+def bulk_options() -> dict[str, Any]:
+    """asyncssh options for a connection that carries a move's streams."""
+    return {"encryption_algs": BULK_CIPHERS, "max_pktsize": BULK_MAX_PACKET}
+
+
 PROBE_TIMEOUT = 5.0
 CRIU_TIMEOUT = 20.0
 CALL_TIMEOUT = 120.0  # docker-py's per-socket-operation timeout: image loads take a while
@@ -330,7 +342,7 @@ def open_engine(
     thread.start()
 
     async def start() -> Engine:
-        conn = await connect(spec, options, encryption_algs=BULK_CIPHERS)
+        conn = await connect(spec, options, **bulk_options())
         try:
             return await forward_engine(conn, spec.name, socket_path=socket_path, owns_conn=True)
         except BaseException:

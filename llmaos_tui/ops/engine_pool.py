@@ -11,9 +11,9 @@ A move's bulk streams (the image, the volumes' data) do not go over the link's c
 :meth:`EnginePool.for_move` opens a connection of its own to each host for the move, as
 the ``move`` command does (verified exactly as the link verifies its own: the link's
 spec, options and trust dialog, through :func:`~llmaos_tui.fleet.ssh.connect`), with
-AES-GCM (``docker_forward.BULK_CIPHERS``), and closes them when the move ends however it
-ends. Measured (docs/BENCHMARKS.md, container move): the image stream over the link's
-connection with its default cipher took ~1.4x as long as over a connection of its own.
+AES-GCM and larger packets (``docker_forward.bulk_options``), and closes them when the
+move ends however it ends. Measured (docs/BENCHMARKS.md, container move): the image
+stream over the link's connection, default cipher, took ~1.4x as long.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class EnginePool:
         closes it. A host that is not up now is refused as :meth:`get` refuses it."""
         from llmaos_agent.collect.containers import default_socket  # noqa: PLC0415
         from llmaos_tui.ops.docker_forward import (  # noqa: PLC0415 (optional SDK)
-            BULK_CIPHERS,
             EngineUnavailable,
+            bulk_options,
             forward_engine,
             local_engine,
         )
@@ -107,9 +107,7 @@ class EnginePool:
                 st = self._state_for(host)
                 now = f" (it is {st.status.value})" if st is not None else ""
                 raise EngineUnavailable(f"{host} has no SSH connection now{now}")
-            conn = await connect(
-                link.spec, link.options, ask=link.ask, encryption_algs=BULK_CIPHERS
-            )
+            conn = await connect(link.spec, link.options, ask=link.ask, **bulk_options())
             try:
                 eng = await forward_engine(conn, host, owns_conn=True)
             except BaseException:
