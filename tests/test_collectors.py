@@ -384,6 +384,51 @@ def test_fast_path_drops_a_process_that_exits_between_passes() -> None:
 
 
 @linux_only
+def test_fast_path_shows_an_idle_process_that_grew_at_the_next_pass() -> None:
+    """Rows of processes whose stat line did not move are kept without a statm read; one
+    that allocated between two passes (page faults move the stat line) shows its new RSS."""
+    grow = (
+        "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+        "block = bytearray(64 << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", grow], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        fast = ProcessCollector(fast=True)
+        fast.snapshot()
+        small = fast.snapshot()[child.pid].rss  # a pass with its stat line unchanged
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == b"ready\n"
+        big = fast.snapshot()[child.pid].rss
+        theirs = psutil.Process(child.pid).memory_info().rss
+    finally:
+        stop(child)
+    assert big - small >= 60 << 20, (small, big)
+    assert abs(big - theirs) < 4 << 20, (big, theirs)
+
+
+@linux_only
+def test_fast_path_holds_stat_files_only_of_live_processes() -> None:
+    """The stat files kept open between passes: one per listed process at most, and none
+    left for a process that exited, nor after close()."""
+    fast = ProcessCollector(fast=True)
+    child = start_sleeper()
+    table = fast.snapshot()
+    held = len(os.listdir("/proc/self/fd"))
+    assert child.pid in table
+    stop(child)
+    after = fast.snapshot()
+    assert child.pid not in after
+    assert len(os.listdir("/proc/self/fd")) <= held + len(after) - len(table) + 1
+    fast.close()
+    assert len(os.listdir("/proc/self/fd")) < held - min(len(after), 100) + 5
+
+
+@linux_only
 def test_fast_path_skips_a_pid_gone_since_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pid listed by /proc but gone when its files are opened is left out, not an error."""
     child = start_sleeper()

@@ -231,6 +231,8 @@ class Daemon(CallsMixin):
         if self.queue is not None:
             self._tick_queue(self.queue, sample)
         if not self.clients:
+            if self.table:  # the last client left: no stat files held while none watches
+                self.sampler.procs.close()
             self.table = {}
             self.containers = {}
             return

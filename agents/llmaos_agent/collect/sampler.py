@@ -96,6 +96,7 @@ class Sampler:
         return [to_wire(c) for c in self.containers.snapshot(table)]
 
     def close(self) -> None:
+        self.procs.close()
         self.gpu.close()
         if self.containers is not None:
             self.containers.close()
