@@ -1,7 +1,9 @@
 """The fleet screen: every host in one table, the fleet's beta on top (k9s's list view).
 
 ``h`` swaps the table for the heat map (every core and GPU of every host, one cell
-each); the sort keys and the ``/`` filter order and select the hosts of both. The
+each); the sort keys and the ``/`` filter order and select the hosts of both. Under the
+table a detail line says the cursor's host in full: where it is reached and its status
+with the whole reason (the table's status column is as wide as the terminal allows). The
 filter's ``group:`` words match the inventory's groups and plain words the hosts'
 targets: the host states do not carry them, so the screen is given them
 (:func:`link_facts` reads them off the links; without them the app's are read).
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,9 +22,10 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable, Footer, Static
 
-from llmaos_tui.fleet.state import FleetState
+from llmaos_agent.safetext import clean
+from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.heatmap import HeatMap
@@ -73,6 +77,37 @@ class FleetSummary(Widget):
         return out
 
 
+class HostDetail(Static):
+    """The cursor's host in full: name, target, OS and cores, status and its whole reason
+    (wrapped, never cut: the reason is what a user needs to fix a down host)."""
+
+    COMPONENT_CLASSES = {"detail--name", "detail--down"}
+    DEFAULT_CSS = """
+    HostDetail { height: auto; max-height: 6; background: $panel; color: $text-muted;
+                 padding: 0 1; }
+    HostDetail > .detail--name { color: $text; text-style: bold; }
+    HostDetail > .detail--down { color: $error; }
+    """
+
+    def show(self, h: HostState | None, target: str) -> None:
+        if h is None:
+            self.update("")
+            return
+        name = self.get_component_rich_style("detail--name")
+        out = Text()
+        out.append(clean(h.name), Style(color=name.color, bold=name.bold))
+        if target and target != h.name:
+            out.append(f"  {clean(target)}")
+        if h.hello is not None:
+            out.append(f"  {clean(h.hello.host.os)}, {h.cores} cores")
+        status = h.status.value + (f": {h.reason}" if h.reason else "")
+        down = self.get_component_rich_style("detail--down")
+        style = Style(color=down.color) if h.status is HostStatus.DOWN else Style()
+        out.append("  ")
+        out.append(clean(status), style)
+        self.update(out)
+
+
 class FleetScreen(Screen[None]):
     AUTO_FOCUS = "#hosts"
     BINDINGS = [
@@ -94,7 +129,7 @@ class FleetScreen(Screen[None]):
     DEFAULT_CSS = """
     FleetScreen { layout: vertical; }
     FleetScreen #heatmap-view { display: none; height: 1fr; }
-    FleetScreen.-heatmap #hosts { display: none; }
+    FleetScreen.-heatmap #hosts, FleetScreen.-heatmap #host-detail { display: none; }
     FleetScreen.-heatmap #heatmap-view { display: block; }
     """
 
@@ -126,6 +161,7 @@ class FleetScreen(Screen[None]):
         yield FleetSummary(self.fleet)
         yield FilterBar("name, target, group:G or status:S", id="host-filter")
         yield HostTable(id="hosts")
+        yield HostDetail(id="host-detail")
         with VerticalScroll(id="heatmap-view"):
             yield HeatMap(id="heatmap")
         yield Footer()
@@ -151,13 +187,27 @@ class FleetScreen(Screen[None]):
             return
         table = self.query_one(HostTable)
         hosts = self.fleet.hosts
-        table.update_hosts(hosts.values() if names is None else (hosts[n] for n in names))
+        changed = None if names is None else list(names)
+        table.update_hosts(hosts.values() if changed is None else (hosts[n] for n in changed))
+        selected = table.selected_host
+        if changed is None or selected in changed:
+            self._show_detail(selected)
         self.query_one(FleetSummary).refresh()
         self._refresh_heatmap()
 
     def _refresh_heatmap(self) -> None:
         if self.heatmap_shown:  # drawn only while it is on screen
             self.query_one(HeatMap).update_hosts(self.query_one(HostTable).shown_hosts)
+
+    def _show_detail(self, name: str | None) -> None:
+        table = self.query_one(HostTable)
+        facts = table.facts.get(name or "")
+        host = self.fleet.hosts.get(name) if name is not None else None
+        self.query_one(HostDetail).show(host, facts.target if facts else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_detail(str(event.row_key.value) if event.row_key is not None else None)
 
     # ------------------------------------------------------------- actions
 

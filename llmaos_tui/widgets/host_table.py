@@ -2,7 +2,10 @@
 
 Sortable (htop's keys, bound on the fleet screen so they order the heat map too)
 and filterable; only rows and cells that changed are touched on an update, and
-the cursor stays on its host across re-sorts.
+the cursor stays on its host across re-sorts. The columns are sized to the table's
+width (:func:`fit_widths`): the numbers keep theirs, the sparkline gives way first,
+then the OS, the status and the name (the fleet screen's detail line says the cursor's
+host's status in full).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import NA, fixed, percent, sparkline
 
 SPARK_WIDTH = 20
+"""The sparkline's width where there is room; it takes up to SPARK_MAX when there is more."""
+SPARK_MAX = 40
+CELL_PAD = 1  # DataTable's cell_padding: one cell each side of every column
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("name", "HOST", 16),
     ("status", "STATUS", 24),
@@ -37,6 +43,45 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
 CELL_CACHE_SIZE = 8192  # rendered cells kept: several screens' worth of 10 columns
 LINE_CACHE_SIZE = 2048  # rendered lines kept: several screens' worth
 NUMERIC = frozenset({"cores", "cpu", "mem", "gpu", "beta_cpu", "beta_gpu"})
+FLEX = ("name", "status", "os", "spark")
+"""The columns whose width follows the table's; the numbers keep theirs."""
+MINIMUM = {"name": 6, "status": 6, "os": 0, "spark": 0}
+GROWTH = (("name", 16), ("status", 12), ("os", 8), ("spark", SPARK_WIDTH), ("status", 24))
+"""Once every minimum is met, each column in turn grows to the width named (at most to
+its longest text; the sparkline always): read backwards, the order columns give way as
+the terminal narrows, the sparkline first. Beyond these the status and the name grow to
+their longest text, then the sparkline to SPARK_MAX."""
+SPARK_USEFUL = 4  # a sparkline narrower than this says nothing: its cells go to the status
+
+
+def fit_widths(
+    available: int, longest: Mapping[str, int], sorted_key: str | None
+) -> dict[str, int]:
+    """Each column's width (its text, without the padding) in ``available`` cells.
+
+    ``longest``: the longest text each flexible column holds now. Every number column
+    keeps its width (one more for the sort arrow), the β columns too; the others share
+    the rest by GROWTH.
+    """
+    widths: dict[str, int] = {}
+    for key, label, width in COLUMNS:
+        if key in NUMERIC:
+            widths[key] = max(width or 0, len(label) + (key == sorted_key))
+    room = available - sum(widths.values()) - 2 * CELL_PAD * len(COLUMNS)
+    for k in FLEX:
+        widths[k] = MINIMUM[k]
+        room -= MINIMUM[k]
+    top = {k: longest.get(k, 0) for k in FLEX} | {"spark": SPARK_MAX}
+    steps = [*GROWTH, ("status", top["status"]), ("name", top["name"]), ("spark", SPARK_MAX)]
+    for k, upto in steps:
+        grow = max(0, min(min(upto, max(top[k], MINIMUM[k])) - widths[k], room))
+        widths[k] += grow
+        room -= grow
+    if widths["spark"] < SPARK_USEFUL:
+        widths["status"] += widths["spark"]
+        widths["spark"] = 0
+    return widths
+
 
 _STATUS_ORDER = {
     HostStatus.DOWN: 0,
@@ -142,10 +187,52 @@ class HostTable(SafeTable):
         self._row_versions: dict[str, int] = {}
         self._line_cache_by_row: dict[tuple[Any, ...], Any] = {}
         self._styles: dict[tuple[str, str], Style] = {}
+        self._longest: dict[str, int] = {}
+        """The longest text of each flexible column's cells shown (grows; reset on resize)."""
+        self.widths: dict[str, int] = {}
+        """The columns' widths now (see :func:`fit_widths`)."""
 
     def on_mount(self) -> None:
         for key, _, width in COLUMNS:
             self.add_column(self._label(key), key=key, width=width)
+        self._fit_columns()
+
+    def on_resize(self) -> None:
+        self._longest = {}
+        for cells in self._rows.values():
+            self._note_lengths(cells)
+        self._fit_columns()
+
+    def _note_lengths(self, cells: tuple[Any, ...]) -> bool:
+        """Widen the flexible columns' longest texts by these cells; True when one grew."""
+        grew = False
+        for (key, _, _), cell in zip(COLUMNS, cells, strict=True):
+            if key in FLEX and key != "spark":  # the sparkline's is its column's
+                n = cell.cell_len
+                if n > self._longest.get(key, 0):
+                    self._longest[key] = n
+                    grew = True
+        return grew
+
+    def _fit_columns(self) -> None:
+        # The vertical scrollbar's cells are not the table's to fill.
+        available = self.size.width - self.scrollbar_size_vertical
+        if available <= 0:
+            return
+        widths = fit_widths(available, self._longest, self.sort_key)
+        if widths == self.widths:
+            return
+        spark_changed = widths.get("spark") != self.widths.get("spark")
+        self.widths = widths
+        for key, column in self.columns.items():
+            column.width = widths[str(key.value)]
+        if spark_changed:
+            for h in self._hosts.values():  # the sparkline's length is its column's
+                if h.name in self._rows:
+                    self._sync_row(h)
+        self._require_update_dimensions = True
+        self._line_cache_by_row.clear()
+        self.refresh()
 
     def _label(self, key: str) -> Text:
         label = dict((k, lbl) for k, lbl, _ in COLUMNS)[key]
@@ -176,6 +263,8 @@ class HostTable(SafeTable):
             return True
         cells = self._cells(h)
         self._rows[h.name] = cells
+        if self._note_lengths(cells) and self.is_mounted:
+            self.call_later(self._fit_columns)
         if old is None:
             self.add_row(*cells, key=h.name)
             for key, _, _ in COLUMNS:
@@ -216,6 +305,7 @@ class HostTable(SafeTable):
             x1,
             x2,
             self.size.width,
+            tuple(self.widths.values()),
             self.show_cursor and self.cursor_coordinate.row == row,
             self._show_hover_cursor and self.hover_coordinate.row == row,
             base_style,
@@ -350,6 +440,7 @@ class HostTable(SafeTable):
         self.sort_key, self.reverse = key, reverse
         for k, _, _ in COLUMNS:
             self.columns[k].label = self._label(k)  # type: ignore[index]
+        self._fit_columns()  # the sort arrow takes a cell of its column
         self._resort(self.selected_host)
         self.refresh()
 
@@ -370,7 +461,12 @@ class HostTable(SafeTable):
         key = (component, self.app.theme)
         style = self._styles.get(key)
         if style is None:
-            style = self._styles[key] = self.get_component_rich_style(component)
+            # The colour alone: the component's style carries the table's background
+            # too, which would paint over the cursor row's (the status was unreadable on
+            # it, in both themes); the cursor's own colour wins there (DataTable's
+            # cursor_foreground_priority is "css").
+            full = self.get_component_rich_style(component)
+            style = self._styles[key] = Style(color=full.color, bold=full.bold)
         return style
 
     def _cells(self, h: HostState) -> tuple[Any, ...]:
@@ -391,7 +487,7 @@ class HostTable(SafeTable):
             Text(fixed(h.beta_cpu if live else None), justify="right"),
             Text(fixed(h.beta_gpu if live else None), justify="right"),
             Text(
-                sparkline([p.cpu for p in h.history], SPARK_WIDTH),
+                sparkline([p.cpu for p in h.history], self.widths.get("spark", SPARK_WIDTH)),
                 self._style("hosttable--spark"),
             ),
         )
