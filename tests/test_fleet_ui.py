@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
 from llmaos_agent.protocol import GpuSample, Memory, Sample
@@ -22,7 +24,7 @@ from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.replay import ReplayLink
 from llmaos_tui.fleet.state import HostState, HostStatus
-from llmaos_tui.screens.fleet import FleetScreen, link_facts
+from llmaos_tui.screens.fleet import FleetScreen, HostDetail, link_facts
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.heatmap import CORE, GPU, GPU_MARK, HeatMap
@@ -155,7 +157,7 @@ class HostsApp(App[None]):
         self.widget.update_hosts(self.hosts)
 
 
-async def test_two_hundred_hosts_of_64_cores_pack_into_columns() -> None:
+async def test_two_hundred_hosts_of_64_cores_one_host_a_row() -> None:
     hosts = [fake_host(f"gpu{i:03d}", 64, 8, (i % 10) / 10) for i in range(200)]
     app = HostsApp(HeatMap(id="map"), hosts)
     async with app.run_test(size=(250, 80)) as pilot:
@@ -170,9 +172,8 @@ async def test_two_hundred_hosts_of_64_cores_pack_into_columns() -> None:
         assert text.count(CORE) == 200 * 64 and text.count(GPU) == 200 * 8
         lines = text.splitlines()
         assert all(len(ln) <= width for ln in lines)
-        across = (len(lines[1]) + 2) // (7 + 64 + 1 + 8 + 2)  # label, cores, mark, GPUs, gap
-        assert across == 3
-        assert len(lines) == 1 + math.ceil(200 / across)  # the legend, then the hosts
+        assert len(lines) == 1 + 200  # the legend, then a host a row
+        assert [ln.split()[0] for ln in lines[1:]] == [h.name for h in hosts]
         # A repaint with nothing new reuses every host's cells.
         started = time.perf_counter()
         assert heat.text == text
@@ -194,6 +195,51 @@ async def test_a_narrow_map_wraps_each_host_onto_lines_of_its_own() -> None:
         assert len(lines) == big + 1 and heat.size.height == big + 2
         assert lines[0].startswith("big ") and lines[1].startswith(" " * 6)
         assert lines[big].startswith("small") and lines[big].count(CORE) == 4
+
+
+async def test_heat_map_cursor_selects_a_host_and_enter_opens_it(tmp_path: Path) -> None:
+    app = fleet_app(tmp_path, down=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await played(app, pilot, down=True)
+        screen = fleet(app)
+        await pilot.press("h")
+        await pilot.pause()
+        heat = screen.query_one(HeatMap)
+        assert heat.has_focus and heat.cursor_host == heat.host_names[0]
+        cursor = heat.get_component_rich_style("heatmap--cursor")
+
+        def lit() -> list[str]:
+            """The hosts whose label is drawn in the cursor's colours."""
+            return [
+                seg.text.strip()
+                for strip in heat.lines()[1:]
+                for seg in list(strip)[:1]
+                if seg.style and seg.style.bgcolor == cursor.bgcolor
+            ]
+
+        assert lit() == [heat.host_names[0]]
+        await pilot.press("down", "down")
+        await pilot.pause()
+        third = heat.host_names[2]
+        assert heat.cursor_host == third and lit() == [third]
+        detail = " ".join(text_of(screen.query_one(HostDetail)))
+        assert detail.startswith(third)  # the detail line follows the map's cursor
+        await pilot.press("N")  # a re-sort keeps the cursor on its host
+        await pilot.pause()
+        assert heat.cursor_host == third and lit() == [third]
+        await pilot.press("end")
+        await pilot.pause()
+        last = heat.host_names[-1]
+        assert heat.cursor_host == last
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, HostScreen), what="the host screen")
+        opened = app.screen
+        assert isinstance(opened, HostScreen) and opened.host.name == last
+
+
+def text_of(w: Widget) -> list[str]:
+    strips = w.render_lines(Region(0, 0, w.size.width, w.size.height))
+    return ["".join(seg.text for seg in strip).strip() for strip in strips]
 
 
 def drawn(table: HostTable) -> list[str]:

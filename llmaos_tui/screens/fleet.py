@@ -1,9 +1,10 @@
 """The fleet screen: every host in one table, the fleet's beta on top (k9s's list view).
 
 ``h`` swaps the table for the heat map (every core and GPU of every host, one cell
-each); the sort keys and the ``/`` filter order and select the hosts of both. Under the
-table a detail line says the cursor's host in full: where it is reached and its status
-with the whole reason (the table's status column is as wide as the terminal allows). The
+each, one host a row, with a cursor and Enter to open a host as in the table); the sort
+keys and the ``/`` filter order and select the hosts of both. Under either a detail line
+says the cursor's host in full: where it is reached and its status with the whole reason
+(the table's status column is as wide as the terminal allows). The
 filter's ``group:`` words match the inventory's groups and plain words the hosts'
 targets: the host states do not carry them, so the screen is given them
 (:func:`link_facts` reads them off the links; without them the app's are read).
@@ -129,7 +130,7 @@ class FleetScreen(Screen[None]):
     DEFAULT_CSS = """
     FleetScreen { layout: vertical; }
     FleetScreen #heatmap-view { display: none; height: 1fr; }
-    FleetScreen.-heatmap #hosts, FleetScreen.-heatmap #host-detail { display: none; }
+    FleetScreen.-heatmap #hosts { display: none; }
     FleetScreen.-heatmap #heatmap-view { display: block; }
     """
 
@@ -189,7 +190,7 @@ class FleetScreen(Screen[None]):
         hosts = self.fleet.hosts
         changed = None if names is None else list(names)
         table.update_hosts(hosts.values() if changed is None else (hosts[n] for n in changed))
-        selected = table.selected_host
+        selected = self._cursor_host()
         if changed is None or selected in changed:
             self._show_detail(selected)
         self.query_one(FleetSummary).refresh()
@@ -198,6 +199,19 @@ class FleetScreen(Screen[None]):
     def _refresh_heatmap(self) -> None:
         if self.heatmap_shown:  # drawn only while it is on screen
             self.query_one(HeatMap).update_hosts(self.query_one(HostTable).shown_hosts)
+
+    def _cursor_host(self) -> str | None:
+        if self.heatmap_shown:
+            return self.query_one(HeatMap).cursor_host
+        return self.query_one(HostTable).selected_host
+
+    def on_heat_map_highlighted(self, event: HeatMap.Highlighted) -> None:
+        event.stop()
+        self._show_detail(event.name)
+
+    def on_heat_map_selected(self, event: HeatMap.Selected) -> None:
+        event.stop()
+        self.post_message(self.OpenHost(event.name))
 
     def _show_detail(self, name: str | None) -> None:
         table = self.query_one(HostTable)
@@ -231,9 +245,10 @@ class FleetScreen(Screen[None]):
         self.set_class(show, "-heatmap")
         if show:
             self._refresh_heatmap()
-            self.query_one("#heatmap-view").focus()
+            self.query_one(HeatMap).focus()
         else:
             self.query_one(HostTable).focus()
+        self._show_detail(self._cursor_host())
 
     def sort_hosts(self, key: str | None) -> None:
         self.query_one(HostTable).sort_by(key)
@@ -265,6 +280,6 @@ class FleetScreen(Screen[None]):
 
     def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
         if self.heatmap_shown:
-            self.query_one("#heatmap-view").focus()
+            self.query_one(HeatMap).focus()
         else:
             self.query_one(HostTable).focus()

@@ -122,11 +122,12 @@ def places() -> list[tuple[str, list[type[DOMNode]]]]:
         trust,
     )
     from llmaos_tui.widgets.filter_bar import FilterBar  # noqa: PLC0415
+    from llmaos_tui.widgets.heatmap import HeatMap  # noqa: PLC0415
     from llmaos_tui.widgets.host_table import HostTable  # noqa: PLC0415
     from llmaos_tui.widgets.process_table import ProcessTable  # noqa: PLC0415
 
     widgets: dict[type[Screen[Any]], list[type[DOMNode]]] = {
-        fleet.FleetScreen: [HostTable, FilterBar],
+        fleet.FleetScreen: [HostTable, HeatMap, FilterBar],
         host.HostScreen: [ProcessTable, FilterBar],
         requests.RequestsScreen: [FilterBar],
         containers.ContainersScreen: [FilterBar],

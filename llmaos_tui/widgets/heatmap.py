@@ -7,11 +7,10 @@ strips, and only the lines on screen are handed to the compositor. Going through
 a rich Text instead costs about half a second for 200 hosts x 72 cells, in the
 conversion of its ~13,000 spans; the strips cost a few milliseconds.
 
-Layout: a host is a label and its cells (cores, then a mark and its GPUs).
-When every host fits on one line with room to spare, hosts are packed side by
-side in columns (read down, then across, as ``ls`` and btop's core list do),
-which is what lets 200 hosts x 64 cores fit a large terminal; otherwise each
-host takes a row group of its own, its cells wrapping to the widget's width.
+Layout: a host is a label and its cells (cores, then a mark and its GPUs), one host a
+row, its cells wrapping to the widget's width when they do not fit one line. A cursor
+(up/down, Home/End, PgUp/PgDn, a click) marks one host's label; Enter opens it
+(:class:`HeatMap.Selected`). The cursor stays on its host when the order changes.
 The colour ramp runs from ``$success`` through ``$warning`` to ``$error``,
 taken from the theme through the component classes; nothing is hard-coded.
 """
@@ -25,8 +24,11 @@ from dataclasses import dataclass
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
+from textual.binding import Binding
 from textual.color import Color
-from textual.geometry import Size
+from textual.geometry import Region, Size
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -80,7 +82,18 @@ class HeatMap(Widget):
         "heatmap--mid",
         "heatmap--high",
         "heatmap--unknown",
+        "heatmap--cursor",
     }
+    BINDINGS = [
+        Binding("enter", "open", "Open host", id="heatmap.open"),
+        Binding("up", "cursor(-1)", "Up", show=False, id="heatmap.up"),
+        Binding("down", "cursor(1)", "Down", show=False, id="heatmap.down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="heatmap.page_up"),
+        Binding("pagedown", "page(1)", "Page down", show=False, id="heatmap.page_down"),
+        Binding("home", "cursor(-1000000)", "First host", show=False, id="heatmap.first"),
+        Binding("end", "cursor(1000000)", "Last host", show=False, id="heatmap.last"),
+    ]
+    can_focus = True
     DEFAULT_CSS = """
     HeatMap { height: auto; min-height: 1; padding: 0 1; }
     HeatMap > .heatmap--label { color: $text; }
@@ -91,7 +104,28 @@ class HeatMap(Widget):
     HeatMap > .heatmap--mid { color: $warning; }
     HeatMap > .heatmap--high { color: $error; }
     HeatMap > .heatmap--unknown { color: $text-disabled; }
+    HeatMap > .heatmap--cursor {
+        background: $block-cursor-blurred-background; color: $block-cursor-blurred-foreground;
+    }
+    HeatMap:focus > .heatmap--cursor {
+        background: $block-cursor-background; color: $block-cursor-foreground;
+        text-style: bold;
+    }
     """
+
+    class Selected(Message):
+        """Enter (or a click on the cursor's host) on a host: open it."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    class Highlighted(Message):
+        """The cursor moved to a host."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -102,6 +136,8 @@ class HeatMap(Widget):
         self._ramp_key: tuple[Style, ...] = ()
         self._strips: list[Strip] | None = None
         self._strips_width = -1
+        self.cursor_host: str | None = None
+        """The host the cursor is on (kept across re-sorts and filters)."""
 
     # ---------------------------------------------------------------- data
 
@@ -117,12 +153,72 @@ class HeatMap(Widget):
         names = {h.name for h in self._hosts}
         for gone in [n for n in self._cache if n not in names]:
             del self._cache[gone]
+        if self.cursor_host not in names:
+            self.cursor_host = self._hosts[0].name if self._hosts else None
         self._strips = None
         self.refresh(layout=relayout)
 
     @property
     def host_names(self) -> list[str]:
         return [h.name for h in self._hosts]
+
+    # -------------------------------------------------------------- cursor
+
+    @property
+    def cursor_index(self) -> int:
+        names = self.host_names
+        return names.index(self.cursor_host) if self.cursor_host in names else 0
+
+    def move_cursor(self, index: int) -> None:
+        if not self._hosts:
+            return
+        index = min(max(index, 0), len(self._hosts) - 1)
+        name = self._hosts[index].name
+        if name != self.cursor_host:
+            self.cursor_host = name
+            self.post_message(self.Highlighted(name))
+        self._strips = None
+        self.refresh()
+        self._scroll_to_cursor()
+
+    def _host_top(self, index: int) -> tuple[int, int]:
+        """(the first line of host ``index``, its number of lines), the legend above."""
+        _, per_line, _, _ = self._rows(self.size.width or 80)
+        heights = [self._lines_of(h, per_line) for h in self._hosts]
+        return 1 + sum(heights[:index]), heights[index]
+
+    def _scroll_to_cursor(self) -> None:
+        parent = self.parent
+        if not isinstance(parent, Widget) or not self._hosts:
+            return
+        top, height = self._host_top(self.cursor_index)
+        y = self.virtual_region.y + top
+        parent.scroll_to_region(Region(0, y, 1, height), animate=False)
+
+    def action_cursor(self, step: int) -> None:
+        self.move_cursor(self.cursor_index + step)
+
+    def action_page(self, pages: int) -> None:
+        parent = self.parent
+        page = parent.size.height if isinstance(parent, Widget) else self.size.height
+        self.move_cursor(self.cursor_index + pages * max(1, page - 2))
+
+    def action_open(self) -> None:
+        if self.cursor_host is not None:
+            self.post_message(self.Selected(self.cursor_host))
+
+    def on_click(self, event: events.Click) -> None:
+        _, per_line, _, _ = self._rows(self.size.width)
+        line = 1
+        for i, h in enumerate(self._hosts):
+            n = self._lines_of(h, per_line)
+            if line <= event.y < line + n:
+                again = i == self.cursor_index
+                self.move_cursor(i)
+                if again or event.chain > 1:  # a click on the cursor's host opens it
+                    self.action_open()
+                return
+            line += n
 
     # -------------------------------------------------------------- layout
 
@@ -131,15 +227,9 @@ class HeatMap(Widget):
         return min(longest, LABEL_MAX) + 1
 
     def _geometry(self, width: int) -> tuple[int, int, int]:
-        """(label width, cells per line, hosts per line) for a content width."""
+        """(label width, cells per line, hosts per line: one) for a content width."""
         label_w = self._label_width()
-        widest = max((cell_count(h) for h in self._hosts), default=0)
-        room = max(1, width - label_w)
-        block = label_w + max(widest, 1) + GAP
-        across = (width + GAP) // block if widest else 1
-        if across >= 2 and widest <= room:
-            return label_w, max(widest, 1), min(across, len(self._hosts))
-        return label_w, room, 1
+        return label_w, max(1, width - label_w), 1
 
     def _lines_of(self, h: HostState, per_line: int) -> int:
         n = cell_count(h)
@@ -183,7 +273,7 @@ class HeatMap(Widget):
     # ------------------------------------------------------------- drawing
 
     def _host_lines(self, h: HostState, label_w: int, per_line: int, across: int) -> list[Line]:
-        key = (h.status, h.reason, label_w, per_line, across > 1)
+        key = (h.status, h.reason, label_w, per_line, across > 1, h.name == self.cursor_host)
         entry = self._cache.get(h.name)
         if entry is not None and entry.key == key and entry.sample is h.sample:
             return entry.lines
@@ -201,10 +291,11 @@ class HeatMap(Widget):
             status = h.status.value + (f": {clean(h.reason)}" if h.reason else "")
             if h.status is HostStatus.UP:
                 status = "waiting for the first sample"
-            text = name.ljust(label_w) + status[:per_line].ljust(per_line)
-            return [[Segment(text, dim)]]
+            shown_label = Segment(name.ljust(label_w), self._label_style(h, dim))
+            return [[shown_label, Segment(status[:per_line].ljust(per_line), dim)]]
         label_class = "heatmap--stale" if h.status is HostStatus.STALE else "heatmap--label"
         label = self.get_component_rich_style(label_class)
+        first = self._label_style(h, label)
         mark = self.get_component_rich_style("heatmap--mark")
         unknown = self.get_component_rich_style("heatmap--unknown")
         ramp, top = self._ramp, RAMP_STEPS - 1
@@ -221,12 +312,17 @@ class HeatMap(Widget):
         for start in range(0, len(glyphs), per_line):
             end = min(start + per_line, len(glyphs))
             head = name.ljust(label_w) if not start else " " * label_w
-            line = [Segment(head, label)]
+            line = [Segment(head, first if not start else label)]
             line.extend(_runs(glyphs, styles, start, end))
             if end - start < per_line:
                 line.append(Segment(" " * (per_line - (end - start)), label))
             lines.append(line)
         return lines
+
+    def _label_style(self, h: HostState, style: Style) -> Style:
+        if h.name != self.cursor_host:
+            return style
+        return style + self.get_component_rich_style("heatmap--cursor")
 
     def _legend(self) -> Line:
         muted = self.get_component_rich_style("heatmap--mark")
@@ -234,7 +330,9 @@ class HeatMap(Widget):
         for i in range(LEGEND_STEPS):
             style = self._ramp[self._level(i / (LEGEND_STEPS - 1))]
             line.append(Segment(" ", Style(bgcolor=style.color)))
-        line.append(Segment(f" 100%   cores, then {GPU_MARK} GPUs · one cell each", muted))
+        line.append(
+            Segment(f" 100%   cores, then {GPU_MARK} GPUs · one cell each · Enter opens", muted)
+        )
         return line
 
     def lines(self) -> list[Strip]:
