@@ -292,7 +292,9 @@ class MoveScreen(Screen[None]):
         self.running = True
         steps = self.query_one("#steps", VerticalScroll)
         for step in self.plan.steps:
-            bar = ProgressBar(total=None, show_eta=False, id=f"bar-{step}")
+            # Empty until the step starts: an indeterminate bar animates (redraws) for the
+            # whole move, and those redraws took the CPU the move's streams needed.
+            bar = ProgressBar(total=1, show_eta=False, id=f"bar-{step}")
             self._bars[step] = bar
             steps.mount(Horizontal(Label(safe(self.plan.label(step))), bar, classes="step"))
         commit, keep, live = self._options()
@@ -307,7 +309,9 @@ class MoveScreen(Screen[None]):
             return
         row = bar.parent
         label = row.query_one(Label) if row is not None else None
-        if p.state == "bytes":
+        if p.state == "start":
+            bar.update(total=None)  # running: indeterminate until its bytes say more
+        elif p.state == "bytes":
             # Without a known total the bar stays indeterminate: bytes are not a fraction.
             bar.update(total=p.total or None, progress=p.bytes)
         elif p.state in ("done", "skip"):
