@@ -144,13 +144,15 @@ class _StatFiles:
 
     def __init__(self) -> None:
         self.fds: dict[int, int] = {}
-        try:
-            soft = os.sysconf("SC_OPEN_MAX")
-        except (ValueError, OSError):
-            soft = 1024
+        soft = 1024
+        if sys.platform != "win32":
+            with contextlib.suppress(ValueError, OSError):
+                soft = os.sysconf("SC_OPEN_MAX")
         self.cap = max(0, soft // 2 - 128)
 
     def read(self, pid: int, entry: str) -> bytes:
+        if sys.platform == "win32":
+            raise RuntimeError("the /proc fast path is Linux's")
         fd = self.fds.get(pid)
         if fd is not None:
             with contextlib.suppress(OSError):
