@@ -292,7 +292,7 @@ def run_app(args: argparse.Namespace, links: list[Link]) -> int:
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
     from llmaos_tui.screens.keys import load_keys  # noqa: PLC0415
 
-    keys = load_keys()
+    keys = load_keys(LlmaosApp)
     app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keys.keymap)
     for problem in keys.problems:  # on the terminal after the console, and in it at start
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)

@@ -7,6 +7,7 @@ controller and CLI must not load Rich (tests/test_layering.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 NA = "n/a"
@@ -67,3 +68,35 @@ def ago(since: float | None, now: float) -> str:
     if s < 7200:
         return f"{s // 60}m"
     return f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
+
+
+_BOUND = re.compile(
+    r"Expected `(?P<type>\w+)`(?P<len> of length)? (?P<op>[<>]=) (?P<n>\d+)"
+    r"(?: - at `\$\.?(?P<at>[^`]*)`)?\Z"
+)
+_FIELD_WORDS = {"cpus": "cores", "gpus": "GPUs", "mem": "memory", "argv": "the command"}
+_SIZES = frozenset({"mem"})
+
+
+def wire_words(message: str) -> str:
+    """A wire validation message (msgspec's ``Expected `int` <= 1000 - at `$.priority```)
+    in words: ``priority: at most 1000``; sizes in human units, lengths in characters or
+    items. A message of another shape keeps its text, without the backticks, the field it
+    names first."""
+    m = _BOUND.match(message.strip())
+    if m is None:
+        base, _, at = message.strip().partition(" - at `")
+        where = at.rstrip("`").lstrip("$").lstrip(".")
+        text = base.replace("`", "")
+        return f"{_FIELD_WORDS.get(where, where)}: {text}" if where else text
+    field = m["at"] or ""
+    n = int(m["n"])
+    most = m["op"] == "<="
+    if m["len"]:
+        unit = "characters" if m["type"] == "str" else "items"
+        value = f"{n} {unit}" if n != 1 else f"1 {unit[:-1]}"
+    else:
+        value = human_bytes(n) if field.split(".")[-1] in _SIZES else str(n)
+    words = f"{'at most' if most else 'at least'} {value}"
+    name = _FIELD_WORDS.get(field, field.replace(".", " "))
+    return f"{name}: {words}" if name else words

@@ -33,7 +33,7 @@ def keys_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_readme_example_is_reported_and_left_out(tmp_path: Path) -> None:
-    keys = load_keys(keys_file(tmp_path, '"procs.sort_cpu" = "c"\n'))
+    keys = load_keys(LlmaosApp, keys_file(tmp_path, '"procs.sort_cpu" = "c"\n'))
     assert keys.keymap == {}
     (problem,) = keys.problems
     assert "line 1" in problem and "procs.sort_cpu" in problem
@@ -46,7 +46,7 @@ def test_each_bad_line_is_said_with_its_line(tmp_path: Path) -> None:
         '# my keys\n"app.quitt" = "x"\n"app.audit" = 3\n"app.fleet" = "ctrl+qq"\n'
         '"fleet.heatmap" = "ctrl+h"\n"fleet.balance" = "ctrl+h"\n',
     )
-    keys = load_keys(path)
+    keys = load_keys(LlmaosApp, path)
     lines = [p.split(": ", 1)[0] for p in keys.problems]
     assert lines == [f"{path}, line {n}" for n in (2, 3, 4, 6)], keys.problems
     assert "did you mean 'app.quit'" in keys.problems[0]
@@ -63,7 +63,7 @@ def test_good_remaps_pass_as_textual_names_them(tmp_path: Path) -> None:
         '"fleet.sort_cpu" = "M"\n"fleet.sort_mem" = "P"\n"app.audit" = "ctrl+a,@"\n'
         'procs.invert = "i"\n',
     )
-    keys = load_keys(path)
+    keys = load_keys(LlmaosApp, path)
     assert keys.problems == []
     assert keys.keymap == {
         "fleet.sort_cpu": "M",
@@ -74,21 +74,23 @@ def test_good_remaps_pass_as_textual_names_them(tmp_path: Path) -> None:
 
 
 def test_not_toml_remaps_nothing_and_says_where(tmp_path: Path) -> None:
-    keys = load_keys(keys_file(tmp_path, '"app.quit" = "x"\n"app.keys" = \n'))
+    keys = load_keys(LlmaosApp, keys_file(tmp_path, '"app.quit" = "x"\n"app.keys" = \n'))
     assert keys.keymap == {}
     (problem,) = keys.problems
     assert "not valid TOML" in problem and "line 2" in problem
 
 
 def test_no_file_is_no_remap(tmp_path: Path) -> None:
-    keys = load_keys(tmp_path / "keys.toml")
+    keys = load_keys(LlmaosApp, tmp_path / "keys.toml")
     assert (keys.keymap, keys.problems) == ({}, [])
 
 
 async def test_the_console_shows_the_problems_and_the_other_key_still_works(
     tmp_path: Path,
 ) -> None:
-    keys = load_keys(keys_file(tmp_path, '"procs.sort_cpu" = "c"\n"app.audit" = "ctrl+a"\n'))
+    keys = load_keys(
+        LlmaosApp, keys_file(tmp_path, '"procs.sort_cpu" = "c"\n"app.audit" = "ctrl+a"\n')
+    )
     app = LlmaosApp([ReplayLink(RECORDING, name="rec")], cursor_blink=False, keymap=keys.keymap)
     app.config_errors += keys.problems  # as the CLI does
     async with app.run_test(size=SIZE) as pilot:
@@ -105,7 +107,7 @@ async def test_the_console_shows_the_problems_and_the_other_key_still_works(
 async def test_the_places_hold_every_widget_with_keys() -> None:
     """The check knows which widgets' keys are live on which screen: every widget with
     binding ids on the fleet and host screens is in its place's list."""
-    known = {name: {c.__name__ for c in chain} for name, chain in places()}
+    known = {name: {c.__name__ for c in chain} for name, chain in places(LlmaosApp)}
     app = LlmaosApp(
         [ReplayLink(RECORDING, name="a"), ReplayLink(RECORDING, name="b")], cursor_blink=False
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.dom import DOMNode
@@ -105,11 +105,11 @@ def _bindings_of(cls: type[DOMNode]) -> list[_Bound]:
     ]
 
 
-def places() -> list[tuple[str, list[type[DOMNode]]]]:
+def places(app: type[App[Any]]) -> list[tuple[str, list[type[DOMNode]]]]:
     """Where bindings are live together: each screen with the widgets on it that have
-    keys of their own, and the app (its keys work on every screen)."""
-    # Imported here: the app imports this module for KeysScreen.
-    from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
+    keys of their own, and the app's (given: screens do not import the app; its keys
+    work on every screen)."""
+    # Imported when asked: the app imports this module before it has its screens.
     from llmaos_tui.screens import (  # noqa: PLC0415
         audit,
         containers,
@@ -138,7 +138,7 @@ def places() -> list[tuple[str, list[type[DOMNode]]]]:
         audit.AuditScreen, plan.PlanScreen, move.MoveScreen, trust.TrustScreen,
         dialogs.PromptScreen, dialogs.ChoiceScreen, dialogs.ConfirmScreen, KeysScreen,
     ]  # fmt: skip
-    return [(_screen_name(s), [*widgets.get(s, []), s, LlmaosApp]) for s in screens]
+    return [(_screen_name(s), [*widgets.get(s, []), s, app]) for s in screens]
 
 
 def _screen_name(cls: type[Screen[Any]]) -> str:
@@ -196,7 +196,7 @@ class KeysFile:
     problems: list[str]
 
 
-def load_keys(path: Path | None = None) -> KeysFile:
+def load_keys(app: type[App[Any]], path: Path | None = None) -> KeysFile:
     """Binding id -> keys from ``keys.toml``, every line checked. A TOML mistake, an id no
     binding has, a value that is not keys, and a remap that gives a key to a binding
     while another binding on the same screen has it (one of them would never fire, or
@@ -215,7 +215,7 @@ def load_keys(path: Path | None = None) -> KeysFile:
         return KeysFile({}, [f"{path}: not valid TOML, no key remapped: {exc}"])
     lines = text.splitlines()
     located = {k: _line_of(lines, k) for k in data}
-    bound = [(name, [b for cls in chain for b in _bindings_of(cls)]) for name, chain in places()]
+    bound = [(name, [b for cls in chain for b in _bindings_of(cls)]) for name, chain in places(app)]
     ids = {b.id for _, bs in bound for b in bs if b.id}
     found: list[tuple[int, str]] = []
     keymap: dict[str, str] = {}

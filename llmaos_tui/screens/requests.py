@@ -41,6 +41,7 @@ from llmaos_agent.protocol import (
     RequestSpec,
 )
 from llmaos_tui.fleet.state import FleetState, HostState
+from llmaos_tui.formats import wire_words
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
 from llmaos_tui.widgets.filter_bar import FilterBar, words_match
@@ -408,7 +409,7 @@ class SubmitScreen(ModalScreen[RequestSpec | None]):
         try:  # the wire's bounds, as the agent will check them
             return msgspec.json.decode(msgspec.json.encode(spec), type=RequestSpec)
         except msgspec.ValidationError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(wire_words(str(exc))) from None
 
     def action_cancel(self) -> None:
         self.dismiss(None)
