@@ -31,7 +31,7 @@ import pytest
 from llmaos_agent import __version__, endpoint
 from llmaos_agent.attach import EXIT_DAEMON_GONE
 from llmaos_agent.collect.processes import apply
-from llmaos_agent.daemon import STALL_S
+from llmaos_agent.daemon_clients import STALL_S
 from llmaos_agent.paths import default_paths
 from llmaos_agent.protocol import (
     INVALID_PARAMS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-import sys
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -25,10 +25,8 @@ from llmaos_tui.screens.host import PROCS_SHARE, HostScreen
 from llmaos_tui.widgets.core_bars import CoreBars
 from llmaos_tui.widgets.gpu_panel import GpuPanel
 from llmaos_tui.widgets.process_table import ProcessTable
-from tests.helpers import DATA, wait_for
-
-sys.path.insert(0, str(DATA))
-import make_big_recordings as big
+from tests.data import make_big_recordings as big
+from tests.helpers import wait_for
 
 SIZES = [(80, 24), (120, 40), (200, 60)]
 BAR = "█▏▎▍▌▋▊▉─"
@@ -55,7 +53,7 @@ async def played(pilot: Pilot[None]) -> HostScreen:
     return screen
 
 
-def visible_lines(screen: Screen[object], widget: Widget) -> list[str]:
+def visible_lines(screen: Screen[Any], widget: Widget) -> list[str]:
     """The text of each screen line where ``widget``'s content shows, cropped to it."""
     strips = screen._compositor.render_strips()
     r = widget.content_region
@@ -115,7 +113,7 @@ async def test_every_core_and_the_process_rows_show_at_each_size(cores: int, gpu
             gpu_lines = visible_lines(screen, screen.query_one(GpuPanel))
             shown = {int(i) for ln in gpu_lines for i in re.findall(r"GPU(\d+)", ln)}
             assert shown == set(range(gpus)), f"{where}: GPUs {shown}"
-            FIGURES[(cores, gpus, *size)] = (len(drawn), bars.form, len(rows))
+            FIGURES[(cores, gpus, size[0], size[1])] = (len(drawn), bars.form, len(rows))
 
 
 async def test_number_keys_hide_and_show_the_panels() -> None:

@@ -281,7 +281,7 @@ def test_error_round_trip(rid: int | str | None) -> None:
         rid, None, p.RpcError(p.METHOD_NOT_FOUND, "unknown method 'frobnicate'")
     )
     with pytest.raises(ProtocolError, match="no result"):
-        p.decode_result(msg, p.Pong)  # type: ignore[arg-type]
+        p.decode_result(msg, p.Pong)
 
 
 def test_error_message_is_capped_to_what_decoding_accepts() -> None:
