@@ -2,6 +2,9 @@
 
 Every test runs in a private LLMAOS_AGENT_HOME (``agent_home``) whose daemons are
 stopped afterwards; every wait is bounded.
+
+Over 700 lines on purpose: start_daemon and its helpers are what the bare-Python pass and
+the other daemon tests import; they live with the tests that define the behaviour.
 """
 
 from __future__ import annotations

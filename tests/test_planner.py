@@ -6,6 +6,9 @@ the exact optimum on small instances, and the auto mode does not make work
 ping-pong on noisy loads. The snapshot reader is checked on a hand-written fleet.
 Issue 15: every numeric input refuses NaN and inf, the minimum gains are derived
 from the instance, and the balance modules form no import cycle.
+
+Over 700 lines on purpose: one property suite over one planner; its instance builders
+are shared by every test in it.
 """
 
 from __future__ import annotations

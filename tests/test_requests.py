@@ -5,6 +5,9 @@ the console does (``llmaos-agent attach`` under a local link, or SSH), so what i
 checked is what an operator sees: the order requests start in, where they run
 (affinity read back with psutil), nice values, exit codes after a daemon kill -9,
 refusals that change nothing, and the audit lines on both ends.
+
+Over 700 lines on purpose: one daemon fixture and its helpers (submit, until, blocker) serve
+every request test; split files would each start the same machinery.
 """
 
 from __future__ import annotations

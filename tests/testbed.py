@@ -21,6 +21,9 @@ Every name a testbed creates (netns, veths, bridge, state dir) starts with a sho
 ``llt`` + 4 hex digits, and a live testbed holds an ``flock`` on ``STATE_DIR/<prefix>.lock``:
 leftovers of a crashed run are recognised by that prefix and an unheld lock, and cleaned before
 a new testbed starts, without touching testbeds that run in parallel.
+
+Over 700 lines on purpose: namespaces, sshd, dockerd and their teardown are one lifecycle
+whose cleanup order matters; split, a fault in one part could leak another's.
 """
 
 from __future__ import annotations

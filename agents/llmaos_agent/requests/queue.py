@@ -14,6 +14,9 @@ claim. A ``starting`` or ``running`` row with no claim and no live supervisor is
 under the lock (its spec removed, so a late supervisor of it runs nothing) and queued
 again; one with a claim is adopted. Request ids become directory names only through
 :func:`llmaos_agent.paths.inside`.
+
+Over 700 lines on purpose: one class whose methods share the exactly-once invariants (the
+lock, the claim, the attempt number); split, each file would hold half of a proof.
 """
 
 from __future__ import annotations
