@@ -13,6 +13,10 @@ Names, argv, reasons and log lines are the hosts' text: the table is a
 the log with ``safe_log`` (control characters as escapes, never markup). A host whose
 agent says its queue is unavailable (hello caps) is named, with the reason, under the
 title.
+
+Ages keep counting between the agents' notifications: once a second the rows are given
+to the table again with a fresh clock, and the table redraws only the AGE cells that
+moved (the same only-changed-cells path as a queue change).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Checkbox, Footer, Input, Label, RichLog, Static
+from textual.widgets import Checkbox, DataTable, Footer, Input, Label, RichLog, Static
 
 from llmaos_agent.protocol import (
     LogChunk,
@@ -99,6 +103,8 @@ class RequestsScreen(Screen[None]):
         Binding("slash", "filter", "Filter", key_display="/", id="requests.filter"),
     ]
     CHANGES = frozenset({"priority", "top", "hold", "cancel", "new"})
+    AGE_TICK_S = 1.0
+    """How often the AGE cells are brought up to date (top's and docker ps's resolution)."""
     DEFAULT_CSS = """
     RequestsScreen { layout: vertical; }
     RequestsScreen #title { height: 1; padding: 0 1; background: $panel; color: $text; }
@@ -136,6 +142,7 @@ class RequestsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.refresh_requests(force=True)
         self.query_one(SyncedTable).focus()
+        self.set_interval(self.AGE_TICK_S, self.tick_ages, name="request ages")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in self.CHANGES and self.read_only)
@@ -174,6 +181,14 @@ class RequestsScreen(Screen[None]):
         note.set_class(bool(notes), "-shown")
         self.query_one(SyncedTable).sync(
             Row(key, *cells[key][1:]) for key in (f"{h}/{r.id}" for h, r in shown)
+        )
+
+    def tick_ages(self) -> None:
+        """The rows shown, again, at the clock's time now: only their AGE cells differ, so
+        only those are redrawn (and the rows move only when the table is sorted by age)."""
+        now = self.clock()
+        self.query_one(SyncedTable).sync(
+            Row(f"{h}/{r.id}", *_cells(h, r, now)[1:]) for h, r in self._rows
         )
 
     def _selected_key(self) -> str | None:
@@ -228,6 +243,12 @@ class RequestsScreen(Screen[None]):
         self.app.push_screen(
             ConfirmScreen(f"Cancel {r.id} ({r.name}) on {host}? ({what})"), answered
         )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # The table takes Enter for itself (select the row); here Enter opens the log, as
+        # the footer's "l,enter" binding says.
+        event.stop()
+        self.action_log()
 
     def action_log(self) -> None:
         sel = self.selected()
@@ -350,9 +371,17 @@ class SubmitScreen(ModalScreen[RequestSpec | None]):
         width: 76; height: auto; border: round $primary; background: $surface; padding: 0 1;
     }
     SubmitScreen Horizontal { height: auto; }
-    SubmitScreen Horizontal Input { width: 1fr; }
+    SubmitScreen Horizontal > Vertical { width: 1fr; height: auto; }
+    SubmitScreen .field-label { color: $text-muted; padding: 0 1; }
     SubmitScreen #error { color: $error; height: auto; }
     """
+    FIELDS = (
+        ("priority", "Priority", "0", "-1000 to 1000"),
+        ("cpus", "Cores", "1", "cores"),
+        ("gpus", "GPUs", "0", "GPUs"),
+        ("mem", "Memory", "", "8G"),
+    )
+    """The row of small fields: (id, label, start value, placeholder)."""
 
     def __init__(self, host: str) -> None:
         super().__init__()
@@ -361,13 +390,17 @@ class SubmitScreen(ModalScreen[RequestSpec | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(safe(f"New request on {self.host}"))
-            yield Input(placeholder="command, e.g. python serve.py --port 8000", id="command")
+            # Every input has its label above it: a placeholder goes once the field has a
+            # value, and priority 0 or cores 1 alone do not say which is which.
+            yield Label("Command", id="command-label", classes="field-label")
+            yield Input(placeholder="e.g. python serve.py --port 8000", id="command")
             with Horizontal():
-                yield Input(value="0", placeholder="priority", id="priority")
-                yield Input(value="1", placeholder="cpus", id="cpus")
-                yield Input(value="0", placeholder="gpus", id="gpus")
-                yield Input(value="", placeholder="memory (8G)", id="mem")
-            yield Input(placeholder="name (optional)", id="name")
+                for wid, label, value, hint in self.FIELDS:
+                    with Vertical():
+                        yield Label(label, id=f"{wid}-label", classes="field-label")
+                        yield Input(value=value, placeholder=hint, id=wid)
+            yield Label("Name (optional)", id="name-label", classes="field-label")
+            yield Input(placeholder="shown in the table", id="name")
             yield Checkbox("through the shell (the command is one shell string)", id="shell")
             yield Static("", id="error")
 
