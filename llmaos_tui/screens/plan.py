@@ -10,6 +10,11 @@ requests only, or containers only.
 Unit names, hosts, notes and results (a move's error text) are the hosts' text: the
 moves table is a :class:`SafeTable` and the summary and result lines are drawn with
 ``safe``.
+
+A move's result (a failure's reason above all) can be longer than the terminal is wide, and
+RESULT is the last column: the line under the table shows the cursor's move whole (what
+moves where, why it was planned, its result with the reason), wrapped to the width, so
+nothing is cut at 80 columns.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ UNIT_CHOICES: tuple[frozenset[str], ...] = (
     frozenset({"containers"}),
 )
 """What a hosts-level plan may move, in the order ``u`` cycles through them."""
+
+
+DETAIL_CHARS = 600
+"""At most this much of a move in the detail line (about 8 lines at 80 columns), the cut
+marked with an ellipsis: the moves table keeps most of the screen."""
+
+
+def _mark(ok: bool, tried: bool) -> str:
+    """What a move's result starts with (a move left out says "not tried" itself)."""
+    return "done: " if ok else "failed: " if tried else ""
 
 
 def units_words(units: frozenset[str]) -> str:
@@ -113,6 +128,9 @@ class PlanScreen(Screen[None]):
     PlanScreen { layout: vertical; }
     PlanScreen #summary { height: auto; padding: 0 1; background: $panel; color: $text; }
     PlanScreen #result { height: auto; padding: 0 1; color: $text-muted; }
+    PlanScreen #detail {
+        height: auto; max-height: 9; padding: 0 1; background: $panel; color: $text;
+    }
     PlanScreen DataTable { height: 1fr; }
     """
     COLUMNS = ("", "#", "WHAT", "FROM", "TO", "LOAD", "GAIN", "RESULT")
@@ -139,10 +157,13 @@ class PlanScreen(Screen[None]):
         self.stop_on_failure = False
         self.untried: set[int] = set()
         """Off by default: a failed move is shown and the others still run (``f`` turns it on)."""
+        self.progress: dict[int, str] = {}
+        """The latest news of each running move (its RESULT cell until it ends)."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="summary")
         yield SafeTable(cursor_type="row", id="moves")
+        yield Static("", id="detail")
         yield Static("", id="result")
         yield Footer()
 
@@ -159,6 +180,7 @@ class PlanScreen(Screen[None]):
                 "", key=str(i),
             )  # fmt: skip
         self._summary()
+        self._detail()
         table.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -193,6 +215,37 @@ class PlanScreen(Screen[None]):
             text += " · read-only: review only"
         self.query_one("#summary", Static).update(safe(text))
 
+    def _cursor(self) -> int | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return int(str(table.ordered_rows[table.cursor_row].key.value))
+
+    def move_words(self, i: int) -> str:
+        """Move ``i`` whole, in words: "#N WHAT: FROM → TO · planned: REASON · RESULT"."""
+        m = self.plan.moves[i]
+        what = m.name or m.unit
+        what = f"container {what}" if m.kind == "container" else what
+        text = f"#{i + 1} {what}: {m.src} → {m.dst}"
+        if m.reason:
+            text += f" · planned: {m.reason}"
+        if i in self.results:
+            ok, message = self.results[i]
+            text += f" · {_mark(ok, i not in self.untried)}{message}"
+        elif i in self.progress:
+            text += f" · {self.progress[i]}"
+        elif i not in self.selected:
+            text += " · deselected"
+        return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
+
+    def _detail(self) -> None:
+        i = self._cursor()
+        text = self.move_words(i) if i is not None else "no moves"
+        self.query_one("#detail", Static).update(safe(text))
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._detail()
+
     def action_toggle_move(self) -> None:
         table = self.query_one(DataTable)
         if not table.row_count or self.applying:
@@ -201,6 +254,7 @@ class PlanScreen(Screen[None]):
         self.selected.symmetric_difference_update({i})
         table.update_cell(str(i), "sel", "✓" if i in self.selected else " ")
         self._summary()
+        self._detail()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         # The table takes Enter for itself; on this screen Enter means apply.
@@ -232,14 +286,17 @@ class PlanScreen(Screen[None]):
 
     def on_move_progress(self, msg: MoveProgress) -> None:
         if msg.index not in self.results:
+            self.progress[msg.index] = msg.text
             self.query_one(DataTable).update_cell(str(msg.index), "RESULT", msg.text)
+            self._detail()
 
     def on_move_done(self, msg: MoveDone) -> None:
         self.results[msg.index] = (msg.ok, msg.message)
         if not msg.tried:
             self.untried.add(msg.index)
-        mark = "done: " if msg.ok else "failed: " if msg.tried else ""
+        mark = _mark(msg.ok, msg.tried)
         self.query_one(DataTable).update_cell(str(msg.index), "RESULT", mark + msg.message)
+        self._detail()
 
     def on_plan_measured(self, msg: PlanMeasured) -> None:
         self.measured = msg.beta
