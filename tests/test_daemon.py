@@ -408,6 +408,47 @@ def test_samples_carry_a_full_process_table_then_changes(
     assert peer.close() == 0
 
 
+def _samples_within(peer: Peer, seconds: float) -> list[Sample]:
+    """The samples ``peer`` gets in a window of ``seconds`` (other notifications skipped)."""
+    got: list[Sample] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = peer._lines.get(timeout=left)
+        except queue.Empty:
+            break
+        msg = decode(line, notifications=True, requests=False)
+        if isinstance(msg, Notification) and msg.method == "sample":
+            got.append(msg.params)
+    return got
+
+
+def test_the_first_client_gets_the_process_table_without_waiting_a_tick(
+    agent_home: Path, peers: list[Peer]
+) -> None:
+    # A tick of 60 s: the console's first screen (its process rows) must not wait for the
+    # next one. The daemon ticks at once for the first client of a daemon without a table.
+    proc = start_daemon("--interval", "60", "--proc-interval", "60")
+    try:
+        peer = attach(peers)
+        hello, history = greet(peer)
+        assert hello.pid == proc.pid
+        first = peer.notification("sample", timeout=30)
+        assert first.procs is not None and first.procs.full
+        assert {proc.pid, peer.proc.pid} <= pids(first.procs.upsert)
+        assert first.seq == history.samples[-1].seq + 1, "the next sample, none skipped"
+        assert len(history.samples) <= 2, "an early tick for the first client, not a burst"
+        # A second client of a daemon that holds a table does not make it tick again: a
+        # quiet window (a tick would come within it), then the first's stream is still quiet.
+        other = attach(peers)
+        greet(other)
+        assert _samples_within(other, 2.0) == []
+        assert _samples_within(peer, 0.1) == []
+        assert peer.close() == 0 and other.close() == 0
+    finally:
+        end(proc)
+
+
 def test_calls_errors_and_malformed_lines(
     fast_daemon: subprocess.Popen[bytes], peers: list[Peer]
 ) -> None:

@@ -128,6 +128,9 @@ class Daemon(CallsMixin):
         self._force_procs = False
         self._next_procs = 0.0
         self._stop = asyncio.Event()
+        # Set with _stop, or when the first client comes to a daemon that holds no process
+        # table: it ticks at once (a console's first screen needs the table, not in 1 s).
+        self._wake = asyncio.Event()
         self._lock_fd: IO[bytes] | None = None
         self.sampler: Sampler | None = None
         self.hello: Hello | None = None
@@ -152,6 +155,7 @@ class Daemon(CallsMixin):
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     async def run(self) -> None:
         self.paths.ensure()
@@ -214,13 +218,15 @@ class Daemon(CallsMixin):
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while not self._stop.is_set():
+            self._wake.clear()
             self.tick()
             deadline += self.interval
             now = loop.time()
             if deadline < now:  # we fell behind (suspend, overload): skip, do not burst
                 deadline = now + self.interval
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), deadline - now)
+                await asyncio.wait_for(self._wake.wait(), deadline - now)
+                deadline = loop.time()  # woken: tick now, and the cadence goes on from it
 
     def tick(self) -> None:
         assert self.sampler is not None
@@ -425,6 +431,10 @@ class Daemon(CallsMixin):
             except Exception:  # the container list is extra; samples must reach the client
                 log.exception("container list for a new client failed")
             self._force_procs = True
+            if not self.table:
+                # Only then (at most once a tick: a table is held from that pass until a
+                # tick finds no client), so connecting in a loop cannot speed the sampling.
+                self._wake.set()
             await self._read_requests(reader, client)
         finally:
             self.conns.discard(client)
