@@ -105,7 +105,11 @@ class LlmaosApp(PlanActions):
     TITLE = "llmaos-tui"
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
-        Binding("question_mark", "keys", "Keys", key_display="?", id="app.keys"),
+        Binding("question_mark", "keys", "Help", key_display="?", id="app.keys"),
+        # htop's keys beside ours (their own ids, so remapping one leaves the other).
+        Binding("f1", "keys", "Help", show=False, id="app.help_f1"),
+        Binding("f10", "quit", "Quit", show=False, id="app.quit_f10"),
+        Binding("f3", "filter", "Filter", show=False, id="app.filter_f3"),
         Binding("f", "fleet", "Fleet", show=False, id="app.fleet"),
         Binding("r", "requests", "Requests", id="app.requests"),
         Binding("c", "containers", "Containers", id="app.containers"),
@@ -457,6 +461,17 @@ class LlmaosApp(PlanActions):
     def action_keys(self) -> None:
         if not isinstance(self.screen, KeysScreen):
             self.push_screen(KeysScreen(self.screen))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "filter":  # F3: only where the screen has a filter
+            return callable(getattr(self.screen, "action_filter", None))
+        return super().check_action(action, parameters)
+
+    def action_filter(self) -> None:
+        """F3 (htop's search): the filter of the screen on top, where it has one."""
+        run = getattr(self.screen, "action_filter", None)
+        if callable(run):
+            run()
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -23,7 +23,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
@@ -31,6 +31,7 @@ from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.heatmap import HeatMap
 from llmaos_tui.widgets.host_table import DESC_FIRST, HostFacts, HostTable
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.text import fixed, sparkline
 
 
@@ -165,7 +166,7 @@ class FleetScreen(Screen[None]):
         yield HostDetail(id="host-detail")
         with VerticalScroll(id="heatmap-view"):
             yield HeatMap(id="heatmap")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._mounted = True

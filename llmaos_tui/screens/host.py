@@ -18,7 +18,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
@@ -31,6 +30,7 @@ from llmaos_tui.widgets.core_bars import CoreBars, Form, fit
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.gpu_panel import GpuPanel
 from llmaos_tui.widgets.host_header import HostHeader
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.memory_panel import MemoryPanel
 from llmaos_tui.widgets.process_table import ProcessTable
 
@@ -167,7 +167,7 @@ class HostScreen(Screen[None]):
         yield GpuPanel(id="gpus")
         yield FilterBar("pid, user, name or command", id="proc-filter")
         yield ProcessTable(id="procs")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._mounted = True

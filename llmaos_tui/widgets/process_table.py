@@ -93,13 +93,22 @@ COMMAND_MIN = 30
 """The room COMMAND keeps before an optional column is shown."""
 
 
-def columns_for(width: int) -> tuple[Column, ...]:
-    """The columns a table ``width`` wide shows: every required one, then the optional
-    ones in order while COMMAND keeps :data:`COMMAND_MIN` (each cell has 2 of padding)."""
-    keep = {c.key for c in COLUMNS if c.key not in OPTIONAL}
-    used = sum((c.width or 0) + 2 for c in COLUMNS if c.key in keep and c.width)
+def width_of(c: Column) -> int:
+    """A column's width: room for its label and the sort arrow (CORE▼, AFFINITY▲ or S▼
+    would lose the arrow in their cells' widths)."""
+    return max(c.width or 0, len(c.label) + 1)
+
+
+def columns_for(width: int, sort_key: str = "") -> tuple[Column, ...]:
+    """The columns a table ``width`` wide shows: every required one and the one sorted
+    on (so the sort is always marked), then the optional ones in order while COMMAND
+    keeps :data:`COMMAND_MIN` (each cell has 2 of padding)."""
+    keep = {c.key for c in COLUMNS if c.key not in OPTIONAL or c.key == sort_key}
+    used = sum(width_of(c) + 2 for c in COLUMNS if c.key in keep and c.width)
     for key in OPTIONAL:
-        w = (BY_KEY[key].width or 0) + 2
+        if key in keep:
+            continue
+        w = width_of(BY_KEY[key]) + 2
         if used + w + COMMAND_MIN + 2 <= width:
             keep.add(key)
             used += w
@@ -153,8 +162,8 @@ class ProcessTable(SafeTable):
         # COMMAND takes the rest of the width (less the vertical scrollbar): a column as
         # wide as the longest command line would add a horizontal scrollbar, a row less.
         width = (self.size.width or 200) - 2
-        cols = columns_for(width)
-        used = sum((c.width or 0) + 2 for c in cols if c.width)
+        cols = columns_for(width, self.sort_key)
+        used = sum(width_of(c) + 2 for c in cols if c.width)
         cmd_w = max(8, width - used - 2)
         if (cols, cmd_w) != (self.shown_columns, self._cmd_w):
             self._set_columns(cols, cmd_w)
@@ -165,7 +174,7 @@ class ProcessTable(SafeTable):
         self._shown = {}
         self.shown_columns, self._cmd_w = cols, cmd_w
         for c in cols:
-            self.add_column(self._label(c), key=c.key, width=c.width or cmd_w)
+            self.add_column(self._label(c), key=c.key, width=width_of(c) if c.width else cmd_w)
         if self._procs:
             self._sync()
             if selected is not None and selected in self._shown:
@@ -246,6 +255,8 @@ class ProcessTable(SafeTable):
             # The same column again flips the order; a new one starts with the big values.
             reverse = not self.reverse if key == self.sort_key else key in DESC_FIRST
         self.sort_key, self.reverse = key, reverse
+        if self.is_mounted and key not in {c.key for c in self.shown_columns}:
+            self._fit_columns()  # an optional column left out: back, to carry the arrow
         for c in self.shown_columns:
             self.columns[c.key].label = self._label(c)  # type: ignore[index]
         self._resort(self._selected_pid())
