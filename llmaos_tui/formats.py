@@ -100,3 +100,57 @@ def wire_words(message: str) -> str:
     words = f"{'at most' if most else 'at least'} {value}"
     name = _FIELD_WORDS.get(field, field.replace(".", " "))
     return f"{name}: {words}" if name else words
+
+
+_DOCKER_DOWN = (
+    "cannot connect to the docker daemon",
+    "error while fetching server api version",
+    "docker engine at",
+    "is the docker daemon running",
+)
+"""What the Docker SDK, the CLI and the agent's engine calls say when no engine answers."""
+_NO_CONTAINER = re.compile(r"no such container|no container\b", re.IGNORECASE)
+_DOCKER_SAYS = re.compile(r'\("(?P<msg>[^"]+)"\)\s*\Z')
+"""The engine's own message at the end of a docker SDK error: ``...: Not Found ("...")``."""
+_OS_WORDS = {
+    "ConnectionRefusedError": "connection refused",
+    "ConnectionResetError": "the connection was reset",
+    "BrokenPipeError": "the connection was closed",
+    "FileNotFoundError": "not found",
+    "PermissionError": "permission denied",
+}
+
+
+def error_words(exc: BaseException, host: str = "") -> str:
+    """What went wrong, in words for the operator, from an exception a call to ``host``
+    raised: a Docker engine that does not answer, a missing container, a call that timed
+    out, an answer that did not decode (msgspec's text through :func:`wire_words`), a
+    refused connection; otherwise the exception's own message without backticks.
+
+    Matched on the exception's class name and message, so this module needs neither the
+    docker SDK nor msgspec (it is in the controller's layer)."""
+    where = host or "the host"
+    name = type(exc).__name__
+    text = str(exc).strip()
+    low = text.lower()
+    if isinstance(exc, TimeoutError) or name in ("TimeoutError", "ReadTimeout", "Timeout"):
+        return f"{where} did not answer in time"
+    if type(exc).__module__.partition(".")[0] == "msgspec":
+        return f"{where} sent an answer the console cannot read ({wire_words(text)})"
+    if name == "ImageNotFound" or "no such image" in low:
+        return "no such image"
+    if _NO_CONTAINER.search(text) or name == "NotFound":
+        return "no such container"
+    if any(p in low for p in _DOCKER_DOWN) or name == "DockerException":
+        return f"the Docker engine on {where} did not answer"
+    if name == "LinkDown":
+        return f"{where} is not connected" + (f": {text}" if text else "")
+    if name in _OS_WORDS:
+        return f"{where}: {_OS_WORDS[name]}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{where}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"
+    m = _DOCKER_SAYS.search(text)
+    if m is not None and name in ("APIError", "NotFound", "ContainerError"):
+        text = m["msg"]
+    text = text.replace("`", "")
+    return text or f"{where}: an unexpected error ({name})"

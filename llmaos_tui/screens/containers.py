@@ -30,6 +30,7 @@ from textual.widgets import Footer, RichLog, Static
 
 from llmaos_agent.protocol import Container, ContainerLog, ContainerLogQuery, ContainerRef
 from llmaos_tui.fleet.state import FleetState
+from llmaos_tui.formats import error_words
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
 from llmaos_tui.widgets.filter_bar import FilterBar, words_match
@@ -303,7 +304,7 @@ class ContainerLogScreen(Screen[None]):
         try:
             log = await self.fetch(self.host, query)
         except Exception as exc:  # noqa: BLE001 - whatever the fetcher raised is shown here
-            self.post_message(ContainerLogArrived(None, str(exc)))
+            self.post_message(ContainerLogArrived(None, error_words(exc, self.host)))
             return
         self.post_message(ContainerLogArrived(log))
 

@@ -45,7 +45,7 @@ from llmaos_agent.protocol import (
     RequestSpec,
 )
 from llmaos_tui.fleet.state import FleetState, HostState
-from llmaos_tui.formats import wire_words
+from llmaos_tui.formats import error_words, wire_words
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
 from llmaos_tui.widgets.filter_bar import FilterBar, words_match
@@ -336,7 +336,7 @@ class LogScreen(Screen[None]):
             try:
                 chunk = await self.fetch(self.host, LogQuery(id=self.rid, offset=offset))
             except Exception as exc:  # noqa: BLE001 - whatever the fetcher raised is shown here
-                self.post_message(LogArrived(None, str(exc)))
+                self.post_message(LogArrived(None, error_words(exc, self.host)))
                 return
             self.post_message(LogArrived(chunk))
             offset = chunk.next_offset
