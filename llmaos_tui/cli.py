@@ -27,12 +27,10 @@ from llmaos_agent.safetext import clean
 from llmaos_tui import __version__
 from llmaos_tui.cli_args import bounded, priority, python_version, seconds, size
 from llmaos_tui.fleet import wheels
-from llmaos_tui.fleet.deploy import WheelSource
 from llmaos_tui.fleet.inventory import InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.replay import ReplayLink
-from llmaos_tui.fleet.ssh import SshLink, SshOptions
 from llmaos_tui.fleet.state import HostState, HostStatus
 from llmaos_tui.fleet.watching import Watching
 
@@ -222,6 +220,11 @@ def build_links(args: argparse.Namespace, scope: str = FLEET) -> list[Link]:
         else build_inventory(args.hosts, args.hosts_file, named_only=scope == NAMED)
     )
     if specs:
+        # Only with SSH hosts: asyncssh (with its crypto) is a fifth of a second to import,
+        # and this machine's own console does not need it to draw its first screen.
+        from llmaos_tui.fleet.deploy import WheelSource  # noqa: PLC0415
+        from llmaos_tui.fleet.ssh import SshLink, SshOptions  # noqa: PLC0415
+
         options = SshOptions()
         if args.known_hosts:
             options.known_hosts = args.known_hosts

@@ -302,3 +302,11 @@ def test_importing_a_controller_module_loads_no_textual_or_rich(module: str) -> 
 @pytest.mark.parametrize("module", _runtime_params(UI_MODULES))
 def test_importing_a_screen_or_widget_loads_no_host_side_library(module: str) -> None:
     _check(module, UI_MODULES, UI_BANNED)
+
+
+def test_the_cli_for_this_machine_loads_no_asyncssh() -> None:
+    # asyncssh and its crypto are a fifth of a second of the console's start-up; a console
+    # of this machine alone has no SSH host and must not pay for it (issue 12's start-up).
+    got = loaded(["llmaos_tui.cli"])["llmaos_tui.cli"]
+    assert not isinstance(got, str), f"importing llmaos_tui.cli failed: {got}"
+    assert "asyncssh" not in got
