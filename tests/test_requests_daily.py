@@ -134,3 +134,18 @@ async def test_every_form_input_has_its_label_above_it() -> None:
             assert lr.width > 0 and lr.height == 1, (i.id, lr)
             assert lr.bottom == ir.y, (i.id, lr, ir)  # right above its input
             assert ir.x <= lr.x < ir.right, (i.id, lr, ir)
+
+
+async def test_a_bad_number_is_named_as_its_label() -> None:
+    app = FormApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SubmitScreen)
+        screen.query_one("#command", Input).value = "sleep 1"
+        screen.query_one("#cpus", Input).value = "two"
+        screen.query_one("#cpus", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert str(screen.query_one("#error").render()) == "cores: a whole number"
+        assert app.screen is screen  # nothing sent, the form stays

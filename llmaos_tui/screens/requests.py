@@ -430,11 +430,12 @@ class SubmitScreen(ModalScreen[RequestSpec | None]):
         except ValueError as exc:
             raise ValueError(f"command: {exc}") from None
         nums = {}
+        labels = {wid: label for wid, label, _, _ in self.FIELDS}
         for f in ("priority", "cpus", "gpus"):
             try:
                 nums[f] = int(self._value(f) or "0")
-            except ValueError:
-                raise ValueError(f"{f}: a whole number") from None
+            except ValueError:  # named as its label says
+                raise ValueError(f"{labels[f].lower()}: a whole number") from None
         spec = RequestSpec(
             argv=argv, shell=shell, name=self._value("name"), mem=_size(self._value("mem")),
             priority=nums["priority"], cpus=nums["cpus"], gpus=nums["gpus"],
