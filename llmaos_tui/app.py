@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ from llmaos_agent.protocol import (
     RequestInfo,
 )
 from llmaos_agent.safetext import clean
+from llmaos_tui import settings as saved_settings
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.session import CallError
@@ -70,7 +72,9 @@ from llmaos_tui.screens.move import (
 from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.screens.requests import LogScreen, OpenLog, RequestsScreen
 from llmaos_tui.screens.trust import TrustScreen
-from llmaos_tui.widgets.process_table import COLUMNS
+from llmaos_tui.widgets.filter_bar import FilterBar
+from llmaos_tui.widgets.host_table import HostTable
+from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
 
 if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container move
     from llmaos_tui.ops.container_move import Progress
@@ -129,6 +133,7 @@ class LlmaosApp(PlanActions):
         theme_dirs: list[Path] | None = None,
         audit: AuditLog | None = None,
         journal: MoveJournal | None = None,
+        settings_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.audit = audit or AuditLog()
@@ -153,7 +158,15 @@ class LlmaosApp(PlanActions):
             if isinstance(link, SshLink) and link.ask is None:
                 link.ask = self.ask_trust
         self._themes, self.config_errors = theming.load_themes(theme_dirs)
-        self._theme_name = theme or theming.DEFAULT_THEME
+        # Remembered between runs only where asked (the CLI gives the config dir's file).
+        self.settings_path = settings_path
+        self.settings = saved_settings.Settings()
+        if settings_path is not None:
+            self.settings, problems = saved_settings.load(settings_path)
+            self.config_errors.extend(problems)
+        self._saved = self.settings
+        self._unrestored: set[Screen[None]] = set()  # not read until restored
+        self._theme_name = theme or self.settings.theme or theming.DEFAULT_THEME
         self._keymap = keymap or {}
         self._dirty: set[str] = set()
         self._flush_scheduled = False
@@ -173,7 +186,10 @@ class LlmaosApp(PlanActions):
         self.theme = self._theme_name
         if self._keymap:
             self.set_keymap(self._keymap)
-        self.push_screen(FleetScreen(self.fleet, link_facts(w.link for w in self.watchers)))
+        fleet = FleetScreen(self.fleet, link_facts(w.link for w in self.watchers))
+        self.push_screen(fleet)
+        self._unrestored.add(fleet)
+        self.call_after_refresh(self._restore_fleet, fleet)
         if len(self.fleet.hosts) == 1:  # one host: straight to it, Esc shows the fleet
             self.open_host(next(iter(self.fleet.hosts)))
         self._link_workers = [
@@ -188,6 +204,7 @@ class LlmaosApp(PlanActions):
             self.notify(err, severity="warning", timeout=10)
 
     async def on_unmount(self) -> None:
+        self._remember()
         # Textual cancels workers at exit without waiting; wait, so every link closes
         # its agent process instead of leaving it to the garbage collector.
         waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
@@ -235,6 +252,7 @@ class LlmaosApp(PlanActions):
 
     def _tick(self) -> None:
         self.fleet.tick()
+        self._remember()
         if self.screen_stack and isinstance(self.screen, FleetScreen):
             self.screen.refresh_hosts(())
 
@@ -280,7 +298,12 @@ class LlmaosApp(PlanActions):
             if self.screen.host.name == name:
                 return
             self.pop_screen()
-        self.push_screen(HostScreen(host, read_only=self.read_only, cursor_blink=self.cursor_blink))
+        screen = HostScreen(host, read_only=self.read_only, cursor_blink=self.cursor_blink)
+        if self.settings.host_panels:
+            screen.shown_panels = frozenset(self.settings.host_panels)
+        self.push_screen(screen)
+        self._unrestored.add(screen)
+        self.call_after_refresh(self._restore_host, screen)
 
     def on_fleet_screen_open_host(self, message: FleetScreen.OpenHost) -> None:
         self.open_host(message.name)
@@ -524,6 +547,92 @@ class LlmaosApp(PlanActions):
 
     def _set_theme(self, name: str) -> None:
         self.theme = name
+
+    # ------------------------------------------------------------ settings
+
+    @staticmethod
+    def default_settings_path() -> Path:
+        """Where the console run from the command line keeps its settings."""
+        return saved_settings.default_path()
+
+    def _restore_host(self, screen: HostScreen) -> None:
+        """The remembered sort on a new host screen (its panels were set before it drew)."""
+        if not screen.is_mounted:
+            if screen in self.screen_stack:
+                self.call_after_refresh(self._restore_host, screen)
+            else:
+                self._unrestored.discard(screen)
+            return
+        self._unrestored.discard(screen)
+        key, reverse = self.settings.host_sort, self.settings.host_reverse
+        if key is None:
+            return
+        try:
+            screen.query_one(ProcessTable).sort_by(key, reverse=reverse)
+        except ValueError as exc:  # a column this version does not have
+            self.notify(f"saved process sort: {exc}", severity="warning")
+
+    def _restore_fleet(self, screen: FleetScreen) -> None:
+        """The remembered sort and filter on the fleet screen; the filter bar shows the
+        filter, so a fleet that looks short says why."""
+        if not screen.is_mounted:
+            if screen in self.screen_stack:
+                self.call_after_refresh(self._restore_fleet, screen)
+            else:
+                self._unrestored.discard(screen)
+            return
+        self._unrestored.discard(screen)
+        s = self.settings
+        table = screen.query_one(HostTable)
+        if s.fleet_sort is not None:
+            try:
+                screen.query_one(HostTable).sort_by(s.fleet_sort, reverse=s.fleet_reverse)
+            except ValueError as exc:
+                self.notify(f"saved fleet sort: {exc}", severity="warning")
+        if s.fleet_filter:
+            bar = screen.query_one(FilterBar)
+            bar.value = s.fleet_filter  # posts Filtered: the screen filters the table
+            bar.add_class("-active")
+            table.focus()
+
+    def _remember(self) -> None:
+        """Keep what the operator chose (once a second, and at exit); written only when
+        it changed. A read-only console reads them and writes none: it is the one a wall
+        display or a second operator runs, and must leave the main console's choices as
+        they are (its promise is that it changes nothing)."""
+        if self.settings_path is None:
+            return
+        s = self.settings
+        now: dict[str, object] = {"theme": self.theme}
+        for screen in self.screen_stack:
+            if not screen.is_mounted or screen in self._unrestored:
+                continue
+            if isinstance(screen, HostScreen):
+                procs = screen.query_one(ProcessTable)
+                now |= {
+                    "host_sort": procs.sort_key,
+                    "host_reverse": procs.reverse,
+                    "host_panels": tuple(
+                        p for p in saved_settings.PANELS if p in screen.shown_panels
+                    ),
+                }
+            elif isinstance(screen, FleetScreen):
+                hosts = screen.query_one(HostTable)
+                now |= {
+                    "fleet_sort": hosts.sort_key,
+                    "fleet_reverse": hosts.reverse,
+                    "fleet_filter": hosts.needle,
+                }
+        self.settings = dataclasses.replace(s, **now)  # type: ignore[arg-type]
+        if self.settings == self._saved or self.read_only:
+            return
+        try:
+            saved_settings.save(self.settings_path, self.settings)
+        except OSError as exc:
+            self.notify(f"settings not saved: {exc}", severity="warning", timeout=8)
+            self.settings_path = None  # said once; the session goes on without saving
+            return
+        self._saved = self.settings
 
 
 def _why(exc: BaseException) -> str:

@@ -296,7 +296,10 @@ def run_app(args: argparse.Namespace, links: list[Link]) -> int:
     from llmaos_tui.screens.keys import load_keys  # noqa: PLC0415
 
     keys = load_keys(LlmaosApp)
-    app = LlmaosApp(links, theme=args.theme, read_only=args.read_only, keymap=keys.keymap)
+    app = LlmaosApp(
+        links, theme=args.theme, read_only=args.read_only, keymap=keys.keymap,
+        settings_path=LlmaosApp.default_settings_path(),
+    )  # fmt: skip
     for problem in keys.problems:  # on the terminal after the console, and in it at start
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)
     app.config_errors += [clean(p) for p in keys.problems]
