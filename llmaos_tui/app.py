@@ -134,6 +134,7 @@ class LlmaosApp(PlanActions):
         audit: AuditLog | None = None,
         journal: MoveJournal | None = None,
         settings_path: Path | None = None,
+        screenshot_dir: Path | None = None,
     ) -> None:
         super().__init__()
         self.audit = audit or AuditLog()
@@ -160,6 +161,7 @@ class LlmaosApp(PlanActions):
         self._themes, self.config_errors = theming.load_themes(theme_dirs)
         # Remembered between runs only where asked (the CLI gives the config dir's file).
         self.settings_path = settings_path
+        self.screenshot_dir = screenshot_dir or self.audit.path.parent / "screenshots"
         self.settings = saved_settings.Settings()
         if settings_path is not None:
             self.settings, problems = saved_settings.load(settings_path)
@@ -547,6 +549,27 @@ class LlmaosApp(PlanActions):
 
     def _set_theme(self, name: str) -> None:
         self.theme = name
+
+    # ---------------------------------------------------------- screenshots
+
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """The palette's screenshot: into the state directory's ``screenshots`` (made,
+        private to the user; Textual's default is the working or Downloads folder,
+        which may not exist), and a notice that says where."""
+        folder = Path(path) if path else self.screenshot_dir
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as exc:
+            self.notify(f"screenshot not saved: {exc}", severity="error", timeout=10)
+            return None
+        self.notify(f"screenshot saved: {saved}", timeout=10)
+        return saved
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        self.deliver_screenshot(filename, path)
 
     # ------------------------------------------------------------ settings
 

@@ -157,3 +157,21 @@ def test_save_replaces_the_file_whole(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"theme": "b"}
     assert settings.load(path) == (settings.Settings(theme="b"), [])
     assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]
+
+
+async def test_a_screenshot_goes_to_a_folder_made_for_it_and_says_where(tmp_path: Path) -> None:
+    folder = tmp_path / "state" / "screenshots"
+    links = [ReplayLink(RECORDING, name="left")]
+    app = LlmaosApp(links, cursor_blink=False, screenshot_dir=folder)
+    async with app.run_test(size=SIZE) as pilot:
+        await _up(app)
+        await pilot.press("ctrl+p", *"screenshot")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(lambda: folder.is_dir() and any(folder.iterdir()), what="the svg")
+        (svg,) = folder.iterdir()
+        assert svg.suffix == ".svg" and "left" in svg.read_text()
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        await wait_for(
+            lambda: any(str(svg) in n.message for n in app._notifications), what="the notice"
+        )
