@@ -15,8 +15,9 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import safe
 
@@ -65,7 +66,7 @@ class AuditScreen(Screen[None]):
         yield Static(safe(f"Audit log · {len(self.entries)} entries · {self.path}"), id="title")
         yield SafeTable(cursor_type="row", id="audit-table")
         yield Static("", id="detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

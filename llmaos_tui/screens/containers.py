@@ -26,7 +26,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, RichLog, Static
+from textual.widgets import RichLog, Static
 
 from llmaos_agent.protocol import Container, ContainerLog, ContainerLogQuery, ContainerRef
 from llmaos_tui.fleet.state import FleetState
@@ -34,6 +34,7 @@ from llmaos_tui.formats import error_words
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
 from llmaos_tui.widgets.filter_bar import FilterBar, words_match
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.synced_table import Col, Row, SyncedTable
 from llmaos_tui.widgets.text import ago, safe, safe_log
 
@@ -116,7 +117,7 @@ class ContainersScreen(Screen[None]):
         yield FilterBar("host, name, image, state, ports or volumes", id="containers-filter")
         yield SyncedTable(self.COLUMNS, id="containers-table")
         yield Static("", id="detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.refresh_containers(force=True)
@@ -293,7 +294,7 @@ class ContainerLogScreen(Screen[None]):
         title = f"Output of {self.container.name} on {self.host} (last {self.TAIL} lines)"
         yield Static(safe(title), id="title")
         yield RichLog(id="log", wrap=False, markup=False, highlight=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.load()

@@ -22,12 +22,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Checkbox, DataTable, Footer, Label, ProgressBar, Static
+from textual.widgets import Checkbox, DataTable, Label, ProgressBar, Static
 
 from llmaos_agent.protocol import Container
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.ops.move_model import MovePlan, MoveResult, Progress
 from llmaos_tui.screens.containers import size
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import safe, safe_lines
 
@@ -174,7 +175,7 @@ class MoveScreen(Screen[None]):
         yield Static("", id="plan")
         yield VerticalScroll(id="steps")
         yield Static("", id="outcome")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -24,9 +24,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from llmaos_tui.balance import Plan
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import safe
 
@@ -165,7 +166,7 @@ class PlanScreen(Screen[None]):
         yield SafeTable(cursor_type="row", id="moves")
         yield Static("", id="detail")
         yield Static("", id="result")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

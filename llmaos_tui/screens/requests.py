@@ -34,7 +34,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Checkbox, DataTable, Footer, Input, Label, RichLog, Static
+from textual.widgets import Checkbox, DataTable, Input, Label, RichLog, Static
 
 from llmaos_agent.protocol import (
     LogChunk,
@@ -49,6 +49,7 @@ from llmaos_tui.formats import error_words, wire_words
 from llmaos_tui.screens.dialogs import ConfirmScreen
 from llmaos_tui.screens.intents import ChangeIntent
 from llmaos_tui.widgets.filter_bar import FilterBar, words_match
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.synced_table import Col, Row, SyncedTable
 from llmaos_tui.widgets.text import ago, safe, safe_log
 
@@ -137,7 +138,7 @@ class RequestsScreen(Screen[None]):
         yield Static("", id="queue-note")
         yield FilterBar("host, id, state, name or where/why", id="requests-filter")
         yield SyncedTable(self.COLUMNS, id="requests-table")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.refresh_requests(force=True)
@@ -322,7 +323,7 @@ class LogScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(safe(f"Output of {self.rid} on {self.host}"), id="title")
         yield RichLog(id="log", wrap=False, markup=False, highlight=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.follow()
