@@ -25,7 +25,7 @@ from typing import Any
 from llmaos_agent.protocol import MAX_CORES, MAX_GPUS
 from llmaos_agent.safetext import clean
 from llmaos_tui import __version__
-from llmaos_tui.cli_args import bounded, priority, python_version, seconds, size
+from llmaos_tui.cli_args import NO_HOSTS, bounded, priority, python_version, seconds, size
 from llmaos_tui.fleet import wheels
 from llmaos_tui.fleet.inventory import InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
@@ -200,12 +200,13 @@ hosts file's others), the -H hosts alone, or this machine alone."""
 
 def scope_of(args: argparse.Namespace) -> str:
     """The console watches the fleet; a subcommand given -H acts on those hosts alone;
-    without -H the request commands act on this machine, the others on the fleet."""
+    without -H the request commands act on this machine (with --no-local, on the hosts
+    file's), the others on the fleet."""
     if args.cmd is None:
         return FLEET
     if args.hosts:
         return NAMED
-    return LOCAL_ONLY if args.cmd in REQUEST_COMMANDS else FLEET
+    return LOCAL_ONLY if args.cmd in REQUEST_COMMANDS and not args.no_local else FLEET
 
 
 def build_links(args: argparse.Namespace, scope: str = FLEET) -> list[Link]:
@@ -257,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     except InventoryError as exc:
         print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
         return 2
-    if not links:
-        print("llmaos-tui: no hosts (drop --no-local, or add -H HOST)", file=sys.stderr)
+    if not links and args.cmd != "plan":  # a plan from a snapshot needs no host
+        print(f"llmaos-tui: {NO_HOSTS}", file=sys.stderr)
         return 2
     if args.cmd == "snapshot":
         print(json.dumps(asyncio.run(snapshot(links, args.timeout)), indent=2))

@@ -13,6 +13,8 @@ MAX_SIZE = (1 << 63) - 1
 """The largest memory size: the agent stores it in SQLite, whose integers are 64-bit."""
 MAX_SECONDS = 7 * 86400.0
 """The longest timeout, settle or period the CLI takes (a week)."""
+NO_HOSTS = "no hosts (drop --no-local, or add -H HOST)"
+"""What a command that needs a host says when the arguments name none."""
 
 
 def size(text: str) -> int:

@@ -35,7 +35,7 @@ from llmaos_tui.balance import (
     StabilityConfig,
     plan_from_snapshot,
 )
-from llmaos_tui.cli_args import seconds
+from llmaos_tui.cli_args import NO_HOSTS, seconds
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
@@ -206,6 +206,9 @@ async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
     if args.units is not None and level != "hosts":
         print("llmaos-tui: --units chooses what moves between hosts: use it with "
               "--level hosts", file=sys.stderr)  # fmt: skip
+        return 2
+    if not links:
+        print(f"llmaos-tui: {NO_HOSTS}", file=sys.stderr)
         return 2
     async with Watching(links) as w:
         return await _plan_live(args, w, level, budget)

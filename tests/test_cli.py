@@ -235,6 +235,8 @@ def links_of(tmp_path: Path, *argv: str) -> list[str]:
         (["snapshot", "--json"], ["local", "a", "b"]),
         (["requests"], ["local"]),  # no -H: this machine
         (["cancel", "r1"], ["local"]),
+        (["--no-local", "cancel", "r1"], ["a", "b"]),  # not this machine: the file's
+        (["requests", "--no-local"], ["a", "b"]),
         (["requests", "-H", "b"], ["b"]),
         (["--no-local", "-H", "a", "snapshot", "--json"], ["a"]),
         (["-H", "a", "snapshot", "--json", "-H", "b"], ["a", "b"]),
