@@ -449,6 +449,35 @@ def test_the_first_client_gets_the_process_table_without_waiting_a_tick(
         end(proc)
 
 
+def test_a_process_whose_argv_is_not_utf8_is_shown_and_the_daemon_lives(
+    fast_daemon: subprocess.Popen[bytes], peers: list[Peer]
+) -> None:
+    # Any user may name a process with bytes that do not decode; the OS hands them over
+    # as lone surrogates, which no JSON encoder takes: unmended, the pass died, and with
+    # it the daemon, at every start.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", b"\xff\xfeX"])
+    try:
+        peer = attach(peers)
+        greet(peer)
+        deadline = time.monotonic() + TIMEOUT
+        row = None
+        table: dict[int, Proc] = {}
+        while row is None and time.monotonic() < deadline:
+            s = peer.notification("sample")
+            if s.procs is not None:
+                apply(table, s.procs)
+                row = table.get(child.pid)
+        assert row is not None, "the process never showed"
+        assert row.cmd.endswith("\ufffd\ufffdX"), row.cmd
+        assert fast_daemon.poll() is None, "the daemon died"
+        later = peer.notification("sample")
+        assert later.seq > s.seq
+        assert peer.close() == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_calls_errors_and_malformed_lines(
     fast_daemon: subprocess.Popen[bytes], peers: list[Peer]
 ) -> None:

@@ -131,6 +131,7 @@ class Daemon(CallsMixin):
         # Set with _stop, or when the first client comes to a daemon that holds no process
         # table: it ticks at once (a console's first screen needs the table, not in 1 s).
         self._wake = asyncio.Event()
+        self._early_at = float("-inf")  # the loop's clock at the last early tick
         self._lock_fd: IO[bytes] | None = None
         self.sampler: Sampler | None = None
         self.hello: Hello | None = None
@@ -152,6 +153,15 @@ class Daemon(CallsMixin):
         self._containers_task: asyncio.Task[bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # container calls in flight
         self._handlers = self._handler_table()
+
+    def _early_tick_allowed(self) -> bool:
+        """At most one early tick an interval: a client that connects and leaves in a loop
+        must not speed the sampling up more than twice (nor fill the history ring)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._early_at < self.interval:
+            return False
+        self._early_at = now
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -219,7 +229,10 @@ class Daemon(CallsMixin):
         deadline = loop.time()
         while not self._stop.is_set():
             self._wake.clear()
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # one bad pass must not stop the sampling, nor the daemon
+                log.exception("a sampling pass failed")
             deadline += self.interval
             now = loop.time()
             if deadline < now:  # we fell behind (suspend, overload): skip, do not burst
@@ -431,9 +444,7 @@ class Daemon(CallsMixin):
             except Exception:  # the container list is extra; samples must reach the client
                 log.exception("container list for a new client failed")
             self._force_procs = True
-            if not self.table:
-                # Only then (at most once a tick: a table is held from that pass until a
-                # tick finds no client), so connecting in a loop cannot speed the sampling.
+            if not self.table and self._early_tick_allowed():
                 self._wake.set()
             await self._read_requests(reader, client)
         finally:

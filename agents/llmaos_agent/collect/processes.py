@@ -389,7 +389,7 @@ class ProcessCollector:
         name = procfs.name(pid, comm, args)
         user = "?" if uid is None else self._user_of(uid)
         cmd = " ".join(args)[:_CMD_MAX]
-        return name[:256], user[:256], cmd or f"[{name}]"[:_CMD_MAX]
+        return _static(name, user, cmd)
 
     def _user_of(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -453,7 +453,7 @@ class ProcessCollector:
             return None
         except ps.AccessDenied:
             name, user, cmd = "?", "?", ""
-        return name[:256], user[:256], cmd or f"[{name}]"[:_CMD_MAX]
+        return _static(name, user, cmd)
 
     def _user(self, p: psutil.Process) -> str:
         ps = self._ps
@@ -476,3 +476,20 @@ class ProcessCollector:
 def _nice(v: object) -> int | None:
     # Windows reports a priority class (an IntEnum); keep its value.
     return int(v) if isinstance(v, int) else None
+
+
+def _static(name: str, user: str, cmd: str) -> _Static:
+    """A process's name, user and command line as the wire can carry them: cut to their
+    limits, and what is not UTF-8 (bytes of a name or argv that do not decode, which the
+    OS hands over as lone surrogates) as U+FFFD. Any user can name a process so; unmended,
+    it would stop every sample's encoding, and with it the daemon."""
+    name, user, cmd = _utf8(name)[:256], _utf8(user)[:256], _utf8(cmd)[:_CMD_MAX]
+    return name, user, cmd or f"[{name}]"[:_CMD_MAX]
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
