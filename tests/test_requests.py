@@ -726,3 +726,15 @@ async def test_many_calls_at_once_do_not_trip_the_flood_guard(session: AgentSess
     pongs = await asyncio.gather(*(session.call("ping", Empty()) for _ in range(FLOOD_LINES + 500)))
     assert len(pongs) == FLOOD_LINES + 500
     assert (await session.call("requests.list", RequestQuery())).total == 0  # still up
+
+
+def test_the_supervisor_gets_the_pushed_site_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pushed zipapp's __main__ puts ~/.cache/llmaos-agent/site-<tag> (psutil for macOS and
+    # Windows) on sys.path; the supervisor, a new interpreter, needs it on PYTHONPATH too.
+    from llmaos_agent.requests import queue as q
+
+    root = Path(q.__file__).resolve().parent.parent.parent
+    site = str(root.parent / "site-cp311-macosx_11_0_arm64")
+    monkeypatch.setattr(sys, "path", [*sys.path, site, "/elsewhere/site-x"])
+    parts = q._pythonpath().split(os.pathsep)
+    assert parts == [str(root), site]

@@ -79,8 +79,14 @@ def _privileged() -> bool:
 
 def _pythonpath() -> str:
     # The directory (or zipapp) this package was imported from, so the supervisor
-    # imports the same code whether the agent is installed or pushed as a .pyz.
-    return str(Path(__file__).resolve().parent.parent.parent)
+    # imports the same code whether the agent is installed or pushed as a .pyz; and the
+    # site-<tag> folders beside a pushed zipapp that its __main__ put on sys.path (psutil
+    # pushed for macOS and Windows): without them the supervisor there cannot start.
+    root = Path(__file__).resolve().parent.parent.parent
+    sites = [
+        p for p in sys.path if Path(p).parent == root.parent and Path(p).name.startswith("site-")
+    ]
+    return os.pathsep.join([str(root), *sites])
 
 
 class RequestQueue:
