@@ -7,8 +7,10 @@ the protocol and the state, is shared.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 
 class LinkDown(Exception):
@@ -71,3 +73,20 @@ class Link(ABC):
     def target(self) -> str:
         """Where this link goes, for display."""
         return self.name
+
+
+async def reap(*tasks: asyncio.Future[Any], timeout: float | None = None) -> None:
+    """Wait for ``tasks`` to end, cancelling those still running after ``timeout``, and drop
+    what they raised. A cancellation of the caller itself still propagates: the usual
+    ``with suppress(CancelledError): await task`` swallows it when it comes during the
+    await, and a watcher whose cancel was swallowed goes on reconnecting for ever."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(set(tasks), timeout=timeout)
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved, so asyncio does not warn of it

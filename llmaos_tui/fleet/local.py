@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from llmaos_agent.protocol import MAX_LINE_BYTES
-from llmaos_tui.fleet.link import LineTooLong, Link, LinkDown, Transport
+from llmaos_tui.fleet.link import LineTooLong, Link, LinkDown, Transport, reap
 
 STDERR_KEEP = 2000
 
@@ -69,8 +69,7 @@ class ProcessTransport(Transport):
             await self.proc.wait()
         finally:
             # Until the pipes report their end, asyncio keeps the transport open.
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.gather(drain, self._stderr_task), 1.0)
+            await reap(drain, self._stderr_task, timeout=1.0)
 
     async def _discard_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -83,8 +82,8 @@ class ProcessTransport(Transport):
             code = await asyncio.wait_for(self.proc.wait(), 2.0)
         except asyncio.TimeoutError:
             return "the agent closed its output but did not exit"
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(self._stderr_task, 1.0)
+        # Its last words, for the reason (a second at most); not cancelled meanwhile.
+        await asyncio.wait({self._stderr_task}, timeout=1.0)
         err = self._stderr.decode(errors="replace").strip().splitlines()
         tail = f": {err[-1]}" if err else ""
         if code < 0:

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from llmaos_agent.protocol import Notification
-from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.link import Link, reap
 from llmaos_tui.fleet.session import AgentSession
 
 
@@ -29,6 +29,5 @@ async def connected(link: Link, timeout: float = 20.0) -> AsyncIterator[AgentSes
     finally:
         if reader is not None:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await reap(reader)
         await transport.close()

@@ -31,7 +31,7 @@ from llmaos_agent.protocol import (
     Sample,
 )
 from llmaos_tui.fleet.backoff import Backoff
-from llmaos_tui.fleet.link import AuthRefused, Link, LinkDown, Transport
+from llmaos_tui.fleet.link import AuthRefused, Link, LinkDown, Transport, reap
 from llmaos_tui.fleet.session import AgentSession
 from llmaos_tui.fleet.state import HostState, HostStatus
 
@@ -189,8 +189,7 @@ class HostWatcher:
                 stale.cancel()
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await reap(reader)
 
     async def _watch_stale(self, hello: Hello) -> None:
         # Two and a half missed samples: a cut network shows as stale within 3 s at

@@ -38,10 +38,14 @@ class Watching:
     async def __aexit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
+        # Cancelled again while any runs: one that swallowed a cancel must not hang the exit.
+        while pending := [t for t in self._tasks if not t.done()]:
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=5.0)
         for t in self._tasks:
-            t.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if not t.cancelled():
+                t.exception()
 
     async def until(self, settled: Callable[[HostState], bool], timeout: float) -> bool:
         """Wait until ``settled`` holds for every host, or ``timeout`` seconds; whether it
