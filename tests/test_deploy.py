@@ -427,3 +427,16 @@ def test_a_wheel_with_a_name_twice_or_too_big_is_refused(tmp_path: Path) -> None
     (tmp_path / "c.whl").write_bytes(b"not a zip")
     with pytest.raises(wheels.WheelError, match="not a readable wheel"):
         wheels.check_wheel(tmp_path / "c.whl")
+
+
+def test_a_wheel_with_a_broken_member_is_refused_as_a_broken_wheel(tmp_path: Path) -> None:
+    # A member whose bytes no longer match its CRC (a bad download or a doctored cache):
+    # a WheelError saying so, never a "bug" raised out of zipfile.
+    path = make_wheel(tmp_path / "demo-1.0-py3-none-any.whl", GOOD)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"x = 1\n")  # stored, not compressed: the member's bytes as written
+    assert at > 0
+    data[at] = ord("y")
+    path.write_bytes(bytes(data))
+    with pytest.raises(wheels.WheelError, match="cannot be read"):
+        wheels.check_wheel(path)

@@ -23,6 +23,7 @@ import re
 import stat
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,11 +278,13 @@ async def fetch(target: Target, dest: Path, project: str = PROJECT) -> Path:
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), PIP_TIMEOUT_S)
     except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise WheelError(
             f"pip download of {project} timed out after {PIP_TIMEOUT_S:.0f} s"
         ) from None
+    finally:
+        if proc.returncode is None:  # timed out, or the caller was cancelled: no pip left
+            proc.kill()
+            await proc.wait()
     found = select(dest, target, project)
     if proc.returncode != 0 or found is None:
         last = out.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
@@ -391,8 +394,13 @@ def check_member_name(name: str, wheel: str = "the wheel") -> None:
 
 
 def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, wheel: str) -> bytes:
-    with zf.open(info) as f:
-        data = f.read(info.file_size + 1)  # the header's size may lie: read one more
+    try:
+        with zf.open(info) as f:
+            data = f.read(info.file_size + 1)  # the header's size may lie: read one more
+    # A bad CRC or stream, an unknown compression, an encrypted member: a broken wheel,
+    # said as one (not a console bug).
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise WheelError(f"{wheel}: {info.filename!a} cannot be read: {exc}") from None
     if len(data) != info.file_size:
         raise WheelError(f"{wheel}: {info.filename!a} is not the size its header says")
     return data
