@@ -98,6 +98,18 @@ async def select(pilot: Any, screen: ContainersScreen, host: str, name: str) -> 
     assert sel is not None and sel[1].name == name
 
 
+async def web_selected(app: Any, pilot: Any, host: str) -> ContainersScreen:
+    """Once every host is up with its engine: the containers screen, on ``host``'s web."""
+    await wait_for(
+        lambda: all(h.docker and h.sample for h in app.fleet.hosts.values()), 90, "hosts up"
+    )
+    await pilot.press("c")
+    screen = app.screen
+    assert isinstance(screen, ContainersScreen)
+    await select(pilot, screen, host, "web")
+    return screen
+
+
 def ssh_sessions(tb: Testbed, host: TestHost) -> int:
     """Established SSH connections the host's sshd serves now (as `ss` shows them there)."""
     out = tb.exec(host, ["ss", "-Htn", "state", "established", "( sport = :22 )"]).stdout
@@ -123,13 +135,7 @@ async def test_containers_screen_acts_and_moves(
     run_web(d1)
     app = app_for(docker_pair, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(
-            lambda: all(h.docker and h.sample for h in app.fleet.hosts.values()), 90, "hosts up"
-        )
-        await pilot.press("c")
-        screen = app.screen
-        assert isinstance(screen, ContainersScreen)
-        await select(pilot, screen, h1.name, "web")
+        screen = await web_selected(app, pilot, h1.name)
         row = next(r for r in row_texts(screen) if r[1] == "web")
         assert row[0] == h1.name and row[3] == "running" and images.TEST_TAG in row[2]
         assert f"{PORT}->80/tcp" in row[8] and "webdata:/data" in row[9]
@@ -249,13 +255,7 @@ async def test_a_move_checks_host_keys_as_its_link_does(
     known.write_text(docker_pair.known_hosts.read_text())
     app = app_for(docker_pair, tmp_path, known_hosts=known)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(
-            lambda: all(h.docker and h.sample for h in app.fleet.hosts.values()), 90, "hosts up"
-        )
-        await pilot.press("c")
-        screen = app.screen
-        assert isinstance(screen, ContainersScreen)
-        await select(pilot, screen, h1.name, "web")
+        await web_selected(app, pilot, h1.name)
         await pilot.press("m")
         move = app.screen
         assert isinstance(move, MoveScreen)
