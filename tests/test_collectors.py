@@ -266,7 +266,10 @@ def agrees_with_psutil(row: Proc, pid: int) -> None:
         assert row.pid == pid
         assert row.ppid == ps.ppid()
         assert row.nice == ps.nice()
-        assert row.status == ps.status()
+        if pid == os.getpid():  # ours runs between the two reads, and sleeps: either is true
+            assert row.status in ("running", "sleeping") and ps.status() in ("running", "sleeping")
+        else:
+            assert row.status == ps.status()
         assert row.create_time == round(ps.create_time(), 2)
         assert row.affinity is not None
         assert parse_cpulist(row.affinity) == sorted(ps.cpu_affinity())

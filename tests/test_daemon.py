@@ -428,8 +428,18 @@ def test_the_first_client_gets_the_process_table_without_waiting_a_tick(
 ) -> None:
     # A tick of 60 s: the console's first screen (its process rows) must not wait for the
     # next one. The daemon ticks at once for the first client of a daemon without a table.
-    proc = start_daemon("--interval", "60", "--proc-interval", "60")
+    # Started without start_daemon's probe: that probe is a client too, and would take the
+    # early tick (one an interval) before the attach comes.
+    proc = subprocess.Popen(
+        agent("daemon", "--interval", "60", "--proc-interval", "60"),
+        env=agent_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
+        wait_for(default_paths().socket.exists, TIMEOUT, "the daemon's socket")
         peer = attach(peers)
         hello, history = greet(peer)
         assert hello.pid == proc.pid
