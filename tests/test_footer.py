@@ -1,6 +1,6 @@
 """The footer at 80x24 and 120x40: the main keys are on it as drawn, htop's F1, F10
 and F3 do what they do in htop, and the process table's sort column always carries the
-arrow."""
+arrow; a screen's footer leaves out the key that opened it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from textual.app import App
 from llmaos_tui.app import LlmaosApp
 from llmaos_tui.fleet.replay import ReplayLink
 from llmaos_tui.fleet.state import HostStatus
+from llmaos_tui.screens.containers import ContainersScreen
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.keys import KeysScreen
+from llmaos_tui.screens.requests import RequestsScreen
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.host_table import HostTable
 from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
@@ -64,6 +66,32 @@ async def test_fleet_screen_footer_shows_the_main_keys(size: tuple[int, int]) ->
         line = bottom_line(app)
         for key in FLEET_KEYS:
             assert key in line, (key, line)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_screen_footer_leaves_out_the_key_that_opened_it(size: tuple[int, int]) -> None:
+    app = app_of("rec")
+    async with app.run_test(size=size) as pilot:
+        await _up(app, pilot)
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(app.screen, RequestsScreen), what="requests shown")
+        await wait_for(lambda: "Filter" in bottom_line(app), what="the requests footer drawn")
+        line = bottom_line(app)
+        assert "Requests" not in line, line
+        for key in ["? Help", "q Quit", "/ Filter", "esc Back"]:
+            assert key in line, (key, line)
+        await pilot.press("escape", "c")
+        await wait_for(lambda: isinstance(app.screen, ContainersScreen), what="containers shown")
+        await wait_for(lambda: "Filter" in bottom_line(app), what="the containers footer drawn")
+        line = bottom_line(app)
+        assert "Containers" not in line, line
+        assert "r Requests" in line, line  # another screen's opener stays
+        first = app.screen
+        await pilot.press("c")  # the key still works there: the screen opened afresh
+        await wait_for(
+            lambda: isinstance(app.screen, ContainersScreen) and app.screen is not first,
+            what="containers reopened",
+        )
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -46,6 +46,8 @@ def entry_words(e: dict[str, Any]) -> str:
 
 
 class AuditScreen(Screen[None]):
+    OPENED_BY = "audit"
+    """The app action whose key opens this screen: the footer leaves it out."""
     BINDINGS = [Binding("escape,q", "back", "Back", id="audit.back")]
     DEFAULT_CSS = """
     AuditScreen #title { height: 1; padding: 0 1; background: $panel; }

@@ -77,6 +77,8 @@ class OpenMove(Message):
 
 
 class ContainersScreen(Screen[None]):
+    OPENED_BY = "containers"
+    """The app action whose key opens this screen: the footer leaves it out."""
     BINDINGS = [
         Binding("escape", "back", "Back", id="containers.back"),
         Binding("s", "start", "Start", id="containers.start"),

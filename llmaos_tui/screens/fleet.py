@@ -111,6 +111,8 @@ class HostDetail(Static):
 
 
 class FleetScreen(Screen[None]):
+    OPENED_BY = "fleet"
+    """The app action whose key opens this screen: the footer leaves it out."""
     AUTO_FOCUS = "#hosts"
     BINDINGS = [
         Binding("h", "toggle_heatmap", "Heat map", id="fleet.heatmap"),

@@ -91,6 +91,8 @@ def _cells(host: str, r: RequestInfo, now: float) -> tuple[list[str], Sequence[A
 
 
 class RequestsScreen(Screen[None]):
+    OPENED_BY = "requests"
+    """The app action whose key opens this screen: the footer leaves it out."""
     BINDINGS = [
         Binding("escape", "back", "Back", id="requests.back"),
         Binding("plus,equals_sign", "priority(1)", "Prio +", key_display="+", id="requests.raise"),
