@@ -9,6 +9,9 @@ collector uses it, and it is built out of the real module's own parts:
   or ``c_nvmlMemory_v2_t``) and process lists are what pynvml returns: friendly
   objects made from ``c_nvmlProcessInfo_t``, ``usedGpuMemory`` None where the driver
   reports "not available";
+- process utilisation samples are the real ``c_nvmlProcessUtilizationSample_t``, returned
+  as pynvml returns them (those newer than the caller's timestamp, in microseconds since
+  the epoch), with ``NVML_ERROR_NOT_FOUND`` when there are none, as drivers answer;
 - like the real library, every call before ``nvmlInit`` fails with
   ``NVML_ERROR_UNINITIALIZED``, init is reference-counted, and a bad index or a
   foreign handle fails with ``NVML_ERROR_INVALID_ARGUMENT``.
@@ -20,6 +23,7 @@ configured through :class:`Device` and read back through :func:`init_count`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +50,8 @@ class Device:
     # (pid, used bytes or None for "not available")
     compute_procs: list[tuple[int, int | None]] = field(default_factory=list)
     graphics_procs: list[tuple[int, int | None]] = field(default_factory=list)
+    # utilisation samples: (pid, SM percent, memory percent, age in seconds at the call)
+    proc_util: list[tuple[int, int, int, float]] = field(default_factory=list)
     # function name -> NVML error code it returns on this device (e.g. NOT_SUPPORTED)
     nvml_errors: dict[str, int] = field(default_factory=dict)
     # function name -> any other exception it raises on this device (a broken binding)
@@ -94,6 +100,8 @@ class NvmlStandIn:
     NVMLLibraryMismatchError = pynvml.NVMLLibraryMismatchError
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
     NVML_ERROR_NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
+    NVML_ERROR_NOT_FOUND = pynvml.NVML_ERROR_NOT_FOUND
+    NVML_ERROR_FUNCTION_NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
     NVML_ERROR_UNINITIALIZED = pynvml.NVML_ERROR_UNINITIALIZED
     NVML_ERROR_INVALID_ARGUMENT = pynvml.NVML_ERROR_INVALID_ARGUMENT
     NVML_ERROR_GPU_IS_LOST = pynvml.NVML_ERROR_GPU_IS_LOST
@@ -165,6 +173,21 @@ class NvmlStandIn:
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[Any]:
         return _procs(self._dev(handle, "nvmlDeviceGetGraphicsRunningProcesses").graphics_procs)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: _Handle, timeStamp: int) -> list[Any]:
+        d = self._dev(handle, "nvmlDeviceGetProcessUtilization")
+        now = int(time.time() * 1_000_000)
+        out = []
+        for pid, sm, mem, age in d.proc_util:
+            ts = now - int(age * 1_000_000)
+            if ts > timeStamp:
+                out.append(pynvml.c_nvmlProcessUtilizationSample_t(
+                    pid=pid, timeStamp=ts, smUtil=sm, memUtil=mem, encUtil=0, decUtil=0
+                ))  # fmt: skip
+        if not out:
+            # The driver's answer when no sample is newer than timeStamp.
+            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
+        return out
 
     # -------------------------------------------------------------- internals
 

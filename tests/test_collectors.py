@@ -40,6 +40,7 @@ from llmaos_agent.collect.processes import (
     parse_cpulist,
     parse_stat,
 )
+from llmaos_agent.procfs import LETTER
 from llmaos_agent.protocol import MAX_CORES, Capabilities, HostFacts, Memory, Proc
 from tests.testbed import Testbed, testbed_factory_fixture  # noqa: F401 (a fixture)
 
@@ -151,7 +152,7 @@ def test_own_process_is_in_the_table(collector: ProcessCollector) -> None:
     off = me.create_time - ps.create_time()
     assert abs(off) < 0.01 or (abs(off - round(off)) < 0.01 and abs(off) <= 30), off
     assert sys.argv[0].rsplit("/", 1)[-1] in me.cmd or "pytest" in me.cmd
-    assert me.status in {psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP}
+    assert me.status in {"R", "S", "D"}  # running, sleeping, disk sleep, as ps shows them
     if hasattr(os, "getpriority"):
         assert me.nice == os.getpriority(os.PRIO_PROCESS, 0)
     if hasattr(os, "sched_getaffinity"):
@@ -267,9 +268,9 @@ def agrees_with_psutil(row: Proc, pid: int) -> None:
         assert row.ppid == ps.ppid()
         assert row.nice == ps.nice()
         if pid == os.getpid():  # ours runs between the two reads, and sleeps: either is true
-            assert row.status in ("running", "sleeping") and ps.status() in ("running", "sleeping")
+            assert row.status in ("R", "S") and ps.status() in ("running", "sleeping")
         else:
-            assert row.status == ps.status()
+            assert row.status == LETTER[ps.status()]
         assert row.create_time == round(ps.create_time(), 2)
         assert row.affinity is not None
         assert parse_cpulist(row.affinity) == sorted(ps.cpu_affinity())
@@ -292,7 +293,7 @@ def test_fast_path_agrees_with_psutil_for_us_and_a_child() -> None:
         agrees_with_psutil(table[os.getpid()], os.getpid())
         agrees_with_psutil(table[child.pid], child.pid)
         assert table[child.pid].ppid == os.getpid()
-        assert table[child.pid].status == psutil.STATUS_SLEEPING
+        assert table[child.pid].status == "S"
         assert table[child.pid].cpu == 0.0  # the first pass has nothing to compare with
     finally:
         stop(child)
@@ -316,7 +317,7 @@ def test_fast_and_psutil_tables_agree_on_our_children() -> None:
         for c in children:
             assert fast[c.pid] == slow[c.pid]
         assert fast[children[1].pid].nice == 5
-        assert fast[children[2].pid].status == "stopped"
+        assert fast[children[2].pid].status == "T"  # stopped, not S as once drawn
         assert fast[children[2].pid].affinity == str(min(os.sched_getaffinity(0)))
     finally:
         for c in children:
@@ -336,11 +337,59 @@ def test_fast_path_shows_a_zombie_as_psutil_does() -> None:
     try:
         wait_status(child.pid, psutil.STATUS_ZOMBIE)  # exited, not reaped yet
         row = ProcessCollector(fast=True).snapshot()[child.pid]
-        assert row.status == "zombie"
+        assert row.status == "Z"
         assert row.rss == 0 == psutil.Process(child.pid).memory_info().rss
         assert row.ppid == os.getpid()
     finally:
         child.wait()
+
+
+@pytest.mark.parametrize(
+    "fast", [pytest.param(True, marks=linux_only), False], ids=["proc", "psutil"]
+)
+def test_a_stopped_child_is_T_and_a_zombie_Z_and_a_resumed_one_S(fast: bool) -> None:
+    """What the process table's state column shows: SIGSTOP makes a real child T (it once
+    showed as S, the first letter of "stopped"), SIGCONT makes it S again, and a child that
+    exited unreaped is Z, on both paths."""
+    collector = ProcessCollector(fast=fast)
+    child = start_sleeper()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_status(child.pid, psutil.STATUS_STOPPED)
+        wait_status(zombie.pid, psutil.STATUS_ZOMBIE)
+        table = collector.snapshot()
+        assert (table[child.pid].status, table[zombie.pid].status) == ("T", "Z")
+        os.kill(child.pid, signal.SIGCONT)
+        wait_status(child.pid, psutil.STATUS_SLEEPING)
+        assert collector.snapshot()[child.pid].status == "S"
+    finally:
+        stop(child)
+        zombie.wait()
+
+
+@linux_only
+def test_a_child_stopped_by_its_tracer_is_t() -> None:
+    """ptrace(PTRACE_ATTACH) stops a real child in "tracing stop": t, as ps shows it."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    attach, detach = 16, 17  # PTRACE_ATTACH, PTRACE_DETACH
+    child = start_sleeper()
+    try:
+        if libc.ptrace(attach, child.pid, None, None) != 0:
+            pytest.skip(f"ptrace refused here: {os.strerror(ctypes.get_errno())}")
+        try:
+            os.waitpid(child.pid, 0)  # the attach's SIGSTOP, reported to us as its tracer
+            wait_status(child.pid, psutil.STATUS_TRACING_STOP)
+            fast = ProcessCollector(fast=True).snapshot()[child.pid]
+            slow = ProcessCollector(fast=False).snapshot()[child.pid]
+            assert fast.status == slow.status == "t"
+        finally:
+            libc.ptrace(detach, child.pid, None, None)
+    finally:
+        stop(child)
 
 
 @linux_only
@@ -487,6 +536,15 @@ def test_status_letters_are_named_as_psutil_names_them() -> None:
     assert ours == {k: str(v) for k, v in _pslinux.PROC_STATUSES.items()}
 
 
+def test_every_psutil_status_has_a_letter_and_linux_names_map_back_to_theirs() -> None:
+    """The psutil path sends the letter the /proc path reads for the same state (X and x
+    are both "dead": X, the one ps shows)."""
+    names = {str(getattr(psutil, n)) for n in dir(psutil) if n.startswith("STATUS_")}
+    assert names <= set(LETTER), names - set(LETTER)
+    for letter, name in _STATUS.items():
+        assert LETTER[name] == ("X" if letter == b"x" else letter.decode())
+
+
 # ------------------------------------------------------------------------ gpu
 
 
@@ -530,7 +588,7 @@ proc_st = st.builds(
     nice=st.none() | st.integers(-20, 19),
     affinity=st.none() | st.sampled_from(["0", "0-3", "1,3-5"]),
     core=st.none() | st.integers(0, 7),
-    status=st.sampled_from(["running", "sleeping"]),
+    status=st.sampled_from(["R", "S", "T", "Z"]),
     create_time=st.sampled_from([100.0, 200.5]),
     gpu_mem=st.none() | st.integers(0, 10**10),
     cmd=st.text(max_size=10),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import time
 
 import pynvml
 import pytest
@@ -22,6 +23,11 @@ GB = 10**9
 def collect(devices: list[Device]) -> tuple[NvmlStandIn, GpuCollector]:
     nv = NvmlStandIn(devices)
     return nv, GpuCollector(nv)
+
+
+def idle(pid: int, used: int | None) -> GpuProc:
+    """A GPU process with no utilisation sample: it used none of the SM or memory."""
+    return GpuProc(pid, used, 0.0, 0.0)
 
 
 # --------------------------------------------------------------- the collector
@@ -43,8 +49,9 @@ def test_two_gpus_with_one_process_each() -> None:
         assert g.power_limit_w == pytest.approx(d.power_limit_mw / 1000, abs=0.051)
         assert g.mem_used == d.mem_used and g.mem_total == d.mem_total
         assert g.temp_c == d.temp_c
-    assert got[0].procs == [GpuProc(pid=1111, used_mem=3 * GB)]
-    assert got[1].procs == [GpuProc(pid=2222, used_mem=5 * GB)]
+    # No utilisation samples (NVML answers NotFound): a share of 0, not unknown.
+    assert got[0].procs == [GpuProc(pid=1111, used_mem=3 * GB, sm=0.0, mem=0.0)]
+    assert got[1].procs == [GpuProc(pid=2222, used_mem=5 * GB, sm=0.0, mem=0.0)]
     # By hand, for the first device: 37 % busy, 123.456 W of 700 W.
     assert (got[0].util, got[0].power_w, got[0].power_limit_w) == (0.37, 123.5, 700.0)
     assert got[1].util == 1.0
@@ -60,7 +67,7 @@ def test_samples_follow_the_device() -> None:
     devices[1].mem_used = 7
     devices[1].compute_procs.append((4242, 7))
     g = gpus.sample()[1]
-    assert (g.util, g.mem_used, g.procs) == (0.0, 7, [GpuProc(4242, 7)])
+    assert (g.util, g.mem_used, g.procs) == (0.0, 7, [idle(4242, 7)])
 
 
 def test_compute_and_graphics_processes_are_merged() -> None:
@@ -68,7 +75,7 @@ def test_compute_and_graphics_processes_are_merged() -> None:
     _, gpus = collect([d])
     (g,) = gpus.sample()
     # Sorted by pid, one entry per pid, "not available" memory kept as unknown (None).
-    assert g.procs == [GpuProc(10, None), GpuProc(20, 5), GpuProc(30, 100)]
+    assert g.procs == [idle(10, None), idle(20, 5), idle(30, 100)]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +101,7 @@ def test_an_unsupported_field_is_none_not_a_crash(fn: str, field: str) -> None:
     if fn == "nvmlDeviceGetMemoryInfo":
         others -= {"mem_used", "mem_total"}
     assert all(getattr(first, f) is not None for f in others)
-    assert first.procs == [GpuProc(1, 10)]
+    assert first.procs == [idle(1, 10)]
     # And the other device is untouched.
     assert all(getattr(second, f) is not None for f in (*others, field))
 
@@ -121,7 +128,7 @@ def test_an_old_driver_without_a_versioned_function_costs_only_that_field() -> N
     (g,) = gpus.sample()
     assert g.error is None
     assert g.util == 0.5
-    assert g.procs == [GpuProc(7, 70)]
+    assert g.procs == [idle(7, 70)]
 
 
 def test_a_broken_device_is_marked_and_the_other_still_reports() -> None:
@@ -129,7 +136,7 @@ def test_a_broken_device_is_marked_and_the_other_still_reports() -> None:
     devices[1].raises["nvmlDeviceGetMemoryInfo"] = RuntimeError("PCIe link down")
     _, gpus = collect(devices)
     first, second = gpus.sample()
-    assert first.error is None and first.util == 0.37 and first.procs == [GpuProc(1, 10)]
+    assert first.error is None and first.util == 0.37 and first.procs == [idle(1, 10)]
     assert second.error is not None and "PCIe link down" in second.error
     assert "RuntimeError" in second.error
     # The broken device keeps its identity so the console can show which one it is.
@@ -183,6 +190,63 @@ def test_close_is_idempotent_and_stops_sampling() -> None:
     gpus.close()
     assert init_count(nv) == 0
     assert gpus.sample() == []
+
+
+# ------------------------------------------------------ per-process utilisation
+
+
+def test_process_shares_are_each_pids_latest_sample() -> None:
+    """The SM and memory share nvitop shows: each pid's newest sample of the last two
+    seconds; a process whose samples are older, or who has none, used none."""
+    d = Device(
+        compute_procs=[(10, GB), (20, GB), (30, GB)],
+        proc_util=[(10, 40, 12, 0.5), (10, 55, 20, 0.1), (20, 90, 90, 5.0), (99, 7, 7, 0.1)],
+    )
+    _, gpus = collect([d])
+    (g,) = gpus.sample()
+    assert g.procs == [GpuProc(10, GB, 0.55, 0.2), idle(20, GB), idle(30, GB)]
+    # A sample for a pid not in the process lists (99) adds no process.
+    d.proc_util = [(30, 100, 3, 0.0)]
+    (g,) = gpus.sample()
+    assert g.procs == [idle(10, GB), idle(20, GB), GpuProc(30, GB, 1.0, 0.03)]
+
+
+def test_a_device_without_process_samples_says_unknown_not_zero() -> None:
+    devices = two_gpus({0: (1, GB), 1: (2, GB)})
+    devices[0].nvml_errors["nvmlDeviceGetProcessUtilization"] = NOT_SUPPORTED
+    devices[1].proc_util = [(2, 25, 5, 0.0)]
+    _, gpus = collect(devices)
+    first, second = gpus.sample()
+    assert first.procs == [GpuProc(1, GB, None, None)] and first.error is None
+    assert second.procs == [GpuProc(2, GB, 0.25, 0.05)]
+    # NotSupported does not come and go: the device is not asked again.
+    del devices[0].nvml_errors["nvmlDeviceGetProcessUtilization"]
+    devices[0].proc_util = [(1, 50, 50, 0.0)]
+    assert gpus.sample()[0].procs == [GpuProc(1, GB, None, None)]
+
+
+def test_another_nvml_error_costs_the_shares_of_that_sample_only() -> None:
+    d = Device(compute_procs=[(1, GB)], proc_util=[(1, 60, 6, 0.0)])
+    d.nvml_errors["nvmlDeviceGetProcessUtilization"] = pynvml.NVML_ERROR_GPU_IS_LOST
+    _, gpus = collect([d])
+    (g,) = gpus.sample()
+    assert g.procs == [GpuProc(1, GB, None, None)] and g.error is None and g.util is not None
+    del d.nvml_errors["nvmlDeviceGetProcessUtilization"]
+    assert gpus.sample()[0].procs == [GpuProc(1, GB, 0.6, 0.06)]
+
+
+def test_process_shares_can_be_turned_off() -> None:
+    """LLMAOS_AGENT_IO=off (the bench's baseline) asks NVML for no process samples."""
+    me = os.getpid()
+    devices = two_gpus({0: (me, GB)})
+    devices[0].proc_util = [(me, 80, 8, 0.0)]
+    on, off = Sampler(nvml=NvmlStandIn(devices)), Sampler(nvml=NvmlStandIn(devices), io=False)
+    try:
+        assert on.sample().gpus[0].procs == [GpuProc(me, GB, 0.8, 0.08)]
+        assert off.sample().gpus[0].procs == [GpuProc(me, GB, None, None)]
+    finally:
+        on.close()
+        off.close()
 
 
 def test_gpu_mem_by_pid() -> None:
@@ -317,6 +381,26 @@ def test_standin_result_types_are_pynvml_types() -> None:
     assert all(isinstance(p, pynvml.nvmlFriendlyObject) for p in procs)
     assert [(p.pid, p.usedGpuMemory) for p in procs] == [(5, 10), (6, None)]
     nv.nvmlShutdown()
+
+
+def test_standin_process_samples_are_pynvmls_and_filtered_by_timestamp() -> None:
+    """As the driver answers: samples newer than the timestamp (microseconds since the
+    epoch) as pynvml's structs, and NotFound when there is none."""
+    nv = NvmlStandIn([Device(proc_util=[(5, 40, 4, 0.0), (6, 10, 1, 10.0)]), Device()])
+    nv.nvmlInit()
+    h, empty = nv.nvmlDeviceGetHandleByIndex(0), nv.nvmlDeviceGetHandleByIndex(1)
+    every = nv.nvmlDeviceGetProcessUtilization(h, 0)
+    assert all(isinstance(s, pynvml.c_nvmlProcessUtilizationSample_t) for s in every)
+    assert sorted((s.pid, s.smUtil, s.memUtil) for s in every) == [(5, 40, 4), (6, 10, 1)]
+    recent = nv.nvmlDeviceGetProcessUtilization(h, int((time.time() - 5) * 1e6))
+    assert [s.pid for s in recent] == [5]
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nv.nvmlDeviceGetProcessUtilization(empty, 0)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nv.nvmlDeviceGetProcessUtilization(h, int((time.time() + 5) * 1e6))
+    nv.nvmlShutdown()
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        nv.nvmlDeviceGetProcessUtilization(h, 0)
 
 
 def test_standin_raises_the_real_error_classes() -> None:

@@ -111,7 +111,10 @@ GPU = p.GpuSample(
     temp_c=41,
     power_w=123.5,
     power_limit_w=700.0,
-    procs=[p.GpuProc(pid=1234, used_mem=40_000_000_000), p.GpuProc(pid=77, used_mem=None)],
+    procs=[
+        p.GpuProc(pid=1234, used_mem=40_000_000_000, sm=0.83, mem=0.41),
+        p.GpuProc(pid=77, used_mem=None),  # a device without process samples: None shares
+    ],
 )
 GPU_BROKEN = p.GpuSample(index=1, uuid="GPU-1", name="GPU 1", error="RuntimeError: gone")
 SAMPLE = p.Sample(
@@ -122,6 +125,9 @@ SAMPLE = p.Sample(
     load=[1.5, 0.75, 0.25],
     gpus=[GPU, GPU_BROKEN],
     procs=p.ProcDelta(full=False, upsert=[PROC, PROC_NO_EXTRAS], gone=[5, 6]),
+    net=[p.NetRate("eth0", 125_000, 4_096), p.NetRate("lo", 0, 12)],
+    disk=[p.DiskRate("nvme0n1", 1 << 20, 0)],
+    temps=[p.Temp("Package id 0", 54), p.Temp("Core 0", 51), p.Temp("Tctl", -5)],
 )
 SAMPLE_MINIMAL = p.Sample(
     t=1.0,
@@ -304,6 +310,21 @@ def test_sample_is_compact() -> None:
     assert set(json.loads(p.encode(SAMPLE_MINIMAL))) == {"t", "seq", "cpu", "mem"}
     row = json.loads(p.encode(SAMPLE))["procs"]["upsert"][0]
     assert isinstance(row, list) and row[0] == PROC.pid and len(row) == len(PROC.__struct_fields__)
+    wire = json.loads(p.encode(SAMPLE))
+    # Network, disk and temperatures as arrays of arrays: [name, rx, tx], [label, celsius].
+    assert wire["net"] == [["eth0", 125_000, 4_096], ["lo", 0, 12]]
+    assert wire["disk"] == [["nvme0n1", 1 << 20, 0]]
+    assert wire["temps"][0] == ["Package id 0", 54]
+    assert wire["gpus"][0]["procs"] == [[1234, 40_000_000_000, 0.83, 0.41], [77, None, None, None]]
+
+
+def test_a_gpu_process_of_two_fields_reads_with_unknown_shares() -> None:
+    """[pid, used_mem] (no shares) is a GpuProc whose shares are unknown."""
+    params = plain(SAMPLE)
+    params["gpus"][0]["procs"] = [[5, 10]]
+    got = p.decode(line_of({"jsonrpc": "2.0", "method": "sample", "params": params}))
+    assert isinstance(got, p.Notification)
+    assert got.params.gpus[0].procs == [p.GpuProc(5, 10, None, None)]
 
 
 # hypothesis: arbitrary in-bounds processes and samples round-trip
@@ -332,6 +353,32 @@ sample_st = st.builds(
     cpu=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=64),
     mem=st.builds(p.Memory, *[st.integers(0, 2**50) for _ in range(5)]),
     load=st.none() | st.lists(st.floats(0, 1000), min_size=3, max_size=3),
+    net=st.lists(
+        st.builds(p.NetRate, text_st, st.integers(0, 2**50), st.integers(0, 2**50)), max_size=4
+    ),
+    disk=st.lists(
+        st.builds(p.DiskRate, text_st, st.integers(0, 2**50), st.integers(0, 2**50)), max_size=4
+    ),
+    temps=st.lists(st.builds(p.Temp, text_st, st.integers(-273, 1000)), max_size=4),
+    gpus=st.lists(
+        st.builds(
+            p.GpuSample,
+            index=st.integers(0, p.MAX_GPUS),
+            uuid=text_st,
+            name=text_st,
+            procs=st.lists(
+                st.builds(
+                    p.GpuProc,
+                    pid=st.integers(0, 2**32),
+                    used_mem=st.none() | st.integers(0, 2**50),
+                    sm=st.none() | st.floats(0.0, 1.0),
+                    mem=st.none() | st.floats(0.0, 1.0),
+                ),
+                max_size=3,
+            ),
+        ),
+        max_size=2,
+    ),
     procs=st.none()
     | st.builds(
         p.ProcDelta,
@@ -479,6 +526,17 @@ def sample_with(**changes: Any) -> bytes:
         ({"load": [1.0, 2.0]}, "load"),
         ({"seq": -1}, "seq"),
         ({"t": "yesterday"}, "t"),
+        ({"net__0__0": "n" * 65}, "net"),  # interface name past IoName
+        ({"net__0__1": -1}, "net"),  # a negative rate
+        ({"net__0": ["eth0", 1]}, "net"),  # a row missing its tx
+        ({"net": [["e", 0, 0]] * (p.MAX_IO_ROWS + 1)}, "net"),
+        ({"disk__0__2": 1.5}, "disk"),  # bytes per second are whole
+        ({"disk__0": ["sda", 1, 2, 3]}, "length 3"),  # msgspec names no path here
+        ({"temps__0__1": 1001}, "temps"),
+        ({"temps__0__1": -274}, "temps"),
+        ({"temps__0__0": "t" * 65}, "temps"),
+        ({"gpus__0__procs__0__2": 1.01}, "procs"),  # an SM share over 1
+        ({"gpus__0__procs__0__3": -0.1}, "procs"),
     ],
 )
 def test_values_out_of_bounds_are_refused(change: dict[str, Any], says: str) -> None:

@@ -108,6 +108,77 @@ def test_any_sample_crosses_both_ways(sample: p.Sample) -> None:
     assert to(p, lite.decode(ours)) == p.Notification("sample", sample)
 
 
+def test_a_real_sample_of_this_host_is_the_same_bytes_both_ways(tmp_path: Any) -> None:
+    """A sample as the agent's collectors make it here, with the network and disk rows
+    that a loopback send and a written file give, temperatures (the hwmon this host has:
+    maybe none) and the NVML stand-in's GPU processes with their SM and memory shares."""
+    import os
+    import socket
+
+    from llmaos_agent.collect.sampler import Sampler
+    from tests.nvml_standin import NvmlStandIn, two_gpus
+
+    devices = two_gpus({0: (os.getpid(), 10**9), 1: (4242, None)})
+    devices[0].proc_util = [(os.getpid(), 37, 5, 0.0)]
+    sampler = Sampler(nvml=NvmlStandIn(devices), io=True)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+            rx.bind(("127.0.0.1", 0))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                tx.sendto(b"x" * 60_000, rx.getsockname())
+        path = tmp_path / "f"
+        with open(path, "wb") as f:
+            f.write(os.urandom(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+        sample = sampler.sample()
+    finally:
+        sampler.close()
+    assert any(r.name == "lo" for r in sample.net)
+    assert sample.gpus[0].procs[0].sm == 0.37 and sample.gpus[1].procs[0].sm == 0.0
+    ours = lite.encode_notification("sample", to(lite, sample))
+    assert ours == p.encode_notification("sample", sample)
+    assert to(p, lite.decode(ours)) == p.Notification("sample", sample)
+
+
+def sample_line(**fields: Any) -> bytes:
+    params = {"t": 1.0, "seq": 1, "cpu": [0.5], "mem": [1, 1, 0, 0, 0], **fields}
+    return json.dumps({"jsonrpc": "2.0", "method": "sample", "params": params}).encode()
+
+
+@pytest.mark.parametrize("mod", [p, lite], ids=["msgspec", "lite"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        sample_line(net=[["n" * 65, 0, 0]]),
+        sample_line(net=[["eth0", -1, 0]]),
+        sample_line(net=[["eth0", 1]]),
+        sample_line(net=[["eth0", 1, 2, 3]]),
+        sample_line(net=[["eth0", 1.5, 2]]),
+        sample_line(net=[["eth0", True, 2]]),
+        sample_line(net=[["e", 0, 0]] * (p.MAX_IO_ROWS + 1)),
+        sample_line(disk=[["sda", 0, -5]]),
+        sample_line(disk=[{"name": "sda", "read": 0, "write": 0}]),
+        sample_line(temps=[["Core 0", 1001]]),
+        sample_line(temps=[["Core 0", 45.5]]),
+        sample_line(temps=[["t" * 65, 45]]),
+        sample_line(gpus=[{"index": 0, "uuid": "u", "name": "n", "procs": [[1, 2, 1.5, 0]]}]),
+        sample_line(gpus=[{"index": 0, "uuid": "u", "name": "n", "procs": [[1, 2, 0.5, 0, 9]]}]),
+    ],
+    ids=lambda v: v.decode()[60:110] if isinstance(v, bytes) else None,
+)
+def test_both_refuse_the_same_bad_io_rows(mod: types.ModuleType, line: bytes) -> None:
+    with pytest.raises(mod.ProtocolError):
+        mod.decode(line)
+
+
+def test_both_read_a_gpu_process_without_shares_alike() -> None:
+    line = sample_line(gpus=[{"index": 0, "uuid": "u", "name": "n", "procs": [[1, 2]]}])
+    ours, theirs = lite.decode(line), p.decode(line)
+    assert to(p, ours) == theirs
+    assert theirs.params.gpus[0].procs == [p.GpuProc(1, 2, None, None)]
+
+
 # ------------------------------------------------------------------ refusals
 
 

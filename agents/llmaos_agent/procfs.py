@@ -3,9 +3,10 @@
 What the agent used psutil for on Linux, read the way psutil reads it (so the two give
 the same numbers; tests/test_procfs.py holds them to it): per-core CPU ticks from
 ``/proc/stat``, the boot time (its ``btime``), memory and swap from ``/proc/meminfo``,
-physical cores from ``/sys``'s topology, and a process's ``stat``, ``status`` and
-``cmdline``. Every function here raises ``OSError`` as the kernel gives it:
-``FileNotFoundError``/``ProcessLookupError`` for a process that is gone,
+physical cores from ``/sys``'s topology, network and disk byte counters from
+``/proc/net/dev`` and ``/proc/diskstats``, CPU temperatures from ``/sys/class/hwmon``, and a
+process's ``stat``, ``status`` and ``cmdline``. Every function here raises ``OSError`` as
+the kernel gives it: ``FileNotFoundError``/``ProcessLookupError`` for a process that is gone,
 ``PermissionError`` for one that is not ours to read.
 
 Nothing here imports outside the standard library: a bare host's interpreter runs it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 
 PROC = "/proc"
@@ -36,6 +38,12 @@ STATUS: dict[bytes, str] = {
     b"I": "idle",
     b"P": "parked",
 }
+
+# The state letters ps shows (and the wire carries), from psutil's status names: how the
+# psutil path turns its names back into the letters /proc gives the stdlib path. macOS and
+# the BSDs add "locked" and "waiting"; Windows knows "running" and "stopped".
+LETTER: dict[str, str] = {v: k.decode() for k, v in STATUS.items() if k not in (b"x",)}
+LETTER.update({"locked": "L", "waiting": "W", "suspended": "T"})
 
 # Fields of /proc/PID/stat (proc(5) numbers them from 1) as indexes into what follows
 # the command name: the state, field 3, is index 0.
@@ -262,3 +270,149 @@ def ppids() -> dict[int, int]:
             except OSError:
                 continue
     return out
+
+
+# ------------------------------------------------------------------ network and disks
+
+SECTOR = 512
+"""The unit of /proc/diskstats' sector counts, whatever the device's sector size (the
+kernel's, and psutil's DISK_SECTOR_SIZE)."""
+
+NOT_DISKS = ("loop", "ram", "zram")
+"""Block devices that are no disk: their I/O is memory's, or counted again on the disk
+below (a loop device's file)."""
+
+
+def parse_net_dev(data: bytes) -> dict[str, tuple[int, int]]:
+    """``/proc/net/dev`` as interface -> (bytes received, bytes sent)."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in data.splitlines()[2:]:  # two header lines
+        name, sep, rest = line.partition(b":")
+        fields = rest.split()
+        if not sep or len(fields) < 9:
+            continue
+        try:
+            out[name.strip().decode(_ENC, _ERRS)] = (int(fields[0]), int(fields[8]))
+        except ValueError:
+            continue
+    return out
+
+
+def net_dev() -> dict[str, tuple[int, int]]:
+    """:func:`parse_net_dev` of this network namespace's ``/proc/net/dev``."""
+    return parse_net_dev(read(f"{PROC}/net/dev"))
+
+
+def parse_diskstats(data: bytes) -> dict[str, tuple[int, int]]:
+    """``/proc/diskstats`` as device -> (bytes read, bytes written), every device the
+    kernel lists (partitions too; :func:`whole_disk` tells them apart)."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in data.splitlines():
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            # major minor name reads merged sectors ms writes merged sectors ...
+            read_b, write_b = int(fields[5]) * SECTOR, int(fields[9]) * SECTOR
+        except ValueError:
+            continue
+        out[fields[2].decode(_ENC, _ERRS)] = (read_b, write_b)
+    return out
+
+
+def diskstats() -> dict[str, tuple[int, int]]:
+    return parse_diskstats(read(f"{PROC}/diskstats"))
+
+
+def whole_disk(name: str, sys_block: str = "/sys/block") -> bool:
+    """Whether ``name`` (a /proc/diskstats name) is a whole disk: listed in /sys/block (a
+    partition is not; it sits under its disk), not a loop, RAM or zram device, and not
+    stacked on other devices (device-mapper, md RAID: their I/O is their disks' already).
+    Without /sys, every name but those of :data:`NOT_DISKS` counts."""
+    if name.startswith(NOT_DISKS):
+        return False
+    if not os.path.isdir(sys_block):
+        return True
+    entry = f"{sys_block}/{name.replace('/', '!')}"  # cciss/c0d0 is cciss!c0d0 there
+    if not os.path.isdir(entry):
+        return False
+    try:
+        return not os.listdir(f"{entry}/slaves")
+    except OSError:
+        return True
+
+
+# ------------------------------------------------------------------ temperatures
+
+HWMON = "/sys/class/hwmon"
+CPU_CHIPS = frozenset({"coretemp", "k10temp", "k8temp", "zenpower", "cpu_thermal", "cpu-thermal",
+                       "via_cputemp", "soc_thermal"})  # fmt: skip
+"""hwmon drivers whose sensors are the CPU's (package, cores, dies); other chips (NVMe
+drives, ACPI zones, boards) are left out, and GPUs report their own through NVML."""
+
+
+def hwmon_sensors(root: str = HWMON) -> list[tuple[str, str]]:
+    """The CPU's temperature sensors as (label, path of its ``temp*_input``), in chip and
+    sensor order: the label is the driver's (``temp*_label``: "Package id 0", "Core 3",
+    "Tctl"), else the chip's name with the sensor's number. A label that more than one
+    chip uses (each socket's coretemp has a "Core 0") gets the chip's ordinal among its
+    namesakes: "Core 0 #1"."""
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return []
+    chips: list[tuple[str, list[tuple[str, str]]]] = []
+    for entry in sorted(entries, key=_natural):
+        got = _chip_sensors(f"{root}/{entry}")
+        if got is not None:
+            chips.append(got)
+    seen: dict[str, int] = {}
+    for _, sensors in chips:
+        for label, _ in sensors:
+            seen[label] = seen.get(label, 0) + 1
+    ordinal: dict[str, int] = {}
+    out: list[tuple[str, str]] = []
+    for chip, sensors in chips:
+        k = ordinal[chip] = ordinal.get(chip, -1) + 1
+        out.extend((f"{label} #{k}" if seen[label] > 1 else label, path) for label, path in sensors)
+    return out
+
+
+def _chip_sensors(base: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """One hwmon chip's name and its (label, input path) pairs; None when it is not a CPU's
+    (:data:`CPU_CHIPS`) or cannot be read."""
+    try:
+        chip = read(f"{base}/name", 256).strip().decode(_ENC, _ERRS)
+        if chip not in CPU_CHIPS:
+            return None
+        names = os.listdir(base)
+    except OSError:
+        return None
+    inputs = sorted((n for n in names if n.startswith("temp") and n.endswith("_input")),
+                    key=_natural)  # fmt: skip
+    sensors: list[tuple[str, str]] = []
+    for n in inputs:
+        num = n[4:-6]
+        try:
+            label = read(f"{base}/temp{num}_label", 256).strip().decode(_ENC, _ERRS)
+        except OSError:
+            label = ""
+        if not label:
+            label = chip if len(inputs) == 1 else f"{chip} temp{num}"
+        sensors.append((label, f"{base}/{n}"))
+    return chip, sensors
+
+
+def read_temp(path: str) -> float:
+    """One ``temp*_input`` in degrees Celsius (the file holds millidegrees)."""
+    return int(read(path, 64).strip()) / 1000.0
+
+
+_NUMBERED = re.compile(r"([^0-9]*)([0-9]*)")
+
+
+def _natural(name: str) -> tuple[str, int]:
+    """hwmon10 after hwmon9, temp10_input after temp9_input."""
+    m = _NUMBERED.match(name)
+    head, digits = (m.group(1), m.group(2)) if m else (name, "")
+    return head, int(digits) if digits else -1

@@ -36,12 +36,15 @@ WIRE: Final = _wire.codec.name
 """Which codec this process speaks with: ``msgspec`` or ``lite`` (the stdlib one)."""
 _codec: wirelite.Codec = _wire.codec
 
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
 containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
 3: the change streams are named ``requests.changed`` and ``containers.changed`` as DESIGN.md
 has them, and a container tells its compose service and orchestrator; 4: ids that become
-paths match :data:`SAFE_ID`, and the hello says whether the request queue is available)."""
+paths match :data:`SAFE_ID`, and the hello says whether the request queue is available;
+5: a sample carries network, disk and temperature figures (``net``, ``disk``, ``temps``), a
+GPU process its SM and memory share, and a process's ``status`` is its state letter as ps
+shows it, ``T`` for stopped, ``Z`` for a zombie)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -58,6 +61,11 @@ Pid = Annotated[int, Meta(ge=0, le=2**32)]
 MAX_CORES: Final = 4096
 MAX_GPUS: Final = 64
 MAX_PROCS: Final = 100_000
+MAX_IO_ROWS: Final = 256
+"""Interfaces, disks and temperature sensors a sample may name, each."""
+IoName = Annotated[str, Meta(max_length=64)]
+"""An interface, disk or sensor name: the kernel's are 15 characters or fewer, Windows'
+adapter names longer; the agent cuts them to this."""
 
 SafeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=SAFE_ID)]
 
@@ -131,6 +139,11 @@ class Memory(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
 class GpuProc(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
     pid: Pid
     used_mem: NonNeg | None  # bytes; None where the driver does not say
+    # Its share of the GPU's SM time and of its memory bandwidth over the last interval
+    # (NVML's process utilisation samples, as nvitop shows them); 0 when it had no sample,
+    # None where the device does not report them.
+    sm: Load | None = None
+    mem: Load | None = None
 
 
 class GpuSample(Struct, forbid_unknown_fields=True, frozen=True):
@@ -161,10 +174,34 @@ class Proc(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
     nice: int | None
     affinity: ShortStr | None  # cpulist "0-3,8"; None: not available on this OS
     core: int | None  # the core it last ran on
-    status: ShortStr
+    status: ShortStr  # the state letter as ps shows it: R S D T t Z I ..., "?" unknown
     create_time: float
     gpu_mem: NonNeg | None
     cmd: Str
+
+
+class NetRate(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    """One network interface's traffic over the last interval: ``[name, rx, tx]``."""
+
+    name: IoName
+    rx: NonNeg  # bytes per second received
+    tx: NonNeg  # bytes per second sent
+
+
+class DiskRate(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    """One whole disk's I/O over the last interval: ``[name, read, write]``."""
+
+    name: IoName
+    read: NonNeg  # bytes per second
+    write: NonNeg
+
+
+class Temp(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    """One CPU temperature sensor: ``[label, celsius]`` (hwmon's label, "Package id 0",
+    "Core 3", "Tctl")."""
+
+    label: IoName
+    celsius: Annotated[int, Meta(ge=-273, le=1000)]
 
 
 class ProcDelta(Struct, forbid_unknown_fields=True, frozen=True):
@@ -183,6 +220,11 @@ class Sample(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True
     load: Annotated[list[float], Meta(min_length=3, max_length=3)] | None = None
     gpus: Annotated[list[GpuSample], Meta(max_length=MAX_GPUS)] = field(default_factory=list)
     procs: ProcDelta | None = None
+    # Interfaces and whole disks that moved data in the interval (one left out moved none:
+    # 0 B/s), and the CPU's temperature sensors (every few samples; absent between).
+    net: Annotated[list[NetRate], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
+    disk: Annotated[list[DiskRate], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
+    temps: Annotated[list[Temp], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
 
 
 class History(Struct, forbid_unknown_fields=True, frozen=True):

@@ -31,9 +31,9 @@ import os
 import signal as _signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmaos_agent import procfs
 
@@ -112,6 +112,20 @@ class HostOS:
     def boot_time(self) -> float:
         raise NotImplementedError
 
+    def net_counters(self) -> dict[str, tuple[int, int]]:
+        """Bytes received and sent since boot, by network interface."""
+        raise NotImplementedError
+
+    def disk_counters(self) -> dict[str, tuple[int, int]]:
+        """Bytes read and written since boot, by whole disk (no partitions, no loop or RAM
+        devices, nothing stacked on other disks: see :func:`procfs.whole_disk`)."""
+        raise NotImplementedError
+
+    def temperatures(self) -> list[tuple[str, float]]:
+        """The CPU's temperature sensors (package, cores, dies) as (label, degrees C), in a
+        stable order; empty where the host has none or the OS does not say."""
+        raise NotImplementedError
+
     def create_time(self, pid: int) -> float:
         """When ``pid`` started, in seconds since the epoch (the wire's form)."""
         raise NotImplementedError
@@ -180,11 +194,19 @@ class HostOS:
         return False
 
 
+TEMP_RESCAN = 60
+"""Calls of :meth:`LinuxOS.temperatures` between two looks for hwmon's sensors (a chip's
+driver may load late); a sensor that fails to read brings the next look forward."""
+
+
 class LinuxOS(HostOS):
     """The standard library's Linux: /proc, os.* and pidfds."""
 
     def __init__(self) -> None:
         self.features = features("linux")
+        self._disks: dict[str, bool] = {}  # diskstats name -> whole disk
+        self._sensors: list[tuple[str, str]] = []
+        self._sensor_reads = 0
 
     def cpu_count(self) -> int:
         return procfs.cpu_count()
@@ -201,6 +223,34 @@ class LinuxOS(HostOS):
 
     def boot_time(self) -> float:
         return procfs.boot_time()
+
+    def net_counters(self) -> dict[str, tuple[int, int]]:
+        return procfs.net_dev()
+
+    def disk_counters(self) -> dict[str, tuple[int, int]]:
+        known = self._disks
+        out: dict[str, tuple[int, int]] = {}
+        for name, counts in procfs.diskstats().items():
+            whole = known.get(name)
+            if whole is None:  # looked up once per name: /sys does not change under it
+                if len(known) >= 4096:
+                    known.clear()
+                whole = known[name] = procfs.whole_disk(name)
+            if whole:
+                out[name] = counts
+        return out
+
+    def temperatures(self) -> list[tuple[str, float]]:
+        if self._sensor_reads % TEMP_RESCAN == 0:
+            self._sensors = procfs.hwmon_sensors()
+        self._sensor_reads += 1
+        out: list[tuple[str, float]] = []
+        for label, path in self._sensors:
+            try:
+                out.append((label, procfs.read_temp(path)))
+            except (OSError, ValueError):  # the chip went, or the sensor cannot say now
+                self._sensor_reads = 0
+        return out
 
     def _ticks(self, pid: int) -> int:
         with _errors(pid):
@@ -360,6 +410,37 @@ class PsutilOS(HostOS):
     def boot_time(self) -> float:
         return float(self._ps.boot_time())
 
+    def net_counters(self) -> dict[str, tuple[int, int]]:
+        try:
+            nics = self._ps.net_io_counters(pernic=True)
+        except (OSError, RuntimeError):
+            return {}
+        return {name: (int(c.bytes_recv), int(c.bytes_sent)) for name, c in nics.items()}
+
+    def disk_counters(self) -> dict[str, tuple[int, int]]:
+        try:
+            disks = self._ps.disk_io_counters(perdisk=True) or {}
+        except (OSError, RuntimeError):  # no disk statistics (some containers)
+            return {}
+        # On Linux psutil lists partitions too; elsewhere its names are whole disks
+        # (macOS disk0, Windows PhysicalDrive0).
+        linux = sys.platform.startswith("linux")
+        return {
+            name: (int(c.read_bytes), int(c.write_bytes))
+            for name, c in disks.items()
+            if not linux or procfs.whole_disk(name)
+        }
+
+    def temperatures(self) -> list[tuple[str, float]]:
+        sensors = getattr(self._ps, "sensors_temperatures", None)  # Linux and FreeBSD only
+        if sensors is None:
+            return []
+        try:
+            chips = sensors()
+        except (OSError, RuntimeError):
+            return []
+        return psutil_temperatures(chips)
+
     def create_time(self, pid: int) -> float:
         with self._errors(pid):
             return float(self._proc(pid).create_time())
@@ -426,6 +507,31 @@ class PsutilOS(HostOS):
     def children(self, pid: int) -> list[int]:
         with self._errors(pid):
             return [c.pid for c in self._proc(pid).children(recursive=True)]
+
+
+def psutil_temperatures(chips: Mapping[str, Sequence[Any]]) -> list[tuple[str, float]]:
+    """``psutil.sensors_temperatures()``'s CPU chips as :meth:`HostOS.temperatures` gives
+    them, labelled as :func:`procfs.hwmon_sensors` labels hwmon's (psutil reads the same
+    files on Linux)."""
+    picked = [(chip, temps) for chip, temps in chips.items() if chip in procfs.CPU_CHIPS]
+    rows: list[tuple[str, float]] = []
+    for chip, temps in picked:
+        for i, t in enumerate(temps, 1):
+            rows.append((t.label or (chip if len(temps) == 1 else f"{chip} temp{i}"),
+                         float(t.current)))  # fmt: skip
+    counts: dict[str, int] = {}
+    for label, _ in rows:
+        counts[label] = counts.get(label, 0) + 1
+    if all(n == 1 for n in counts.values()):
+        return rows
+    # psutil merges a driver's chips under one name (both sockets' coretemp); a label seen
+    # again is the next chip's.
+    out: list[tuple[str, float]] = []
+    seen: dict[str, int] = {}
+    for label, value in rows:
+        k = seen[label] = seen.get(label, -1) + 1
+        out.append((f"{label} #{k}" if counts[label] > 1 else label, value))
+    return out
 
 
 @functools.cache

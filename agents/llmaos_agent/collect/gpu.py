@@ -6,6 +6,12 @@ NVIDIA driver never loads pynvml: 1.6 MB) and ``nvmlInit`` succeeds; otherwise t
 collector reports why and samples nothing. A field the
 device does not support becomes None ("n/a"); an error on one device marks that
 device, never the sample.
+
+Each GPU process also gets its share of the SM time and of the memory bandwidth, from NVML's
+process utilisation samples (``nvmlDeviceGetProcessUtilization``, what nvitop shows): the
+latest sample per pid of the last :data:`PROC_UTIL_WINDOW_S` seconds, 0 for a process with
+none (NVML keeps samples only of processes that used the GPU: ``NVMLError_NotFound`` when
+none did), None on a device that does not keep them (``NVMLError_NotSupported``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -22,6 +29,10 @@ from typing import Any, TypeVar
 from llmaos_agent.protocol import GpuProc, GpuSample
 
 T = TypeVar("T")
+
+PROC_UTIL_WINDOW_S = 2.0
+"""How far back a process's utilisation sample may be and still count: NVML samples every
+fraction of a second, so a process with none this recent has been idle."""
 
 
 NOT_INSTALLED = "nvidia-ml-py is not installed (pip install 'llmaos-tui[gpu]')"
@@ -85,9 +96,12 @@ def _may_load(name: str) -> bool:
 
 
 class GpuCollector:
-    def __init__(self, nvml: Any | None = None) -> None:
-        """``nvml`` is a pynvml-like module; by default the real one is loaded."""
+    def __init__(self, nvml: Any | None = None, *, proc_util: bool = True) -> None:
+        """``nvml`` is a pynvml-like module; by default the real one is loaded.
+        ``proc_util``: ask for per-process utilisation (see the module's docstring)."""
         self.available = False
+        self.proc_util = proc_util
+        self._no_proc_util: set[int] = set()  # devices that said NotSupported
         self.reason: str | None = None
         self._handles: list[Any] = []
         self._static: list[tuple[str, str]] = []
@@ -170,6 +184,8 @@ class GpuCollector:
                     procs[int(p.pid)] = GpuProc(
                         pid=int(p.pid), used_mem=int(used) if used is not None else None
                     )
+            if procs and self.proc_util:
+                procs = self._with_util(index, h, procs)
             return GpuSample(
                 index=index,
                 uuid=uuid,
@@ -186,6 +202,52 @@ class GpuCollector:
             return GpuSample(
                 index=index, uuid=uuid, name=name, error=f"{type(exc).__name__}: {exc}"
             )
+
+    def _with_util(self, index: int, h: Any, procs: dict[int, GpuProc]) -> dict[int, GpuProc]:
+        """``procs`` with their SM and memory shares; as they are where the device keeps no
+        samples or NVML fails to give them."""
+        shares = self._proc_shares(index, h)
+        if shares is None:
+            return procs
+        out: dict[int, GpuProc] = {}
+        for pid, p in procs.items():
+            sm, mem = shares.get(pid, (0.0, 0.0))
+            out[pid] = GpuProc(pid=p.pid, used_mem=p.used_mem, sm=sm, mem=mem)
+        return out
+
+    def _proc_shares(self, index: int, h: Any) -> dict[int, tuple[float, float]] | None:
+        """pid -> (SM share, memory share) of its latest sample in the window; None where the
+        device does not say."""
+        if index in self._no_proc_util:
+            return None
+        nv = self._nvml
+        since = max(int((time.time() - PROC_UTIL_WINDOW_S) * 1_000_000), 0)
+        try:
+            samples = nv.nvmlDeviceGetProcessUtilization(h, since)
+        except nv.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code in (nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_FUNCTION_NOT_FOUND):
+                self._no_proc_util.add(index)  # it will not start to: ask no more
+                return None
+            if code in (nv.NVML_ERROR_NOT_FOUND, 0):
+                # No process used the GPU in the window (pynvml raises NVMLError(SUCCESS)
+                # when the driver answers "none" without the NotFound code).
+                return {}
+            return None
+        except self._field_errors:  # the function is missing from an older driver
+            self._no_proc_util.add(index)
+            return None
+        latest: dict[int, tuple[int, float, float]] = {}
+        for s in samples:
+            pid, ts = int(s.pid), int(s.timeStamp)
+            if pid not in latest or ts >= latest[pid][0]:
+                latest[pid] = (ts, _share(s.smUtil), _share(s.memUtil))
+        return {pid: (sm, mem) for pid, (_, sm, mem) in latest.items()}
+
+
+def _share(percent: int) -> float:
+    """NVML's percent as a share in [0, 1] (samples above 100 are the driver's noise)."""
+    return round(min(max(int(percent), 0), 100) / 100.0, 2)
 
 
 def _text(v: str | bytes) -> str:

@@ -15,6 +15,11 @@ What cannot change for a process (name, user, command line) is cached per
 
 A process whose fields did not change keeps its previous :class:`Proc` object,
 and the table is shipped as changes (:func:`llmaos_agent.procdelta.diff`).
+
+A process's ``status`` is its state letter as ps and top show it (``R``, ``S``, ``D``,
+``T`` stopped, ``t`` stopped by a tracer, ``Z`` zombie, ``I`` idle kernel thread): on Linux
+straight from ``/proc/PID/stat``, on the psutil path from psutil's status name
+(:data:`llmaos_agent.procfs.LETTER`), so both give the same letter.
 """
 
 from __future__ import annotations
@@ -341,7 +346,7 @@ class ProcessCollector:
                 nice=int(r[_NICE]),
                 affinity=affinity,
                 core=int(r[_CORE]),
-                status=_STATUS.get(r[0], "?"),
+                status=_letter(r[0]),
                 create_time=round(start / self._clk + self._boot, 2),
                 gpu_mem=gm,
                 cmd=st[2],
@@ -431,7 +436,7 @@ class ProcessCollector:
                 nice=_nice(info.get("nice")),
                 affinity=cpulist(aff) if aff else None,
                 core=info.get("cpu_num"),
-                status=str(info.get("status") or "?"),
+                status=procfs.LETTER.get(str(info.get("status")), "?"),
                 create_time=round(float(ct), 2),
                 gpu_mem=gpu_mem.get(p.pid),
                 cmd=st[2],
@@ -471,6 +476,15 @@ class ProcessCollector:
                 name = str(uid)
             self._users[uid] = name
         return name
+
+
+_LETTERS = {k: k.decode() for k in _STATUS}
+
+
+def _letter(state: bytes) -> str:
+    """The stat line's state letter, as the wire carries it; "?" for none the kernel
+    documents (the field is one letter from a fixed set)."""
+    return _LETTERS.get(state, "?")
 
 
 def _nice(v: object) -> int | None:

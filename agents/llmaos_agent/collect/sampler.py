@@ -1,5 +1,10 @@
 """One host sample from all collectors, with the process table and the containers on their
-own, slower clocks."""
+own, slower clocks.
+
+Issue 16's figures (network and disk rates, CPU temperatures, per-process GPU shares) are
+collected unless ``LLMAOS_AGENT_IO=off`` is set in the daemon's environment
+(:data:`llmaos_agent.collect.io.OFF_ENV`), which is how bench/agent_overhead.py measures
+what they cost."""
 
 from __future__ import annotations
 
@@ -11,15 +16,19 @@ from llmaos_agent.collect.containers import ContainerCollector, ContainerInfo, d
 from llmaos_agent.collect.cpu import CpuCollector, load_average
 from llmaos_agent.collect.gpu import GpuCollector, gpu_mem_by_pid
 from llmaos_agent.collect.host import capabilities, docker_status, host_facts
+from llmaos_agent.collect.io import IoCollector, enabled
 from llmaos_agent.collect.memory import memory
 from llmaos_agent.collect.processes import ProcessCollector
 from llmaos_agent.protocol import (
     MAX_PORTS,
     Capabilities,
     Container,
+    DiskRate,
     HostFacts,
+    NetRate,
     Proc,
     Sample,
+    Temp,
     replace,
 )
 
@@ -27,9 +36,14 @@ _STATES = frozenset({"created", "running", "paused", "restarting", "removing", "
 
 
 class Sampler:
-    def __init__(self, *, nvml: Any | None = None, docker_socket: str | None = None) -> None:
+    def __init__(
+        self, *, nvml: Any | None = None, docker_socket: str | None = None, io: bool | None = None
+    ) -> None:
+        """``io``: collect issue 16's figures; None: unless the environment says off."""
         self.cpu = CpuCollector()
-        self.gpu = GpuCollector(nvml)
+        io = enabled() if io is None else io
+        self.io = IoCollector() if io else None
+        self.gpu = GpuCollector(nvml, proc_util=io)
         self.procs = ProcessCollector()
         self.seq = 0
         self.docker_socket = docker_socket or default_socket()
@@ -52,8 +66,14 @@ class Sampler:
         return replace(caps, docker=self.docker_reason is None, docker_reason=self.docker_reason)
 
     def sample(self) -> Sample:
-        """Cores, memory, load and GPUs; no processes (see :meth:`processes`)."""
+        """Cores, memory, load, GPUs, network, disks and temperatures; no processes (see
+        :meth:`processes`)."""
         self.seq += 1
+        net: list[NetRate] = []
+        disk: list[DiskRate] = []
+        temps: list[Temp] = []
+        if self.io is not None:
+            (net, disk), temps = self.io.rates(), self.io.temps()
         return Sample(
             t=round(time.time(), 3),
             seq=self.seq,
@@ -61,6 +81,9 @@ class Sampler:
             mem=memory(),
             load=load_average(),
             gpus=self.gpu.sample(),
+            net=net,
+            disk=disk,
+            temps=temps,
         )
 
     def processes(self, sample: Sample) -> dict[int, Proc]:
