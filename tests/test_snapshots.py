@@ -1,6 +1,7 @@
 """Snapshot tests: the fleet and host screens in both bundled themes, from a recording;
-the containers, requests, move and plan screens over the same hosts with fixed
-containers, requests, pre-check answers and plan, and a pinned clock for the ages.
+big hosts (tests/data/big) at small and large terminals, a subset of them in the light
+theme too; the containers, requests, move and plan screens over the same hosts with
+fixed containers, requests, pre-check answers and plan, and a pinned clock for the ages.
 
 The recording (tests/data/recorded_stream.ndjson) is a real agent's stream, so the
 screens show what an operator would see; nothing in it depends on this machine.
@@ -122,15 +123,37 @@ compact, tiny, dense) and both GPU forms; tests/test_host_layout.py counts all 3
 def test_big_host_screen(
     snap_compare: object, cores: int, gpus: int, size: tuple[int, int]
 ) -> None:
+    app = _big_app(cores, gpus, "llmaos-dark")
+    assert snap_compare(app, terminal_size=size, run_before=_host_shown)  # type: ignore[operator]
+
+
+BIG_LIGHT = [(64, 8, (80, 24)), (64, 8, (120, 40)), (256, 8, (200, 60))]
+"""The light theme over a subset of :data:`BIG`: the compact and dense core forms, the
+GPU panel, and the smallest and largest terminals, where a colour too pale for a white
+background would show first."""
+
+
+@pytest.mark.parametrize(
+    ("cores", "gpus", "size"),
+    BIG_LIGHT,
+    ids=[f"{c}c-{g}g-{w}x{h}" for c, g, (w, h) in BIG_LIGHT],
+)
+def test_big_host_screen_light(
+    snap_compare: object, cores: int, gpus: int, size: tuple[int, int]
+) -> None:
+    app = _big_app(cores, gpus, "llmaos-light")
+    assert snap_compare(app, terminal_size=size, run_before=_host_shown)  # type: ignore[operator]
+
+
+def _big_app(cores: int, gpus: int, theme: str) -> LlmaosApp:
     name = f"host-{cores}c-{gpus}g"
-    app = LlmaosApp([ReplayLink(DATA / "big" / f"{name}.ndjson", name=name)],
-                    theme="llmaos-dark", cursor_blink=False)  # fmt: skip
+    link = ReplayLink(DATA / "big" / f"{name}.ndjson", name=name)
+    return LlmaosApp([link], theme=theme, cursor_blink=False)
 
-    async def before(pilot: Pilot[None]) -> None:
-        await _played(pilot)
-        assert isinstance(pilot.app.screen, HostScreen)
 
-    assert snap_compare(app, terminal_size=size, run_before=before)  # type: ignore[operator]
+async def _host_shown(pilot: Pilot[None]) -> None:
+    await _played(pilot)
+    assert isinstance(pilot.app.screen, HostScreen)
 
 
 # ------------------------------------------- containers, requests, move, plan
