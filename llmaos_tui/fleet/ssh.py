@@ -1,7 +1,8 @@
 """The SSH link: one asyncssh connection per host, carrying the agent's channel.
 
-``open`` connects (at most ``limiter``'s count at once, so a large fleet does not
-trip sshd's MaxStartups), verifies the host key against known_hosts, pushes the
+``open`` connects (at most ``limiter``'s count of connects at once, so a large fleet
+does not trip sshd's MaxStartups; a host waiting on the operator's answer about its key
+holds no slot), verifies the host key against known_hosts, pushes the
 agent when the host has none of this protocol (:mod:`deploy`: the interpreter found as
 users expect, psutil wheels where macOS and Windows need them), and runs it with
 ``attach`` on an exec channel. The watcher above reconnects with backoff; one slow host
@@ -11,8 +12,10 @@ watcher does not retry until asked.
 
 Host keys are always verified. An unknown key is put to the operator (``ask``,
 the console's trust dialog) and written to known_hosts only when they trust it;
-with nobody to ask it is refused. A key that differs from the one known_hosts has
-for that host is refused outright, loudly: that is what an attack looks like.
+with nobody to ask it is refused. A refusal is :class:`AuthRefused`, so the watcher
+holds the host down without asking again until the operator retries it. A key that
+differs from the one known_hosts has for that host is refused outright, loudly: that
+is what an attack looks like.
 """
 
 from __future__ import annotations
@@ -187,8 +190,7 @@ class SshLink(Link):
         return self.spec.target
 
     async def open(self) -> Transport:
-        async with self.limiter:
-            conn = await self._connect()
+        conn = await self._connect()
         try:
             command = await self._prepare(conn) if self.options.deploy else "llmaos-agent attach"
             proc = await conn.create_process(command, encoding=None)
@@ -250,9 +252,13 @@ class SshLink(Link):
                 return w
 
             try:
-                conn, _client = await asyncssh.create_connection(
-                    factory, self.spec.host, **self._connect_options()
-                )
+                # Only the connect itself holds a slot: the operator may take minutes over
+                # a key, and a fleet of new hosts asking at once must not hold every slot
+                # while the hosts already known wait behind them.
+                async with self.limiter:
+                    conn, _client = await asyncssh.create_connection(
+                        factory, self.spec.host, **self._connect_options()
+                    )
                 self.login = conn.get_extra_info("username") or self.spec.user
                 return conn
             except asyncssh.HostKeyNotVerifiable as exc:
@@ -279,10 +285,11 @@ class SshLink(Link):
                 f"change is expected, remove the old key (ssh-keygen -R {host}) and reconnect."
             )
             return False
-        self._refused_reason = f"unknown host key {key.get_algorithm()} {fp}: not trusted"
+        refused = f"unknown host key {key.get_algorithm()} {fp} refused: not trusted"
         if self.ask is None:
-            self._refused_reason += f" (trust it from the console, or add it to {kh})"
+            self._refused_reason = f"{refused} (trust it from the console, or add it to {kh})"
             return False
+        self._refused_reason = f"{refused} at the console; nothing written to {kh}"
         question = HostKeyQuestion(self.name, self.spec.target, key.get_algorithm(), fp, str(kh))
         if not await self.ask(question):
             return False

@@ -4,9 +4,15 @@ Trusting writes the key to the known_hosts file named here; refusing (``r`` or
 Esc) leaves the host down. The focus starts on Refuse and the Trust button
 cannot take the focus, so a stray Enter refuses and never trusts. A changed key
 never comes here: it is refused outright.
+
+``on_answer`` hears the answer exactly once: the key pressed, or a refusal when the
+dialog goes away unanswered (the palette's Fleet pops every screen above the fleet),
+so the host asking is never left waiting for an answer that cannot come.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -41,7 +47,14 @@ class TrustScreen(ModalScreen[bool]):
     """
 
     def __init__(
-        self, host_name: str, target: str, key_type: str, fingerprint: str, known_hosts: str
+        self,
+        host_name: str,
+        target: str,
+        key_type: str,
+        fingerprint: str,
+        known_hosts: str,
+        *,
+        on_answer: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__(name=f"trust:{host_name}")
         self.host_name = host_name
@@ -49,6 +62,9 @@ class TrustScreen(ModalScreen[bool]):
         self.key_type = key_type
         self.fingerprint = fingerprint
         self.known_hosts = known_hosts
+        self.on_answer = on_answer
+        self.answer: bool | None = None
+        """True once trusted, False once refused; None while unanswered."""
 
     def compose(self) -> ComposeResult:
         # Text, never markup; and cleaned: the host's name and target are the operator's,
@@ -85,10 +101,26 @@ class TrustScreen(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id == "trust")
+        self._answer(event.button.id == "trust")
 
     def action_trust(self) -> None:
-        self.dismiss(True)
+        self._answer(True)
 
     def action_refuse(self) -> None:
-        self.dismiss(False)
+        self._answer(False)
+
+    def _answer(self, trusted: bool) -> None:
+        # Once: a second key press before the screen is gone would otherwise dismiss
+        # whatever screen is on top by then (the next host's question among them).
+        if self.answer is not None:
+            return
+        self.answer = trusted
+        self.dismiss(trusted)
+        if self.on_answer is not None:
+            self.on_answer(trusted)
+
+    def on_unmount(self) -> None:
+        if self.answer is None:  # closed without an answer: refused, never trusted
+            self.answer = False
+            if self.on_answer is not None:
+                self.on_answer(False)
