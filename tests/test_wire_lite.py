@@ -176,6 +176,7 @@ def test_both_read_a_gpu_process_without_shares_alike() -> None:
     line = sample_line(gpus=[{"index": 0, "uuid": "u", "name": "n", "procs": [[1, 2]]}])
     ours, theirs = lite.decode(line), p.decode(line)
     assert to(p, ours) == theirs
+    assert isinstance(theirs, p.Notification)
     assert theirs.params.gpus[0].procs == [p.GpuProc(1, 2, None, None)]
 
 

@@ -202,8 +202,10 @@ driver may load late); a sensor that fails to read brings the next look forward.
 class LinuxOS(HostOS):
     """The standard library's Linux: /proc, os.* and pidfds."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hwmon: str = procfs.HWMON) -> None:
+        """``hwmon``: where the hwmon chips are (another tree in the tests)."""
         self.features = features("linux")
+        self._hwmon = hwmon
         self._disks: dict[str, bool] = {}  # diskstats name -> whole disk
         self._sensors: list[tuple[str, str]] = []
         self._sensor_reads = 0
@@ -242,7 +244,7 @@ class LinuxOS(HostOS):
 
     def temperatures(self) -> list[tuple[str, float]]:
         if self._sensor_reads % TEMP_RESCAN == 0:
-            self._sensors = procfs.hwmon_sensors()
+            self._sensors = procfs.hwmon_sensors(self._hwmon)
         self._sensor_reads += 1
         out: list[tuple[str, float]] = []
         for label, path in self._sensors:
