@@ -23,7 +23,7 @@ import pytest
 from llmaos_agent import procfs
 from llmaos_agent.collect.io import OFF_ENV, IoCollector, _name, _rates, enabled
 from llmaos_agent.collect.sampler import Sampler
-from llmaos_agent.protocol import MAX_IO_ROWS, DiskRate, NetRate, Temp, encode
+from llmaos_agent.protocol import MAX_IO_ROWS, DiskRate, NetRate, encode
 from llmaos_agent.system import LinuxOS, PsutilOS, psutil_temperatures
 from tests.test_daemon import FAST, Peer, attach, end, greet, start_daemon
 
@@ -317,11 +317,35 @@ def test_psutils_sensors_are_labelled_as_ours() -> None:
     ]
 
 
-def test_temperatures_go_out_every_few_seconds_as_whole_degrees(two_socket_sysfs: Path) -> None:
+def test_temperatures_go_out_every_few_seconds_as_whole_degrees(
+    two_socket_sysfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values every TEMPS_EVERY_S, their names with the first ones, when they change and
+    once a minute (the collector's clock moved on by hand: no test waits a minute)."""
+    from llmaos_agent.collect import io as io_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(io_mod.time, "monotonic", lambda: now[0])
     io = IoCollector(LinuxOS(hwmon=str(two_socket_sysfs)))
-    first = io.temps()
-    assert first[0] == Temp("Package id 0", 54) and first[-1] == Temp("Tctl", 70)
-    assert io.temps() == []  # the next sample, a moment later, carries none
+    values, names = io.temps()
+    assert values == [54, 51, 50, 49, 61, 58, 45, 44, 70]  # 50.5 and 70.25 rounded
+    assert names[:2] == ["Package id 0", "Core 0 #0"] and len(names) == len(values)
+    now[0] += 1.0
+    assert io.temps() == ([], [])  # the next sample carries none
+    now[0] += io_mod.TEMPS_EVERY_S
+    assert io.temps() == (values, [])  # values alone: the names stand
+    (two_socket_sysfs / "hwmon1" / "temp2_input").write_text("77000\n")
+    now[0] += io_mod.TEMPS_EVERY_S
+    assert io.temps()[0][1] == 77
+    now[0] += io_mod.NAMES_EVERY_S
+    assert io.temps()[1] == names  # once a minute again, for a console that attaches
+    hwmon_chip(two_socket_sysfs, 13, "coretemp", {1: ("Package id 2", 40000)})
+    (two_socket_sysfs / "hwmon12" / "temp1_input").unlink()  # a failed read: look again
+    now[0] += io_mod.TEMPS_EVERY_S
+    io.temps()
+    now[0] += io_mod.TEMPS_EVERY_S
+    values, changed = io.temps()
+    assert changed[-1] == "Package id 2" and values[-1] == 40  # new names go out at once
 
 
 # ------------------------------------------------------------------ the sample
@@ -335,7 +359,7 @@ def test_the_new_figures_can_be_turned_off() -> None:
         send_on_loopback(1 << 20)
         a, b = on.sample(), off.sample()
         assert any(r.name == "lo" for r in a.net)
-        assert (b.net, b.disk, b.temps) == ([], [], [])
+        assert (b.net, b.disk, b.temps, b.temp_names) == ([], [], [], [])
         assert b'"net"' not in encode(b) and b'"net"' in encode(a)
     finally:
         on.close()

@@ -127,7 +127,8 @@ SAMPLE = p.Sample(
     procs=p.ProcDelta(full=False, upsert=[PROC, PROC_NO_EXTRAS], gone=[5, 6]),
     net=[p.NetRate("eth0", 125_000, 4_096), p.NetRate("lo", 0, 12)],
     disk=[p.DiskRate("nvme0n1", 1 << 20, 0)],
-    temps=[p.Temp("Package id 0", 54), p.Temp("Core 0", 51), p.Temp("Tctl", -5)],
+    temps=[54, 51, -5],
+    temp_names=["Package id 0", "Core 0", "Tctl"],
 )
 SAMPLE_MINIMAL = p.Sample(
     t=1.0,
@@ -314,7 +315,7 @@ def test_sample_is_compact() -> None:
     # Network, disk and temperatures as arrays of arrays: [name, rx, tx], [label, celsius].
     assert wire["net"] == [["eth0", 125_000, 4_096], ["lo", 0, 12]]
     assert wire["disk"] == [["nvme0n1", 1 << 20, 0]]
-    assert wire["temps"][0] == ["Package id 0", 54]
+    assert (wire["temps"], wire["temp_names"]) == ([54, 51, -5], ["Package id 0", "Core 0", "Tctl"])
     assert wire["gpus"][0]["procs"] == [[1234, 40_000_000_000, 0.83, 0.41], [77, None, None, None]]
 
 
@@ -359,7 +360,8 @@ sample_st = st.builds(
     disk=st.lists(
         st.builds(p.DiskRate, text_st, st.integers(0, 2**50), st.integers(0, 2**50)), max_size=4
     ),
-    temps=st.lists(st.builds(p.Temp, text_st, st.integers(-273, 1000)), max_size=4),
+    temps=st.lists(st.integers(-273, 1000), max_size=4),
+    temp_names=st.lists(text_st, max_size=4),
     gpus=st.lists(
         st.builds(
             p.GpuSample,
@@ -532,9 +534,11 @@ def sample_with(**changes: Any) -> bytes:
         ({"net": [["e", 0, 0]] * (p.MAX_IO_ROWS + 1)}, "net"),
         ({"disk__0__2": 1.5}, "disk"),  # bytes per second are whole
         ({"disk__0": ["sda", 1, 2, 3]}, "length 3"),  # msgspec names no path here
-        ({"temps__0__1": 1001}, "temps"),
-        ({"temps__0__1": -274}, "temps"),
-        ({"temps__0__0": "t" * 65}, "temps"),
+        ({"temps__1": 1001}, "temps"),
+        ({"temps__1": -274}, "temps"),
+        ({"temps__1": 45.5}, "temps"),  # whole degrees
+        ({"temps": [40] * (p.MAX_IO_ROWS + 1)}, "temps"),
+        ({"temp_names__0": "t" * 65}, "temp_names"),
         ({"gpus__0__procs__0__2": 1.01}, "procs"),  # an SM share over 1
         ({"gpus__0__procs__0__3": -0.1}, "procs"),
     ],

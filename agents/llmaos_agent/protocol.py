@@ -196,12 +196,7 @@ class DiskRate(Struct, forbid_unknown_fields=True, array_like=True, frozen=True)
     write: NonNeg
 
 
-class Temp(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
-    """One CPU temperature sensor: ``[label, celsius]`` (hwmon's label, "Package id 0",
-    "Core 3", "Tctl")."""
-
-    label: IoName
-    celsius: Annotated[int, Meta(ge=-273, le=1000)]
+Celsius = Annotated[int, Meta(ge=-273, le=1000)]
 
 
 class ProcDelta(Struct, forbid_unknown_fields=True, frozen=True):
@@ -221,10 +216,16 @@ class Sample(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True
     gpus: Annotated[list[GpuSample], Meta(max_length=MAX_GPUS)] = field(default_factory=list)
     procs: ProcDelta | None = None
     # Interfaces and whole disks that moved data in the interval (one left out moved none:
-    # 0 B/s), and the CPU's temperature sensors (every few samples; absent between).
+    # 0 B/s).
     net: Annotated[list[NetRate], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
     disk: Annotated[list[DiskRate], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
-    temps: Annotated[list[Temp], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
+    # The CPU's temperature sensors in whole degrees C, every few samples (absent between),
+    # named by the last ``temp_names``, in its order (hwmon's labels: "Package id 0",
+    # "Core 3", "Tctl"). The names come with a daemon's first temperatures, whenever they
+    # change and once a minute: a 64-core host's 34 labels would otherwise cost more than
+    # its 64 core loads. Temperatures whose count is not the names' are not yet named.
+    temps: Annotated[list[Celsius], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
+    temp_names: Annotated[list[IoName], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
 
 
 class History(Struct, forbid_unknown_fields=True, frozen=True):

@@ -12,8 +12,9 @@ second for a 64-core host nobody watches the processes of):
   cross the bridge (``docker0``, ``br-*``) that is sent;
 - disks are whole disks (no partitions, loop, RAM or zram devices, nothing stacked on other
   disks such as device-mapper or md, whose I/O is their disks' already);
-- temperatures every :data:`TEMPS_EVERY_S` seconds, not every sample: they move slowly, and
-  a 64-core host's 30-odd core sensors would double the sample.
+- temperatures every :data:`TEMPS_EVERY_S` seconds, not every sample, and as bare values
+  whose names (``temp_names``) come only when they change and every :data:`NAMES_EVERY_S`:
+  a two-socket host's 34 sensor labels are more bytes than its 64 core loads.
 
 Names pass as the OS gives them, cut to :data:`~llmaos_agent.protocol.IoName`'s length and
 mended where they are not UTF-8 (an interface may be named with any bytes); the console
@@ -27,11 +28,14 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-from llmaos_agent.protocol import MAX_IO_ROWS, DiskRate, NetRate, Temp
+from llmaos_agent.protocol import MAX_IO_ROWS, DiskRate, NetRate
 from llmaos_agent.system import HostOS, host_os
 
 TEMPS_EVERY_S: Final = 5.0
 """How often the temperatures go out; the samples between carry none."""
+NAMES_EVERY_S: Final = 60.0
+"""How often the sensors' names go out again though unchanged (a console that attaches
+finds them in the history ring within this)."""
 NAME_MAX: Final = 64
 OFF_ENV: Final = "LLMAOS_AGENT_IO"
 """``off`` (or ``0``): the agent collects no network, disk, temperature or per-process GPU
@@ -56,6 +60,8 @@ class IoCollector:
         self._net = self._read_net()
         self._disk = self._read_disk()
         self._temps_at: float | None = None
+        self._names: list[str] = []
+        self._names_at: float | None = None
 
     def _read_net(self) -> Counters:
         try:
@@ -82,21 +88,25 @@ class IoCollector:
             [DiskRate(name=n, read=a, write=b) for n, a, b in disk_rows],
         )
 
-    def temps(self) -> list[Temp]:
-        """The CPU's sensors, once every :data:`TEMPS_EVERY_S` (else empty)."""
+    def temps(self) -> tuple[list[int], list[str]]:
+        """The CPU's sensors in whole degrees, once every :data:`TEMPS_EVERY_S` (else
+        none), and their names when they are due (else none): see the module's docstring."""
         now = time.monotonic()
         # 0.9: samples come a little early or late; every fifth of a 1 s clock, not sixth.
         if self._temps_at is not None and now - self._temps_at < TEMPS_EVERY_S * 0.9:
-            return []
+            return [], []
         self._temps_at = now
         try:
-            got = self.os.temperatures()
+            got = self.os.temperatures()[:MAX_IO_ROWS]
         except (OSError, ValueError):
-            return []
-        return [
-            Temp(label=_name(label), celsius=max(-273, min(1000, round(c))))
-            for label, c in got[:MAX_IO_ROWS]
-        ]
+            got = []
+        values = [max(-273, min(1000, round(c))) for _, c in got]
+        names = [_name(label) for label, _ in got]
+        stale = self._names_at is None or now - self._names_at >= NAMES_EVERY_S * 0.99
+        if values and (names != self._names or stale):
+            self._names, self._names_at = names, now
+            return values, names
+        return values, []
 
 
 def _rates(

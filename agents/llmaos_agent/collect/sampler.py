@@ -28,7 +28,6 @@ from llmaos_agent.protocol import (
     NetRate,
     Proc,
     Sample,
-    Temp,
     replace,
 )
 
@@ -71,9 +70,10 @@ class Sampler:
         self.seq += 1
         net: list[NetRate] = []
         disk: list[DiskRate] = []
-        temps: list[Temp] = []
+        temps: list[int] = []
+        names: list[str] = []
         if self.io is not None:
-            (net, disk), temps = self.io.rates(), self.io.temps()
+            (net, disk), (temps, names) = self.io.rates(), self.io.temps()
         return Sample(
             t=round(time.time(), 3),
             seq=self.seq,
@@ -84,6 +84,7 @@ class Sampler:
             net=net,
             disk=disk,
             temps=temps,
+            temp_names=names,
         )
 
     def processes(self, sample: Sample) -> dict[int, Proc]:
