@@ -21,6 +21,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -197,9 +198,9 @@ async def test_a_dialog_waiting_blocks_no_other_host(
             assert asked_of.fingerprint in shown  # the dialog shows the key of the host named
             await pilot.press("t" if answer else "r")
             if answer:
-                await wait_for(lambda n=name: up_with_samples(hosts[n]), UP_S, f"{name} up")
+                await wait_for(partial(up_with_samples, hosts[name]), UP_S, f"{name} up")
             else:
-                await wait_for(lambda n=name: refused(hosts[n]), UP_S, f"{name} refused")
+                await wait_for(partial(refused, hosts[name]), UP_S, f"{name} refused")
         trusted = next(h for h in (a, b) if up_with_samples(hosts[h.name]))
         other = b if trusted is a else a
         assert refused(hosts[other.name])
