@@ -22,7 +22,7 @@ client that opens the same N sessions and only reads and drops the bytes: the
 floor that SSH itself costs on this machine. The ratio console / bare is what is
 ours; the absolute share is what the target (25% of a core at 200 hosts) is about.
 
-With ``--render``, the installed ``llmaos-tui`` runs in tmux against the same
+With ``--render``, this tree's console (``python -m llmaos_tui``) runs in tmux against the same
 hosts (its fleet screen drawing), and its CPU and RSS are reported too.
 """
 
@@ -108,6 +108,12 @@ async def _sim_host(
     stats: dict[str, int],
     marks: Path | None = None,
 ) -> None:
+    if process.command == "llmaos-agent version":
+        # The console's deploy step asks for an installed agent first (the hosts file
+        # says agent = "installed"): this sim is one, of the console's protocol.
+        process.stdout.write(f"llmaos-agent 0.1.0 protocol {PROTOCOL_VERSION}\n".encode())
+        process.exit(0)
+        return
     rng = random.Random()
     user = str(process.get_extra_info("username") or "")
     marked = marks is not None and user.startswith("mark")
@@ -412,16 +418,15 @@ def _vmhwm(pid: int) -> int:
 def run_render(
     n: int, port: int, tmp: Path, known_hosts: Path, warmup: float, seconds: float
 ) -> dict[str, Any]:
-    exe = Path(sys.executable).parent / "llmaos-tui"
-    if not shutil.which("tmux") or not exe.exists():
-        return {"skipped": "tmux or llmaos-tui missing"}
+    if not shutil.which("tmux"):
+        return {"skipped": "tmux missing"}
     hosts = tmp / "hosts.toml"
     # One entry per simulated host: the same address, distinct names.
     lines = []
     for i in range(n):
         user = f"mark{i}" if i < MARKED else "ops"
         lines += [f"[hosts.sim{i:03d}]", 'host = "127.0.0.1"', f"port = {port}",
-                  f'user = "{user}"', ""]  # fmt: skip
+                  f'user = "{user}"', 'agent = "installed"', ""]  # fmt: skip
     hosts.write_text("\n".join(lines))
     sock = str(tmp / "tmux.sock")
     env = [
@@ -432,6 +437,9 @@ def run_render(
         "TERM=xterm-256color",
         "LANG=C.UTF-8",
         f"XDG_CONFIG_HOME={tmp / 'cfg'}",
+        # The console of this tree (not whatever the venv installed), so a copy of an
+        # older commit measures its own code side by side with this one.
+        f"PYTHONPATH={ROOT}{os.pathsep}{ROOT / 'agents'}",
     ]
     subprocess.run(
         [
@@ -447,7 +455,9 @@ def run_render(
             "-y",
             "60",
             *env,
-            str(exe),
+            sys.executable,
+            "-m",
+            "llmaos_tui",
             "--no-local",
             "--hosts-file",
             str(hosts),
@@ -466,7 +476,10 @@ def run_render(
             ).stdout
         )
         proc = psutil.Process(pid)
-        time.sleep(warmup + 10)
+        # The window starts once every host is up on screen (the title counts them), not
+        # while connects are still going on: those cost more than the samples do.
+        all_up_s = _wait_all_up(sock, n, 300.0)
+        time.sleep(warmup + 5)
         c0, w0 = sum(proc.cpu_times()[:2]), time.monotonic()
         time.sleep(seconds)
         cpu = (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - w0)
@@ -486,11 +499,28 @@ def run_render(
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),
             "peak_rss_mb": round(_vmhwm(pid) / 1024, 1),
             "up_on_screen": screen.count(" up "),
+            "all_up_s": all_up_s,
             "screen": str(shot),
             **latency,
         }
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], check=False)
+
+
+_TITLE = re.compile(r"(\d+) hosts, (\d+) up")
+
+
+def _wait_all_up(sock: str, n: int, deadline: float) -> float | None:
+    """Seconds until the console's title says all ``n`` hosts are up (None: never did)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        out = subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+        m = _TITLE.search(out)
+        if m is not None and int(m[1]) == n and int(m[2]) == n:
+            return round(time.monotonic() - t0, 1)
+        time.sleep(0.5)
+    return None
 
 
 _ROW = re.compile(r"^\s*(sim\d{3})\s+up\b\D*?\d+\s+(\d+)%")

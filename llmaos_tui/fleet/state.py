@@ -48,12 +48,29 @@ class Point(NamedTuple):
     gpu: float | None  # mean GPU utilisation, None without GPUs
 
 
-def point_of(s: Sample) -> Point:
+class _Figures(NamedTuple):
+    """A sample's CPU figures, worked out once: the table, the sorts, the fleet's beta and
+    the history point all read them, several times a second with many hosts."""
+
+    sample: Sample
+    busy: float  # busy cores, the sum of the loads
+    cpu: float  # mean core load
+    beta_cpu: float
+
+
+def _figures_of(s: Sample) -> _Figures:
+    n = len(s.cpu)
+    busy = sum(s.cpu)
+    return _Figures(s, busy, busy / n if n else 0.0, beta(s.cpu))
+
+
+def point_of(s: Sample, figures: _Figures | None = None) -> Point:
+    f = figures if figures is not None and figures.sample is s else _figures_of(s)
     gpu_loads = [g.util for g in s.gpus if g.util is not None]
     return Point(
         t=s.t,
-        cpu=mean(s.cpu),
-        beta_cpu=beta(s.cpu),
+        cpu=f.cpu,
+        beta_cpu=f.beta_cpu,
         beta_gpu=beta(gpu_loads),
         mem=s.mem.used / s.mem.total if s.mem.total else 0.0,
         gpu=mean(gpu_loads) if gpu_loads else None,
@@ -90,6 +107,9 @@ class HostState:
     containers: dict[str, Container] = field(default_factory=dict)
     """The host engine's containers by full id (empty without an engine)."""
     containers_version: int = 0
+    _figs: _Figures | None = field(default=None, repr=False, compare=False)
+    """The current sample's figures; recomputed when ``sample`` is another object (a
+    test or a caller may set it directly)."""
 
     # ------------------------------------------------------------- updates
 
@@ -131,7 +151,8 @@ class HostState:
     def on_sample(self, s: Sample) -> None:
         self.sample = s
         self.last_rx = time.monotonic()
-        self.history.append(point_of(s))
+        self._figs = figs = _figures_of(s)
+        self.history.append(point_of(s, figs))
         if s.procs is not None:
             apply(self.procs, s.procs)
             self.procs_version += 1
@@ -166,13 +187,24 @@ class HostState:
             return len(self.sample.cpu)
         return self.hello.host.cores if self.hello else 0
 
+    def _figures(self) -> _Figures | None:
+        s = self.sample
+        if s is None:
+            return None
+        f = self._figs
+        if f is None or f.sample is not s:
+            f = self._figs = _figures_of(s)
+        return f
+
     @property
     def busy_cores(self) -> float:
-        return sum(self.sample.cpu) if self.sample else 0.0
+        f = self._figures()
+        return f.busy if f is not None else 0.0
 
     @property
     def cpu(self) -> float | None:
-        return mean(self.sample.cpu) if self.sample else None
+        f = self._figures()
+        return f.cpu if f is not None else None
 
     @property
     def mem(self) -> float | None:
@@ -193,7 +225,8 @@ class HostState:
 
     @property
     def beta_cpu(self) -> float | None:
-        return beta(self.sample.cpu) if self.sample else None
+        f = self._figures()
+        return f.beta_cpu if f is not None else None
 
     @property
     def beta_gpu(self) -> float | None:

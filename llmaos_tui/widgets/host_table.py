@@ -11,6 +11,7 @@ host's status in full).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any, NamedTuple
 
 from rich.style import Style
@@ -18,6 +19,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+from textual.widgets._data_table import ColumnKey, RowKey
 
 from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import HostState, HostStatus
@@ -191,6 +193,15 @@ class HostTable(SafeTable):
         """The longest text of each flexible column's cells shown (grows; reset on resize)."""
         self.widths: dict[str, int] = {}
         """The columns' widths now (see :func:`fit_widths`)."""
+        self._stale: set[str] = set()
+        """Hosts whose row is off screen and whose figures may have moved since it was last
+        drawn: set when the row scrolls into view (see :meth:`_sync_shown`)."""
+        self._shape: dict[str, tuple[Any, ...]] = {}
+        """What of each shown row decides its place, its filter match and the columns'
+        widths (see :func:`_shape`), as last synced: a change is never deferred."""
+        self._order_applied: list[str] | None = None
+        """The rows' order as last sorted (None: read it off the table)."""
+        self._column_keys = [ColumnKey(key) for key, _, _ in COLUMNS]
 
     def on_mount(self) -> None:
         for key, _, width in COLUMNS:
@@ -202,6 +213,7 @@ class HostTable(SafeTable):
         for cells in self._rows.values():
             self._note_lengths(cells)
         self._fit_columns()
+        self._sync_shown()  # a taller table shows rows drawn while off screen
 
     def _note_lengths(self, cells: tuple[Any, ...]) -> bool:
         """Widen the flexible columns' longest texts by these cells; True when one grew."""
@@ -227,9 +239,9 @@ class HostTable(SafeTable):
         for key, column in self.columns.items():
             column.width = widths[str(key.value)]
         if spark_changed:
-            for h in self._hosts.values():  # the sparkline's length is its column's
-                if h.name in self._rows:
-                    self._sync_row(h)
+            # The sparkline's length is its column's: every row's changes, drawn as rows show.
+            self._stale.update(self._rows)
+            self._sync_shown()
         self._require_update_dimensions = True
         self._line_cache_by_row.clear()
         self.refresh()
@@ -242,41 +254,103 @@ class HostTable(SafeTable):
     # ---------------------------------------------------------------- data
 
     def update_hosts(self, hosts: Iterable[HostState]) -> None:
+        """Bring the hosts' rows up to date. A row off screen whose status, OS and size
+        are unchanged is only marked (its figures are drawn when it scrolls into view):
+        with a thousand hosts about forty rows show, and building every row's cells at
+        each redraw was most of the fleet screen's cost."""
         changed = False
+        deferred = False
+        window = self._window()
+        rows = self._row_locations
         for h in hosts:
-            self._hosts.setdefault(h.name, h)
+            name = h.name
+            self._hosts.setdefault(name, h)
+            if window is not None and self._shape.get(name) == _shape(h):
+                at = rows.get(RowKey(name))
+                if at is not None and not window[0] <= at < window[1]:
+                    self._stale.add(name)
+                    deferred = True
+                    continue
             changed |= self._sync_row(h)
-        if changed:
+        # An off-screen row's figures can still move it when the table is sorted by one.
+        if changed or (deferred and self.sort_key is not None):
             self._resort(self.selected_host)
+        self._sync_shown()
+
+    def _window(self) -> tuple[int, int] | None:
+        """The row indices on screen (a margin of a row each side); None before the table
+        has a size, when every row is treated as shown."""
+        height = self.size.height
+        if not self.is_mounted or height <= 0:
+            return None
+        top = int(self.scroll_y)
+        return max(0, top - 1), top + height + 1
+
+    def _sync_shown(self) -> None:
+        """Draw the figures of the stale rows now on screen."""
+        if not self._stale:
+            return
+        window = self._window()
+        if window is None:
+            names: Iterable[str] = list(self._stale)
+        else:
+            get_key = self._row_locations.get_key
+            keys = (get_key(i) for i in range(window[0], min(window[1], self.row_count)))
+            names = [str(k.value) for k in keys if k is not None and k.value in self._stale]
+        for name in names:
+            self._stale.discard(name)
+            h = self._hosts.get(name)
+            if h is not None:
+                self._sync_row(h)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._sync_shown()
 
     def _sync_row(self, h: HostState) -> bool:
         """Add, update or remove the host's row; True when anything changed."""
-        old = self._rows.get(h.name)
+        name = h.name
+        old = self._rows.get(name)
+        self._stale.discard(name)
         if not self._matches(h):
             if old is None:
                 return False
-            self.remove_row(h.name)
-            del self._rows[h.name]
-            for key, _, _ in COLUMNS:
-                self._versions.pop((h.name, key), None)
-            self._row_versions.pop(h.name, None)
+            self._remove(name)
             return True
         cells = self._cells(h)
-        self._rows[h.name] = cells
+        self._rows[name] = cells
+        self._shape[name] = _shape(h)
         if self._note_lengths(cells) and self.is_mounted:
             self.call_later(self._fit_columns)
         if old is None:
-            self.add_row(*cells, key=h.name)
+            self.add_row(*cells, key=name)
+            self._order_applied = None
             for key, _, _ in COLUMNS:
-                self._bump(h.name, key)
+                self._bump(name, key)
             return True
         if old == cells:
             return False
-        for (key, _, _), before, after in zip(COLUMNS, old, cells, strict=True):
+        row_key = RowKey(name)
+        for (key, _, _), column_key, before, after in zip(
+            COLUMNS, self._column_keys, old, cells, strict=True
+        ):
             if before != after:
-                self._bump(h.name, key)
-                self.update_cell(h.name, key, after)
+                self._bump(name, key)
+                self.put_cell(row_key, column_key, after)
+        # Only this row's lines are drawn again, not the whole table's.
+        at = self._row_locations.get(row_key)
+        if at is not None:
+            self.refresh_row(at)
         return True
+
+    def _remove(self, name: str) -> None:
+        self.remove_row(name)
+        self._order_applied = None
+        del self._rows[name]
+        self._shape.pop(name, None)
+        for key, _, _ in COLUMNS:
+            self._versions.pop((name, key), None)
+        self._row_versions.pop(name, None)
 
     def _bump(self, name: str, key: str) -> None:
         self._next_version += 1
@@ -374,6 +448,7 @@ class HostTable(SafeTable):
             for h in self._hosts.values():
                 self._sync_row(h)
             self._resort(keep)
+            self._sync_shown()
 
     def _matches(self, h: HostState) -> bool:
         f = self.facts.get(h.name)
@@ -389,6 +464,7 @@ class HostTable(SafeTable):
         for h in self._hosts.values():
             self._sync_row(h)
         self._resort(keep)
+        self._sync_shown()
 
     @property
     def selected_host(self) -> str | None:
@@ -422,10 +498,14 @@ class HostTable(SafeTable):
         order = self._order()
         # Most updates change cells, not the order; a sort makes the table lay out and
         # redraw every row again, so it is done only when the order moved.
-        if order != self.shown_names:
+        applied = self._order_applied
+        if applied is None:
+            applied = self._order_applied = self.shown_names
+        if order != applied:
             # The name cells hold the cleaned names (SafeTable).
             rank = {clean(n): i for i, n in enumerate(order)}
             self.sort("name", key=lambda cell: rank[cell.plain])
+            self._order_applied = order
         if keep is not None and keep in self._rows:
             row = self.get_row_index(keep)
             if row != self.cursor_row:
@@ -442,6 +522,7 @@ class HostTable(SafeTable):
             self.columns[k].label = self._label(k)  # type: ignore[index]
         self._fit_columns()  # the sort arrow takes a cell of its column
         self._resort(self.selected_host)
+        self._sync_shown()
         self.refresh()
 
     def invert(self) -> None:
@@ -474,6 +555,7 @@ class HostTable(SafeTable):
         status = h.status.value + (f": {h.reason}" if h.reason else "")
         os_name = h.hello.host.os if h.hello else NA
         live = _live(h)
+        spark = self.widths.get("spark", SPARK_WIDTH)
         return (
             # Text, not str: a str cell is read as markup; cleaned first, as Rich would
             # drop a BEL or CR without a trace.
@@ -487,10 +569,26 @@ class HostTable(SafeTable):
             Text(fixed(h.beta_cpu if live else None), justify="right"),
             Text(fixed(h.beta_gpu if live else None), justify="right"),
             Text(
-                sparkline([p.cpu for p in h.history], self.widths.get("spark", SPARK_WIDTH)),
+                sparkline(_last_cpu(h, spark), spark),
                 self._style("hosttable--spark"),
             ),
         )
+
+
+def _shape(h: HostState) -> tuple[Any, ...]:
+    """What of a host decides its row's place in the fleet order, whether the filter keeps
+    it and how wide the status, OS and name columns are: not its figures."""
+    return (h.status, h.reason, h.hello.host.os if h.hello else None, h.cores)
+
+
+def _last_cpu(h: HostState, n: int) -> list[float]:
+    """The last ``n`` history points' CPU, oldest first, without walking the whole history
+    (up to an hour of points a host)."""
+    if n <= 0:
+        return []
+    tail = [p.cpu for p in islice(reversed(h.history), n)]
+    tail.reverse()
+    return tail
 
 
 def _status_class(status: HostStatus) -> str:

@@ -52,3 +52,11 @@ class SafeTable(DataTable[Any]):
         update_width: bool = False,
     ) -> None:
         super().update_cell(row_key, column_key, safe_cell(value), update_width=update_width)
+
+    def put_cell(self, row_key: RowKey, column_key: ColumnKey, value: CellType) -> None:
+        """Set a cell, cleaned, without redrawing anything: the caller refreshes the row
+        (:meth:`DataTable.refresh_row`) once its cells are set. ``update_cell`` redraws
+        the whole table for each cell, which with a thousand rows updating was most of a
+        frame's work. The keys must exist."""
+        self._data[row_key][column_key] = safe_cell(value)
+        self._update_count += 1  # DataTable's row renderables are cached on this
