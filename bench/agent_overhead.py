@@ -16,7 +16,11 @@ One run starts, concurrently (so the noise of a shared machine hits all alike):
   the agent read the table before it read /proc (as it still does off Linux);
 * an informational row (``--no-direct`` leaves it out): the same loop reading the
   process table straight from ``/proc/PID/stat``, the floor for the agent's Linux
-  collector (which reads ``statm`` too, and builds rows).
+  collector (which reads ``statm`` too, and builds rows);
+* with ``--compare-io``, a twin of each agent daemon (and its bridge) with
+  ``LLMAOS_AGENT_IO=off``: no network, disk, temperature or per-process GPU figures (issue
+  16's), so what they cost is read in the same run; issue 16's target: the agent's CPU
+  against btop no more than 10% above its twin's.
 
 After a warm-up it reads utime+stime (+ reaped children) from ``/proc/PID/stat``
 at the start and the end of the window, and VmHWM from ``/proc/PID/status``.
@@ -25,6 +29,7 @@ table at scale shows.
 
     .venv/bin/python bench/agent_overhead.py [--seconds 60] [--procs 1000]
     .venv/bin/python bench/agent_overhead.py --bare-agent --agent-proc-interval 1 --procs 1000
+    .venv/bin/python bench/agent_overhead.py --compare-io --bare-agent --no-htop
 
 Linux only. Prints a table and writes JSON to bench/results/.
 
@@ -71,6 +76,9 @@ CPU_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 30.0
 BARE_CPU_RATIO_TARGET = 1.0
 BARE_RSS_TARGET_MB = 15.0
+IO_COST_TARGET = 1.10
+"""Issue 16: agent/btop with the new figures over agent/btop without, same run."""
+IO_OFF_ENV = "LLMAOS_AGENT_IO"
 
 
 # --------------------------------------------------------------------- the client
@@ -248,6 +256,9 @@ def start_sleepers(h: Harness, n: int) -> None:
 def bare_python(tmp: Path) -> str:
     """A venv from the system python3 with nothing but the standard library, as a fresh
     server has it (the zero-install agent's host, issue 13)."""
+    venv = tmp / "bare-venv"
+    if (venv / "bin" / "python").exists():  # made for an earlier bare agent of this run
+        return str(venv / "bin" / "python")
     for name in ("python3", "python3.13", "python3.12", "python3.11", "python3.10"):
         system = shutil.which(name, path="/usr/bin:/bin:/usr/local/bin")
         if system is None:
@@ -256,7 +267,6 @@ def bare_python(tmp: Path) -> str:
             [system, "-I", "-c", _BARE_PROBE], capture_output=True, text=True, check=False
         )
         if probe.stdout.strip() == "ok":
-            venv = tmp / "bare-venv"
             subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
             return str(venv / "bin" / "python")
     raise SystemExit("agent_overhead: no system python3 >= 3.10 without psutil and msgspec")
@@ -270,15 +280,24 @@ _BARE_PROBE = (
 
 
 def start_agent(
-    h: Harness, targets: list[Target], proc_interval: float | None, *, bare: bool = False
+    h: Harness,
+    targets: list[Target],
+    proc_interval: float | None,
+    *,
+    bare: bool = False,
+    io: bool = True,
 ) -> StreamReader:
     """The daemon and an attach bridge fed as the console feeds it; ``bare``: both under a
-    bare venv's python (no psutil, no msgspec), the agent from agents/ on PYTHONPATH."""
-    key = "agent-bare" if bare else "agent"
+    bare venv's python (no psutil, no msgspec), the agent from agents/ on PYTHONPATH;
+    ``io=False``: with issue 16's figures off (``LLMAOS_AGENT_IO=off``)."""
+    key = ("agent-bare" if bare else "agent") + ("" if io else "-noio")
     home = h.tmp / key
     home.mkdir(mode=0o700)
     env = {**os.environ, "LLMAOS_AGENT_HOME": str(home)}
     env.pop("LLMAOS_AGENT_ENDPOINT", None)
+    env.pop(IO_OFF_ENV, None)
+    if not io:
+        env[IO_OFF_ENV] = "off"
     python = sys.executable
     if bare:
         python = bare_python(h.tmp)
@@ -325,10 +344,14 @@ def start_agent(
     if hello_pid != daemon.pid:
         raise RuntimeError(f"attached to pid {hello_pid}, expected our daemon {daemon.pid}")
     what = "bare venv: stdlib only" if bare else "test venv: psutil, msgspec present"
+    label = "llmaos-agent (bare)" if bare else "llmaos-agent daemon"
+    if not io:
+        what += f"; {IO_OFF_ENV}=off"
+        label = "  bare, io off" if bare else "  agent, io off"
     targets.append(
         Target(
             key,
-            "llmaos-agent (bare)" if bare else "llmaos-agent daemon",
+            label,
             daemon.pid,
             f"{what}; --proc-interval {proc_interval or 'default'}, 1 client",
         )
@@ -516,12 +539,12 @@ def print_table(res: dict[str, Any]) -> None:
     print("* informational, not a contender\n")
     for k, v in res["ratios"].items():
         print(f"{k:<32} {v if v is not None else 'n/a'}")
-    seg = res["segments"]["agent/btop"]
-    if seg:
-        print(
-            f"{'agent/btop per 10 s segment':<32} min {min(seg)} median "
-            f"{statistics.median(seg):.2f} max {max(seg)}"
-        )
+    for name, seg in res["segments"].items():
+        if seg:
+            print(
+                f"{name + ' per 10 s segment':<32} min {min(seg)} median "
+                f"{statistics.median(seg):.2f} max {max(seg)}"
+            )
     s = res["stream"]
     print(
         f"{'stream in window':<32} {s['samples']} samples ({s['proc_samples']} with processes), "
@@ -551,8 +574,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 start_sleepers(h, args.procs)
             pids_start = count_pids()
             reader = start_agent(h, targets, args.agent_proc_interval)
+            if args.compare_io:
+                start_agent(h, targets, args.agent_proc_interval, io=False)
             if args.bare_agent:
                 start_agent(h, targets, args.agent_proc_interval, bare=True)
+                if args.compare_io:
+                    start_agent(h, targets, args.agent_proc_interval, bare=True, io=False)
             extra = start_tui(h, targets, htop=args.htop)
             start_loops(h, targets, direct=args.direct)
             targets.append(
@@ -580,6 +607,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "warmup": args.warmup,
             "sleepers": args.procs,
             "agent_proc_interval": args.agent_proc_interval,
+            "compare_io": args.compare_io,
             "pids_start": pids_start,
             "pids_end": pids_end,
             "cores": os.cpu_count(),
@@ -598,6 +626,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "ratios": {
             "agent/btop": r_ab,
+            "agent io off/btop": ratio(by_key, "agent-noio", "btop"),
+            "agent/agent io off": ratio(by_key, "agent", "agent-noio"),
+            "bare agent io off/btop": ratio(by_key, "agent-bare-noio", "btop"),
+            "bare agent/bare io off": ratio(by_key, "agent-bare", "agent-bare-noio"),
             "(agent+attach)/btop": _sum_ratio(by_key, ["agent", "agent-attach"], "btop"),
             "bare agent/btop": ratio(by_key, "agent-bare", "btop"),
             "bare agent/agent": ratio(by_key, "agent-bare", "agent"),
@@ -606,7 +638,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "psutil loop/btop": ratio(by_key, "psutil", "btop"),
             "direct loop/btop": ratio(by_key, "direct", "btop"),
         },
-        "segments": {"agent/btop": segment_ratios(_t(targets, "agent"), _t(targets, "btop"))},
+        "segments": {
+            "agent/btop": segment_ratios(_t(targets, "agent"), _t(targets, "btop")),
+            **(
+                {
+                    "agent/agent io off": segment_ratios(
+                        _t(targets, "agent"), _t(targets, "agent-noio")
+                    )
+                }
+                if args.compare_io
+                else {}
+            ),
+        },
         "stream": got["stream"],
         "passes_per_min": {
             "agent": round(got["stream"]["proc_samples"] / got["elapsed"] * 60, 1),
@@ -635,6 +678,17 @@ def _targets(
             "pass": None if agent_rss is None else agent_rss < RSS_TARGET_MB,
         },
     }
+    for key, base, name in (
+        ("agent", "agent-noio", "agent CPU <= 1.1x its io-off twin"),
+        ("agent-bare", "agent-bare-noio", "bare agent CPU <= 1.1x its io-off twin"),
+    ):
+        if base in by_key:
+            r = ratio(by_key, key, base)
+            out[name] = {
+                "measured": r,
+                "limit": IO_COST_TARGET,
+                "pass": None if r is None else r <= IO_COST_TARGET,
+            }
     if "agent-bare" not in by_key:
         return out
     # Issue 13: the stdlib agent at btop's cadence costs no more than btop, in <= 15 MB.
@@ -701,6 +755,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the agent under a bare venv (stdlib only), side by side",
     )
+    p.add_argument(
+        "--compare-io",
+        action="store_true",
+        help=f"also run each agent with {IO_OFF_ENV}=off (no issue-16 figures), side by side",
+    )
     p.add_argument("--out", type=Path, help="JSON results path")
     p.add_argument(
         "--no-direct",
@@ -728,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         name += f"-pi{args.agent_proc_interval:g}"
     if args.bare_agent:
         name += "-bare"
+    if args.compare_io:
+        name += "-io"
     out = args.out or RESULTS_DIR / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
