@@ -317,16 +317,13 @@ def test_psutils_sensors_are_labelled_as_ours() -> None:
     ]
 
 
-def test_temperatures_go_out_every_few_seconds_as_whole_degrees(
-    two_socket_sysfs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_temperatures_go_out_every_few_seconds_as_whole_degrees(two_socket_sysfs: Path) -> None:
     """Values every TEMPS_EVERY_S, their names with the first ones, when they change and
     once a minute (the collector's clock moved on by hand: no test waits a minute)."""
     from llmaos_agent.collect import io as io_mod
 
     now = [1000.0]
-    monkeypatch.setattr(io_mod.time, "monotonic", lambda: now[0])
-    io = IoCollector(LinuxOS(hwmon=str(two_socket_sysfs)))
+    io = IoCollector(LinuxOS(hwmon=str(two_socket_sysfs)), clock=lambda: now[0])
     values, names = io.temps()
     assert values == [54, 51, 50, 49, 61, 58, 45, 44, 70]  # 50.5 and 70.25 rounded
     assert names[:2] == ["Package id 0", "Core 0 #0"] and len(names) == len(values)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from llmaos_agent.protocol import MAX_IO_ROWS, DiskRate, NetRate
@@ -54,9 +54,13 @@ Counters = dict[str, tuple[int, int]]
 class IoCollector:
     """Rates since the previous call (the first covers the time since construction)."""
 
-    def __init__(self, hos: HostOS | None = None) -> None:
+    def __init__(
+        self, hos: HostOS | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``clock``: the monotonic clock the rates and the temperatures' cadence use."""
         self.os = hos or host_os()
-        self._t = time.monotonic()
+        self._clock = clock
+        self._t = clock()
         self._net = self._read_net()
         self._disk = self._read_disk()
         self._temps_at: float | None = None
@@ -77,7 +81,7 @@ class IoCollector:
 
     def rates(self) -> tuple[list[NetRate], list[DiskRate]]:
         """Each interface's and disk's bytes per second since the last call."""
-        now = time.monotonic()
+        now = self._clock()
         dt, self._t = now - self._t, now
         net, disk = self._read_net(), self._read_disk()
         net_rows = _rates(self._net, net, dt, skip=("veth",))
@@ -91,7 +95,7 @@ class IoCollector:
     def temps(self) -> tuple[list[int], list[str]]:
         """The CPU's sensors in whole degrees, once every :data:`TEMPS_EVERY_S` (else
         none), and their names when they are due (else none): see the module's docstring."""
-        now = time.monotonic()
+        now = self._clock()
         # 0.9: samples come a little early or late; every fifth of a 1 s clock, not sixth.
         if self._temps_at is not None and now - self._temps_at < TEMPS_EVERY_S * 0.9:
             return [], []
