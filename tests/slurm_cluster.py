@@ -69,8 +69,10 @@ class SlurmCluster:
     """munged + slurmctld + slurmd under ``root`` (made and removed by the caller or, when
     None, a fresh temporary directory removed by :meth:`stop`).
 
-    ``priority`` is ``basic`` or ``multifactor``; both take ``scontrol update
-    Priority=`` and ``scontrol top`` from root. ``gpus`` fake GPUs are configured as
+    ``priority`` is ``basic`` or ``multifactor``: under both root may ``scontrol update
+    Priority=`` and ``scontrol top`` (which works by adjusting Nice), and a user may only
+    raise Nice, hold and release their own jobs (``top`` needs SchedulerParameters=
+    enable_user_top, not set, as on most clusters). ``gpus`` fake GPUs are configured as
     ``gres/gpu`` on the node (0 for none).
     """
 
@@ -291,6 +293,10 @@ class SlurmCluster:
             "DefMemPerCPU=64",
             "SchedulerType=sched/backfill",
             f"PriorityType=priority/{self.priority}",
+            # multifactor without weights gives every job priority 1, so a positive Nice
+            # (all a user may set) would change nothing; the partition factor gives each
+            # job a base of 10000 for Nice to lower.
+            "PriorityWeightPartition=10000" if self.priority == "multifactor" else "",
             "EnforcePartLimits=ALL",
             "ReturnToService=2",
             f"MinJobAge={self.min_job_age}",

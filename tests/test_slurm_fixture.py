@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - other_user is a fixture imported from tests/users.py, then requested
 """The private Slurm cluster of :mod:`tests.slurm_cluster` does what the Slurm features'
 tests will lean on: jobs run and write their output, squeue lists them with the fields
 the requests screen shows, root can reprioritise, hold, release, top and cancel them,
@@ -14,7 +15,8 @@ import psutil
 import pytest
 
 from tests.conftest import need
-from tests.slurm_cluster import SlurmCluster, slurm_available
+from tests.slurm_cluster import SlurmCluster, SlurmError, slurm_available
+from tests.users import User, other_user  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -154,8 +156,9 @@ def test_root_reprioritises_holds_releases_tops_and_cancels(
     a, b, d = (submit(c, "-J", name, "-c1", "--wrap", "true") for name in ("a", "b", "d"))
     wait(lambda: job(c, d).get("reason") in ("Priority", "Resources"), "the jobs to queue")
 
-    assert c.run("scontrol", "update", f"JobId={a}", "Priority=500").returncode == 0
-    assert job(c, a)["priority"] == "500"
+    high = str(max(int(job(c, i)["priority"]) for i in (a, b, d)) + 500)
+    assert c.run("scontrol", "update", f"JobId={a}", f"Priority={high}").returncode == 0
+    assert job(c, a)["priority"] == high
 
     assert c.run("scontrol", "hold", b).returncode == 0
     held = job(c, b)
@@ -166,8 +169,8 @@ def test_root_reprioritises_holds_releases_tops_and_cancels(
 
     # top takes the highest priority among the user's pending jobs for itself.
     assert c.run("scontrol", "top", d).returncode == 0
-    assert job(c, d)["priority"] == "500"
-    assert int(job(c, a)["priority"]) < 500
+    assert job(c, d)["priority"] == high
+    assert int(job(c, a)["priority"]) < int(high)
 
     assert c.run("scancel", d).returncode == 0
     wait(in_state(c, d, "CANCELLED"), "the cancelled job to show as CANCELLED")
@@ -225,3 +228,51 @@ def test_stopping_leaves_no_process_and_no_directory(tmp_path: Path) -> None:
         except psutil.Error:
             continue
     assert left == []
+
+
+def test_a_user_may_nice_hold_and_release_but_not_reprioritise_or_top(
+    cluster: SlurmCluster, other_user: User, tmp_path: Path
+) -> None:
+    c = cluster
+    blocker_id, flag = blocker(c, tmp_path)
+
+    def as_user(*argv: str) -> tuple[int, str]:
+        out = other_user.run(list(argv), env=c.env, cwd=c.root / "out", text=True)
+        return out.returncode, (out.stdout + out.stderr).strip()
+
+    rc, theirs = as_user("sbatch", "--parsable", "-J", "theirs", "--wrap", "true")
+    assert rc == 0, theirs
+    wait(lambda: job(c, theirs).get("reason") in ("Priority", "Resources"), "their job to queue")
+    assert job(c, theirs)["user"] == other_user.name
+    before = int(job(c, theirs)["priority"])
+
+    # Refused with "Changes to job priority are not persistent, change nice instead for
+    # job N" (a weight-based priority) or "Access/permission denied for job N".
+    rc, err = as_user("scontrol", "update", f"JobId={theirs}", "Priority=900")
+    assert (rc, err.endswith(f"for job {theirs}")) == (1, True), err
+    assert int(job(c, theirs)["priority"]) == before
+    assert as_user("scontrol", "update", f"JobId={theirs}", "Nice=-10")[0] == 1
+    assert as_user("scontrol", "top", theirs) == (1, f"Access/permission denied for job {theirs}")
+    assert as_user("scontrol", "update", f"JobId={theirs}", "Nice=100") == (0, "")
+    assert int(job(c, theirs)["priority"]) == before - 100
+
+    assert as_user("scontrol", "hold", theirs) == (0, "")
+    assert job(c, theirs)["reason"] == "JobHeldUser"
+    assert as_user("scontrol", "release", theirs) == (0, "")
+    assert job(c, theirs)["reason"] != "JobHeldUser"
+    rc, err = as_user("scancel", blocker_id)
+    assert rc != 0
+    assert "Access/permission denied" in err
+    flag.touch()
+    wait(in_state(c, theirs, "COMPLETED"), "the user's job to complete")
+
+
+def test_a_cluster_that_cannot_start_says_why_and_leaves_nothing() -> None:
+    why = slurm_available()
+    need(why is None, why or "")
+    c = SlurmCluster(priority="no_such_plugin", gpus=0)
+    with pytest.raises(SlurmError, match="slurmctld exited") as failed:
+        c.start()
+    assert "priority/no_such_plugin" in str(failed.value)  # the log tail says which
+    assert not c.root.exists()
+    assert c._procs == {}
