@@ -237,8 +237,8 @@ def test_a_user_may_nice_hold_and_release_but_not_reprioritise_or_top(
     blocker_id, flag = blocker(c, tmp_path)
 
     def as_user(*argv: str) -> tuple[int, str]:
-        out = other_user.run(list(argv), env=c.env, cwd=c.root / "out", text=True)
-        return out.returncode, (out.stdout + out.stderr).strip()
+        out = other_user.run(list(argv), env=c.env, cwd=c.root / "out")
+        return out.returncode, (out.stdout + out.stderr).decode().strip()
 
     rc, theirs = as_user("sbatch", "--parsable", "-J", "theirs", "--wrap", "true")
     assert rc == 0, theirs
