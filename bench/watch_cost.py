@@ -49,14 +49,15 @@ WARMUP_S = 8.0
 BTOP_CONF = 'update_ms = 1000\nproc_tree = False\nshown_boxes = "cpu mem net proc"\n'
 
 
-def long_recording(seconds: int, cores: int = 64, gpus: int = 8) -> str:
+def long_recording(seconds: int, protocol: int, cores: int = 64, gpus: int = 8) -> str:
     """An agent stream of ``seconds`` samples, one a second, of a ``cores``-core
     ``gpus``-GPU host: the recorded stream's hello and history, then its samples in
     turn (fresh seq and time), with the full process table first and then the recorded
     process changes every second sample, as an agent with proc_interval 2 s sends."""
     lines = [json.loads(ln) for ln in big.SOURCE.read_text().splitlines() if ln.strip()]
     hello = next(m for m in lines if m.get("method") == "hello")
-    hello["params"] = dict(hello["params"], interval=1.0, proc_interval=2.0)
+    # The protocol of the console measured: the recording plays a current agent.
+    hello["params"] = dict(hello["params"], protocol=protocol, interval=1.0, proc_interval=2.0)
     history = next(m for m in lines if m.get("method") == "history")
     samples = [m["params"] for m in lines if m.get("method") == "sample"]
     full = next(s["procs"] for s in samples if s.get("procs", {}).get("full"))
@@ -143,17 +144,27 @@ def measure(tmux: Tmux, pids: dict[str, int], seconds: float) -> dict[str, dict[
     return out
 
 
+def protocol_of(env: dict[str, str]) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", "from llmaos_agent.protocol import PROTOCOL_VERSION as v; print(v)"],
+        env=env, capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return int(out.stdout)
+
+
 def run_case(host: str, size: tuple[int, int], seconds: float, tmp: Path, tui: str,
-             profile: Path | None) -> dict[str, Any]:  # fmt: skip
+             profile: Path | None, tree: Path | None) -> dict[str, Any]:  # fmt: skip
     case = tmp / f"{host}-{size[0]}x{size[1]}"
     home = case / "home"
     (home / ".config" / "btop").mkdir(parents=True)
     (home / ".config" / "btop" / "btop.conf").write_text(BTOP_CONF)
     env = {"HOME": str(home), "TERM": "xterm-256color", "PATH": os.environ["PATH"],
            "LANG": "C.UTF-8", "LLMAOS_AGENT_HOME": str(case / "agent")}  # fmt: skip
+    if tree is not None:
+        env["PYTHONPATH"] = f"{tree}:{tree / 'agents'}"
     if host == "big":
         rec = case / "host-64c-8g.ndjson"
-        rec.write_text(long_recording(int(seconds + WARMUP_S + 30)))
+        rec.write_text(long_recording(int(seconds + WARMUP_S + 30), protocol_of(env)))
         argv = [tui, "--no-local", "--replay", f"host-64c-8g={rec}"]
     else:
         argv = [tui]
@@ -214,6 +225,9 @@ def main() -> int:
     ap.add_argument("--hosts", default="big,local", help="big, local or both (default both)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="also py-spy record the console (raw folded stacks) into DIR")  # fmt: skip
+    ap.add_argument("--tree", type=Path, metavar="DIR",
+                    help="run the console from this source tree (e.g. a `git archive` of a "
+                    "commit) instead of the installed one's, to compare commits")  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "watch_cost.json")
     args = ap.parse_args()
     tui = shutil.which("llmaos-tui", path=str(Path(sys.executable).parent))
@@ -232,7 +246,7 @@ def main() -> int:
                 if args.profile is not None:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     prof = args.profile / f"{host}-{size[0]}x{size[1]}.txt"
-                r = run_case(host, size, args.seconds, tmp, tui, prof)
+                r = run_case(host, size, args.seconds, tmp, tui, prof, args.tree)
                 results.append(r)
                 t, b = r["llmaos-tui"], r.get("btop")
                 line = (f"{host:<5} {r['size']:>7}: llmaos-tui {t['cpu_s_per_min']:.2f} CPU s/min "

@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.widgets import DataTable
 
 from llmaos_agent.protocol import Proc
@@ -125,8 +128,21 @@ def matches(p: Proc, needle: str) -> bool:
     return n in str(p.pid) or n in p.user.lower() or n in p.name.lower() or n in p.cmd.lower()
 
 
+SegmentLines = list[list[Segment]]
+CELL_CACHE = 4096
+"""Rendered cells kept: a few screens' worth of rows times columns."""
+
+
 class ProcessTable(SafeTable):
-    """The cells are cleaned by :class:`SafeTable` (a command line is another user's text)."""
+    """The cells are cleaned by :class:`SafeTable` (a command line is another user's text).
+
+    DataTable keys its rendered cells on a counter that every ``update_cell`` and sort
+    bumps, so one process's new CPU% re-renders every visible cell through Rich, most
+    of the console's work on a steady host screen (bench/watch_cost.py). Here a cell's
+    rendering is kept while its value is the same object at the same row and column,
+    drawn the same way (cursor, hover, style): only the cells that changed or moved are
+    rendered again, and what is drawn is what DataTable would draw.
+    """
 
     BINDINGS = [
         Binding("P", "sort('cpu')", "Sort CPU", id="procs.sort_cpu"),
@@ -151,6 +167,53 @@ class ProcessTable(SafeTable):
         self._shown: dict[int, Proc] = {}
         self.shown_columns: tuple[Column, ...] = ()
         self._cmd_w = 0
+        self._cells_drawn: LRUCache[tuple[Any, ...], tuple[object, SegmentLines]] = LRUCache(
+            CELL_CACHE
+        )
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        if row_index < 0 or column_index < 0:  # the header and labels: DataTable's cache
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        value = self._data[row_key][column_key]
+        key = (
+            row_index,  # in the cell's style meta: a click names its row
+            column_index,
+            row_key,
+            column_key,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+        )
+        hit = self._cells_drawn.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        self._cells_drawn[key] = (value, lines)
+        return lines
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._cells_drawn.clear()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cells_drawn.clear()
 
     def on_mount(self) -> None:
         self._fit_columns()
