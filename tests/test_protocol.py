@@ -199,6 +199,32 @@ REQ_QUEUED = p.RequestInfo(
 CHANGE = p.Change(target="pid 7 (python)", before="nice 0", after="nice 5")
 CONTAINER_CHANGE = p.Change(target="container web (abababababab)", before="running",
                             after="exited")  # fmt: skip
+PROC_DETAIL = p.ProcDetail(
+    pid=7,
+    ppid=1,
+    name="python3",
+    user="ana",
+    state="S",
+    create_time=1_718_000_000.25,
+    argv=["python3", "train.py", "--name", "a run ü"],
+    argv_cut=False,
+    cwd="/home/ana/runs",
+    threads=12,
+    open_files=None,
+    nice=5,
+    affinity="0-3,8",
+    cgroup="0::/system.slice/docker-" + "ab" * 32 + ".scope",
+    container="ab" * 32,
+    rss=1 << 30,
+    gpus=[p.ProcGpu(index=0, uuid="GPU-1", used_mem=4 << 30, sm=0.5, mem=None)],
+    unread=[p.Unread(field="open_files", reason="permission denied")],
+)
+PROC_DETAIL_UNREAD = p.ProcDetail(
+    pid=1, ppid=0, name="init", user=None, state="Z", create_time=0.0, argv=[], argv_cut=True,
+    cwd=None, threads=None, open_files=None, nice=None, affinity=None, cgroup=None,
+    container=None, rss=None,
+)  # fmt: skip
+
 CALL_EXAMPLES: dict[str, tuple[Any, Any]] = {
     "handshake": (
         p.Handshake(protocol=PROTOCOL_VERSION, client="llmaos-tui 0.1.0"),
@@ -220,6 +246,8 @@ CALL_EXAMPLES: dict[str, tuple[Any, Any]] = {
         p.LogQuery(id="r2", offset=10),
         p.LogChunk(id="r2", offset=10, next_offset=16, data="hello\n", running=True),
     ),
+    "procs.watch": (p.ProcWatch(on=False), p.ProcWatch(on=False)),
+    "proc.detail": (p.ProcDetailQuery(pid=7, create_time=1.5), PROC_DETAIL),
     "proc.renice": (p.Renice(pid=7, create_time=1.5, nice=5), CHANGE),
     "proc.affinity": (p.SetAffinity(pid=7, create_time=1.5, cores=[0, 1]), CHANGE),
     "proc.signal": (p.SendSignal(pid=7, create_time=1.5, signal="TERM"), CHANGE),
@@ -304,6 +332,23 @@ def test_history_from_encoded_samples(n: int, last: bool) -> None:
     samples = [p.Sample(t=float(i), seq=i, cpu=[i / 10], mem=SAMPLE_MINIMAL.mem) for i in range(n)]
     line = p.encode_history([p.encode(s) for s in samples], last=last)
     assert p.decode(line) == p.Notification("history", p.History(samples=samples, last=last))
+
+
+def test_a_process_detail_with_nothing_readable_round_trips() -> None:
+    """Every field the OS may keep from another user is None, and says so on the wire."""
+    resp = p.decode(p.encode_result(4, PROC_DETAIL_UNREAD), requests=False)
+    assert isinstance(resp, p.Response)
+    assert p.decode_result(resp, p.ProcDetail) == PROC_DETAIL_UNREAD
+    wire = json.loads(p.encode(PROC_DETAIL))
+    assert wire["unread"] == [["open_files", "permission denied"]]
+    assert wire["argv"][-1] == "a run ü" and wire["open_files"] is None
+
+
+def test_procs_watch_and_detail_are_reads() -> None:
+    """Allowed on a read-only agent and not audited: they change nothing on the host."""
+    for method in ("procs.watch", "proc.detail"):
+        spec = p.CALL_SPECS[method]
+        assert spec.read_only_ok and not spec.changes and spec.needs is None
 
 
 def test_sample_is_compact() -> None:

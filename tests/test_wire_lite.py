@@ -220,6 +220,12 @@ HOSTILE = [
     (call("requests.get", {"id": "r1\n"}), "id"),
     (call("requests.list", {"states": ["sleeping"]}), "states"),  # bad tag
     (call("containers.stop", {"id": "-rm"}), "id"),
+    (call("procs.watch", {}), "on"),  # missing field
+    (call("procs.watch", {"on": 1}), "on"),  # 1 is no bool
+    (call("procs.watch", {"on": True, "pids": [1]}), "pids"),
+    (call("proc.detail", {"pid": -1}), "pid"),
+    (call("proc.detail", {"pid": 2**33}), "pid"),
+    (call("proc.detail", {"pid": 1, "create_time": "now"}), "create_time"),
     (call("ping", {}, rid=True), "id"),
     (call("ping", {}, rid="x" * 65), "id"),
     (
@@ -240,6 +246,46 @@ def test_both_refuse_the_same_hostile_lines(mod: types.ModuleType, line: bytes, 
     assert text and "\n" not in text and len(text) < 1000
     if says:
         assert any(word in text for word in says.split("|")), text
+
+
+def detail_result(**changes: Any) -> bytes:
+    """A ``proc.detail`` answer as JSON, with ``changes`` to its fields."""
+    from tests.test_protocol import PROC_DETAIL
+
+    result = {**json.loads(p.encode(PROC_DETAIL)), **changes}
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "result": result}).encode()
+
+
+@pytest.mark.parametrize("mod", [p, lite], ids=["msgspec", "lite"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        detail_result(argv=["x" * (p.MAX_CMDLINE + 1)]),
+        detail_result(argv=["x"] * (p.MAX_CMDLINE + 1)),
+        detail_result(cwd="/" * 4097),
+        detail_result(threads=-1),
+        detail_result(open_files=1.5),
+        detail_result(unread=[["cwd", "no"]] * 33),
+        detail_result(unread=[{"field": "cwd", "reason": "no"}]),  # arrays, not objects
+        detail_result(gpus=[{"index": 0, "uuid": "u", "used_mem": 1, "sm": 1.5}]),
+        detail_result(container="c" * 257),
+        detail_result(extra=1),
+    ],
+    ids=lambda v: v.decode()[-60:] if isinstance(v, bytes) else None,
+)
+def test_both_refuse_the_same_bad_process_details(mod: types.ModuleType, line: bytes) -> None:
+    resp = mod.decode(line, requests=False)
+    with pytest.raises(mod.ProtocolError):
+        mod.decode_result(resp, mod.ProcDetail)
+
+
+def test_a_detail_with_nothing_readable_is_the_same_bytes_both_ways() -> None:
+    from tests.test_protocol import PROC_DETAIL_UNREAD
+
+    ours = lite.encode_result(1, to(lite, PROC_DETAIL_UNREAD))
+    assert ours == p.encode_result(1, PROC_DETAIL_UNREAD)
+    resp = lite.decode(ours, requests=False)
+    assert to(p, lite.decode_result(resp, lite.ProcDetail)) == PROC_DETAIL_UNREAD
 
 
 # ------------------------------------------------------------- the stand-ins

@@ -2,9 +2,10 @@
 
 One daemon per user per host (a lock file makes sure). Cores, memory and GPUs
 are sampled every ``interval``; the process table, the expensive part, every
-``proc_interval`` and only while a client is attached. Each client gets the
-``hello``, the history ring, then live ``sample`` notifications with the
-process table as changes (a full table first).
+``proc_interval`` and only while a client is attached that wants it (``procs.watch``; on
+for a new client) or the containers' load needs it. Each client gets the ``hello``, the
+history ring, then live ``sample`` notifications, with the process table as changes (a full
+table first, and again when it turns processes back on) while it has processes on.
 
 Containers: the engine is asked for its list every ``CONTAINER_INTERVAL`` seconds while a
 client is attached, in a thread (an engine may be slow; sampling must not wait on it), and
@@ -125,6 +126,7 @@ class Daemon(CallsMixin):
         self.clients: set[Client] = set()  # those that get the live stream
         self.conns: set[Client] = set()  # every client served (greeting ones too)
         self.table: dict[int, Proc] = {}
+        self.last_sample: Sample | None = None  # the GPUs' processes, for proc.detail
         self._force_procs = False
         self._next_procs = 0.0
         self._stop = asyncio.Event()
@@ -249,22 +251,31 @@ class Daemon(CallsMixin):
         self._police_clients()
         if self.queue is not None:
             self._tick_queue(self.queue, sample)
+        self.last_sample = sample
         if not self.clients:
-            if self.table:  # the last client left: no stat files held while none watches
-                self.sampler.procs.close()
-            self.table = {}
+            self._drop_table()  # the last client left
             self.containers = {}
             return
         if time.monotonic() - self._containers_at >= CONTAINER_INTERVAL:
             self._start_container_refresh()
         now = time.monotonic()
+        wanted = self._table_wanted()
+        if not wanted:
+            self._drop_table()  # not kept stale: ``processes`` then reads a fresh one
         # Half a tick of slack: ticks come with jitter, and without it a pass due at the
         # very tick would often slip to the next one (every 3 s instead of 2).
         if self._force_procs or now >= self._next_procs - self.interval / 2:
             self._force_procs = False
             self._next_procs = now + self.proc_interval
-            self._process_pass(sample)
-            return
+            if wanted:
+                self._process_pass(sample)
+                return
+            # No table read, but the containers' changes go out at the same cadence
+            # (none runs, so none has a load to sum).
+            try:
+                self._send_containers({})
+            except Exception:  # one bad pass must not stop the sampling
+                log.exception("container update failed")
         line = encode_notification("sample", sample)
         for c in list(self.clients):
             self._send(c, line)
@@ -278,8 +289,26 @@ class Daemon(CallsMixin):
         except Exception:  # one bad pass must not stop the sampling
             log.exception("request queue tick failed")
 
+    def _table_wanted(self) -> bool:
+        """Whether the process table is to be read at all: a client wants it with its
+        samples, or the containers' load is summed from it (while the engine lists one that
+        runs). Nothing else in the agent
+        reads it: the request queue finds and renices its processes through the OS itself
+        (:mod:`llmaos_agent.system`), and ``processes`` reads a fresh table when none is
+        kept."""
+        assert self.sampler is not None
+        return any(c.procs for c in self.clients) or self.sampler.containers_running()
+
+    def _drop_table(self) -> None:
+        """Stop keeping the process table: no stat files held while none reads it."""
+        if self.table:
+            assert self.sampler is not None
+            self.sampler.procs.close()
+        self.table = {}
+
     def _process_pass(self, sample: Sample) -> None:
-        """A sample with the process table: as changes, or whole to a client that is new."""
+        """A sample with the process table: as changes, or whole to a client that is new
+        (or has just turned its processes on); without it to a client that has them off."""
         assert self.sampler is not None
         table = self.sampler.processes(sample)
         # Before the sample, so a console that sees the pass's processes has its
@@ -288,17 +317,37 @@ class Daemon(CallsMixin):
             self._send_containers(table)
         except Exception:  # one bad pass must not stop the sampling
             log.exception("container update failed")
-        delta_line = encode_notification("sample", replace(sample, procs=diff(self.table, table)))
-        full_line: bytes | None = None
-        self.table = table
+        old, self.table = self.table, table
+        # Each line encoded once, and only when some client takes it.
+        plain: bytes | None = None
+        whole: bytes | None = None
+        changes: bytes | None = None
         for c in list(self.clients):
-            if c.needs_full:
-                if full_line is None:
-                    full_line = encode_notification("sample", replace(sample, procs=full(table)))
+            if not c.procs:
+                if plain is None:
+                    plain = encode_notification("sample", sample)
+                self._send(c, plain)
+            elif c.needs_full:
+                if whole is None:
+                    whole = encode_notification("sample", replace(sample, procs=full(table)))
                 c.needs_full = False
-                self._send(c, full_line)
+                self._send(c, whole)
             else:
-                self._send(c, delta_line)
+                if changes is None:
+                    delta = diff(old, table)
+                    changes = encode_notification("sample", replace(sample, procs=delta))
+                self._send(c, changes)
+
+    def watch_procs(self, client: Client, on: bool) -> None:
+        """``procs.watch``: ``client``'s samples with the process table or without. Turned
+        on, its next process pass (at the next tick) is a whole table: it holds none that a
+        change could apply to. Off, it holds none either from then on."""
+        client.needs_full = True
+        was, client.procs = client.procs, on
+        if on and not was:
+            self._force_procs = True
+            if not self.table and self._early_tick_allowed():
+                self._wake.set()
 
     def _start_container_refresh(self) -> asyncio.Task[bool]:
         """The engine's list, in a thread; one at a time (a slow engine is not piled on)."""

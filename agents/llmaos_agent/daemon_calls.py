@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from llmaos_agent import __version__, container_control, control
+from llmaos_agent import __version__, container_control, control, proc_detail
 from llmaos_agent.audit import AuditUnavailable
 from llmaos_agent.daemon_audit import AuditMixin, describe
 from llmaos_agent.daemon_clients import Client
@@ -47,7 +47,9 @@ from llmaos_agent.protocol import (
     LogQuery,
     Pong,
     Proc,
+    ProcDetailQuery,
     ProcTable,
+    ProcWatch,
     ProtocolError,
     Renice,
     Reprioritize,
@@ -57,6 +59,7 @@ from llmaos_agent.protocol import (
     RequestQuery,
     RequestRef,
     RequestSpec,
+    Sample,
     SendSignal,
     SetAffinity,
     Struct,
@@ -65,6 +68,7 @@ from llmaos_agent.protocol import (
     encode_result,
 )
 from llmaos_agent.requests.queue import NotFound, QueueError, RequestQueue
+from llmaos_agent.system import Denied, Gone, host_os
 
 if TYPE_CHECKING:
     from llmaos_agent.collect.sampler import Sampler
@@ -107,6 +111,7 @@ class CallsMixin(AuditMixin):
     _handlers: dict[str, Handler]
     _tasks: set[asyncio.Task[None]]
     _force_procs: bool
+    last_sample: Sample | None
 
     # The daemon's own, called from here.
     def stop(self) -> None:
@@ -119,6 +124,9 @@ class CallsMixin(AuditMixin):
         raise NotImplementedError
 
     def _fresh_table(self) -> dict[int, Proc]:
+        raise NotImplementedError
+
+    def watch_procs(self, client: Client, on: bool) -> None:
         raise NotImplementedError
 
     def _handler_table(self) -> dict[str, Handler]:
@@ -139,6 +147,8 @@ class CallsMixin(AuditMixin):
             "requests.top": self._request_act(RequestQueue.top),
             "requests.cancel": self._request_act(RequestQueue.cancel),
             "requests.withdraw": self._request_act(RequestQueue.withdraw, after="withdrawn"),
+            "procs.watch": self._watch_procs,
+            "proc.detail": self._proc_detail,
             "proc.renice": self._renice,
             "proc.affinity": self._set_affinity,
             "proc.signal": self._send_signal,
@@ -323,6 +333,30 @@ class CallsMixin(AuditMixin):
 
     def _processes(self, req: Request, client: Client | None) -> Struct:
         return ProcTable(t=time.time(), procs=list(self._fresh_table().values()))
+
+    def _watch_procs(self, req: Request, client: Client | None) -> Struct:
+        w: ProcWatch = req.params
+        if client is not None:
+            self.watch_procs(client, w.on)
+        return ProcWatch(on=w.on)
+
+    def _proc_detail(self, req: Request, client: Client | None) -> Struct:
+        """``proc.detail``: a gone pid (or one another process has taken since, when the
+        call gives the create time it saw) is NOT_FOUND in the words process control uses;
+        what the OS will not show of another user's process is None with its reason."""
+        q: ProcDetailQuery = req.params
+        try:
+            info = host_os().detail(q.pid, q.create_time)
+        except Gone:
+            raise CallError(NOT_FOUND, f"pid {q.pid} is gone") from None
+        except Denied:
+            raise CallError(REFUSED, f"pid {q.pid}: access denied") from None
+        except ValueError as exc:
+            raise CallError(
+                NOT_FOUND, f"pid {q.pid} is another process now ({exc}); the one you chose is gone"
+            ) from None
+        gpus = self.last_sample.gpus if self.last_sample is not None else []
+        return proc_detail.to_wire(info, gpus)
 
     def _shutdown(self, req: Request, client: Client | None) -> Done:
         """A client's ``shutdown``: the daemon stops once this answer has gone out."""

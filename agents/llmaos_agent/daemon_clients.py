@@ -48,13 +48,16 @@ class Server(Protocol):
 
 
 class Client:
-    __slots__ = ("claimed", "daemon", "needs_full", "over_since", "peer_pid", "tasks", "uid",
-                 "user", "writer")  # fmt: skip
+    __slots__ = ("claimed", "daemon", "needs_full", "over_since", "peer_pid", "procs", "tasks",
+                 "uid", "user", "writer")  # fmt: skip
 
     def __init__(self, writer: asyncio.StreamWriter, daemon: Server) -> None:
         self.writer = writer
         self.daemon = daemon
-        self.needs_full = True
+        self.needs_full = True  # its next process pass sends the whole table
+        # It gets the process table with its samples (``procs.watch``); a console turns it
+        # off for a host whose processes nobody looks at.
+        self.procs = True
         self.claimed = ""  # the operator name the console's handshake gives: not checked
         self.peer_pid, self.uid = peer_cred(writer)
         # Without SO_PEERCRED (the loopback TCP endpoint) the peer proved it holds the token

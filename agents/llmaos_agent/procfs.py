@@ -5,9 +5,9 @@ the same numbers; tests/test_procfs.py holds them to it): per-core CPU ticks fro
 ``/proc/stat``, the boot time (its ``btime``), memory and swap from ``/proc/meminfo``,
 physical cores from ``/sys``'s topology, network and disk byte counters from
 ``/proc/net/dev`` and ``/proc/diskstats``, CPU temperatures from ``/sys/class/hwmon``, and a
-process's ``stat``, ``status`` and ``cmdline``. Every function here raises ``OSError`` as
-the kernel gives it: ``FileNotFoundError``/``ProcessLookupError`` for a process that is gone,
-``PermissionError`` for one that is not ours to read.
+process's ``stat``, ``status``, ``cmdline``, ``cwd``, ``fd`` and ``cgroup``. Every function
+here raises ``OSError`` as the kernel gives it: ``FileNotFoundError``/``ProcessLookupError``
+for a process that is gone, ``PermissionError`` for one that is not ours to read.
 
 Nothing here imports outside the standard library: a bare host's interpreter runs it.
 """
@@ -47,7 +47,7 @@ LETTER.update({"locked": "L", "waiting": "W", "suspended": "T"})
 
 # Fields of /proc/PID/stat (proc(5) numbers them from 1) as indexes into what follows
 # the command name: the state, field 3, is index 0.
-PPID, UTIME, STIME, NICE, START, CORE = 1, 11, 12, 16, 19, 36
+PPID, UTIME, STIME, NICE, THREADS, START, CORE = 1, 11, 12, 16, 17, 19, 36
 
 _boot: float | None = None
 _clk: int | None = None
@@ -233,6 +233,43 @@ def cmdline(pid: int) -> list[str]:
     if sep == "\x00" and len(args) == 1 and " " in data:
         args = data.split(" ")
     return args
+
+
+def cmdline_limited(pid: int, limit: int) -> tuple[list[str], bool]:
+    """The argument vector as the kernel keeps it (split on its NULs, an argument with
+    spaces kept whole), at most ``limit`` bytes of it, and whether it was longer.
+
+    A process that rewrote its command line as one string (setproctitle) is one argument
+    here; :func:`cmdline` splits that on spaces, as psutil does for the table."""
+    data = read(f"{PROC}/{pid}/cmdline", limit + 1)
+    cut = len(data) > limit
+    data = data[:limit]
+    if not data:
+        return [], False
+    if not cut:
+        data = data.removesuffix(b"\x00")
+    return data.decode(_ENC, _ERRS).split("\x00"), cut
+
+
+def cwd(pid: int) -> str:
+    """The process's working directory (another user's is refused: PermissionError)."""
+    return os.readlink(f"{PROC}/{pid}/cwd")
+
+
+def fd_count(pid: int) -> int:
+    """How many file descriptors the process holds open (another user's: PermissionError)."""
+    return len(os.listdir(f"{PROC}/{pid}/fd"))
+
+
+def cgroup(pid: int) -> str:
+    """``/proc/PID/cgroup`` (its first 8 KiB): cgroup v2's one line ``0::/path``, or v1's
+    one per hierarchy."""
+    return read(f"{PROC}/{pid}/cgroup", 8192).decode(_ENC, _ERRS)
+
+
+def rss_pages(pid: int) -> int:
+    """Resident pages (``statm``'s second field, as psutil and htop read it)."""
+    return int(read(f"{PROC}/{pid}/statm", 4096).split()[1])
 
 
 def name(pid: int, comm: bytes, args: list[str] | None = None) -> str:

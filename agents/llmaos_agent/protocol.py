@@ -36,7 +36,7 @@ WIRE: Final = _wire.codec.name
 """Which codec this process speaks with: ``msgspec`` or ``lite`` (the stdlib one)."""
 _codec: wirelite.Codec = _wire.codec
 
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
 containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
 3: the change streams are named ``requests.changed`` and ``containers.changed`` as DESIGN.md
@@ -44,7 +44,9 @@ has them, and a container tells its compose service and orchestrator; 4: ids tha
 paths match :data:`SAFE_ID`, and the hello says whether the request queue is available;
 5: a sample carries network, disk and temperature figures (``net``, ``disk``, ``temps``), a
 GPU process its SM and memory share, and a process's ``status`` is its state letter as ps
-shows it, ``T`` for stopped, ``Z`` for a zombie)."""
+shows it, ``T`` for stopped, ``Z`` for a zombie; 6: per-process data only for clients that
+want it, ``procs.watch`` turning a client's off and on, and ``proc.detail``, one process's
+command line, cwd, threads, open files, cgroup and GPU use)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -394,6 +396,72 @@ class SendSignal(Struct, forbid_unknown_fields=True, frozen=True):
     signal: ShortStr  # a name: TERM, KILL, INT, HUP, STOP, CONT, QUIT, USR1, USR2
 
 
+class ProcWatch(Struct, forbid_unknown_fields=True, frozen=True):
+    """``procs.watch``: whether this client gets the process table with its samples.
+
+    On by default. Off, its samples come without ``procs`` (a host in a fleet view costs its
+    figures alone); on again, its next process pass is a full table (``full``), then
+    changes. The answer says what now holds; other clients are unaffected."""
+
+    on: bool
+
+
+class ProcDetailQuery(Struct, forbid_unknown_fields=True, frozen=True):
+    """``proc.detail``: one process; ``create_time`` (as the table gave it), when given,
+    refuses a pid that another process has taken since."""
+
+    pid: Pid
+    create_time: float | None = None
+
+
+MAX_CMDLINE: Final = 32 * 1024
+"""Characters of a command line ``proc.detail`` sends (the kernel allows megabytes)."""
+CmdArg = Annotated[str, Meta(max_length=MAX_CMDLINE)]
+CpuListStr = Annotated[str, Meta(max_length=6 * MAX_CORES)]
+"""A cpulist of up to every core, one by one ("0,2,4,...,4094")."""
+
+
+class ProcGpu(Struct, forbid_unknown_fields=True, frozen=True):
+    """A process's use of one GPU in the agent's last sample."""
+
+    index: Annotated[int, Meta(ge=0, le=MAX_GPUS)]
+    uuid: ShortStr
+    used_mem: NonNeg | None  # bytes; None where the driver does not say
+    sm: Load | None = None  # shares as :class:`GpuProc` has them
+    mem: Load | None = None
+
+
+class Unread(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    """A field of :class:`ProcDetail` the agent could not read, and why: ``[field, reason]``."""
+
+    field: ShortStr
+    reason: Str
+
+
+class ProcDetail(Struct, forbid_unknown_fields=True, frozen=True):
+    """What ``proc.detail`` answers. A field the agent may not or cannot read (another
+    user's cwd and open files, a zombie's command line) is None, and ``unread`` says why."""
+
+    pid: Pid
+    ppid: Pid
+    name: ShortStr
+    user: ShortStr | None
+    state: ShortStr  # the state letter, as Proc.status
+    create_time: float  # epoch s, as the table has it
+    argv: Annotated[list[CmdArg], Meta(max_length=MAX_CMDLINE)]  # at most MAX_CMDLINE in all
+    argv_cut: bool  # the command line was longer and is cut
+    cwd: Str | None
+    threads: NonNeg | None
+    open_files: NonNeg | None  # open file descriptors (handles on Windows)
+    nice: int | None
+    affinity: CpuListStr | None  # cpulist; None: not on this OS
+    cgroup: Str | None  # the first line of /proc/PID/cgroup; None off Linux
+    container: ShortStr | None  # the container id the cgroup names (docker's 64 hex)
+    rss: NonNeg | None
+    gpus: Annotated[list[ProcGpu], Meta(max_length=MAX_GPUS)] = field(default_factory=list)
+    unread: Annotated[list[Unread], Meta(max_length=32)] = field(default_factory=list)
+
+
 # ---------------------------------------------------------------- containers
 
 ContainerRefStr = Annotated[
@@ -552,6 +620,8 @@ CALL_SPECS: Final[Mapping[str, CallSpec]] = MappingProxyType(
         "requests.cancel": change(RequestRef, RequestInfo, needs="queue"),
         "requests.withdraw": change(RequestRef, RequestInfo, needs="queue"),
         "requests.log": read(LogQuery, LogChunk, needs="queue"),
+        "procs.watch": read(ProcWatch, ProcWatch),
+        "proc.detail": read(ProcDetailQuery, ProcDetail),
         "proc.renice": change(Renice, Change),
         "proc.affinity": change(SetAffinity, Change),
         "proc.signal": change(SendSignal, Change),

@@ -31,14 +31,16 @@ import os
 import signal as _signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from llmaos_agent import procfs
 
 if TYPE_CHECKING:
     import psutil
+
+_T = TypeVar("_T")
 
 SIGNALS = ("TERM", "KILL", "INT", "HUP", "QUIT", "STOP", "CONT", "USR1", "USR2")
 """Signals the console may send, by name; nothing else is accepted."""
@@ -93,6 +95,33 @@ class Target(NamedTuple):
     create_time: float
 
 
+CMDLINE_LIMIT = 32 * 1024
+"""Bytes of a command line :meth:`HostOS.detail` reads (the protocol's ``MAX_CMDLINE``)."""
+
+
+@dataclass
+class ProcInfo:
+    """One process in detail (:meth:`HostOS.detail`): a field that could not be read is
+    None, with the reason in ``unread`` under the field's name."""
+
+    pid: int
+    ppid: int
+    name: str
+    state: str  # the state letter, as ps shows it
+    create_time: float  # epoch s, as the process table gives it
+    user: str | None = None
+    argv: list[str] | None = None
+    argv_cut: bool = False
+    cwd: str | None = None
+    threads: int | None = None
+    open_files: int | None = None
+    nice: int | None = None
+    affinity: list[int] | None = None
+    cgroup: str | None = None  # /proc/PID/cgroup, all its lines
+    rss: int | None = None
+    unread: dict[str, str] = field(default_factory=dict)
+
+
 class HostOS:
     """Cores, memory and processes; every process method raises :class:`Gone` or
     :class:`Denied` rather than an OS-specific error."""
@@ -145,6 +174,13 @@ class HostOS:
         raise NotImplementedError
 
     def name(self, pid: int) -> str:
+        raise NotImplementedError
+
+    def detail(self, pid: int, create_time: float | None = None) -> ProcInfo:
+        """What can be read of ``pid``: raises :class:`Gone` when it is gone, ``ValueError``
+        (as :meth:`lookup`) when ``create_time`` is given and it is another process now,
+        and :class:`Denied` only when not even its state can be read; anything else not
+        readable (another user's cwd and open files) is None with its reason."""
         raise NotImplementedError
 
     def status(self, pid: int) -> str:
@@ -296,6 +332,54 @@ class LinuxOS(HostOS):
         with _errors(pid):
             return procfs.name(pid, procfs.stat(pid)[0])
 
+    def detail(self, pid: int, create_time: float | None = None) -> ProcInfo:
+        if sys.platform != "linux":
+            raise NotImplementedError(_LINUX_ONLY)
+        with _errors(pid):
+            comm, f = procfs.stat(pid)
+        start = int(f[procfs.START])
+        since_boot = start / procfs.clock_ticks()
+        if create_time is not None and not self._matches(since_boot, create_time):
+            ct = since_boot + procfs.boot_time()
+            raise ValueError(f"started {ct:.2f}, expected {create_time:.2f}")
+        state = f[0].decode("ascii", "replace")
+        info = ProcInfo(
+            pid=pid,
+            ppid=int(f[procfs.PPID]),
+            name=procfs.name(pid, comm),
+            state=state if procfs.STATUS.get(f[0]) else "?",
+            create_time=round(since_boot + procfs.boot_time(), 2),
+            threads=int(f[procfs.THREADS]),
+            nice=int(f[procfs.NICE]),
+        )
+        # Each of these may be refused on its own (another user's cwd and fd table); a file
+        # that is not there means the process is gone, unless its stat line is still its own
+        # (a zombie has no cwd, no command line, no fd table).
+        read = _Reader(info, lambda: self._still(pid, start))
+        uid = read("user", lambda: procfs.real_uid(pid))
+        if uid is not None:
+            info.user = _user_name(uid)
+        got = read("argv", lambda: procfs.cmdline_limited(pid, CMDLINE_LIMIT))
+        if got is not None:
+            info.argv, info.argv_cut = got
+        info.cwd = read("cwd", lambda: procfs.cwd(pid))
+        info.open_files = read("open_files", lambda: procfs.fd_count(pid))
+        info.affinity = read("affinity", lambda: sorted(os.sched_getaffinity(pid)))
+        info.cgroup = read("cgroup", lambda: procfs.cgroup(pid))
+        rss = read("rss", lambda: procfs.rss_pages(pid))
+        if rss is not None:
+            info.rss = rss * procfs.page_size()
+        if not self._still(pid, start):
+            raise Gone(f"pid {pid} is gone")
+        return info
+
+    def _still(self, pid: int, start: int) -> bool:
+        """Whether ``pid`` is still the process that started at ``start`` ticks."""
+        try:
+            return procfs.start_ticks(pid) == start
+        except OSError:
+            return False
+
     def status(self, pid: int) -> str:
         with _errors(pid):
             return procfs.STATUS.get(procfs.stat(pid)[1][0], "?")
@@ -359,6 +443,41 @@ class LinuxOS(HostOS):
             out.extend(kids)
             todo.extend(kids)
         return out
+
+
+class _Reader:
+    """Reads one field of a :class:`ProcInfo` at a time: a refusal or an error becomes that
+    field's entry in ``unread``; a process found gone raises :class:`Gone`."""
+
+    def __init__(self, info: ProcInfo, still: Callable[[], bool]) -> None:
+        self.info = info
+        self.still = still
+
+    def __call__(self, name: str, fn: Callable[[], _T]) -> _T | None:
+        try:
+            return fn()
+        except (FileNotFoundError, ProcessLookupError):
+            if not self.still():
+                raise Gone(f"pid {self.info.pid} is gone") from None
+            why = "a zombie: it has none" if self.info.state == "Z" else "not there"
+        except PermissionError:
+            why = "permission denied (another user's process)"
+        except (OSError, ValueError, IndexError) as exc:
+            why = f"cannot be read: {exc}"
+        self.info.unread[name] = why
+        return None
+
+
+def _user_name(uid: int) -> str:
+    """``uid``'s user name, or its number when the passwd database has none."""
+    if sys.platform == "win32":
+        return str(uid)
+    import pwd  # noqa: PLC0415 - POSIX only
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 @contextlib.contextmanager
@@ -469,6 +588,71 @@ class PsutilOS(HostOS):
         with self._errors(pid):
             return self._proc(pid).name()
 
+    def detail(self, pid: int, create_time: float | None = None) -> ProcInfo:
+        ps = self._ps
+        p = self._proc(pid)
+        with p.oneshot():
+            with self._errors(pid):
+                ct = float(p.create_time())
+                if create_time is not None and abs(ct - create_time) > IDENTITY_SLACK:
+                    raise ValueError(f"started {ct:.2f}, expected {create_time:.2f}")
+                info = ProcInfo(
+                    pid=pid,
+                    ppid=int(p.ppid()),
+                    name=p.name(),
+                    state=procfs.LETTER.get(str(p.status()), "?"),
+                    create_time=round(ct, 2),
+                )
+
+            def read(name: str, fn: Callable[[], _T]) -> _T | None:
+                try:
+                    return fn()
+                except ps.NoSuchProcess as exc:
+                    if not isinstance(exc, ps.ZombieProcess):
+                        raise Gone(f"pid {pid} is gone") from None
+                    why = "a zombie: it has none"
+                except ps.AccessDenied:
+                    why = "permission denied (another user's process)"
+                except (OSError, ValueError, NotImplementedError, AttributeError) as exc:
+                    why = f"cannot be read: {exc}"
+                info.unread[name] = why
+                return None
+
+            info.user = read("user", lambda: str(p.username()))
+            argv = read("argv", p.cmdline)
+            if argv is not None:
+                info.argv, info.argv_cut = _cut_argv(argv, CMDLINE_LIMIT)
+            info.cwd = read("cwd", p.cwd)
+            info.threads = read("threads", p.num_threads)
+            nice = read("nice", p.nice)
+            info.nice = int(nice) if nice is not None else None
+            self._detail_os(p, info, read)
+            mem = read("rss", p.memory_info)
+            info.rss = int(mem.rss) if mem is not None else None
+        if not self.same(pid, ct):
+            raise Gone(f"pid {pid} is gone")
+        return info
+
+    def _detail_os(self, p: psutil.Process, info: ProcInfo,
+                   read: Callable[[str, Callable[[], Any]], Any]) -> None:  # fmt: skip
+        """The fields of :meth:`detail` that some OSes lack."""
+        # File descriptors where the OS has them (the number /proc/PID/fd lists), handles on
+        # Windows.
+        count = getattr(p, "num_fds", None) or getattr(p, "num_handles", None)
+        if count is not None:
+            info.open_files = read("open_files", count)
+        else:
+            info.unread["open_files"] = "this OS does not say"
+        if hasattr(p, "cpu_affinity"):
+            got = read("affinity", p.cpu_affinity)
+            info.affinity = sorted(got) if got is not None else None
+        else:
+            info.unread["affinity"] = "this OS does not let processes be pinned to cores"
+        if sys.platform.startswith("linux"):
+            info.cgroup = read("cgroup", lambda: procfs.cgroup(p.pid))
+        else:
+            info.unread["cgroup"] = "no cgroups on this OS"
+
     def status(self, pid: int) -> str:
         with self._errors(pid):
             return str(self._proc(pid).status())
@@ -534,6 +718,22 @@ def psutil_temperatures(chips: Mapping[str, Sequence[Any]]) -> list[tuple[str, f
         k = seen[label] = seen.get(label, -1) + 1
         out.append((f"{label} #{k}" if counts[label] > 1 else label, value))
     return out
+
+
+def _cut_argv(argv: list[str], limit: int) -> tuple[list[str], bool]:
+    """``argv`` cut to ``limit`` characters in all (a NUL between each, as the kernel keeps
+    them), and whether it was cut."""
+    out: list[str] = []
+    left = limit
+    for arg in argv:
+        if left <= 0:
+            return out, True
+        if len(arg) >= left:
+            out.append(arg[:left])
+            return out, len(arg) > left or len(out) < len(argv)
+        out.append(arg)
+        left -= len(arg) + 1
+    return out, False
 
 
 @functools.cache

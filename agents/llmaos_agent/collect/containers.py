@@ -89,6 +89,9 @@ class ContainerInfo:
     uptime: float | None = None  # seconds, for a running container
 
 
+_LIVE = frozenset({"running", "paused", "restarting"})
+
+
 def container_id_of(cgroup_text: str) -> str | None:
     """The container id a ``/proc/PID/cgroup`` names, or None for a process of no container."""
     for line in cgroup_text.splitlines():
@@ -242,6 +245,12 @@ class ContainerCollector:
     @property
     def available(self) -> bool:
         return self.reason is None and self._backend is not None
+
+    @property
+    def any_running(self) -> bool:
+        """Whether the last list has a container with processes (running, paused or
+        restarting): only then does :meth:`snapshot` need a process table for its load."""
+        return any(c.get("State") in _LIVE for c in self._containers)
 
     def _open(self) -> _Backend | None:
         if self._backend is not None:

@@ -113,6 +113,11 @@ class Sampler:
             self.containers.snapshot(None)
         return ok
 
+    def containers_running(self) -> bool:
+        """Whether a listed container has processes whose load comes from the table."""
+        c = self.containers
+        return c is not None and self.docker_reason is None and c.any_running
+
     def container_list(self, table: dict[int, Proc] | None) -> list[Container]:
         """The last listed containers, with their load from ``table`` (the process pass)."""
         if self.containers is None or self.docker_reason is not None:
