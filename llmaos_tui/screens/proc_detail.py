@@ -1,0 +1,342 @@
+"""One process in detail (Enter on a process, as htop's and btop's consoles do): its
+full command line, where and as whom it runs, its limits and placement, its GPU use,
+and its CPU and memory history as graphs; the host screen's actions from here too.
+
+The app fills a :class:`~llmaos_tui.screens.proc_detail_model.ProcDetail` (the agent's
+``proc.detail`` and the host's history) and calls :meth:`ProcDetailScreen.update_detail`
+(or posts :class:`RefreshProcDetail` to the screen) on each new sample; the fields and
+graphs change in place. The actions post the same :class:`ChangeIntent` the host screen
+posts, so they take the app's one change path (audited, through the host's link).
+
+Every text here is the host's (another user's command line, cwd, cgroup, container
+name): each is drawn through :func:`llmaos_agent.safetext.clean` and as Text, never as
+markup. The command line is wrapped, never cut: what runs is what the operator reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+
+from msgspec import Struct
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Static
+
+from llmaos_agent.protocol import Renice, SendSignal, SetAffinity
+from llmaos_agent.safetext import clean
+from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
+from llmaos_tui.screens.host import NICE_MAX, NICE_MIN, SIGNALS, parse_cpulist
+from llmaos_tui.screens.intents import ChangeIntent
+from llmaos_tui.screens.proc_detail_model import ProcDetail, started, state_words
+from llmaos_tui.widgets.graph import Graph, Series
+from llmaos_tui.widgets.key_footer import KeyFooter
+from llmaos_tui.widgets.text import NA, human_bytes
+
+MEM_MIN_TOP = 1 << 20
+"""The least top of the memory graph (1 MiB): a tiny process still draws a scale."""
+
+
+class OpenProcDetail(Message):
+    """Ask the app to open the detail of one process (the host screen's Enter): it calls
+    ``proc.detail`` and pushes :class:`ProcDetailScreen` with the answer."""
+
+    def __init__(self, host: str, pid: int, create_time: float) -> None:
+        super().__init__()
+        self.host = host
+        self.pid = pid
+        self.create_time = create_time
+
+
+class RefreshProcDetail(Message):
+    """New figures for an open detail screen (posted to it by the app)."""
+
+    def __init__(self, detail: ProcDetail) -> None:
+        super().__init__()
+        self.detail = detail
+
+
+class ProcDetailScreen(Screen[None]):
+    # The process actions keep the host screen's keys and ids: a remap in keys.toml
+    # moves them on both screens, where the operator expects the same key.
+    BINDINGS = [
+        Binding("escape", "close", "Back", id="detail.close"),
+        Binding("f7", "nice(-1)", "Nice -", id="host.nice_down"),
+        Binding("f8", "nice(1)", "Nice +", id="host.nice_up"),
+        Binding("n", "set_nice", "Nice…", id="host.nice"),
+        Binding("a", "affinity", "Affinity", id="host.affinity"),
+        Binding("f9,k", "signal", "Kill…", id="host.signal"),
+    ]
+    CHANGES = frozenset({"nice", "set_nice", "affinity", "signal"})
+    COMPONENT_CLASSES = {"detail--label", "detail--reason", "detail--warn", "detail--title"}
+    DEFAULT_CSS = """
+    ProcDetailScreen { layout: vertical; }
+    ProcDetailScreen > .detail--label { color: $text-muted; }
+    ProcDetailScreen > .detail--reason { color: $text-muted; text-style: italic; }
+    ProcDetailScreen > .detail--warn { color: $warning; }
+    ProcDetailScreen > .detail--title { color: $accent; text-style: bold; }
+    ProcDetailScreen #title { height: 1; padding: 0 1; background: $panel; }
+    ProcDetailScreen #body { height: 1fr; padding: 0 1; }
+    ProcDetailScreen #cmdline { height: auto; margin-bottom: 1; }
+    ProcDetailScreen #facts { height: auto; }
+    ProcDetailScreen #facts > Static { width: 1fr; height: auto; }
+    ProcDetailScreen #where { height: auto; }
+    ProcDetailScreen #gpus { height: auto; margin-bottom: 1; }
+    ProcDetailScreen #graphs { height: 5; }
+    ProcDetailScreen #graphs > Graph { width: 1fr; height: 5; }
+    ProcDetailScreen #cpu-graph { margin-right: 2; }
+    """
+
+    def __init__(
+        self,
+        detail: ProcDetail,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name=f"proc:{detail.host}:{detail.pid}")
+        self.detail = detail
+        self.read_only = read_only
+        self.clock = clock
+        self._mounted = False
+        self._drawn: ProcDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with VerticalScroll(id="body"):
+            yield Static(id="cmdline")
+            with Horizontal(id="facts"):
+                yield Static(id="facts-left")
+                yield Static(id="facts-right")
+            yield Static(id="where")
+            yield Static(id="gpus")
+            with Horizontal(id="graphs"):
+                yield Graph(Series("CPU", top=None, min_top=1.0), id="cpu-graph")
+                yield Graph(
+                    Series("RSS", top=None, unit="bytes", colour="accent", min_top=MEM_MIN_TOP),
+                    id="mem-graph",
+                )
+        yield KeyFooter()
+
+    def on_mount(self) -> None:
+        self._mounted = True
+        self._draw()
+
+    def on_unmount(self) -> None:
+        self._mounted = False
+
+    # ------------------------------------------------------------- figures in
+
+    def update_detail(self, detail: ProcDetail) -> None:
+        """New figures for this process: fields and graphs change in place. An answer for
+        another process (a late one, after the pid was reused) is ignored."""
+        if (detail.host, detail.pid, detail.create_time) != (
+            self.detail.host,
+            self.detail.pid,
+            self.detail.create_time,
+        ):
+            return
+        self.detail = detail
+        self._draw()
+
+    def on_refresh_proc_detail(self, message: RefreshProcDetail) -> None:
+        self.update_detail(message.detail)
+
+    def _style(self, name: str) -> Style:
+        return self.get_component_rich_style(f"detail--{name}")
+
+    def _value(self, name: str, shown: str | None, warn: bool = False) -> Text:
+        """A field's value (cleaned), or why there is none."""
+        if shown is None:
+            why = self.detail.reason(name)
+            return Text(clean(why) if why else NA, self._style("reason"))
+        return Text(clean(shown), self._style("warn") if warn else "")
+
+    def _line(self, out: Text, label: str, value: Text, width: int = 11) -> None:
+        if out:
+            out.append("\n")
+        out.append(f"{label:<{width}}", self._style("label"))
+        out.append_text(value)
+
+    def _draw(self) -> None:
+        if not self._mounted:
+            return
+        d = self.detail
+        if d == self._drawn:
+            return
+        self._drawn = d
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(f"pid {d.pid} ", self._style("title"))
+        title.append(clean(d.name), self._style("title"))
+        title.append(f"  on {clean(d.host)}", self._style("label"))
+        if d.gone:
+            title.append(f"  exited: {clean(d.gone)}", self._style("warn"))
+        self.query_one("#title", Static).update(title)
+
+        cmd = Text(overflow="fold")  # wrapped, and a long word folded: never cut
+        cmd.append("Command  ", self._style("label"))
+        cmd.append_text(self._value("cmdline", d.command))
+        self.query_one("#cmdline", Static).update(cmd)
+
+        left, right = Text(), Text()
+        letter = d.state[:1] if d.state else ""
+        self._line(
+            left, "State", self._value("state", None if d.state is None else state_words(d.state),
+                                       warn=letter in ("D", "T", "t", "Z")),
+        )  # fmt: skip
+        self._line(left, "User", self._value("user", d.user))
+        self._line(left, "Threads", self._value("threads", _num(d.threads)))
+        self._line(left, "Open files", self._value("open_files", _num(d.open_files)))
+        self._line(right, "Nice", self._value("nice", _num(d.nice)))
+        self._line(right, "Affinity", self._value("affinity", d.affinity))
+        self._line(right, "RSS", self._value("rss", None if d.rss is None else human_bytes(d.rss)))
+        self.query_one("#facts-left", Static).update(left)
+        self.query_one("#facts-right", Static).update(right)
+
+        where = Text(overflow="fold")
+        start = d.start_time if d.start_time is not None else d.create_time
+        self._line(where, "Started", self._value("start_time", started(start, self.clock())))
+        self._line(where, "cwd", self._value("cwd", d.cwd))
+        self._line(where, "cgroup", self._value("cgroup", d.cgroup))
+        self._line(where, "Container", self._value("container", d.container))
+        self.query_one("#where", Static).update(where)
+        self.query_one("#gpus", Static).update(self._gpus())
+
+        self.query_one("#cpu-graph", Graph).set_values(list(d.cpu_history))
+        self.query_one("#mem-graph", Graph).set_values(list(d.mem_history))
+
+    def _gpus(self) -> Text:
+        d = self.detail
+        out = Text(overflow="fold")
+        if d.gpus is None:
+            self._line(out, "GPUs", self._value("gpus", None))
+            return out
+        if not d.gpus:
+            self._line(out, "GPUs", Text("none"))
+            return out
+        for g in d.gpus:
+            line = Text()
+            line.append(f"{human_bytes(g.mem)}", "")
+            line.append("  SM ", self._style("label"))
+            line.append(_pct(g.sm))
+            line.append("  mem bw ", self._style("label"))
+            line.append(_pct(g.mem_share))
+            if g.name:
+                line.append(f"  {clean(g.name)}", self._style("label"))
+            self._line(out, f"GPU{g.index}", line)
+        return out
+
+    # ------------------------------------------------------------- actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Read-only: the keys that change something are hidden and do nothing.
+        return not (action in self.CHANGES and self.read_only)
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+    def _target(self) -> str:
+        return f"pid {self.detail.pid} ({self.detail.name})"
+
+    def _can_change(self) -> bool:
+        if self.detail.gone:
+            self.notify(f"pid {self.detail.pid} has exited", severity="warning")
+            return False
+        return True
+
+    def _change(self, method: str, params: Struct, before: str) -> None:
+        self.post_message(ChangeIntent(self.detail.host, method, params, self._target(), before))
+
+    def action_nice(self, step: int) -> None:
+        d = self.detail
+        if not self._can_change() or d.nice is None:
+            return
+        new = max(NICE_MIN, min(NICE_MAX, d.nice + step))
+        if new != d.nice:
+            renice = Renice(pid=d.pid, create_time=d.create_time, nice=new)
+            self._change("proc.renice", renice, f"nice {d.nice}")
+
+    def action_set_nice(self) -> None:
+        d = self.detail
+        if not self._can_change():
+            return
+
+        def check(v: str) -> str:
+            try:
+                n = int(v)
+            except ValueError:
+                return "a whole number, -20 (highest) to 19 (lowest)"
+            return "" if NICE_MIN <= n <= NICE_MAX else f"{n} is out of range -20..19"
+
+        def done(v: str | None) -> None:
+            if v is not None:
+                renice = Renice(pid=d.pid, create_time=d.create_time, nice=int(v))
+                self._change("proc.renice", renice, f"nice {d.nice}")
+
+        self.app.push_screen(
+            PromptScreen(f"Nice value for {self._target()}", str(d.nice or 0),
+                         "-20 highest priority … 19 lowest; lowering needs root", check),
+            done,
+        )  # fmt: skip
+
+    def action_affinity(self) -> None:
+        d = self.detail
+        if not self._can_change():
+            return
+        if d.cores <= 0:
+            self.notify("this host's core count is not known yet", severity="warning")
+            return
+        cores = d.cores
+
+        def check(v: str) -> str:
+            try:
+                parse_cpulist(v, cores)
+            except ValueError as exc:
+                return str(exc)
+            return ""
+
+        def done(v: str | None) -> None:
+            if v is not None:
+                aff = SetAffinity(
+                    pid=d.pid, create_time=d.create_time, cores=parse_cpulist(v, cores)
+                )
+                self._change("proc.affinity", aff, f"cores {d.affinity}")
+
+        self.app.push_screen(
+            PromptScreen(f"Cores for {self._target()}", d.affinity or f"0-{cores - 1}",
+                         f"a core list such as 0-3,8 (this host: 0-{cores - 1})", check),
+            done,
+        )  # fmt: skip
+
+    def action_signal(self) -> None:
+        d = self.detail
+        if not self._can_change():
+            return
+
+        def confirmed(sig: str, yes: bool | None) -> None:
+            if yes:
+                send = SendSignal(pid=d.pid, create_time=d.create_time, signal=sig)
+                self._change("proc.signal", send, d.state or "")
+
+        def picked(sig: str | None) -> None:
+            if sig is not None:
+                self.app.push_screen(
+                    ConfirmScreen(f"Send SIG{sig} to {self._target()} on {d.host}?"),
+                    partial(confirmed, sig),
+                )
+
+        self.app.push_screen(ChoiceScreen(f"Signal for {self._target()}", SIGNALS), picked)
+
+
+def _num(n: int | None) -> str | None:
+    return None if n is None else str(n)
+
+
+def _pct(x: float | None) -> str:
+    return NA if x is None else f"{x * 100:.0f}%"
