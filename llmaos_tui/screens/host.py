@@ -58,6 +58,7 @@ class HostLayout:
     gpu_rows: int
     gpu_detail: bool
     procs_min: int
+    gpu_tiny: bool = False
 
 
 def plan_layout(
@@ -81,8 +82,9 @@ def plan_layout(
     if "gpus" in shown:
         gpu_min = gpu_panel.rows(gpus, gpu_w, detail=False) + gpu_border
         gpu_max = gpu_panel.rows(gpus, gpu_w, detail=True) + gpu_border
+        gpu_tiny = gpu_panel.rows(gpus, gpu_w, detail=False, tiny=True) + gpu_border
     else:
-        gpu_min = gpu_max = 0
+        gpu_min = gpu_max = gpu_tiny = 0
     core_w = width - SIDE_W - 2 if wide else width - 2
     core_budget = budget - gpu_min - (0 if wide else side_rows)
     if "cores" in shown:
@@ -91,8 +93,12 @@ def plan_layout(
         form, rows = "full", 0
     top = max(rows, side_rows) if wide else rows + side_rows
     detail = gpus > 0 and top + gpu_max <= budget
-    gpu_rows = (gpu_max if detail else gpu_min) - gpu_border if "gpus" in shown else 0
-    return HostLayout(wide, rows, form, side_rows, gpu_rows, detail, procs_min)
+    # Compact GPUs that would push the table under its share take the tiny form instead.
+    tiny = not detail and top + gpu_min > budget and gpu_tiny < gpu_min
+    gpu_rows = (gpu_max if detail else gpu_tiny if tiny else gpu_min) - gpu_border
+    if "gpus" not in shown:
+        gpu_rows = 0
+    return HostLayout(wide, rows, form, side_rows, gpu_rows, detail, procs_min, tiny)
 
 
 def parse_cpulist(text: str, cores: int) -> list[int]:
@@ -202,7 +208,7 @@ class HostScreen(Screen[None]):
         for w in (self.query_one(MemoryPanel), self.query_one(BetaPanel)):
             w.set_class(not plan.wide, "-compact")
         panel = self.query_one(GpuPanel)
-        panel.set_detail(plan.gpu_detail)
+        panel.set_detail(plan.gpu_detail, plan.gpu_tiny)
         panel.styles.height = max(1, plan.gpu_rows) + (1 if plan.wide else 0)
 
     def action_panel(self, name: str) -> None:

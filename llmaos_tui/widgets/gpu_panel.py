@@ -1,8 +1,10 @@
 """Every NVIDIA GPU of one host: load, memory, temperature, power and its processes.
 
-Two forms: ``detail`` (two lines a GPU: bars for load and memory, temperature, power,
+Three forms: ``detail`` (two lines a GPU: bars for load and memory, temperature, power,
 then its name and processes) where the screen gives the height, else ``compact`` (one
-line a GPU, packed into as many columns as fit). :func:`rows` says how tall each is.
+line a GPU, packed into as many columns as fit), and where even that would take the
+process table's lines (16 GPUs on a big host in a small terminal), ``tiny``: index, load
+bar and percent, in narrower columns. :func:`rows` says how tall each is.
 """
 
 from __future__ import annotations
@@ -20,18 +22,21 @@ from llmaos_tui.widgets.text import NA, bar, human_bytes, level_class
 
 COMPACT_MIN = 38
 """The narrowest column of the compact form."""
+TINY_MIN = 14
+"""The narrowest column of the tiny form: "GPU15 ███ 97%"."""
 
 
-def columns(n: int, width: int) -> int:
-    """Columns of the compact form for ``n`` GPUs ``width`` wide."""
-    return max(1, min(max(1, n), (width + 2) // (COMPACT_MIN + 2)))
+def columns(n: int, width: int, tiny: bool = False) -> int:
+    """Columns of the compact (or tiny) form for ``n`` GPUs ``width`` wide."""
+    cell = TINY_MIN if tiny else COMPACT_MIN
+    return max(1, min(max(1, n), (width + 2) // (cell + 2)))
 
 
-def rows(n: int, width: int, detail: bool) -> int:
+def rows(n: int, width: int, detail: bool, tiny: bool = False) -> int:
     """Lines the panel needs for ``n`` GPUs (one line says there are none)."""
     if n == 0:
         return 1
-    return 2 * n if detail else math.ceil(n / columns(n, width))
+    return 2 * n if detail else math.ceil(n / columns(n, width, tiny))
 
 
 class GpuPanel(Widget):
@@ -60,6 +65,8 @@ class GpuPanel(Widget):
         self.names: dict[int, str] = {}
         self.detail = True
         """Two lines a GPU (the screen turns it off where there is no room)."""
+        self.tiny = False
+        """The tiny form where the compact one would not leave the process table its share."""
 
     def update_gpus(
         self, gpus: Sequence[GpuSample], reason: str | None, procs: Mapping[int, Proc]
@@ -73,13 +80,14 @@ class GpuPanel(Widget):
         self.gpus, self.reason, self.names = new, reason, names
         self.refresh(layout=relayout)
 
-    def set_detail(self, detail: bool) -> None:
-        if detail != self.detail:
-            self.detail = detail
+    def set_detail(self, detail: bool, tiny: bool = False) -> None:
+        tiny = tiny and not detail
+        if (detail, tiny) != (self.detail, self.tiny):
+            self.detail, self.tiny = detail, tiny
             self.refresh(layout=True)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return rows(len(self.gpus), width, self.detail)
+        return rows(len(self.gpus), width, self.detail, self.tiny)
 
     def render(self) -> Text:
         label = self.get_component_rich_style("gpu--label")
@@ -95,7 +103,7 @@ class GpuPanel(Widget):
                     out.append("\n")
                 out.append_text(self._detail(g, width))
             return out
-        cols = columns(len(self.gpus), width)
+        cols = columns(len(self.gpus), width, self.tiny)
         per_col = math.ceil(len(self.gpus) / cols)
         cell = (width - 2 * (cols - 1)) // cols
         for r in range(per_col):
@@ -107,7 +115,8 @@ class GpuPanel(Widget):
                     break
                 if c:
                     out.append("  ")
-                line = self._compact(self.gpus[i], cell)
+                g = self.gpus[i]
+                line = self._tiny(g, cell) if self.tiny else self._compact(g, cell)
                 line.truncate(cell, pad=True)
                 out.append_text(line)
         return out
@@ -136,6 +145,18 @@ class GpuPanel(Widget):
         out.append(util, util_fill)
         out.append(f" {mem}", mem_fill)
         out.append(f" {temp} {power}")
+        return out
+
+    def _tiny(self, g: GpuSample, width: int) -> Text:
+        out = Text(no_wrap=True, overflow="crop")
+        out.append(f"GPU{g.index:<2}", self.get_component_rich_style("gpu--label"))
+        if g.error:
+            out.append(clean(f" {g.error}"), self.get_component_rich_style("gpu--error"))
+            return out
+        fill = self.get_component_rich_style(level_class(g.util, "gpu"))
+        bar_w = max(1, width - 5 - 4)
+        out.append_text(bar(g.util, bar_w, fill, self.get_component_rich_style("gpu--empty")))
+        out.append(f"{g.util * 100:3.0f}%" if g.util is not None else " n/a", fill)
         return out
 
     def _detail(self, g: GpuSample, width: int) -> Text:

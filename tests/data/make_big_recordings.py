@@ -1,12 +1,14 @@
-"""Make recordings of big hosts (8 to 256 cores, 0 to 8 GPUs) from the recorded stream.
+"""Make recordings of big hosts (8 to 256 cores, 0 to 16 GPUs) from the recorded stream.
 
 tests/data/recorded_stream.ndjson is a real agent's stream from a 2-core machine with two
 stand-in GPUs. Each recording here is that stream with the host widened: the hello says
 N cores, every sample has N per-core loads (a fixed pattern around the recorded ones, so
 the bars differ from core to core and from sample to sample), the processes' affinity
 spans the N cores, and the two recorded GPUs are repeated to make G (none: NVML reported
-missing, as on a host without the driver). Nothing else changes, so the process table is
-the real one. The files are committed; re-run after the recorded stream changes:
+missing, as on a host without the driver; 16 as on a big box or one split by MIG). The
+hello speaks this console's protocol (the sample shapes it reads are the recorded ones).
+Nothing else changes, so the process table is the real one. The files are committed;
+re-run after the recorded stream changes:
 
     python tests/data/make_big_recordings.py && pytest tests/test_snapshots.py --snapshot-update
 """
@@ -18,11 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llmaos_agent.protocol import PROTOCOL_VERSION
+
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "recorded_stream.ndjson"
 OUT = HERE / "big"
 CORES = (8, 64, 96, 256)
-GPUS = (0, 2, 8)
+GPUS = (0, 2, 8, 16)
 NO_NVML = "no NVIDIA driver (libnvidia-ml.so.1 not found)"
 
 
@@ -90,7 +94,7 @@ def convert(lines: list[str], cores: int, gpus: int) -> str:
             caps = dict(params["caps"])
             if not gpus:
                 caps.update(nvml=False, nvml_reason=NO_NVML)
-            msg["params"] = dict(params, host=host, caps=caps)
+            msg["params"] = dict(params, protocol=PROTOCOL_VERSION, host=host, caps=caps)
         elif method == "history":
             samples = [_sample(s, cores, gpus) for s in params["samples"]]
             msg["params"] = dict(params, samples=samples)
