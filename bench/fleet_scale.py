@@ -264,11 +264,23 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(1000 * xs[min(len(xs) - 1, int(len(xs) * q))], 1) if xs else None
 
 
+CIPHER: list[str] = []
+"""--cipher: the SSH ciphers both clients offer (an experiment; empty: asyncssh's order)."""
+
+
 async def run_console(
     n: int, port: int, known_hosts: Path, warmup: float, seconds: float, stats: Path | None
 ) -> dict[str, Any]:
     from llmaos_tui.fleet.inventory import HostSpec
     from llmaos_tui.fleet.ssh import SshLink, SshOptions
+
+    if CIPHER:
+        plain = SshLink._connect_options
+
+        def with_cipher(self: SshLink) -> dict[str, Any]:
+            return {**plain(self), "encryption_algs": CIPHER}
+
+        SshLink._connect_options = with_cipher  # type: ignore[method-assign]
     from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
     from llmaos_tui.fleet.watcher import HostWatcher
 
@@ -348,6 +360,7 @@ async def run_bare(
                 client_keys=[],
                 config=[],
                 agent_path=None,
+                **({"encryption_algs": CIPHER} if CIPHER else {}),
             )
         conns.append(conn)
         if len(conns) == n:
@@ -395,6 +408,7 @@ def _client(
             str(seconds),
             "--stats",
             str(stats),
+            *(["--cipher", ",".join(CIPHER)] if CIPHER else []),
         ],
         capture_output=True,
         text=True,
@@ -613,6 +627,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=1, help="repeat each host count (order alternates)")
     ap.add_argument("--render", action="store_true", help="also run llmaos-tui in tmux")
+    ap.add_argument("--cipher", default="", help="SSH ciphers the clients offer (experiment)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fleet_scale.json")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--client", help=argparse.SUPPRESS)
@@ -620,6 +635,7 @@ def main() -> None:
     ap.add_argument("--known-hosts", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    CIPHER[:] = [c for c in args.cipher.split(",") if c]
 
     if args.serve:
         serve(args.serve, args.cores, args.serve.parent / "home")
@@ -685,6 +701,7 @@ def _measure(
                 "run": run + 1,
                 "hosts": n,
                 "cores": args.cores,
+                "cipher": args.cipher or "asyncssh default",
                 "load_avg": os.getloadavg()[0],
                 "console": console,
                 "bare_ssh": bare,
