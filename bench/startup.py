@@ -8,7 +8,11 @@ its first frame shows its CPU box, as the baseline. Each is started ``--runs`` t
 (alternating) with a private HOME and agent home, so nothing of the user's is read and
 each llmaos-tui run starts its agent daemon from cold (the worst case).
 
-    python bench/startup.py [--runs 5]
+    python bench/startup.py [--runs 5] [--baseline DIR]
+
+``--baseline DIR`` also times the console of another checkout (say ``git archive`` of an
+earlier commit unpacked in DIR), run with that checkout first on ``PYTHONPATH``, in the
+same runs and in turn with the others: a before/after pair measured under the same load.
 
 Targets: the console starts in under 2 s (issue 2); <= 0.5 s median to 5 process rows
 (issue 12).
@@ -69,54 +73,49 @@ def _proc_rows(screen: str) -> int:
     return sum(1 for ln in lines[head + 1 :] if PROC_ROW.match(ln))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/startup.json"))
-    args = ap.parse_args()
-    tui = shutil.which("llmaos-tui", path=str(Path(sys.executable).parent))
-    if tui is None or shutil.which("tmux") is None:
-        print("needs llmaos-tui (pip install .) and tmux", file=sys.stderr)
-        return 2
-    cores = os.cpu_count() or 1
-    tmp = Path(tempfile.mkdtemp(prefix="llmaos-startup-"))
-    sock = str(tmp / "tmux.sock")
-    results: dict[str, list[float | None]] = {"llmaos-tui": [], "btop": []}
-    try:
-        for i in range(args.runs):
-            home = tmp / f"home{i}"
-            home.mkdir()
-            env = {"HOME": str(home), "TERM": "xterm-256color", "PATH": os.environ["PATH"],
-                   "LANG": "C.UTF-8", "LLMAOS_AGENT_HOME": str(tmp / f"agent{i}")}  # fmt: skip
+def _ready_checks(cores: int) -> tuple[Callable[[str], bool], Callable[[str], bool]]:
+    def tui_ready(screen: str) -> bool:
+        # A screen a user can read (issue 12): a bar per core ("N ███  42%"), the memory
+        # line, and at least 5 rows of the process table under its header.
+        bars = {int(m.group(1)) for m in BAR.finditer(screen)}
+        return bars == set(range(cores)) and "Mem" in screen and _proc_rows(screen) >= 5
 
-            def tui_ready(screen: str) -> bool:
-                # A screen a user can read (issue 12): a bar per core ("N ███  42%"), the
-                # memory line, and at least 5 rows of the process table under its header.
-                bars = {int(m.group(1)) for m in BAR.finditer(screen)}
-                return bars == set(range(cores)) and "Mem" in screen and _proc_rows(screen) >= 5
+    def btop_ready(screen: str) -> bool:
+        return "cpu" in screen.lower() and "mem" in screen.lower()
 
-            def btop_ready(screen: str) -> bool:
-                return "cpu" in screen.lower() and "mem" in screen.lower()
+    return tui_ready, btop_ready
 
-            order = [
-                ("llmaos-tui", [tui], tui_ready),
-                ("btop", ["btop", "--utf-force"], btop_ready),
-            ]
-            if i % 2:
-                order.reverse()
-            for name, argv, ready in order:
-                if name == "btop" and shutil.which("btop") is None:
-                    continue
-                results[name].append(_time_to(sock, argv, env, ready))
-            subprocess.run(
-                [tui.replace("llmaos-tui", "llmaos-agent"), "stop"],
-                env={**os.environ, "LLMAOS_AGENT_HOME": env["LLMAOS_AGENT_HOME"]},
-                capture_output=True, check=False, timeout=20,
-            )  # fmt: skip
-    finally:
-        _tmux(sock, "kill-server")
-        shutil.rmtree(tmp, ignore_errors=True)
-    summary = {}
+
+def _one_run(i: int, tmp: Path, sock: str, tui: str, baseline: Path | None,
+             results: dict[str, list[float | None]]) -> None:  # fmt: skip
+    """Run ``i``: each console once, a cold agent daemon each, the first in turn."""
+    home = tmp / f"home{i}"
+    home.mkdir()
+    env = {"HOME": str(home), "TERM": "xterm-256color", "PATH": os.environ["PATH"],
+           "LANG": "C.UTF-8", "LLMAOS_AGENT_HOME": str(tmp / f"agent{i}")}  # fmt: skip
+    tui_ready, btop_ready = _ready_checks(os.cpu_count() or 1)
+    order = [("llmaos-tui", [tui], env, tui_ready)]
+    if shutil.which("btop") is not None:
+        order.append(("btop", ["btop", "--utf-force"], env, btop_ready))
+    envs = [env]
+    if baseline is not None:
+        root = baseline.resolve()
+        base_env = {**env, "LLMAOS_AGENT_HOME": str(tmp / f"base-agent{i}"),
+                    "PYTHONPATH": f"{root}{os.pathsep}{root / 'agents'}"}  # fmt: skip
+        order.append(("baseline", [sys.executable, "-m", "llmaos_tui"], base_env, tui_ready))
+        envs.append(base_env)
+    shift = i % len(order)
+    for name, argv, run_env, ready in order[shift:] + order[:shift]:
+        results[name].append(_time_to(sock, argv, run_env, ready))
+    for run_env in envs:
+        subprocess.run(
+            [sys.executable, "-m", "llmaos_agent", "stop"], env={**os.environ, **run_env},
+            capture_output=True, check=False, timeout=20,
+        )  # fmt: skip
+
+
+def _report(results: dict[str, list[float | None]], out: Path) -> None:
+    summary: dict[str, dict[str, object]] = {}
     for name, ts in results.items():
         ok = [t for t in ts if t is not None]
         summary[name] = {
@@ -126,11 +125,40 @@ def main() -> int:
         }
         print(f"{name:<11} median {summary[name]['median_s']} s, max {summary[name]['max_s']} s,"
               f" runs {summary[name]['runs']}")  # fmt: skip
-    t, b = summary["llmaos-tui"]["median_s"], summary["btop"]["median_s"]
-    if t and b:
-        print(f"llmaos-tui / btop: {t / b:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
+    b = summary.get("btop", {}).get("median_s")
+    for name in ("llmaos-tui", "baseline"):
+        t = summary.get(name, {}).get("median_s")
+        if isinstance(t, float) and isinstance(b, float) and b:
+            print(f"{name} / btop: {t / b:.2f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/startup.json"))
+    ap.add_argument("--baseline", type=Path, help="a checkout whose console to time too")
+    args = ap.parse_args()
+    tui = shutil.which("llmaos-tui", path=str(Path(sys.executable).parent))
+    if tui is None or shutil.which("tmux") is None:
+        print("needs llmaos-tui (pip install .) and tmux", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="llmaos-startup-"))
+    sock = str(tmp / "tmux.sock")
+    results: dict[str, list[float | None]] = {"llmaos-tui": [], "btop": []}
+    if args.baseline:
+        results["baseline"] = []
+    # A session that stays: a server left without sessions exits, and a new-session sent
+    # while it does fails ("server exited unexpectedly").
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "keep"], check=True, timeout=10)
+    try:
+        for i in range(args.runs):
+            _one_run(i, tmp, sock, tui, args.baseline, results)
+    finally:
+        _tmux(sock, "kill-server")
+        shutil.rmtree(tmp, ignore_errors=True)
+    _report(results, args.out)
     return 0
 
 

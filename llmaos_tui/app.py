@@ -4,6 +4,11 @@ Each host's watcher runs as an async worker on the app's event loop; it only
 updates the host's state and posts :class:`HostChanged`. The app coalesces those
 into one redraw of what is on screen, so a busy fleet costs one pass per burst.
 
+Start-up draws this machine's first screen before anything else is imported: the SSH
+link, the ops layer (engines, moves, their journal) and the screens not shown at start are
+imported when first used, and the first sample with processes of the host on screen is
+drawn as it comes, not after the coalescing wait (docs/BENCHMARKS.md, start-up).
+
 Notifications carry the hosts' text (an agent's error, a request's name, a container
 move's summary): :meth:`LlmaosApp.notify` is their one way out, cleaned and never read
 as markup, whichever screen or worker raised them.
@@ -14,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,45 +45,36 @@ from llmaos_tui import settings as saved_settings
 from llmaos_tui import theming
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.session import CallError
-from llmaos_tui.fleet.ssh import HostKeyQuestion, SshLink
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.ops.audit import AuditLog, identity_of
 from llmaos_tui.ops.changes import ReadOnlyConsole, change, describe
-from llmaos_tui.ops.engine_pool import EnginePool
-from llmaos_tui.ops.journal import OPEN_ERRORS, MoveJournal
-from llmaos_tui.ops.moves import Moves
 from llmaos_tui.plan_actions import PlanActions
-from llmaos_tui.screens.audit import AuditScreen
-from llmaos_tui.screens.containers import (
-    ContainerLogScreen,
-    ContainersScreen,
-    OpenContainerLog,
-    OpenMove,
-)
 from llmaos_tui.screens.fleet import FleetScreen, link_facts
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.keys import KeysScreen
-from llmaos_tui.screens.move import (
-    MoveDone,
-    MoveIntent,
-    MovePlanQuery,
-    MovePlanReady,
-    MoveScreen,
-    MoveStepProgress,
-    MoveTargetImage,
-    MoveTargetsQuery,
-)
 from llmaos_tui.screens.plan import OpenPlan
-from llmaos_tui.screens.requests import LogScreen, OpenLog, RequestsScreen
-from llmaos_tui.screens.trust import TrustScreen
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.host_table import HostTable
 from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
 
+# Imported where first used, not here: not needed to draw the first screen (asyncssh
+# alone, under the SSH link and the engine pool, took longer to import than Textual).
 if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container move
+    from llmaos_tui.fleet.ssh import HostKeyQuestion
     from llmaos_tui.ops.container_move import Progress
+    from llmaos_tui.ops.docker_forward import Engine
+    from llmaos_tui.ops.engine_pool import EnginePool
+    from llmaos_tui.ops.journal import MoveJournal
+    from llmaos_tui.ops.moves import Moves
+    from llmaos_tui.screens.containers import OpenContainerLog, OpenMove
+    from llmaos_tui.screens.move import (
+        MoveIntent,
+        MovePlanQuery,
+        MoveTargetsQuery,
+    )
+    from llmaos_tui.screens.requests import OpenLog
 
 COALESCE_S = 0.05
 FLEET_COALESCE_S = 0.15
@@ -148,15 +145,13 @@ class LlmaosApp(PlanActions):
         self.by_name = {w.state.name: w for w in self.watchers}
         if self.audit.identity_for is None:
             self.audit.identity_for = identity_of({w.state.name: w.link for w in self.watchers})
-        self.engines = EnginePool(self._link_of, self.fleet.hosts.get)
-        # Every container move, plan or recovery goes through this one service.
-        self.moves = Moves(
-            self.engines.get, self.audit, close_engines=self.engines.aclose,
-            move_engines=self.engines.for_move, read_only=read_only, journal=journal,
-            journal_path=self.audit.path.parent / "moves.sqlite",
-        )  # fmt: skip
+        self._engines: EnginePool | None = None
+        self._moves: Moves | None = None
+        self._journal = journal
+        # An SshLink exists only once its module is loaded (a local fleet never loads it).
+        ssh = sys.modules.get("llmaos_tui.fleet.ssh")
         for link in links:
-            if isinstance(link, SshLink) and link.ask is None:
+            if ssh is not None and isinstance(link, ssh.SshLink) and link.ask is None:
                 link.ask = self.ask_trust
         self._themes, self.config_errors = theming.load_themes(theme_dirs)
         # Remembered between runs only where asked (the CLI gives the config dir's file).
@@ -174,6 +169,45 @@ class LlmaosApp(PlanActions):
         self._flush_scheduled = False
         self._link_workers: list[Worker[None]] = []
         self._hosts_changed = asyncio.Event()  # set on every host's news (recovery waits)
+        self._first_drawn: set[str] = set()  # hosts whose first processes were drawn
+        self.after_first_frame: list[Callable[[], None]] = []
+        """Called once the first frame is drawn (the CLI turns its collector back on)."""
+
+    @property
+    def engines(self) -> EnginePool:
+        """Each host's Docker engine, reached over its link (made on first use)."""
+        if self._engines is None:
+            from llmaos_tui.ops.engine_pool import EnginePool  # noqa: PLC0415
+
+            self._engines = EnginePool(self._link_of, self.fleet.hosts.get)
+        return self._engines
+
+    @property
+    def moves(self) -> Moves:
+        """Every container move, plan or recovery goes through this one service (made on
+        first use; the engines only once a move needs one)."""
+        if self._moves is None:
+            from llmaos_tui.ops.moves import Moves  # noqa: PLC0415
+
+            self._moves = Moves(
+                self._engine, self.audit, close_engines=self._close_engines,
+                move_engines=self._move_engines,
+                read_only=self.read_only, journal=self._journal,
+                journal_path=self.audit.path.parent / "moves.sqlite",
+            )  # fmt: skip
+        return self._moves
+
+    async def _engine(self, host: str) -> Engine:
+        return await self.engines.get(host)
+
+    def _move_engines(
+        self, source: str, target: str
+    ) -> contextlib.AbstractAsyncContextManager[tuple[Engine, Engine]]:
+        return self.engines.for_move(source, target)
+
+    async def _close_engines(self) -> None:
+        if self._engines is not None:
+            await self._engines.aclose()
 
     # ---------------------------------------------------------------- life
 
@@ -201,7 +235,11 @@ class LlmaosApp(PlanActions):
             for w in self.watchers
         ]
         self.ticker = self.set_interval(1.0, self._tick)
-        self.run_worker(self._recover(), name="recover-moves", exit_on_error=False)
+        for call in self.after_first_frame:
+            self.call_after_refresh(call)
+        # After the first frame: recovery opens the move journal (SQLite), which that
+        # frame need not wait for.
+        self.call_after_refresh(self._start_recovery)
         for err in self.config_errors:
             self.notify(err, severity="warning", timeout=10)
 
@@ -212,7 +250,8 @@ class LlmaosApp(PlanActions):
         waits = asyncio.gather(*(w.wait() for w in self._link_workers), return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(waits, 5.0)
-        await self.moves.aclose()
+        if self._moves is not None:
+            await self._moves.aclose()
 
     def notify(
         self,
@@ -241,6 +280,8 @@ class LlmaosApp(PlanActions):
         return await answer
 
     def on_trust_request(self, request: TrustRequest) -> None:
+        from llmaos_tui.screens.trust import TrustScreen  # noqa: PLC0415
+
         q = request.question
 
         def answered(trusted: bool | None) -> None:
@@ -267,13 +308,34 @@ class LlmaosApp(PlanActions):
 
     def on_host_changed(self, message: HostChanged) -> None:
         self._dirty.add(message.name)
+        if self._first_procs(message.name):
+            # The first screen a user can read waits on nothing: drawn now, whatever the
+            # timer below would have gathered with it.
+            self._draw_dirty()
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             fleet_view = self.screen_stack and isinstance(self.screen, FleetScreen)
             self.set_timer(FLEET_COALESCE_S if fleet_view else COALESCE_S, self._flush_dirty)
 
+    def _first_procs(self, name: str) -> bool:
+        """Whether ``name``'s first processes just came, its host screen is on top and
+        has none drawn yet (one composed after they came drew them as it mounted)."""
+        if name in self._first_drawn or not self.screen_stack:
+            return False
+        screen, host = self.screen, self.fleet.hosts.get(name)
+        if host is None or not host.procs:
+            return False
+        if not isinstance(screen, HostScreen) or screen.host is not host:
+            return False
+        self._first_drawn.add(name)
+        return screen.is_mounted and screen.query_one(ProcessTable).row_count == 0
+
     def _flush_dirty(self) -> None:
         self._flush_scheduled = False
+        self._draw_dirty()
+
+    def _draw_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
         if not self.screen_stack:  # a timer that fires while the app shuts down
             return
@@ -282,12 +344,17 @@ class LlmaosApp(PlanActions):
             return
         if isinstance(screen, FleetScreen):
             screen.refresh_hosts(dirty)
-        elif isinstance(screen, HostScreen) and screen.host.name in dirty:
-            screen.refresh_host()
-        elif isinstance(screen, RequestsScreen):
-            screen.refresh_requests()
-        elif isinstance(screen, ContainersScreen):
-            screen.refresh_containers()
+        elif isinstance(screen, HostScreen):
+            if screen.host.name in dirty:
+                screen.refresh_host()
+        else:
+            from llmaos_tui.screens.containers import ContainersScreen  # noqa: PLC0415
+            from llmaos_tui.screens.requests import RequestsScreen  # noqa: PLC0415
+
+            if isinstance(screen, RequestsScreen):
+                screen.refresh_requests()
+            elif isinstance(screen, ContainersScreen):
+                screen.refresh_containers()
 
     # ------------------------------------------------------------- actions
 
@@ -321,11 +388,15 @@ class LlmaosApp(PlanActions):
         self.open_requests(message.host)
 
     def open_requests(self, host: str | None) -> None:
+        from llmaos_tui.screens.requests import RequestsScreen  # noqa: PLC0415
+
         if isinstance(self.screen, RequestsScreen):
             self.pop_screen()
         self.push_screen(RequestsScreen(self.fleet, host, read_only=self.read_only))
 
     def on_open_log(self, message: OpenLog) -> None:
+        from llmaos_tui.screens.requests import LogScreen  # noqa: PLC0415
+
         self.push_screen(LogScreen(message.host, message.rid, self._fetch_log))
 
     async def _fetch_log(self, host: str, query: LogQuery) -> LogChunk:
@@ -342,6 +413,8 @@ class LlmaosApp(PlanActions):
         self.notify(f"retrying {n} host(s)" if n else "no host is waiting to be retried")
 
     def action_audit(self) -> None:
+        from llmaos_tui.screens.audit import AuditScreen  # noqa: PLC0415
+
         self.push_screen(AuditScreen(self.audit.read(), str(self.audit.path)))
 
     def on_change_intent(self, intent: ChangeIntent) -> None:
@@ -378,12 +451,16 @@ class LlmaosApp(PlanActions):
     # ---------------------------------------------------------- containers
 
     def action_containers(self) -> None:
+        from llmaos_tui.screens.containers import ContainersScreen  # noqa: PLC0415
+
         host = self.screen.host.name if isinstance(self.screen, HostScreen) else None
         if isinstance(self.screen, ContainersScreen):
             self.pop_screen()
         self.push_screen(ContainersScreen(self.fleet, host, read_only=self.read_only))
 
     def on_open_container_log(self, message: OpenContainerLog) -> None:
+        from llmaos_tui.screens.containers import ContainerLogScreen  # noqa: PLC0415
+
         self.push_screen(ContainerLogScreen(message.host, message.container, self._fetch_clog))
 
     async def _fetch_clog(self, host: str, query: ContainerLogQuery) -> ContainerLog:
@@ -397,12 +474,16 @@ class LlmaosApp(PlanActions):
         if self.read_only:
             self.notify("read-only: this console makes no changes (--read-only)", severity="error")
             return
+        from llmaos_tui.screens.move import MoveScreen  # noqa: PLC0415
+
         self.push_screen(MoveScreen(self.fleet, message.host, message.container))
 
     def on_move_targets_query(self, q: MoveTargetsQuery) -> None:
         self.run_worker(self._targets(q), group="move-query", exit_on_error=False)
 
     async def _targets(self, q: MoveTargetsQuery) -> None:
+        from llmaos_tui.screens.move import MoveTargetImage  # noqa: PLC0415
+
         async def one(target: str) -> None:
             has = await self.moves.has_image(target, q.image_id)  # None: shown as "?"
             q.screen.post_message(MoveTargetImage(target, has))
@@ -413,6 +494,8 @@ class LlmaosApp(PlanActions):
         self.run_worker(self._plan(q), group="move-query", exit_on_error=False)
 
     async def _plan(self, q: MovePlanQuery) -> None:
+        from llmaos_tui.screens.move import MovePlanReady  # noqa: PLC0415
+
         try:
             plan, refusals = await self.moves.precheck(
                 q.source, q.target, q.container.id, commit=q.commit,
@@ -429,6 +512,7 @@ class LlmaosApp(PlanActions):
     async def _move(self, intent: MoveIntent) -> None:
         """One move, off the loop; its steps go to the move screen, its end to a notice."""
         from llmaos_tui.ops.container_move import describe  # noqa: PLC0415
+        from llmaos_tui.screens.move import MoveDone, MoveStepProgress  # noqa: PLC0415
 
         screen = intent.screen
 
@@ -444,9 +528,12 @@ class LlmaosApp(PlanActions):
         screen.post_message(MoveDone(res, summary))
         self.notify(summary, severity="information" if res.ok else "error", timeout=10)
 
+    def _start_recovery(self) -> None:
+        self.run_worker(self._recover(), name="recover-moves", exit_on_error=False)
+
     async def _recover(self) -> None:
         """Finish the moves an earlier console left unfinished, once their hosts are up."""
-        from llmaos_tui.ops.container_move import describe  # noqa: PLC0415
+        from llmaos_tui.ops.journal import OPEN_ERRORS  # noqa: PLC0415
 
         async def hosts_up(names: set[str]) -> None:
             self.notify("finishing unfinished container move(s)…", timeout=5)
@@ -457,6 +544,10 @@ class LlmaosApp(PlanActions):
         except (ImportError, *OPEN_ERRORS) as exc:  # no docker SDK; the journal unreadable
             self.notify(f"recovering moves: {_why(exc)}", severity="error", timeout=10)
             return
+        if not results:  # the usual start: the docker SDK (a third of a second) stays unloaded
+            return
+        from llmaos_tui.ops.container_move import describe  # noqa: PLC0415
+
         for r in results:
             self.notify(
                 f"unfinished move: {describe(r)}",

@@ -20,13 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from llmaos_agent.protocol import MAX_CORES, MAX_GPUS
 from llmaos_agent.safetext import clean
 from llmaos_tui import __version__
 from llmaos_tui.cli_args import NO_HOSTS, bounded, priority, python_version, seconds, size
-from llmaos_tui.fleet import wheels
 from llmaos_tui.fleet.inventory import InventoryError, build_inventory
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
@@ -108,10 +107,47 @@ def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, the fleet options counted wherever they stand."""
+    plain = _plain_console(sys.argv[1:] if argv is None else argv)
+    if plain is not None:
+        return plain
     args = parser().parse_args(argv)
     for name in APPENDED:
         setattr(args, name, [*getattr(args, name), *vars(args).pop(f"sub_{name}", [])])
     return args
+
+
+class _NotPlain(Exception):
+    pass
+
+
+class _TopParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _NotPlain(message)
+
+
+def _plain_console(argv: list[str]) -> argparse.Namespace | None:
+    """The console's own command line (no subcommand, no --help or --version), parsed
+    without the subcommands' parsers; None for anything else, which the full parser reads
+    (and words any error of). Building those parsers imports their modules, asyncssh
+    among them: a fifth of a second of the console's start-up that it does not need
+    (docs/BENCHMARKS.md, start-up). The options are the top parser's own, so a command
+    line this takes means what the full parser would make of it."""
+    p = _TopParser(prog="llmaos-tui", add_help=False)
+    _top_options(p)
+    try:
+        args, rest = p.parse_known_args(argv)
+    except _NotPlain:
+        return None
+    if rest:  # a subcommand, --help, --version or a mistake: the full parser's
+        return None
+    args.cmd = None
+    return args
+
+
+def _top_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--theme", help="theme name (llmaos-dark, llmaos-light, textual-dark, ...)")
+    p.add_argument("--read-only", action="store_true", help="refuse every change")
+    _common(p, top=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,9 +156,7 @@ def parser() -> argparse.ArgumentParser:
         description="One terminal console for the hosts that run your LLM workloads.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--theme", help="theme name (llmaos-dark, llmaos-light, textual-dark, ...)")
-    p.add_argument("--read-only", action="store_true", help="refuse every change")
-    _common(p, top=True)
+    _top_options(p)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     snap = sub.add_parser("snapshot", help="print one snapshot of the fleet and exit")
     snap.add_argument("--json", action="store_true", required=True, help="as JSON (required)")
@@ -209,12 +243,34 @@ def scope_of(args: argparse.Namespace) -> str:
     return LOCAL_ONLY if args.cmd in REQUEST_COMMANDS and not args.no_local else FLEET
 
 
-def build_links(args: argparse.Namespace, scope: str = FLEET) -> list[Link]:
+def build_links(
+    args: argparse.Namespace, scope: str = FLEET, *, start_local: bool = False
+) -> list[Link]:
     """The hosts ``scope`` takes of what the arguments name (replays always); raises
-    InventoryError on a bad target or file."""
+    InventoryError on a bad target or file. ``start_local``: this machine's agent is
+    started at once (the console's: its daemon warms while the UI is imported); the
+    caller runs the links or ends it with :func:`discard_started`."""
     links: list[Link] = []
     if scope != NAMED and not args.no_local:
-        links.append(LocalLink())
+        local = LocalLink()
+        if start_local:
+            local.start()
+        links.append(local)
+    try:
+        return _other_links(args, scope, links)
+    except BaseException:
+        discard_started(links)
+        raise
+
+
+def discard_started(links: list[Link]) -> None:
+    """End the agents :func:`build_links` started that no link took over."""
+    for link in links:
+        if isinstance(link, LocalLink):
+            link.discard_early()
+
+
+def _other_links(args: argparse.Namespace, scope: str, links: list[Link]) -> list[Link]:
     specs = (
         []
         if scope == LOCAL_ONLY
@@ -247,6 +303,11 @@ def build_links(args: argparse.Namespace, scope: str = FLEET) -> list[Link]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cmd is None:
+        # The console's start-up makes objects and little garbage: the collector's passes
+        # over them were a sixth of its CPU up to its first frame. Back on after that
+        # frame (run_app), tuned for the run (quiet_collector).
+        gc.disable()
     if args.cmd == "move":  # its own hosts: the two it names, SSH or this machine
         from llmaos_tui.cli_containers import run_move  # noqa: PLC0415
 
@@ -254,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "agent-wheels":
         return run_agent_wheels(args)
     try:
-        links = build_links(args, scope_of(args))
+        links = build_links(args, scope_of(args), start_local=args.cmd is None)
     except InventoryError as exc:
         print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
         return 2
@@ -267,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     runner = _headless(args.cmd)
     if runner is not None:
         return asyncio.run(runner(args, links))
-    return run_app(args, links)
+    try:
+        return run_app(args, links)
+    finally:
+        discard_started(links)  # the console ended before its local link opened
 
 
 Runner = Callable[[argparse.Namespace, list[Link]], Coroutine[Any, Any, int]]
@@ -305,7 +369,11 @@ def run_app(args: argparse.Namespace, links: list[Link]) -> int:
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)
     app.config_errors += [clean(p) for p in keys.problems]
     quiet_collector()
-    app.run()
+    app.after_first_frame.append(gc.enable)
+    try:
+        app.run()
+    finally:
+        gc.enable()  # also when the console ended before its first frame
     return 0
 
 
@@ -313,6 +381,8 @@ def run_agent_wheels(args: argparse.Namespace) -> int:
     """``agent-wheels``: a psutil wheel for each ``--platform`` and ``--python`` into
     ``--dir`` (the console's cache by default), by pip download; copy the directory to an
     air-gapped console and name it with ``--agent-wheels DIR``."""
+    from llmaos_tui.fleet import wheels  # noqa: PLC0415 (this command's alone)
+
     dest = args.dir or wheels.default_cache()
     try:
         targets = [wheels.target_of_tag(p, args.python, args.implementation) for p in args.platform]

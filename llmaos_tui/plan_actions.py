@@ -15,20 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.app import App
 
-from llmaos_tui.balance import Level, Move
 from llmaos_tui.fleet.link import LinkDown
-from llmaos_tui.ops.journal import OPEN_ERRORS
-from llmaos_tui.ops.rebalance import (
-    NOT_TRIED,
-    Caller,
-    ContainerMoves,
-    HostUnits,
-    PlanInput,
-    apply_move,
-    measure,
-    plan_from,
-    plan_input,
-)
 from llmaos_tui.screens.plan import (
     ApplyPlan,
     MoveDone,
@@ -39,12 +26,16 @@ from llmaos_tui.screens.plan import (
     PlanScreen,
 )
 
+# The ops layer's planning and moves are imported when a plan is first asked for, not
+# with the app: the console's first screen does not need them (docs/BENCHMARKS.md).
 if TYPE_CHECKING:
+    from llmaos_tui.balance import Level, Move
     from llmaos_tui.fleet.state import FleetState
     from llmaos_tui.fleet.watcher import HostWatcher
     from llmaos_tui.ops.audit import AuditLog
     from llmaos_tui.ops.container_move import Progress
     from llmaos_tui.ops.moves import Moves
+    from llmaos_tui.ops.rebalance import Caller, ContainerMoves, HostUnits, PlanInput
 
 SETTLE_S = 5.0
 """Seconds between the last move and the measurement: a few samples of the new state."""
@@ -57,10 +48,16 @@ class PlanActions(App[None]):
     by_name: dict[str, HostWatcher]
     audit: AuditLog
     read_only: bool
-    moves: Moves  # the app's one service for container moves
     settle_s: float = SETTLE_S
 
+    @property
+    def moves(self) -> Moves:
+        """The app's one service for container moves."""
+        raise NotImplementedError
+
     def on_open_plan(self, msg: OpenPlan) -> None:
+        from llmaos_tui.ops.rebalance import plan_input  # noqa: PLC0415
+
         level: Level = (
             "cores" if msg.level == "cores" else "gpus" if msg.level == "gpus" else "hosts"
         )
@@ -78,6 +75,8 @@ class PlanActions(App[None]):
     async def _plan_off_loop(
         self, inp: PlanInput, scope: str, hosts: list[str] | None, units: frozenset[str] | None
     ) -> None:
+        from llmaos_tui.ops.rebalance import plan_from  # noqa: PLC0415
+
         p = await asyncio.to_thread(plan_from, inp)
         self.post_message(PlanReady(p, scope, hosts, units))
 
@@ -104,6 +103,8 @@ class PlanActions(App[None]):
     def _container_moves(self, screen: PlanScreen) -> ContainerMoves | None:
         """The engines, journal and progress for the plan's container moves (None: the move
         journal cannot be opened; each container move then fails, saying so)."""
+        from llmaos_tui.ops.journal import OPEN_ERRORS  # noqa: PLC0415
+
         index = {id(m): i for i, m in enumerate(screen.plan.moves)}
         last: dict[int, float] = {}
 
@@ -133,6 +134,8 @@ class PlanActions(App[None]):
             return None
 
     async def _apply_plan(self, msg: ApplyPlan) -> None:
+        from llmaos_tui.ops.rebalance import NOT_TRIED, apply_move, measure  # noqa: PLC0415
+
         screen = msg.screen
         containers: ContainerMoves | None = None
         if any(screen.plan.moves[i].kind == "container" for i in msg.selected):
