@@ -1,6 +1,7 @@
 """The host screen fits big hosts in small terminals: every core drawn, the process
 table keeping its rows and its COMMAND column, at 80x24, 120x40 and 200x60, for the
-recordings of 8 to 256 cores with 0, 2 and 8 GPUs (tests/data/make_big_recordings.py).
+recordings of 8 to 256 cores with 0, 2, 8 and 16 GPUs (tests/data/make_big_recordings.py):
+every GPU index drawn too (16 as on a big box or one split by MIG).
 
 What is counted is what the screen shows: the text of the lines the core widget is
 visible on, read back as core indices (or index ranges and cells, in the dense form),
