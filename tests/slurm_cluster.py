@@ -122,9 +122,12 @@ class SlurmCluster:
         self, *argv: str, timeout: float = 60, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
         """One Slurm command (``squeue``, ``sbatch`` ...) against this cluster."""
+        # In the job output folder: a job submitted without --chdir writes slurm-N.out
+        # in the submitter's working directory, which would be the checkout.
         return subprocess.run(
-            list(argv), env=self.env, capture_output=True, text=True, timeout=timeout, check=check
-        )
+            list(argv), env=self.env, capture_output=True, text=True, timeout=timeout,
+            check=check, cwd=self.root / "out",
+        )  # fmt: skip
 
     def job_ids(self) -> list[str]:
         """Ids of the jobs still queued or running (``squeue``'s default states)."""
