@@ -21,6 +21,7 @@ from functools import partial
 
 from msgspec import Struct
 from rich.style import Style
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -39,6 +40,8 @@ from llmaos_tui.widgets.graph import Graph, Series
 from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.text import NA, human_bytes
 
+LABEL_W = 10
+"""The labels' column: "Open files"."""
 MEM_MIN_TOP = 1 << 20
 """The least top of the memory graph (1 MiB): a tiny process still draws a scale."""
 
@@ -86,8 +89,7 @@ class ProcDetailScreen(Screen[None]):
     ProcDetailScreen #cmdline { height: auto; margin-bottom: 1; }
     ProcDetailScreen #facts { height: auto; }
     ProcDetailScreen #facts > Static { width: 1fr; height: auto; }
-    ProcDetailScreen #where { height: auto; }
-    ProcDetailScreen #gpus { height: auto; margin-bottom: 1; }
+    ProcDetailScreen #where { height: auto; margin-bottom: 1; }
     ProcDetailScreen #graphs { height: 5; }
     ProcDetailScreen #graphs > Graph { width: 1fr; height: 5; }
     ProcDetailScreen #cpu-graph { margin-right: 2; }
@@ -115,7 +117,6 @@ class ProcDetailScreen(Screen[None]):
                 yield Static(id="facts-left")
                 yield Static(id="facts-right")
             yield Static(id="where")
-            yield Static(id="gpus")
             with Horizontal(id="graphs"):
                 yield Graph(Series("CPU", top=None, min_top=1.0), id="cpu-graph")
                 yield Graph(
@@ -149,7 +150,9 @@ class ProcDetailScreen(Screen[None]):
         self.update_detail(message.detail)
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"detail--{name}")
+        # Without the screen's background: the title bar has its own.
+        s = self.get_component_rich_style(f"detail--{name}")
+        return Style(color=s.color, bold=s.bold, italic=s.italic)
 
     def _value(self, name: str, shown: str | None, warn: bool = False) -> Text:
         """A field's value (cleaned), or why there is none."""
@@ -158,11 +161,15 @@ class ProcDetailScreen(Screen[None]):
             return Text(clean(why) if why else NA, self._style("reason"))
         return Text(clean(shown), self._style("warn") if warn else "")
 
-    def _line(self, out: Text, label: str, value: Text, width: int = 11) -> None:
-        if out:
-            out.append("\n")
-        out.append(f"{label:<{width}}", self._style("label"))
-        out.append_text(value)
+    def _table(self, rows: list[tuple[str, Text]]) -> Table:
+        """Label and value rows; a long value wraps under itself, never under the label."""
+        t = Table.grid(padding=(0, 1))
+        t.add_column(width=LABEL_W, no_wrap=True)
+        t.add_column(ratio=1, overflow="fold")
+        for label, value in rows:
+            value.overflow = "fold"  # a long word (a path, a token) folds, is never cut
+            t.add_row(Text(label, self._style("label")), value)
+        return t
 
     def _draw(self) -> None:
         if not self._mounted:
@@ -178,48 +185,46 @@ class ProcDetailScreen(Screen[None]):
         if d.gone:
             title.append(f"  exited: {clean(d.gone)}", self._style("warn"))
         self.query_one("#title", Static).update(title)
+        command = self._table([("Command", self._value("cmdline", d.command))])
+        self.query_one("#cmdline", Static).update(command)
 
-        cmd = Text(overflow="fold")  # wrapped, and a long word folded: never cut
-        cmd.append("Command  ", self._style("label"))
-        cmd.append_text(self._value("cmdline", d.command))
-        self.query_one("#cmdline", Static).update(cmd)
+        state = None if d.state is None else state_words(d.state)
+        warn = (d.state or "")[:1] in ("D", "T", "t", "Z")
+        rss = None if d.rss is None else human_bytes(d.rss)
+        left = [
+            ("State", self._value("state", state, warn=warn)),
+            ("User", self._value("user", d.user)),
+            ("Threads", self._value("threads", _num(d.threads))),
+            ("Open files", self._value("open_files", _num(d.open_files))),
+        ]
+        right = [
+            ("Nice", self._value("nice", _num(d.nice))),
+            ("Affinity", self._value("affinity", d.affinity)),
+            ("RSS", self._value("rss", rss)),
+        ]
+        self.query_one("#facts-left", Static).update(self._table(left))
+        self.query_one("#facts-right", Static).update(self._table(right))
 
-        left, right = Text(), Text()
-        letter = d.state[:1] if d.state else ""
-        self._line(
-            left, "State", self._value("state", None if d.state is None else state_words(d.state),
-                                       warn=letter in ("D", "T", "t", "Z")),
-        )  # fmt: skip
-        self._line(left, "User", self._value("user", d.user))
-        self._line(left, "Threads", self._value("threads", _num(d.threads)))
-        self._line(left, "Open files", self._value("open_files", _num(d.open_files)))
-        self._line(right, "Nice", self._value("nice", _num(d.nice)))
-        self._line(right, "Affinity", self._value("affinity", d.affinity))
-        self._line(right, "RSS", self._value("rss", None if d.rss is None else human_bytes(d.rss)))
-        self.query_one("#facts-left", Static).update(left)
-        self.query_one("#facts-right", Static).update(right)
-
-        where = Text(overflow="fold")
         start = d.start_time if d.start_time is not None else d.create_time
-        self._line(where, "Started", self._value("start_time", started(start, self.clock())))
-        self._line(where, "cwd", self._value("cwd", d.cwd))
-        self._line(where, "cgroup", self._value("cgroup", d.cgroup))
-        self._line(where, "Container", self._value("container", d.container))
-        self.query_one("#where", Static).update(where)
-        self.query_one("#gpus", Static).update(self._gpus())
+        where = [
+            ("Started", self._value("start_time", started(start, self.clock()))),
+            ("cwd", self._value("cwd", d.cwd)),
+            ("cgroup", self._value("cgroup", d.cgroup)),
+            ("Container", self._value("container", d.container)),
+            *self._gpus(),
+        ]
+        self.query_one("#where", Static).update(self._table(where))
 
         self.query_one("#cpu-graph", Graph).set_values(list(d.cpu_history))
         self.query_one("#mem-graph", Graph).set_values(list(d.mem_history))
 
-    def _gpus(self) -> Text:
+    def _gpus(self) -> list[tuple[str, Text]]:
         d = self.detail
-        out = Text(overflow="fold")
         if d.gpus is None:
-            self._line(out, "GPUs", self._value("gpus", None))
-            return out
+            return [("GPUs", self._value("gpus", None))]
         if not d.gpus:
-            self._line(out, "GPUs", Text("none"))
-            return out
+            return [("GPUs", Text("none"))]
+        rows = []
         for g in d.gpus:
             line = Text()
             line.append(f"{human_bytes(g.mem)}", "")
@@ -229,8 +234,8 @@ class ProcDetailScreen(Screen[None]):
             line.append(_pct(g.mem_share))
             if g.name:
                 line.append(f"  {clean(g.name)}", self._style("label"))
-            self._line(out, f"GPU{g.index}", line)
-        return out
+            rows.append((f"GPU{g.index}", line))
+        return rows
 
     # ------------------------------------------------------------- actions
 

@@ -310,13 +310,17 @@ class _StyledWidget(Widget):
         super().notify_style_update()
 
     def _style(self, name: str) -> Style:
+        """A component's style, with the widget's background (a line-API strip carries
+        its own, or the terminal's default shows), read once per theme change."""
         gen, cache = self._styles
         if gen != self._style_gen:
             cache = {}
             self._styles = (self._style_gen, cache)
         got = cache.get(name)
         if got is None:
-            got = cache[name] = self.get_component_rich_style(f"graph--{name}", partial=True)
+            got = cache[name] = (
+                self.get_component_rich_style(f"graph--{name}") if name else self.rich_style
+            )
         return got
 
     def _band_styles(self, colour: Colour) -> tuple[Style, Style, Style]:
@@ -406,7 +410,7 @@ class Graph(_StyledWidget):
             self.rebuilds += 1
         if 0 <= y < len(self._strips):
             return self._strips[y]
-        return Strip.blank(width)
+        return Strip.blank(width, self._style(""))
 
     def _header(self, width: int) -> Strip:
         label = self._style("label")
@@ -584,13 +588,13 @@ class GraphGrid(_StyledWidget):
         _cols, grid_rows, cell = self.shape(width)
         gr, line = divmod(y, self.rows + 1)
         if gr >= grid_rows:
-            return Strip.blank(width)
+            return Strip.blank(width, self._style(""))
         key = (tuple(self._versions[gr::grid_rows]), width, self._style_gen)
         got = self._lines.get(y)
         if got is not None and got[0] == key:
             return got[1]
         segs: list[Segment] = []
-        gap = Segment(" ")
+        gap = Segment(" ", self._style(""))
         for c, i in enumerate(range(gr, self.count, grid_rows)):
             if c:
                 segs.append(gap)
