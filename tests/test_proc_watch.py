@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import select
+import selectors
 import shutil
 import socket
 import subprocess
@@ -186,8 +186,10 @@ def child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
     )
     try:
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
-        assert ready, "the child did not get ready"
+        # epoll, not select(): a long run may hold fds past select()'s 1024.
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            assert sel.select(TIMEOUT), "the child did not get ready"
         word, fds = proc.stdout.readline().split()
         assert word == "ready"
         yield proc, cwd, int(fds)
