@@ -127,10 +127,6 @@ async def test_f3_opens_the_filter_on_the_host_and_fleet_screens(size: tuple[int
         assert isinstance(app.screen, KeysScreen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KeysScreen's box is 84 columns wide (screens/keys.py): at 80 its right edge is cut",
-)
 async def test_the_help_fits_an_80_column_terminal() -> None:
     app = app_of("rec")
     async with app.run_test(size=(80, 24)) as pilot:

@@ -35,7 +35,8 @@ class KeysScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     KeysScreen { align: center middle; }
     KeysScreen > Vertical {
-        width: 84; height: 80%; border: round $primary; background: $surface; padding: 0 1;
+        width: 84; max-width: 100%; height: 80%;
+        border: round $primary; background: $surface; padding: 0 1;
     }
     KeysScreen Static { color: $text-muted; height: auto; }
     KeysScreen DataTable { height: 1fr; }
