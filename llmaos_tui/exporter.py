@@ -40,7 +40,6 @@ from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import FleetState, HostState
 
 __all__ = [
-    "DEFAULT_LISTEN",
     "LABEL_MAX",
     "FleetCollector",
     "ListenError",
@@ -52,9 +51,6 @@ __all__ = [
     "scrape_text",
 ]
 
-DEFAULT_PORT = 9464
-"""The port OpenTelemetry's Prometheus exporter took in the registry of default ports."""
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 LABEL_MAX = 128
 """Longest label value, in characters after cleaning; a longer one is cut and ends in an
 ellipsis. A GPU UUID is 40, an interface name 15, a hostname at most 64 (HOST_NAME_MAX)."""
@@ -384,12 +380,13 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_listen(text: str, *, public: bool = False) -> Listen:
+def parse_listen(text: str, *, public: bool = False, flag: str = "--metrics-public") -> Listen:
     """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (on 127.0.0.1) -> a :class:`Listen`.
 
     A host that is not loopback (``0.0.0.0``, ``::``, an interface's address or a name that
-    resolves to one) is refused unless ``public``: the figures name every host, process
-    count and load of the fleet, for anyone who can reach the port.
+    resolves to one) is refused unless ``public`` (the command line's ``flag``, which the
+    refusal names): the figures name every host and its loads, for anyone who can reach
+    the port.
     """
     shown = ascii(text)
     t = text.strip()
@@ -414,7 +411,7 @@ def parse_listen(text: str, *, public: bool = False) -> Listen:
     if not loopback and not public:
         raise ListenError(
             f"{shown} is not a loopback address: it would serve the fleet's figures to the "
-            "network. Add --metrics-public to mean it, or listen on 127.0.0.1"
+            f"network. Add {flag} to mean it, or listen on 127.0.0.1"
         )
     return Listen(host, port, loopback)
 
