@@ -25,6 +25,7 @@ check them character by character.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -108,25 +109,22 @@ def capacity(width: int, form: GraphForm) -> int:
 
 def _levels(
     tail: Sequence[float | None], top: float, full: int, filled: bool
-) -> tuple[list[int], list[float]]:
-    """Each sample's height in dots (-1: a gap) and its fraction of the top."""
-    levels: list[int] = []
-    fracs: list[float] = []
-    for v in tail:
-        if v is None:
-            levels.append(-1)
-            fracs.append(0.0)
-            continue
-        f = min(max(v / top, 0.0), 1.0)
-        lv = round(f * full)
-        if lv == 0 and (f > 0 or not filled):
-            lv = 1
-        levels.append(lv)
-        fracs.append(f)
-    return levels, fracs
+) -> tuple[list[int], list[int]]:
+    """Each sample's height in dots (-1: a gap) and its band (:func:`band`)."""
+    k = full / top
+    zero = 0 if filled else 1  # a line's zero is its bottom dot
+    # One comprehension each rather than a loop with branches: the bulk of plot()'s time.
+    levels = [
+        -1 if v is None else zero if v <= 0 else full if v >= top else max(1, round(v * k))
+        for v in tail
+    ]
+    low, mid = LOW * top, MID * top
+    bands = [EMPTY if v is None else 0 if v < low else 1 if v < mid else 2 for v in tail]
+    return levels, bands
 
 
-def _counts(base: int, steps: int, full: int, filled: bool) -> list[int]:
+@functools.lru_cache(maxsize=256)
+def _counts(base: int, steps: int, full: int, filled: bool) -> tuple[int, ...]:
     """For one line whose lowest dot is ``base`` + 1: the dots it draws for each level
     (indexed by level + 1, so a gap's -1 is index 0). A table: no branch per cell."""
     out = []
@@ -136,7 +134,7 @@ def _counts(base: int, steps: int, full: int, filled: bool) -> list[int]:
             out.append(0 if a <= 0 else min(a, steps))
         else:
             out.append(a if 0 < a <= steps else 0)
-    return out
+    return tuple(out)
 
 
 def plot(
@@ -153,32 +151,34 @@ def plot(
     A sample above 0 gets one dot (braille) or one eighth (block) at least, so a core
     that did anything shows; a gap (``None``) draws nothing in its column. ``filled``
     False draws a line (the top dot of each column) rather than an area; a sample of 0
-    is then its bottom dot."""
+    is then its bottom dot. A cell's band is that of its highest sample, capped at the
+    band of its line's top (band() is monotonic, so that is the band of the value capped
+    at the line's top): a tall graph shades by height."""
     if width <= 0 or height <= 0:
         return []
     top = top if top > 0 else 1.0
     braille = form == "braille"
     steps = 4 if braille else 8
     full = steps * height
-    levels, fracs = _levels(_tail(values, capacity(width, form)), top, full, filled)
+    n = capacity(width, form)
+    levels, sample_bands = _levels(_tail(values, n), top, full, filled)
     table = _AREA if filled else _LINE
+    pairs = range(0, n, 2)
     rows: list[tuple[str, list[int]]] = []
+    # Comprehensions over the line rather than a loop per cell: this is the whole cost
+    # of a graph that changed (bench/graph_render.py).
     for r in range(height):
         counts = _counts((height - 1 - r) * steps, steps, full, filled)
-        cap = (height - r) / height  # the fraction this line's top stands for
-        chars: list[str] = []
-        bands: list[int] = []
-        for c in range(width):
-            if braille:
-                nl, nr = counts[levels[2 * c] + 1], counts[levels[2 * c + 1] + 1]
-                chars.append(table[nl][nr])
-                f = max(fracs[2 * c] if nl else -1.0, fracs[2 * c + 1] if nr else -1.0)
-            else:
-                n = counts[levels[c] + 1]
-                chars.append(BLOCKS[n])
-                f = fracs[c] if n else -1.0
-            bands.append(EMPTY if f < 0 else band(min(f, cap)))
-        rows.append(("".join(chars), bands))
+        cap = band((height - r) / height)  # the band of this line's top
+        dots = [counts[lv + 1] for lv in levels]
+        drawn = [b if d else EMPTY for d, b in zip(dots, sample_bands, strict=True)]
+        if braille:
+            chars = "".join([table[dots[i]][dots[i + 1]] for i in pairs])
+            bands = [min(cap, max(drawn[i], drawn[i + 1])) for i in pairs]
+        else:
+            chars = "".join([BLOCKS[d] for d in dots])
+            bands = [min(cap, b) for b in drawn]
+        rows.append((chars, bands))
     return rows
 
 
