@@ -25,6 +25,10 @@ The hosts file::
     os = "windows"
     group = "gpu"         # optional: join a group (so does being named in its hosts)
 
+    [slurm.hpc]           # a Slurm cluster whose jobs the console shows and acts on
+    host = "login1"       # a host of this file whose shell has squeue/sbatch/scontrol,
+                          # or "local" for this machine
+
 Settings, in every table: ``user``, ``port``, ``python`` (the remote interpreter
 command, e.g. ``"py -3"``), ``jump`` (ProxyJump style ``[user@]host[:port]``, hops
 separated by commas), ``identity`` (an IdentityFile path; ``~`` expands) and ``os``
@@ -324,7 +328,65 @@ def default_hosts_path() -> Path:
 _SETTING_KEYS = ("user", "port", "python", "jump", "identity", "os", "agent", "wheels")
 _GROUP_KEYS = ("hosts", *_SETTING_KEYS)
 _HOST_KEYS = ("host", "group", *_SETTING_KEYS)
-_TOP_KEYS = ("defaults", "groups", "hosts")
+_SLURM_KEYS = ("host",)
+_TOP_KEYS = ("defaults", "groups", "hosts", "slurm")
+LOCAL = "local"
+"""A Slurm cluster's ``host`` for this machine (the console's name for it)."""
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    """A ``[slurm.NAME]`` table: the cluster's name and where its commands run (the name
+    of a host of the file, or :data:`LOCAL`)."""
+
+    name: str
+    host: str
+
+    @property
+    def local(self) -> bool:
+        return self.host == LOCAL
+
+
+def load_slurm_clusters(path: Path) -> tuple[list[SlurmSpec], dict[str, HostSpec]]:
+    """The Slurm clusters a hosts file names, and its hosts by name (the login hosts are
+    among them); a missing file names none."""
+    if not path.exists():
+        return [], {}
+    f, data = _load_toml(path)
+    _defaults, entries = _read_hosts_file(path)
+    hosts = {spec.name: spec for spec, _source in entries}
+    return _slurm_tables(f, data, hosts), hosts
+
+
+def _slurm_tables(f: _File, data: dict[str, Any], hosts: dict[str, HostSpec]) -> list[SlurmSpec]:
+    out = []
+    for name, raw in _table(f, (), "slurm", data.get("slurm", {})).items():
+        where = ("slurm", name)
+        tbl = _table(f, ("slurm",), name, raw)
+        for key in tbl:
+            if key not in _SLURM_KEYS:
+                allowed = ", ".join(_SLURM_KEYS)
+                raise f.error(where, key, f"unknown key {key!r} (allowed: {allowed})")
+        # The cluster's name ends up in job ids (slurm:NAME:JOBID): no ':' and bounded.
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}", name):
+            raise f.error(
+                where, None, "a cluster name holds letters, digits, -, . and _ (at most 64)"
+            )
+        if "host" not in tbl:
+            raise f.error(where, None, 'no host: set host = "NAME" (a host of this file) '
+                          'or host = "local"')  # fmt: skip
+        host = tbl["host"]
+        if not isinstance(host, str):
+            raise f.error(where, "host", f"must be a string, not {_kind(host)}")
+        if host != LOCAL and host not in hosts:
+            known = ", ".join(sorted(hosts)[:10]) or "none"
+            raise f.error(
+                where, "host",
+                f"no host {host[:100]!r} in this file (its hosts: {known}); "
+                'or host = "local" for this machine',
+            )  # fmt: skip
+        out.append(SlurmSpec(name=name, host=host))
+    return out
 
 
 def load_hosts_file(path: Path) -> list[HostSpec]:
@@ -451,6 +513,9 @@ def _read_hosts_file(path: Path) -> tuple[dict[str, Any], list[tuple[HostSpec, s
             continue
         spec = _from_table(f, item, tables[item], defaults, groups, members.get(item))
         entries.append((spec, f.where(("hosts", item))))
+    # Checked whenever the file is read: a typo in a cluster's table fails the console
+    # too, not only the request commands.
+    _slurm_tables(f, data, {spec.name: spec for spec, _source in entries})
     return defaults, entries
 
 

@@ -1,0 +1,33 @@
+"""Slurm as a request engine: a cluster's jobs beside the agents' queues, acted on through
+Slurm's own commands (``squeue``, ``scontrol``, ``scancel``, ``sbatch``).
+
+- :mod:`.jobs`: one job as the console shows it (:class:`SlurmJob`), parsed from squeue's
+  output with every text field bounded, and Slurm's states and reasons mapped to the
+  console's request states;
+- :mod:`.runner`: where the commands run, as argv lists: this machine
+  (:class:`LocalRunner`) or an inventory host's SSH connection (:class:`SshRunner`);
+- :mod:`.client`: the reads and actions (:class:`SlurmClient`); Slurm's refusals are
+  raised as :class:`SlurmRefused` in its own words.
+
+No Textual or Rich here: screens draw the jobs and clean their text when drawing.
+"""
+
+from llmaos_tui.slurm.client import LogTail, PrioResult, SlurmClient, SlurmRefused, SubmitSpec
+from llmaos_tui.slurm.jobs import SlurmJob, is_slurm_id, parse_slurm_id, slurm_id
+from llmaos_tui.slurm.runner import LocalRunner, Result, Runner, SshRunner
+
+__all__ = [
+    "LocalRunner",
+    "LogTail",
+    "PrioResult",
+    "Result",
+    "Runner",
+    "SlurmClient",
+    "SlurmJob",
+    "SlurmRefused",
+    "SshRunner",
+    "SubmitSpec",
+    "is_slurm_id",
+    "parse_slurm_id",
+    "slurm_id",
+]
