@@ -91,7 +91,20 @@ class HostDetail(Static):
     HostDetail > .detail--down { color: $error; }
     """
 
+    _shown: tuple[object, ...] | None = None
+    """What the line was last drawn from: an update re-lays the screen out (the line's
+    height follows its text), and the cursor's host changes every sample while what this
+    line says of it seldom does."""
+
     def show(self, h: HostState | None, target: str) -> None:
+        key = (
+            None
+            if h is None
+            else (h.name, target, h.hello and h.hello.host.os, h.cores, h.status, h.reason)
+        )
+        if self._shown is not None and self._shown == (key, self.app.theme):
+            return
+        self._shown = (key, self.app.theme)
         if h is None:
             self.update("")
             return
