@@ -21,6 +21,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from llmaos_agent.protocol import RequestInfo
+
 ConsoleState = Literal["queued", "held", "running", "done", "failed", "cancelled"]
 
 PREFIX = "slurm:"
@@ -149,6 +151,16 @@ class SlurmJob:
         return f"{self.state} priority {self.priority}" + (
             f" nice {self.nice}" if self.nice else ""
         )
+
+    def as_request(self) -> RequestInfo:
+        """The job as the console's request record (for the views and the audit path
+        shared with the agents' requests): its owner the Slurm user, its reason
+        :meth:`why`. Built, not decoded: Slurm's priorities exceed the agents' bounds."""
+        return RequestInfo(
+            id=self.id, name=self.name, argv=[], shell=False, priority=self.priority,
+            cpus=self.cpus, gpus=self.gpus, share_gpu=False, mem=0, state=self.state,
+            seq=0, submitted=self.submitted or 0.0, owner=self.user, reason=self.why(),
+        )  # fmt: skip
 
     def to_dict(self, now: float) -> dict[str, Any]:
         d = asdict(self)
