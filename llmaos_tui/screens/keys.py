@@ -119,6 +119,7 @@ def places(app: type[App[Any]]) -> list[tuple[str, list[type[DOMNode]]]]:
         host,
         move,
         plan,
+        proc_detail,
         requests,
         trust,
     )
@@ -137,6 +138,7 @@ def places(app: type[App[Any]]) -> list[tuple[str, list[type[DOMNode]]]]:
         fleet.FleetScreen, host.HostScreen, requests.RequestsScreen, requests.LogScreen,
         requests.SubmitScreen, containers.ContainersScreen, containers.ContainerLogScreen,
         audit.AuditScreen, plan.PlanScreen, move.MoveScreen, trust.TrustScreen,
+        proc_detail.ProcDetailScreen,
         dialogs.PromptScreen, dialogs.ChoiceScreen, dialogs.ConfirmScreen, KeysScreen,
     ]  # fmt: skip
     return [(_screen_name(s), [*widgets.get(s, []), s, app]) for s in screens]
