@@ -76,6 +76,8 @@ def long_recording(seconds: int, protocol: int, cores: int = 64, gpus: int = 8) 
     text = "\n".join(json.dumps(m, separators=(",", ":")) for m in out)
     wide = [json.loads(ln) for ln in big.convert(text.splitlines(), cores, gpus).splitlines()]
     for m in wide:
+        if m.get("method") == "hello":  # convert stamps this process's; the tree's is wanted
+            m["params"]["protocol"] = protocol
         if m.get("method") == "sample":
             _move_gpus(m["params"])
     return "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in wide)
