@@ -13,6 +13,7 @@ targets: the host states do not carry them, so the screen is given them
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 from rich.style import Style
@@ -72,8 +73,10 @@ class FleetSummary(Widget):
         out.append(fixed(f.beta() if up else None, 3), value)
         out.append(" ")
         width = max(0, self.size.width - out.cell_len - 1)
+        # The last ``width`` points only: the history holds an hour of them.
+        tail = list(islice(reversed(f.beta_history), width))[::-1] if width > 0 else []
         out.append(
-            sparkline(list(f.beta_history), width, 2.0),
+            sparkline(tail, width, 2.0),
             self.get_component_rich_style("summary--spark"),
         )
         return out
