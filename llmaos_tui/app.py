@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,8 +170,6 @@ class LlmaosApp(PlanActions):
         self._link_workers: list[Worker[None]] = []
         self._hosts_changed = asyncio.Event()  # set on every host's news (recovery waits)
         self._first_drawn: set[str] = set()  # hosts whose first processes were drawn
-        self.after_first_frame: list[Callable[[], None]] = []
-        """Called once the first frame is drawn (the CLI turns its collector back on)."""
 
     @property
     def engines(self) -> EnginePool:
@@ -235,8 +233,6 @@ class LlmaosApp(PlanActions):
             for w in self.watchers
         ]
         self.ticker = self.set_interval(1.0, self._tick)
-        for call in self.after_first_frame:
-            self.call_after_refresh(call)
         # After the first frame: recovery opens the move journal (SQLite), which that
         # frame need not wait for.
         self.call_after_refresh(self._start_recovery)

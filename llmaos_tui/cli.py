@@ -303,11 +303,6 @@ def _other_links(args: argparse.Namespace, scope: str, links: list[Link]) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.cmd is None:
-        # The console's start-up makes objects and little garbage: the collector's passes
-        # over them were a sixth of its CPU up to its first frame. Back on after that
-        # frame (run_app), tuned for the run (quiet_collector).
-        gc.disable()
     if args.cmd == "move":  # its own hosts: the two it names, SSH or this machine
         from llmaos_tui.cli_containers import run_move  # noqa: PLC0415
 
@@ -369,11 +364,7 @@ def run_app(args: argparse.Namespace, links: list[Link]) -> int:
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)
     app.config_errors += [clean(p) for p in keys.problems]
     quiet_collector()
-    app.after_first_frame.append(gc.enable)
-    try:
-        app.run()
-    finally:
-        gc.enable()  # also when the console ended before its first frame
+    app.run()
     return 0
 
 
