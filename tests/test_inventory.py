@@ -15,10 +15,12 @@ from llmaos_tui.fleet.inventory import (
     MAX_EXPANSION,
     HostSpec,
     InventoryError,
+    SlurmSpec,
     build_inventory,
     default_hosts_path,
     expand,
     load_hosts_file,
+    load_slurm_clusters,
     parse_target,
 )
 
@@ -553,3 +555,54 @@ def test_table_errors_point_at_its_header(tmp_path: Path) -> None:
     path = write(tmp_path, '[defaults]\nuser = "ops"\n\n[hosts."my box"]\nuser = "x"\n')
     with pytest.raises(InventoryError, match=r"line 4, \[hosts\.\"my box\"\]"):
         load_hosts_file(path)
+
+
+# --------------------------------------------------------------------- Slurm clusters
+
+
+def test_slurm_clusters_name_a_host_of_the_file_or_local(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [hosts.login1]
+        host = "10.0.0.5"
+        user = "ops"
+
+        [slurm.hpc]
+        host = "login1"
+
+        [slurm.mine]
+        host = "local"
+        """,
+    )
+    clusters, hosts = load_slurm_clusters(path)
+    assert clusters == [SlurmSpec("hpc", "login1"), SlurmSpec("mine", "local")]
+    assert [c.local for c in clusters] == [False, True]
+    assert hosts["login1"].host == "10.0.0.5" and hosts["login1"].user == "ops"
+    assert [s.name for s in load_hosts_file(path)] == ["login1"]  # a cluster is no host
+    assert load_slurm_clusters(tmp_path / "none.toml") == ([], {})
+
+
+@pytest.mark.parametrize(
+    ("body", "needle", "line"),
+    [
+        ('[slurm.hpc]\nhost = "login9"\n', "no host 'login9' in this file", 2),
+        ('[hosts.a]\n\n[slurm.hpc]\nhost = "b"\n', "(its hosts: a)", 4),
+        ('[slurm.hpc]\nhost = "local"\npartition = "gpu"\n', "unknown key 'partition'", 3),
+        ("[slurm.hpc]\n", 'set host = "NAME"', 1),
+        ("[slurm.hpc]\nhost = 3\n", "must be a string", 2),
+        ('[slurm."a:b"]\nhost = "local"\n', "cluster name", 1),
+        ("slurm = 1\n", "must be a table", None),
+    ],
+)
+def test_bad_slurm_tables_refused_with_the_line(
+    tmp_path: Path, body: str, needle: str, line: int | None
+) -> None:
+    path = write(tmp_path, body)
+    for read in (load_hosts_file, load_slurm_clusters):
+        with pytest.raises(InventoryError) as err:
+            read(path)  # type: ignore[operator]
+        msg = str(err.value)
+        assert needle in msg and str(path) in msg, msg
+        if line is not None:
+            assert f"line {line}" in msg, msg
