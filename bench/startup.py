@@ -51,11 +51,14 @@ def _time_to(sock: str, argv: list[str], env: dict[str, str], ready: Callable[[s
         ["tmux", "-S", sock, "new-session", "-d", "-x", SIZE[0], "-y", SIZE[1], "-s", "b", *cmd],
         check=True, timeout=10,
     )  # fmt: skip
+    screen = ""
     try:
         while time.monotonic() - t0 < timeout:
-            if ready(_tmux(sock, "capture-pane", "-p", "-t", "b")):
+            screen = _tmux(sock, "capture-pane", "-p", "-t", "b")
+            if ready(screen):
                 return time.monotonic() - t0
             time.sleep(0.01)
+        print(f"{argv[0]}: not ready after {timeout} s; its screen:\n{screen}", file=sys.stderr)
         return None
     finally:
         _tmux(sock, "kill-session", "-t", "b")
