@@ -601,7 +601,7 @@ def test_bad_slurm_tables_refused_with_the_line(
     path = write(tmp_path, body)
     for read in (load_hosts_file, load_slurm_clusters):
         with pytest.raises(InventoryError) as err:
-            read(path)  # type: ignore[operator]
+            read(path)
         msg = str(err.value)
         assert needle in msg and str(path) in msg, msg
         if line is not None:

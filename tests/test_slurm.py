@@ -461,8 +461,8 @@ async def test_the_client_over_ssh_quotes_argv(cluster: SlurmCluster, tmp_path: 
         assert (r.rc, r.out) == (0, "|".join(words) + "|")
         assert not (srv.home / "pwned").exists()
         c = SlurmClient("test", runner)
-        spec = SubmitSpec(argv=["sleep", "30"], name="over ssh", cwd=str(cluster.root / "out"))
-        job = await c.submit(spec)
+        job_spec = SubmitSpec(argv=["sleep", "30"], name="over ssh", cwd=str(cluster.root / "out"))
+        job = await c.submit(job_spec)
         assert job.name == "over ssh" and job.user == "root"
         held = await c.hold(job.job_id)
         assert held.state in ("held", "running")
