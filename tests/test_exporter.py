@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -721,3 +722,73 @@ def test_snapshot_prometheus_is_one_scrape_promtool_accepts(agent_home: Path) ->
     )
     # promtool lints names and help; any complaint is printed and fails the check.
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+# ------------------------------------------------------------------- the Grafana dashboard
+
+DASHBOARD = ROOT / "dashboards" / "llmaos-fleet.json"
+
+
+def _exprs(dash: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for p in panels:
+            found.extend(t["expr"] for t in p.get("targets", []))
+            walk(p.get("panels", []))
+
+    walk(dash["panels"])
+    return found
+
+
+def _for_prometheus(expr: str) -> str:
+    """Grafana's variables as Grafana would fill them in: one host, or all of them."""
+    return expr.replace('host="$host"', 'host="local"').replace("$host", ".*")
+
+
+def test_the_dashboard_is_grafana_json_on_a_datasource_variable() -> None:
+    import re
+
+    from llmaos_tui.exporter import _Families
+
+    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dash["uid"] and dash["title"] and dash["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    exported = {f.name for f in _Families().all()} | {"llmaos_host_info"}
+    used: set[str] = set()
+    stack = list(dash["panels"])
+    while stack:
+        p = stack.pop()
+        stack.extend(p.get("panels", []))
+        if p["type"] == "row":
+            continue
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}", p["title"]
+            used.update(re.findall(r"llmaos_[a-z_]+", t["expr"]))
+    assert used <= exported, used - exported  # no misspelt metric
+    for name in ("llmaos_beta_fleet", "llmaos_core_load", "llmaos_gpu_utilization",
+                 "llmaos_gpu_memory_used_bytes", "llmaos_host_up"):  # fmt: skip
+        assert name in used
+    kinds = {p["type"] for p in dash["panels"]}
+    assert "heatmap" in kinds
+    assert any(p.get("repeat") == "host" for p in dash["panels"])  # a heat map per host
+
+
+@pytest.mark.integration
+def test_every_dashboard_query_parses_and_has_data_in_prometheus(served: Served) -> None:
+    prom = served.prom
+    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    prom.wait_for('llmaos_gpu_utilization{host="local"}')
+    for expr in _exprs(dash):
+        query = _for_prometheus(expr)
+        if "llmaos_containers" in query and served.box_containers == 0:
+            prom.query(query)  # parses; no host here has a Docker engine to count
+            continue
+        prom.wait_for(query, timeout=60)
+    label_query = dash["templating"]["list"][1]["definition"]  # label_values(METRIC, LABEL)
+    metric, _, name = label_query.removeprefix("label_values(").rstrip(")").partition(", ")
+    hosts = prom.api(f"label/{name}/values", **{"match[]": metric})
+    assert "local" in hosts and "gone" in hosts
