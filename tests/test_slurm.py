@@ -253,6 +253,8 @@ def test_submit_and_list_map_every_state(console: Console, tmp_path: Path) -> No
     held = con.job_of("--name", "held", "--", "true")
     cancelled = con.job_of("--name", "gone", "--", "true")
     assert con.run("hold", held).returncode == 0
+    # A job just submitted says "None" until the scheduler has looked at it.
+    wait(lambda: con.jobs()[queued]["reason"] in ("Priority", "Resources"), "a queue reason")
     out = con.run("cancel", cancelled)
     assert out.returncode == 0, out.stderr
     assert "cancelled" in out.stdout
