@@ -254,9 +254,11 @@ class HostScreen(Screen[None]):
         )
         reason = h.hello.caps.nvml_reason if h.hello else None
         self.query_one(GpuPanel).update_gpus(s.gpus if s else [], reason, h.procs)
+        table = self.query_one(ProcessTable)
+        table.update_gpus(s.gpus if s else [])  # the GPU% column's shares, every sample
         if h.procs_version != self._procs_version:
             self._procs_version = h.procs_version
-            self.query_one(ProcessTable).update_procs(h.procs, h.mem_total, cores)
+            table.update_procs(h.procs, h.mem_total, cores)
 
     # ------------------------------------------------------------- actions
 
@@ -351,6 +353,14 @@ class HostScreen(Screen[None]):
                 )
 
         self.app.push_screen(ChoiceScreen(f"Signal for pid {p.pid} ({p.name})", SIGNALS), picked)
+
+    def on_process_table_detail_asked(self, event: ProcessTable.DetailAsked) -> None:
+        # Imported here: the detail screen imports this module for the actions' limits.
+        from llmaos_tui.screens.proc_detail import OpenProcDetail  # noqa: PLC0415
+
+        event.stop()
+        p = event.proc
+        self.app.post_message(OpenProcDetail(self.host.name, p.pid, p.create_time))
 
     def action_requests(self) -> None:
         self.app.post_message(OpenRequests(self.host.name))
