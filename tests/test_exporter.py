@@ -73,6 +73,7 @@ from tests.nvml_standin import two_gpus
 from tests.prometheus_server import PrometheusServer, free_port, prometheus_available
 
 T = TypeVar("T")
+CPUS = psutil.cpu_count() or 1
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = 'evil"} 1\nllmaos_host_up{host="forged"} 1\n\x1b]0;pwned\x07\u202e' + "x" * 300
 """A host name that would inject a series, retitle a terminal and reverse text, were it
@@ -445,14 +446,14 @@ def test_cores_and_memory_are_this_machines(served: Served) -> None:
     prom = served.prom
     prom.wait_for('llmaos_core_load{host="local"}')
     cores = prom.query('llmaos_core_load{host="local"}')
-    assert sorted(int(s["metric"]["core"]) for s in cores) == list(range(psutil.cpu_count()))
+    assert sorted(int(s["metric"]["core"]) for s in cores) == list(range(CPUS))
     assert all(0.0 <= float(s["value"][1]) <= 1.0 for s in cores)
     assert len(prom.query("llmaos_core_load > 1 or llmaos_core_load < 0")) == 0
     total = _by(prom, "llmaos_memory_total_bytes", "host")
     assert total["local"] == psutil.virtual_memory().total
     used = _by(prom, "llmaos_memory_used_bytes", "host")
     assert 0 < used["local"] <= total["local"]
-    assert _by(prom, "llmaos_cores", "host")["local"] == psutil.cpu_count()
+    assert _by(prom, "llmaos_cores", "host")["local"] == CPUS
 
 
 @pytest.mark.integration
@@ -480,7 +481,7 @@ def test_beta_per_host_and_for_the_fleet(served: Served) -> None:
     prom.wait_for('llmaos_beta_gpu{host="local"}')
     # Two GPUs at 37 % and 100 %: |0.37 - 0.685| + |1 - 0.685| = 0.63, over 1.37.
     assert _by(prom, "llmaos_beta_gpu", "host")["local"] == pytest.approx(0.63 / 1.37)
-    n = psutil.cpu_count()
+    n = CPUS
     for b in _by(prom, "llmaos_beta_cpu", "host").values():
         assert 0.0 <= b <= 2 * (n - 1) / n + 1e-9
     # The fleet's beta from the same scrape's cores and busy cores, by DESIGN.md's formula.
@@ -540,7 +541,7 @@ def test_the_agents_own_cost(served: Served) -> None:
     real = psutil.Process(served.daemon_pid).memory_info().rss
     assert real / 2 < rss < real * 2
     cpu = _by(prom, "llmaos_agent_cpu_cores", "host")["local"]
-    assert 0.0 <= cpu <= psutil.cpu_count()
+    assert 0.0 <= cpu <= CPUS
 
 
 @pytest.mark.integration
@@ -570,11 +571,12 @@ def test_a_testbed_host_over_ssh_with_its_containers(served: Served) -> None:
     need(served.box is not None, served.box_why)
     need(not served.box_why, served.box_why)
     prom, box = served.prom, served.box
+    assert box is not None
     _wait_all(prom, f'llmaos_host_up{{host="{box}"}} == 1', 1)
     info = prom.wait_for(f'llmaos_host_info{{host="{box}"}}')
     assert info[0]["metric"]["hostname"] == box  # its own agent, in its own namespace
     cores = prom.wait_for(f'llmaos_core_load{{host="{box}"}}')
-    assert len(cores) == psutil.cpu_count()
+    assert len(cores) == CPUS
     assert _by(prom, "llmaos_memory_total_bytes", "host")[box] == psutil.virtual_memory().total
     prom.wait_for(f'llmaos_containers{{host="{box}",state="created"}} == 1')
     states = _by(prom, f'llmaos_containers{{host="{box}"}}', "state")
@@ -707,7 +709,7 @@ def test_snapshot_prometheus_is_one_scrape_promtool_accepts(agent_home: Path) ->
     assert 'llmaos_host_up{host="local"} 1.0' in text
     total = _value(text, "llmaos_memory_total_bytes", host="local")
     assert total == psutil.virtual_memory().total
-    assert text.count('llmaos_core_load{core="') == psutil.cpu_count()
+    assert text.count('llmaos_core_load{core="') == CPUS
     assert "process_" not in text  # the textfile collector refuses names of its own
     promtool = shutil.which("promtool")
     need(promtool is not None, "promtool missing (apt-get install prometheus)")
