@@ -9,6 +9,11 @@ the session came up and died at once, is followed by the backoff's wait
 (:mod:`llmaos_tui.fleet.backoff`); the host's reason counts it down. A refused
 login or host key (:class:`~llmaos_tui.fleet.link.AuthRefused`) is not retried at
 all until :meth:`HostWatcher.retry_now`, which also cuts any wait short.
+
+Whether the host's samples carry its process table is the console's choice
+(:meth:`HostWatcher.want_procs`, ``procs.watch`` on the wire): a host whose processes no
+screen or plan reads costs its figures alone. Every new connection starts with them on,
+so the choice is sent again after each reconnect; an agent without the call keeps them on.
 """
 
 from __future__ import annotations
@@ -21,18 +26,21 @@ from collections.abc import Callable
 from typing import Any
 
 from msgspec import Struct
+from msgspec.structs import replace
 
 from llmaos_agent.protocol import (
+    METHOD_NOT_FOUND,
     ContainerDelta,
     Hello,
     History,
     Notification,
+    ProcWatch,
     RequestDelta,
     Sample,
 )
 from llmaos_tui.fleet.backoff import Backoff
 from llmaos_tui.fleet.link import AuthRefused, Link, LinkDown, Transport, reap
-from llmaos_tui.fleet.session import AgentSession
+from llmaos_tui.fleet.session import AgentSession, CallError
 from llmaos_tui.fleet.state import HostState, HostStatus
 
 __all__ = ["RETRY_HINT", "Backoff", "HostWatcher"]
@@ -63,6 +71,15 @@ class HostWatcher:
         """Attempts made so far (opens begun), for tests and diagnostics."""
         self._retry = asyncio.Event()
         self._waiting = False
+        self.procs_wanted = True
+        """Whether the console wants this host's process table (:meth:`want_procs`)."""
+        self.procs_samples = 0
+        """Samples that came with a process table (full or changes): what the wire carried."""
+        self.procs_watch_unsupported = False
+        """The agent answered METHOD_NOT_FOUND to ``procs.watch``: its table stays on."""
+        self._told: bool = True  # what this session's agent holds (a new client: on)
+        self._await_full = False  # turned on again: changes before the full table are stale
+        self._procs_task: asyncio.Task[None] | None = None
         state.target = link.target
         link.on_phase = self._phase
 
@@ -81,6 +98,54 @@ class HostWatcher:
             return False
         self._retry.set()
         return True
+
+    def want_procs(self, on: bool) -> None:
+        """Have this host's samples carry its process table, or not. Off, the table held
+        is emptied as soon as the agent has heard it (no stale rows; those sent before
+        then are applied as they come, so an agent without the call keeps a whole table);
+        on again, it fills from the agent's next full table. Sent to the agent when up,
+        and after every reconnect; call it on the watcher's loop."""
+        if on == self.procs_wanted:
+            return
+        self.procs_wanted = on
+        if not on and self.session is None:
+            self._clear_procs()
+        self._sync_procs()
+
+    def _clear_procs(self) -> None:
+        if self.state.procs:
+            self.state.procs.clear()
+            self.state.procs_version += 1
+            self.notify(self.state)
+
+    def _sync_procs(self) -> None:
+        session = self.session
+        if session is None or self.procs_watch_unsupported or self._told == self.procs_wanted:
+            return
+        if self._procs_task is None or self._procs_task.done():
+            self._procs_task = asyncio.ensure_future(self._tell_procs(session))
+
+    async def _tell_procs(self, session: AgentSession) -> None:
+        """Tell the agent until it holds what is wanted (the wish may change meanwhile)."""
+        while self.session is session and self._told != self.procs_wanted:
+            on = self.procs_wanted
+            # Its next table is a full one; changes before it are to a table not held.
+            self._await_full = on
+            try:
+                await session.call("procs.watch", ProcWatch(on=on))
+            except CallError as exc:
+                self._await_full = False
+                if exc.code == METHOD_NOT_FOUND:  # an older agent: always on, said nowhere
+                    self.procs_watch_unsupported = True
+                else:
+                    self.state.warnings.append(f"procs.watch: {exc}")
+                return
+            except LinkDown:  # the session ended: the next one is told at its start
+                return
+            self._told = on
+            if not on and not self.procs_wanted:
+                # The stream is ordered: every table it sent before this answer is in.
+                self._clear_procs()
 
     async def run(self) -> None:
         """Forever: the caller cancels it (the console quitting)."""
@@ -178,6 +243,13 @@ class HostWatcher:
                 return reader.result()
             handshake.result()
             self.session = session
+            # A new client of the agent gets the table, a full one first.
+            self._told, self._await_full = True, False
+            self.procs_watch_unsupported = False  # the host may have been upgraded
+            if self._procs_task is not None:
+                self._procs_task.cancel()  # the last session's: it tells no one now
+                self._procs_task = None
+            self._sync_procs()
             self.backoff.up()
             self._set(HostStatus.UP)
             stale = asyncio.ensure_future(
@@ -215,7 +287,7 @@ class HostWatcher:
     def _on_notification(self, msg: Notification) -> None:
         st = self.state
         if isinstance(msg.params, Sample):
-            st.on_sample(msg.params)
+            st.on_sample(self._procs_of(msg.params))
             if st.status is HostStatus.STALE:
                 st.set_status(HostStatus.UP)
             self.notify(st)
@@ -233,6 +305,19 @@ class HostWatcher:
                 self.notify(st)
         elif isinstance(msg.params, Hello):
             st.warnings.append("a second hello in one session")
+
+    def _procs_of(self, s: Sample) -> Sample:
+        """The sample as the table held takes it: without its processes while they are
+        changes to a table emptied since (the agent told to send again, its full table
+        not in yet)."""
+        if s.procs is None:
+            return s
+        self.procs_samples += 1
+        if self._await_full and not s.procs.full:
+            return replace(s, procs=None)
+        if s.procs.full:
+            self._await_full = False
+        return s
 
     def _set(self, status: HostStatus, reason: str = "") -> None:
         self.state.set_status(status, reason)
