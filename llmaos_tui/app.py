@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
+import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -29,17 +31,20 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker
 
 from llmaos_agent.protocol import (
+    NOT_FOUND,
     Change,
     ContainerLog,
     ContainerLogQuery,
     LogChunk,
     LogQuery,
+    ProcDetailQuery,
     RequestInfo,
 )
+from llmaos_agent.protocol import ProcDetail as ProcAnswer
 from llmaos_agent.safetext import clean
 from llmaos_tui import settings as saved_settings
 from llmaos_tui import theming
@@ -54,7 +59,7 @@ from llmaos_tui.screens.fleet import FleetScreen, link_facts
 from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.keys import KeysScreen
-from llmaos_tui.screens.plan import OpenPlan
+from llmaos_tui.screens.plan import OpenPlan, PlanScreen
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.host_table import HostTable
 from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
@@ -62,6 +67,7 @@ from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
 # Imported where first used, not here: not needed to draw the first screen (asyncssh
 # alone, under the SSH link and the engine pool, took longer to import than Textual).
 if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container move
+    from llmaos_tui.exporter import Listen, MetricsServer
     from llmaos_tui.fleet.ssh import HostKeyQuestion
     from llmaos_tui.ops.container_move import Progress
     from llmaos_tui.ops.docker_forward import Engine
@@ -74,6 +80,8 @@ if TYPE_CHECKING:  # the docker SDK is optional: loaded on the first container m
         MovePlanQuery,
         MoveTargetsQuery,
     )
+    from llmaos_tui.screens.proc_detail import OpenProcDetail, ProcDetailScreen
+    from llmaos_tui.screens.proc_detail_model import ProcDetail
     from llmaos_tui.screens.requests import OpenLog
 
 COALESCE_S = 0.05
@@ -85,12 +93,48 @@ p99 under 250 ms with 200 hosts drawn, at about 22-24% of a core (250 ms: p99 ab
 320 ms at 17-18%; docs/BENCHMARKS.md)."""
 CONTAINER_CALL_TIMEOUT = 60.0  # a stop or restart waits out the container's grace first
 RECOVER_WAIT_S = 60.0  # how long unfinished moves wait for their hosts to come up
+DETAIL_EVERY_S = 2.0
+"""A process's detail is asked again at most this often while its screen is on top (a
+``proc.detail`` reads a dozen /proc files on the host; the sample itself every second)."""
+DETAIL_POINTS = 300
+"""Points of a detail screen's CPU and memory graphs (one per process pass)."""
 
 
 class HostChanged(Message):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
+
+
+class ProcDetailReady(Message):
+    """A process's detail came (from a worker): the app pushes its screen."""
+
+    def __init__(self, view: DetailView) -> None:
+        super().__init__()
+        self.view = view
+
+
+@dataclasses.dataclass
+class DetailView:
+    """The open detail screen's process and what the app keeps for it: its CPU and RSS
+    history, from the host's process table since the screen opened (the console keeps no
+    per-process history), and when ``proc.detail`` was last asked."""
+
+    host: str
+    pid: int
+    create_time: float
+    detail: ProcDetail
+    screen: ProcDetailScreen | None = None
+    cpu: deque[float | None] = dataclasses.field(default_factory=lambda: deque(maxlen=DETAIL_POINTS))
+    mem: deque[float | None] = dataclasses.field(default_factory=lambda: deque(maxlen=DETAIL_POINTS))
+    procs_version: int = -1
+    asked: float = 0.0  # time.monotonic() of the last call
+    asking: bool = False
+
+    def with_history(self) -> ProcDetail:
+        return dataclasses.replace(
+            self.detail, cpu_history=tuple(self.cpu), mem_history=tuple(self.mem)
+        )
 
 
 class TrustRequest(Message):
@@ -132,8 +176,11 @@ class LlmaosApp(PlanActions):
         journal: MoveJournal | None = None,
         settings_path: Path | None = None,
         screenshot_dir: Path | None = None,
+        metrics: Listen | None = None,
     ) -> None:
         super().__init__()
+        self._metrics_listen = metrics
+        self._metrics: MetricsServer | None = None
         self.audit = audit or AuditLog()
         # Beside the audit log (both in the state directory by default).
         self.read_only = read_only
@@ -169,7 +216,9 @@ class LlmaosApp(PlanActions):
         self._flush_scheduled = False
         self._link_workers: list[Worker[None]] = []
         self._hosts_changed = asyncio.Event()  # set on every host's news (recovery waits)
+        self._trust_waiting: list[TrustRequest] = []  # the first one is on screen
         self._first_drawn: set[str] = set()  # hosts whose first processes were drawn
+        self._detail: DetailView | None = None  # the last process detail opened
 
     @property
     def engines(self) -> EnginePool:
@@ -220,6 +269,8 @@ class LlmaosApp(PlanActions):
         self.theme = self._theme_name
         if self._keymap:
             self.set_keymap(self._keymap)
+        # Which hosts stream their processes follows the screen on top.
+        self.screen_change_signal.subscribe(self, self._screen_changed)
         fleet = FleetScreen(self.fleet, link_facts(w.link for w in self.watchers))
         self.push_screen(fleet)
         self._unrestored.add(fleet)
@@ -238,6 +289,27 @@ class LlmaosApp(PlanActions):
         self.call_after_refresh(self._start_recovery)
         for err in self.config_errors:
             self.notify(err, severity="warning", timeout=10)
+        if self._metrics_listen is not None:
+            self._start_metrics(self._metrics_listen)
+
+    def _start_metrics(self, listen: Listen) -> None:
+        """Serve the fleet's figures for Prometheus (``--metrics``), read on this loop."""
+        # prometheus_client only for a console that serves (start-up, docs/BENCHMARKS.md).
+        from llmaos_tui.exporter import MetricsServer, public_warning  # noqa: PLC0415
+
+        server = MetricsServer(self.fleet, listen, asyncio.get_running_loop())
+        try:
+            server.start()
+        except OSError as exc:
+            self.notify(
+                f"metrics: cannot listen on {listen}: {exc.strerror or exc}",
+                severity="error", timeout=15,
+            )  # fmt: skip
+            return
+        self._metrics = server
+        warning = public_warning(listen)
+        if warning is not None:
+            self.notify(f"metrics: {warning}", severity="warning", timeout=15)
 
     async def on_unmount(self) -> None:
         self._remember()
@@ -248,6 +320,8 @@ class LlmaosApp(PlanActions):
             await asyncio.wait_for(waits, 5.0)
         if self._moves is not None:
             await self._moves.aclose()
+        if self._metrics is not None:
+            await self._metrics.aclose()
 
     def notify(
         self,
@@ -276,17 +350,34 @@ class LlmaosApp(PlanActions):
         return await answer
 
     def on_trust_request(self, request: TrustRequest) -> None:
+        # One dialog at a time, in the order asked: a question that came while the
+        # operator reads another must not come up under the key they press for that one.
+        self._trust_waiting.append(request)
+        if len(self._trust_waiting) == 1:
+            self._ask_next_trust()
+
+    def _ask_next_trust(self) -> None:
         from llmaos_tui.screens.trust import TrustScreen  # noqa: PLC0415
 
+        waiting = self._trust_waiting
+        while waiting and waiting[0].answer.done():  # its link stopped asking (quitting)
+            waiting.pop(0)
+        if not waiting:
+            return
+        request = waiting[0]
         q = request.question
 
-        def answered(trusted: bool | None) -> None:
+        def answered(trusted: bool) -> None:
+            # Heard once: on a key, or as a refusal when the dialog went away unanswered.
             if not request.answer.done():
-                request.answer.set_result(bool(trusted))
+                request.answer.set_result(trusted)
+            waiting.pop(0)
+            self.call_later(self._ask_next_trust)  # once this dialog is off the stack
 
         self.push_screen(
-            TrustScreen(q.name, q.target, q.key_type, q.fingerprint, q.known_hosts),
-            callback=answered,
+            TrustScreen(
+                q.name, q.target, q.key_type, q.fingerprint, q.known_hosts, on_answer=answered
+            )
         )
 
     def _tick(self) -> None:
@@ -298,9 +389,18 @@ class LlmaosApp(PlanActions):
     # ------------------------------------------------------------- updates
 
     def _host_changed(self, host: HostState) -> None:
-        # Called from the watchers (workers, on the app's loop): post, never touch widgets.
+        # Called from the watchers (workers, on the app's loop), which never touch widgets.
+        # A message per sample was 11% of the console's time at 1,000 hosts (bench/
+        # fleet_scale.py): a sample only marks its host and arms the one coalescing timer.
+        # The first processes of the host on screen go as a message: its handler draws.
         self._hosts_changed.set()
-        self.post_message(HostChanged(host.name))
+        screen = self.screen_stack[-1] if self.screen_stack else None
+        first = host.procs and host.name not in self._first_drawn
+        if first and isinstance(screen, HostScreen) and screen.host is host:
+            self.post_message(HostChanged(host.name))
+            return
+        self._dirty.add(host.name)
+        self._schedule_flush()
 
     def on_host_changed(self, message: HostChanged) -> None:
         self._dirty.add(message.name)
@@ -309,6 +409,9 @@ class LlmaosApp(PlanActions):
             # timer below would have gathered with it.
             self._draw_dirty()
             return
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             fleet_view = self.screen_stack and isinstance(self.screen, FleetScreen)
@@ -343,6 +446,9 @@ class LlmaosApp(PlanActions):
         elif isinstance(screen, HostScreen):
             if screen.host.name in dirty:
                 screen.refresh_host()
+        elif self._detail is not None and self._detail.screen is screen:
+            if self._detail.host in dirty:
+                self._detail_sample(self._detail)
         else:
             from llmaos_tui.screens.containers import ContainersScreen  # noqa: PLC0415
             from llmaos_tui.screens.requests import RequestsScreen  # noqa: PLC0415

@@ -110,7 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     plain = _plain_console(sys.argv[1:] if argv is None else argv)
     if plain is not None:
         return plain
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.cmd == "snapshot":
+        if args.json and args.format not in (None, "json"):
+            p.error("snapshot: --json and --format prometheus are two formats; give one")
+        if not args.json and args.format is None:
+            p.error("snapshot: say --json or --format json|prometheus")
     for name in APPENDED:
         setattr(args, name, [*getattr(args, name), *vars(args).pop(f"sub_{name}", [])])
     return args
@@ -147,6 +153,9 @@ def _plain_console(argv: list[str]) -> argparse.Namespace | None:
 def _top_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--theme", help="theme name (llmaos-dark, llmaos-light, textual-dark, ...)")
     p.add_argument("--read-only", action="store_true", help="refuse every change")
+    from llmaos_tui.cli_metrics import add_console_options  # noqa: PLC0415 (stdlib only)
+
+    add_console_options(p)
     _common(p, top=True)
 
 
@@ -159,7 +168,11 @@ def parser() -> argparse.ArgumentParser:
     _top_options(p)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     snap = sub.add_parser("snapshot", help="print one snapshot of the fleet and exit")
-    snap.add_argument("--json", action="store_true", required=True, help="as JSON (required)")
+    snap.add_argument("--json", action="store_true", help="as JSON (or --format)")
+    from llmaos_tui.cli_metrics import add_arguments as add_metrics  # noqa: PLC0415
+    from llmaos_tui.cli_metrics import add_snapshot_format  # noqa: PLC0415
+
+    add_snapshot_format(snap)
     snap.add_argument(
         "--timeout", type=seconds, default=15.0, help="seconds to wait for hosts (default 15)"
     )
@@ -181,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--cwd", help="working directory on the host")
     sb.add_argument("--shell", action="store_true", help="run COMMAND through the host's shell")
     sb.add_argument("--json", action="store_true", help="print the request as JSON")
+    sb.add_argument(
+        "--slurm", metavar="CLUSTER",
+        help="submit with sbatch to this Slurm cluster of the hosts file ([slurm.CLUSTER])",
+    )  # fmt: skip
     sb.add_argument("argv", nargs="+", metavar="-- COMMAND", help="what to run")
     _common(sb)
 
@@ -224,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, _common)
     add_plan(sub, _common)
+    add_metrics(sub, _common)
     return p
 
 
@@ -314,10 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     except InventoryError as exc:
         print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
         return 2
-    if not links and args.cmd != "plan":  # a plan from a snapshot needs no host
+    # A plan from a snapshot needs no host; the request commands may act on the hosts
+    # file's Slurm clusters alone (cli_requests says "no host" when there is nothing).
+    if not links and args.cmd != "plan" and args.cmd not in REQUEST_COMMANDS:
         print(f"llmaos-tui: {NO_HOSTS}", file=sys.stderr)
         return 2
     if args.cmd == "snapshot":
+        if args.format == "prometheus":
+            from llmaos_tui.cli_metrics import run_snapshot  # noqa: PLC0415
+
+            return asyncio.run(run_snapshot(args, links))
         print(json.dumps(asyncio.run(snapshot(links, args.timeout)), indent=2))
         return 0
     runner = _headless(args.cmd)
@@ -347,18 +371,25 @@ def _headless(cmd: str | None) -> Runner | None:
         from llmaos_tui.cli_containers import run_containers  # noqa: PLC0415
 
         return run_containers
+    if cmd == "metrics":
+        from llmaos_tui.cli_metrics import run as run_metrics  # noqa: PLC0415
+
+        return run_metrics
     return None
 
 
 def run_app(args: argparse.Namespace, links: list[Link]) -> int:
     # Textual is imported only to run the UI (headless commands must not pay for it).
     from llmaos_tui.app import LlmaosApp  # noqa: PLC0415
+    from llmaos_tui.cli_metrics import console_listen  # noqa: PLC0415
     from llmaos_tui.screens.keys import load_keys  # noqa: PLC0415
 
+    metrics = console_listen(args)  # a bad address: exit 2 before the UI starts
     keys = load_keys(LlmaosApp)
     app = LlmaosApp(
         links, theme=args.theme, read_only=args.read_only, keymap=keys.keymap,
         settings_path=LlmaosApp.default_settings_path(),
+        metrics=metrics,
     )  # fmt: skip
     for problem in keys.problems:  # on the terminal after the console, and in it at start
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)

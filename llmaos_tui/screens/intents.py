@@ -28,3 +28,14 @@ class OpenRequests(Message):
     def __init__(self, host: str | None) -> None:
         super().__init__()
         self.host = host
+
+
+class OpenProcDetail(Message):
+    """Ask the app to open the detail of one process (the host screen's Enter): it calls
+    ``proc.detail`` and pushes :class:`ProcDetailScreen` with the answer."""
+
+    def __init__(self, host: str, pid: int, create_time: float) -> None:
+        super().__init__()
+        self.host = host
+        self.pid = pid
+        self.create_time = create_time

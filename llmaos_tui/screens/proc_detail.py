@@ -35,6 +35,7 @@ from llmaos_agent.safetext import clean
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.host import NICE_MAX, NICE_MIN, SIGNALS, parse_cpulist
 from llmaos_tui.screens.intents import ChangeIntent
+from llmaos_tui.screens.intents import OpenProcDetail as OpenProcDetail  # noqa: PLC0414 (re-exported)
 from llmaos_tui.screens.proc_detail_model import ProcDetail, started, state_words
 from llmaos_tui.widgets.graph import Graph, Series
 from llmaos_tui.widgets.key_footer import KeyFooter
@@ -44,17 +45,6 @@ LABEL_W = 10
 """The labels' column: "Open files"."""
 MEM_MIN_TOP = 1 << 20
 """The least top of the memory graph (1 MiB): a tiny process still draws a scale."""
-
-
-class OpenProcDetail(Message):
-    """Ask the app to open the detail of one process (the host screen's Enter): it calls
-    ``proc.detail`` and pushes :class:`ProcDetailScreen` with the answer."""
-
-    def __init__(self, host: str, pid: int, create_time: float) -> None:
-        super().__init__()
-        self.host = host
-        self.pid = pid
-        self.create_time = create_time
 
 
 class RefreshProcDetail(Message):
