@@ -489,7 +489,7 @@ class ProcessTable(SafeTable):
         old_prefix = self.prefix
         want, order = self._wanted()
         selected = self._selected_pid()
-        if selected is not None and selected not in want:
+        if order is not None and selected is not None and selected not in want:
             selected = self._collapsed_above(selected, want)
         for pid in [pid for pid in self._shown if pid not in want]:
             self.remove_row(str(pid))
