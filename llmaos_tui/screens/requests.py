@@ -14,6 +14,12 @@ the log with ``safe_log`` (control characters as escapes, never markup). A host 
 agent says its queue is unavailable (hello caps) is named, with the reason, under the
 title.
 
+Slurm clusters of the hosts file show their jobs here too, under the host label
+``slurm:NAME`` (ids ``slurm:NAME:JOBID``): the app polls each cluster while this screen is
+open and gives the rows to :meth:`RequestsScreen.refresh_slurm`; the same keys act on them
+(the app routes an intent whose host is ``slurm:...`` to Slurm's commands). A cluster that
+cannot be read is named, with Slurm's or the link's words, under the title.
+
 Ages keep counting between the agents' notifications: once a second the rows are given
 to the table again with a fresh clock, and the table redraws only the AGE cells that
 moved (the same only-changed-cells path as a queue change).
@@ -24,7 +30,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from rich.text import Text
@@ -55,8 +61,23 @@ from llmaos_tui.widgets.text import ago, safe, safe_log
 
 PRIORITY_STEP = 10
 """What ``+`` and ``-`` add: one nice step for a running request (DESIGN: 10 per step)."""
+SLURM_HOST = "slurm:"
+"""The host label of a Slurm cluster's rows (``slurm:NAME``); no inventory host has a
+``:`` in its name, so the label cannot be taken by a host."""
 WAITING = ("queued", "held")
 ORDER = {"running": 0, "queued": 1, "held": 2}
+
+
+class SlurmRow(NamedTuple):
+    """One job of a Slurm cluster as this screen draws it: the job as a request record
+    (its owner the Slurm user, its reason where it runs or why it waits) and its nodes."""
+
+    info: RequestInfo
+    nodes: int
+
+
+def is_slurm_host(host: str) -> bool:
+    return host.startswith(SLURM_HOST)
 
 
 def queue_notes(hosts: Iterable[HostState]) -> list[str]:
@@ -76,17 +97,22 @@ def _sort_key(r: RequestInfo) -> tuple[int, int, int, float]:
     return (3, 0, 0, -(r.ended or 0.0))
 
 
-def _cells(host: str, r: RequestInfo, now: float) -> tuple[list[str], Sequence[Any], Sequence[Any]]:
-    """(the words the filter looks in, the cells, the values to sort by) of a row."""
-    since = r.started if r.state == "running" else r.submitted
-    words = [host, r.id, r.state, r.name, r.reason]
+def _cells(
+    host: str, r: RequestInfo, now: float, nodes: int | None = None
+) -> tuple[list[str], Sequence[Any], Sequence[Any]]:
+    """(the words the filter looks in, the cells, the values to sort by) of a row;
+    ``nodes`` only for a Slurm job (an agent's request runs on its host)."""
+    # A Slurm job's age counts from its submission (squeue gives no start here).
+    since = r.started if r.state == "running" and r.started else r.submitted
+    words = [host, r.id, r.state, r.name, r.owner, r.reason]
     cells = (
-        host, r.id, r.state, Text(str(r.priority), justify="right"),
+        host, r.id, r.state, r.name, r.owner, Text(str(r.priority), justify="right"),
         Text(str(r.cpus), justify="right"), Text(str(r.gpus), justify="right"),
-        r.name, ago(since, now), r.reason,
+        Text("" if nodes is None else str(nodes), justify="right"), ago(since, now), r.reason,
     )  # fmt: skip
     age = now - since if since else None
-    sort = (host, r.id, r.state, r.priority, r.cpus, r.gpus, r.name, age, r.reason)
+    sort = (host, r.id, r.state, r.name, r.owner, r.priority, r.cpus, r.gpus, nodes, age,
+            r.reason)  # fmt: skip
     return words, cells, sort
 
 
@@ -114,10 +140,13 @@ class RequestsScreen(Screen[None]):
     RequestsScreen #queue-note { height: auto; padding: 0 1; color: $warning; display: none; }
     RequestsScreen #queue-note.-shown { display: block; }
     """
+    # id, state and name first: at 80 columns they stay in view beside a Slurm cluster's
+    # host label and ids (``slurm:NAME``, ``slurm:NAME:JOBID``); the numbers follow.
     COLUMNS = (
-        Col("HOST", "HOST"), Col("ID", "ID"), Col("STATE", "STATE"),
-        Col("PRIO", "PRIO", numeric=True), Col("CPUS", "CPUS", numeric=True),
-        Col("GPUS", "GPUS", numeric=True), Col("NAME", "NAME"), Col("AGE", "AGE", numeric=True),
+        Col("HOST", "HOST"), Col("ID", "ID"), Col("STATE", "STATE"), Col("NAME", "NAME"),
+        Col("USER", "USER"), Col("PRIO", "PRIO", numeric=True),
+        Col("CPUS", "CPUS", numeric=True), Col("GPUS", "GPUS", numeric=True),
+        Col("NODES", "NODES", numeric=True), Col("AGE", "AGE", numeric=True),
         Col("WHERE / WHY", "WHERE / WHY"),
     )  # fmt: skip
 
@@ -128,6 +157,9 @@ class RequestsScreen(Screen[None]):
         self.read_only = read_only
         self._rows: list[tuple[str, RequestInfo]] = []
         self._versions: tuple[int, ...] = ()
+        # Each Slurm cluster's last rows and why it could not be read ("" when it could).
+        self._slurm: dict[str, tuple[list[SlurmRow], str]] = {}
+        self._job_nodes: dict[str, int] = {}  # a Slurm job's nodes, by its id
         # Priorities asked for but not yet reported back: a second + before the agent's
         # answer arrives builds on the first, not on the stale row.
         self._asked: dict[str, int] = {}
@@ -147,6 +179,18 @@ class RequestsScreen(Screen[None]):
         self.query_one(SyncedTable).focus()
         self.set_interval(self.AGE_TICK_S, self.tick_ages, name="request ages")
 
+    # The app polls the Slurm clusters only while this screen is on top (each poll runs
+    # squeue on a login host): it is told here, to the app itself (a screen that is going
+    # away cannot forward a message).
+    def on_screen_resume(self) -> None:
+        self.app.post_message(RequestsShown(True))
+
+    def on_screen_suspend(self) -> None:
+        self.app.post_message(RequestsShown(False))
+
+    def on_unmount(self) -> None:
+        self.app.post_message(RequestsShown(False))
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in self.CHANGES and self.read_only)
 
@@ -155,6 +199,24 @@ class RequestsScreen(Screen[None]):
     def _hosts(self) -> list[str]:
         return [self.host] if self.host else list(self.fleet.hosts)
 
+    def refresh_slurm(self, cluster: str, rows: Sequence[SlurmRow] | None, error: str = "") -> None:
+        """A Slurm cluster's jobs (None with ``error``: it could not be read, and the rows
+        shown last stay, as the agents' do while a link is down)."""
+        kept = self._slurm.get(cluster, ([], ""))[0]
+        self._slurm[cluster] = (kept if rows is None else list(rows), error)
+        self.refresh_requests(force=True)
+
+    def _slurm_rows(self) -> list[tuple[str, RequestInfo]]:
+        out = []
+        for cluster, (rows, _) in self._slurm.items():
+            host = f"{SLURM_HOST}{cluster}"
+            if self.host is not None and self.host != host:
+                continue
+            for row in rows:
+                self._job_nodes[row.info.id] = row.nodes
+                out.append((host, row.info))
+        return out
+
     def refresh_requests(self, force: bool = False) -> None:
         hosts = [self.fleet.hosts[h] for h in self._hosts() if h in self.fleet.hosts]
         versions = tuple(h.requests_version for h in hosts)
@@ -162,23 +224,30 @@ class RequestsScreen(Screen[None]):
             return
         self._versions = versions
         rows = [(h.name, r) for h in hosts for r in h.requests.values()]
+        self._job_nodes = {}
+        rows += self._slurm_rows()
         for _, r in rows:
             if self._asked.get(r.id) == r.priority:
                 del self._asked[r.id]
         rows.sort(key=lambda hr: _sort_key(hr[1]))
         now = self.clock()
-        cells = {f"{h}/{r.id}": _cells(h, r, now) for h, r in rows}
+        cells = {f"{h}/{r.id}": _cells(h, r, now, self._job_nodes.get(r.id)) for h, r in rows}
         shown = [(h, r) for h, r in rows if words_match(self.needle, cells[f"{h}/{r.id}"][0])]
         self._rows = shown
         waiting = sum(r.state in WAITING for _, r in rows)
         running = sum(r.state == "running" for _, r in rows)
+        clusters = [c for c in self._slurm if self.host in (None, f"{SLURM_HOST}{c}")]
         where = self.host or f"all {len(hosts)} hosts"
+        if clusters and self.host is None:
+            where += f" and Slurm {', '.join(clusters)}"
         ro = " · read-only" if self.read_only else ""
         flt = f" · {len(shown)} shown" if self.needle else ""
         self.query_one("#title", Static).update(
             safe(f"Requests on {where} · {running} running, {waiting} waiting{flt}{ro}")
         )
-        notes = queue_notes(hosts)
+        notes = queue_notes(hosts) + [
+            f"{SLURM_HOST}{c}: {self._slurm[c][1]}" for c in clusters if self._slurm[c][1]
+        ]
         note = self.query_one("#queue-note", Static)
         note.update(safe("; ".join(notes)))
         note.set_class(bool(notes), "-shown")
@@ -191,7 +260,8 @@ class RequestsScreen(Screen[None]):
         only those are redrawn (and the rows move only when the table is sorted by age)."""
         now = self.clock()
         self.query_one(SyncedTable).sync(
-            Row(f"{h}/{r.id}", *_cells(h, r, now)[1:]) for h, r in self._rows
+            Row(f"{h}/{r.id}", *_cells(h, r, now, self._job_nodes.get(r.id))[1:])
+            for h, r in self._rows
         )
 
     def _selected_key(self) -> str | None:
@@ -216,7 +286,11 @@ class RequestsScreen(Screen[None]):
             return
         host, r = sel
         base = self._asked.get(r.id, r.priority)
-        new = max(-1000, min(1000, base + sign * PRIORITY_STEP))
+        if is_slurm_host(host):
+            # Slurm's priorities are its own scale, from 1 up (0 is its hold).
+            new = max(1, base + sign * PRIORITY_STEP)
+        else:
+            new = max(-1000, min(1000, base + sign * PRIORITY_STEP))
         if new != base:
             self._asked[r.id] = new
             self._intent(host, "requests.prio", Reprioritize(id=r.id, priority=new), r)
@@ -242,7 +316,12 @@ class RequestsScreen(Screen[None]):
             if yes:
                 self._intent(host, "requests.cancel", RequestRef(id=r.id), r)
 
-        what = "SIGTERM, then SIGKILL" if r.state == "running" else "remove it from the queue"
+        if is_slurm_host(host):
+            what = "scancel"
+        elif r.state == "running":
+            what = "SIGTERM, then SIGKILL"
+        else:
+            what = "remove it from the queue"
         self.app.push_screen(
             ConfirmScreen(f"Cancel {r.id} ({r.name}) on {host}? ({what})"), answered
         )
@@ -256,7 +335,10 @@ class RequestsScreen(Screen[None]):
     def action_log(self) -> None:
         sel = self.selected()
         if sel is not None:
-            self.post_message(OpenLog(sel[0], sel[1].id))
+            host, rid = sel[0], sel[1].id
+            # A Slurm job's output is read through Slurm (the app's Slurm side), not an agent.
+            msg = OpenSlurmLog(host, rid) if is_slurm_host(host) else OpenLog(host, rid)
+            self.post_message(msg)
 
     def action_new(self) -> None:
         sel = self.selected()
@@ -293,7 +375,28 @@ class RequestsScreen(Screen[None]):
         self.dismiss()
 
 
+class RequestsShown(Message):
+    """The requests screen came on top (``shown``) or went under or away: the app polls
+    the Slurm clusters only while it is shown."""
+
+    def __init__(self, shown: bool) -> None:
+        super().__init__()
+        self.shown = shown
+
+
 class OpenLog(Message):
+    """Show an agent's request's output."""
+
+    def __init__(self, host: str, rid: str) -> None:
+        super().__init__()
+        self.host = host
+        self.rid = rid
+
+
+class OpenSlurmLog(Message):
+    """Show a Slurm job's output (``host`` ``slurm:NAME``, ``rid`` ``slurm:NAME:JOBID``):
+    read from the job's output file through Slurm, not from an agent."""
+
     def __init__(self, host: str, rid: str) -> None:
         super().__init__()
         self.host = host
