@@ -22,7 +22,7 @@ from textual.screen import Screen
 from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
-from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
+from llmaos_tui.screens.intents import ChangeIntent, OpenProcDetail, OpenRequests
 from llmaos_tui.screens.plan import OpenPlan
 from llmaos_tui.widgets import gpu_panel
 from llmaos_tui.widgets.beta_panel import BetaPanel
@@ -355,9 +355,6 @@ class HostScreen(Screen[None]):
         self.app.push_screen(ChoiceScreen(f"Signal for pid {p.pid} ({p.name})", SIGNALS), picked)
 
     def on_process_table_detail_asked(self, event: ProcessTable.DetailAsked) -> None:
-        # Imported here: the detail screen imports this module for the actions' limits.
-        from llmaos_tui.screens.proc_detail import OpenProcDetail  # noqa: PLC0415
-
         event.stop()
         p = event.proc
         self.app.post_message(OpenProcDetail(self.host.name, p.pid, p.create_time))
