@@ -103,7 +103,7 @@ def sample_64(seconds: int = 60, seed: int = 1) -> float:
         sample = Sample(
             t=1_718_000_000.0 + t + rnd.random() / 1000,
             seq=t + 1,
-            cpu=[round(rnd.random(), 3) for _ in range(64)],
+            cpu=[round(rnd.random(), 2) for _ in range(64)],  # the agent's 2 decimals (cpu.py)
             mem=Memory(540_000_000_000, rnd.randrange(1 << 38), rnd.randrange(1 << 38), 0, 0),
             load=[round(rnd.uniform(0, 64), 2) for _ in range(3)],
             net=[
