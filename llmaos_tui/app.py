@@ -125,8 +125,12 @@ class DetailView:
     create_time: float
     detail: ProcDetail
     screen: ProcDetailScreen | None = None
-    cpu: deque[float | None] = dataclasses.field(default_factory=lambda: deque(maxlen=DETAIL_POINTS))
-    mem: deque[float | None] = dataclasses.field(default_factory=lambda: deque(maxlen=DETAIL_POINTS))
+    cpu: deque[float | None] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=DETAIL_POINTS)
+    )
+    mem: deque[float | None] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=DETAIL_POINTS)
+    )
     procs_version: int = -1
     asked: float = 0.0  # time.monotonic() of the last call
     asking: bool = False
@@ -135,6 +139,10 @@ class DetailView:
         return dataclasses.replace(
             self.detail, cpu_history=tuple(self.cpu), mem_history=tuple(self.mem)
         )
+
+
+def _points() -> deque[float | None]:
+    return deque(maxlen=DETAIL_POINTS)
 
 
 class TrustRequest(Message):
@@ -549,6 +557,142 @@ class LlmaosApp(PlanActions):
         elif isinstance(result, RequestInfo):
             verb = intent.method.removeprefix("requests.")
             self.notify(f"{intent.host}: {verb} {result.id}: {describe(result)}")
+
+    # ------------------------------------------------- processes on the wire
+
+    def _screen_changed(self, _screen: Screen[object]) -> None:
+        self.sync_procs()
+
+    def _procs_needed(self) -> set[str] | None:
+        """The hosts whose process tables something on screen or under way reads (None:
+        every host): the host screen or process detail on top (a dialog over it keeps it),
+        and every host while a plan is open or carried out (a plan reads the tables it
+        was made from, and measures after its moves)."""
+        if self.plans_busy or any(isinstance(s, PlanScreen) for s in self.screen_stack):
+            return None
+        detail = sys.modules.get("llmaos_tui.screens.proc_detail")
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, ModalScreen):
+                continue
+            if isinstance(screen, HostScreen):
+                return {screen.host.name}
+            if detail is not None and isinstance(screen, detail.ProcDetailScreen):
+                return {screen.detail.host}
+            break
+        return set()
+
+    def sync_procs(self) -> None:
+        """Stream per-process data only for the hosts that need it (``procs.watch``); the
+        others cost their figures alone (issue 16: a host in the fleet view)."""
+        if not self.screen_stack:  # shutting down
+            return
+        needed = self._procs_needed()
+        for w in self.watchers:
+            on = needed is None or w.state.name in needed
+            if not on:
+                self._first_drawn.discard(w.state.name)  # its table comes again whole
+            w.want_procs(on)
+
+    def on_open_proc_detail(self, message: OpenProcDetail) -> None:
+        self.run_worker(
+            self._open_detail(message), group="proc-detail", exclusive=True, exit_on_error=False
+        )
+
+    async def _ask_detail(self, host: str, pid: int, create_time: float) -> ProcAnswer:
+        w = self.by_name.get(host)
+        if w is None:
+            raise LinkDown(f"no host {host!r}")
+        answer: ProcAnswer = await w.call(
+            "proc.detail", ProcDetailQuery(pid=pid, create_time=create_time)
+        )
+        return answer
+
+    async def _open_detail(self, message: OpenProcDetail) -> None:
+        try:
+            answer = await self._ask_detail(message.host, message.pid, message.create_time)
+        except (CallError, LinkDown) as exc:
+            self.notify(f"{message.host}: {exc}", severity="error", timeout=8)
+            return
+        view = DetailView(
+            message.host, message.pid, message.create_time,
+            self._detail_of(message.host, message.create_time, answer),
+            asked=time.monotonic(),
+        )  # fmt: skip
+        self.post_message(ProcDetailReady(view))
+
+    def on_proc_detail_ready(self, message: ProcDetailReady) -> None:
+        from llmaos_tui.screens.proc_detail import ProcDetailScreen  # noqa: PLC0415
+
+        view = message.view
+        self._take_point(view)
+        view.screen = ProcDetailScreen(view.with_history(), read_only=self.read_only)
+        self._detail = view
+        self.push_screen(view.screen)
+
+    def _take_point(self, view: DetailView) -> bool:
+        """The process's CPU and RSS from its host's table, once per process pass."""
+        h = self.fleet.hosts.get(view.host)
+        if h is None or h.procs_version == view.procs_version:
+            return False
+        view.procs_version = h.procs_version
+        p = h.procs.get(view.pid)
+        if p is None or p.create_time != view.create_time:
+            return False
+        view.cpu.append(p.cpu / 100.0)
+        view.mem.append(float(p.rss))
+        return True
+
+    def _detail_sample(self, view: DetailView) -> None:
+        """A new sample of the open detail's host: its graphs take the new point; its
+        fields are asked again, not oftener than every DETAIL_EVERY_S."""
+        assert view.screen is not None
+        took = self._take_point(view)
+        gone = bool(view.detail.gone)
+        if not gone and not view.asking and time.monotonic() - view.asked >= DETAIL_EVERY_S:
+            view.asking, view.asked = True, time.monotonic()
+            self.run_worker(self._refresh_detail(view), group="proc-detail-refresh",
+                            exit_on_error=False)  # fmt: skip
+        elif took:
+            view.screen.update_detail(view.with_history())
+
+    async def _refresh_detail(self, view: DetailView) -> None:
+        from llmaos_tui.screens.proc_detail import RefreshProcDetail  # noqa: PLC0415
+
+        assert view.screen is not None
+        try:
+            answer = await self._ask_detail(view.host, view.pid, view.create_time)
+        except CallError as exc:
+            if exc.code == NOT_FOUND:  # it exited (or its pid is another's): said on screen
+                view.detail = dataclasses.replace(view.detail, gone=str(exc))
+            else:
+                return
+        except LinkDown:  # the host is down: the host's own status says so
+            return
+        else:
+            view.detail = self._detail_of(view.host, view.create_time, answer)
+        finally:
+            view.asking = False
+        view.screen.post_message(RefreshProcDetail(view.with_history()))
+
+    def _detail_of(self, host: str, create_time: float, a: ProcAnswer) -> ProcDetail:
+        from llmaos_tui.screens.proc_detail_model import GpuUse, ProcDetail  # noqa: PLC0415
+
+        h = self.fleet.hosts.get(host)
+        names = {g.index: g.name for g in h.sample.gpus} if h and h.sample else {}
+        reasons = {("cmdline" if u.field == "argv" else u.field): u.reason for u in a.unread}
+        if a.argv_cut:
+            reasons.setdefault("cmdline", "cut: longer than the agent sends")
+        return ProcDetail(
+            host=host, pid=a.pid, create_time=create_time, name=a.name,
+            cmdline=list(a.argv) if a.argv else None, cwd=a.cwd, user=a.user,
+            threads=a.threads, open_files=a.open_files, nice=a.nice, affinity=a.affinity,
+            cgroup=a.cgroup, container=a.container, start_time=a.create_time, state=a.state,
+            rss=a.rss, cores=h.cores if h else 0, reasons=reasons,
+            gpus=[
+                GpuUse(g.index, g.used_mem, g.sm, g.mem, names.get(g.index, ""))
+                for g in a.gpus
+            ],
+        )  # fmt: skip
 
     # ---------------------------------------------------------- containers
 

@@ -5,11 +5,17 @@ async worker on the app's loop (each through its host's link, audited; a contain
 through both hosts' engines, its blocking docker calls on a worker thread); results,
 a container move's steps and the measurement are posted to the review screen, never
 drawn from the worker.
+
+A plan reads the hosts' process tables (the cores level), which the console streams only
+where needed: while a plan is worked out, open or carried out, :attr:`PlanActions.
+plans_busy` or its screen has every host's on (:meth:`LlmaosApp.sync_procs`), and a cores
+plan waits for the tables it reads to be in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,8 +41,10 @@ if TYPE_CHECKING:
     from llmaos_tui.ops.audit import AuditLog
     from llmaos_tui.ops.container_move import Progress
     from llmaos_tui.ops.moves import Moves
-    from llmaos_tui.ops.rebalance import Caller, ContainerMoves, HostUnits, PlanInput
+    from llmaos_tui.ops.rebalance import Caller, ContainerMoves, HostUnits
 
+TABLES_WAIT_S = 15.0
+"""How long a cores plan waits for the process tables of hosts just turned on."""
 SETTLE_S = 5.0
 """Seconds between the last move and the measurement: a few samples of the new state."""
 PROGRESS_EVERY_S = 0.5
@@ -49,6 +57,17 @@ class PlanActions(App[None]):
     audit: AuditLog
     read_only: bool
     settle_s: float = SETTLE_S
+    plans_busy: int = 0
+    """Plans being worked out or carried out: every host's processes are wanted."""
+    _hosts_changed: asyncio.Event
+
+    def sync_procs(self) -> None:
+        """Have the hosts' process tables streamed where needed (the app's)."""
+        raise NotImplementedError
+
+    def _plan_busy(self, delta: int) -> None:
+        self.plans_busy += delta
+        self.sync_procs()
 
     @property
     def moves(self) -> Moves:
@@ -56,29 +75,55 @@ class PlanActions(App[None]):
         raise NotImplementedError
 
     def on_open_plan(self, msg: OpenPlan) -> None:
-        from llmaos_tui.ops.rebalance import plan_input  # noqa: PLC0415
-
         level: Level = (
             "cores" if msg.level == "cores" else "gpus" if msg.level == "gpus" else "hosts"
         )
         hosts = [msg.host] if msg.host else None
-        units = cast("frozenset[HostUnits] | None", msg.units)
-        # The fleet is read here, on the loop; the planning runs on a thread (a small plan's
-        # exact refinement takes up to a few hundred ms, too long to hold the screen).
-        inp = plan_input(self.fleet, level, hosts, units=units)
         scope = msg.host or f"the fleet ({len(self.fleet.hosts)} hosts)"
+        self._plan_busy(+1)  # until its screen is up (or the planning failed)
         self.run_worker(
-            self._plan_off_loop(inp, scope, hosts, msg.units),
+            self._plan_off_loop(level, scope, hosts, msg.units),
             group="plan-open", exclusive=True, exit_on_error=False,
         )  # fmt: skip
 
     async def _plan_off_loop(
-        self, inp: PlanInput, scope: str, hosts: list[str] | None, units: frozenset[str] | None
+        self, level: Level, scope: str, hosts: list[str] | None, units: frozenset[str] | None
     ) -> None:
-        from llmaos_tui.ops.rebalance import plan_from  # noqa: PLC0415
+        from llmaos_tui.ops.rebalance import plan_from, plan_input  # noqa: PLC0415
 
-        p = await asyncio.to_thread(plan_from, inp)
-        self.post_message(PlanReady(p, scope, hosts, units))
+        posted = False
+        try:
+            if level == "cores":
+                await self._tables_in(hosts)
+            # The fleet is read here, on the loop; the planning runs on a thread (a small
+            # plan's exact refinement takes up to a few hundred ms, too long to hold the
+            # screen).
+            inp = plan_input(
+                self.fleet, level, hosts, units=cast("frozenset[HostUnits] | None", units)
+            )
+            p = await asyncio.to_thread(plan_from, inp)
+            self.post_message(PlanReady(p, scope, hosts, units))
+            posted = True
+        finally:
+            if not posted:
+                self._plan_busy(-1)
+
+    async def _tables_in(self, hosts: list[str] | None) -> None:
+        """Wait until each up host of the plan has its process table (a host turned on
+        just now sends it at its next process pass), or TABLES_WAIT_S."""
+        names = set(hosts) if hosts is not None else set(self.fleet.hosts)
+
+        def missing() -> bool:
+            return any(
+                (h := self.fleet.hosts.get(n)) is not None and h.up and not h.procs for n in names
+            )
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TABLES_WAIT_S
+        while missing() and (left := deadline - loop.time()) > 0:
+            self._hosts_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._hosts_changed.wait(), left)
 
     def on_plan_ready(self, msg: PlanReady) -> None:
         if isinstance(self.screen, PlanScreen) and not self.screen.applying:
@@ -86,6 +131,7 @@ class PlanActions(App[None]):
         self.push_screen(
             PlanScreen(msg.plan, msg.scope, msg.hosts, read_only=self.read_only, units=msg.units)
         )
+        self._plan_busy(-1)  # the screen keeps them on while it is open
 
     def _caller(self, host: str) -> Caller:
         w = self.by_name.get(host)
@@ -134,6 +180,13 @@ class PlanActions(App[None]):
             return None
 
     async def _apply_plan(self, msg: ApplyPlan) -> None:
+        self._plan_busy(+1)  # its moves and measurement read the tables, screen or none
+        try:
+            await self._carry_out(msg)
+        finally:
+            self._plan_busy(-1)
+
+    async def _carry_out(self, msg: ApplyPlan) -> None:
         from llmaos_tui.ops.rebalance import NOT_TRIED, apply_move, measure  # noqa: PLC0415
 
         screen = msg.screen
