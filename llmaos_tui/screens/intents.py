@@ -39,3 +39,14 @@ class OpenProcDetail(Message):
         self.host = host
         self.pid = pid
         self.create_time = create_time
+
+
+class OpenPlan(Message):
+    """Plan at ``level`` for one host (``host``) or the whole fleet (None); at the hosts
+    level ``units`` says what may move (None: requests and containers)."""
+
+    def __init__(self, host: str | None, level: str, units: frozenset[str] | None = None) -> None:
+        super().__init__()
+        self.host = host
+        self.level = level
+        self.units = units

@@ -19,6 +19,8 @@ nothing is cut at 80 columns.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,10 +28,17 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from llmaos_tui.balance import Plan
+# Re-exported (mypy --strict needs the alias): OpenPlan lives with the other intents, so
+# the screens that post it need not load this one.
+from llmaos_tui.screens.intents import OpenPlan as OpenPlan  # noqa: PLC0414
 from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import safe
+
+if TYPE_CHECKING:
+    # Annotations only: the planner is loaded when a plan is worked out, not with the
+    # host and fleet screens at start-up.
+    from llmaos_tui.balance import Plan
 
 UNIT_CHOICES: tuple[frozenset[str], ...] = (
     frozenset({"requests", "containers"}),
@@ -51,17 +60,6 @@ def _mark(ok: bool, tried: bool) -> str:
 
 def units_words(units: frozenset[str]) -> str:
     return " and ".join(sorted(units, reverse=True))  # "requests and containers"
-
-
-class OpenPlan(Message):
-    """Plan at ``level`` for one host (``host``) or the whole fleet (None); at the hosts
-    level ``units`` says what may move (None: requests and containers)."""
-
-    def __init__(self, host: str | None, level: str, units: frozenset[str] | None = None) -> None:
-        super().__init__()
-        self.host = host
-        self.level = level
-        self.units = units
 
 
 class PlanReady(Message):
