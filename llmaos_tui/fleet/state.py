@@ -25,6 +25,7 @@ from llmaos_agent.protocol import (
     RequestInfo,
     Sample,
 )
+from llmaos_tui.fleet.host_io import HostIO
 
 HISTORY_POINTS = 3600
 
@@ -107,6 +108,8 @@ class HostState:
     containers: dict[str, Container] = field(default_factory=dict)
     """The host engine's containers by full id (empty without an engine)."""
     containers_version: int = 0
+    io: HostIO = field(default_factory=HostIO, repr=False, compare=False)
+    """Network, disk and temperatures, and the per-core and per-GPU histories."""
     _figs: _Figures | None = field(default=None, repr=False, compare=False)
     """The current sample's figures; recomputed when ``sample`` is another object (a
     test or a caller may set it directly)."""
@@ -147,12 +150,14 @@ class HostState:
         for s in samples:
             if s.t > known:  # after a reconnect, only what we have not seen
                 self.history.append(point_of(s))
+                self.io.add(s)
 
     def on_sample(self, s: Sample) -> None:
         self.sample = s
         self.last_rx = time.monotonic()
         self._figs = figs = _figures_of(s)
         self.history.append(point_of(s, figs))
+        self.io.add(s)
         if s.procs is not None:
             apply(self.procs, s.procs)
             self.procs_version += 1
