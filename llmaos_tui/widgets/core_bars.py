@@ -16,9 +16,9 @@ from typing import Literal
 
 from rich.text import Text
 from textual.geometry import Size
-from textual.widget import Widget
 
-from llmaos_tui.widgets.text import bar, level_class
+from llmaos_tui.widgets.lines import LineWidget, Segs
+from llmaos_tui.widgets.text import bar, bar_pieces, level_class
 
 Form = Literal["full", "compact", "tiny", "dense"]
 FORMS: tuple[Form, ...] = ("full", "compact", "tiny", "dense")
@@ -68,7 +68,10 @@ def fit(n: int, width: int, max_rows: int) -> tuple[Form, int]:
     return "dense", shape(n, width, "dense")[1]
 
 
-class CoreBars(Widget):
+class CoreBars(LineWidget):
+    """Drawn line by line (:class:`~llmaos_tui.widgets.lines.LineWidget`): only the lines
+    holding a core whose bar, percent or level changed are repainted."""
+
     COMPONENT_CLASSES = {
         "corebars--label",
         "corebars--low",
@@ -103,12 +106,76 @@ class CoreBars(Widget):
             return
         relayout = len(new) != len(self.loads)
         self.loads = new
-        self.refresh(layout=relayout)
+        if relayout:
+            self.refresh(layout=True)
+        self.lines_changed()
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(1, fit(len(self.loads), width, self.max_rows)[1])
 
+    def frame_key(self) -> tuple[object, ...]:
+        return (len(self.loads),)
+
+    def draw_lines(self) -> list[Segs]:
+        n = len(self.loads)
+        if not n:
+            line = self.line()
+            line.add("waiting for the first sample…", "corebars--label")
+            return [line.done(0)]
+        width = self.size.width
+        form, _rows = fit(n, width, max(1, self.size.height))
+        self.form = form
+        if form == "dense":
+            return self._dense_lines(width)
+        return self._bar_lines(form, width)
+
+    def _bar_lines(self, form: Form, width: int) -> list[Segs]:
+        # The same pieces, in the same order, as _bars's Text.
+        n = len(self.loads)
+        cols, rows = shape(n, width, form)
+        cell = (width - (cols - 1)) // cols
+        label_w = _label_w(n)
+        pct_w = {"full": 5, "compact": 3, "tiny": 0}[form]
+        gap = " " * (1 if form == "full" else 0)
+        bar_w = max(1, cell - label_w - len(gap) - pct_w)
+        out = []
+        for r in range(rows):
+            line = self.line()
+            for c in range(cols):
+                i = c * rows + r  # column-major, as btop numbers its cores
+                if i >= n:
+                    break
+                if c:
+                    line.add(" ")
+                load = self.loads[i]
+                fill = level_class(load, "corebars")
+                line.add(f"{i:>{label_w}}{gap}", "corebars--label")
+                for text, filled in bar_pieces(load, bar_w):
+                    line.add(text, fill if filled else "corebars--empty")
+                if form == "full":
+                    line.add(f"{load * 100:4.0f}%", fill)
+                elif form == "compact":
+                    line.add(f"{round(load * 100):3d}", fill)
+            out.append(line.done(r))
+        return out
+
+    def _dense_lines(self, width: int) -> list[Segs]:
+        n = len(self.loads)
+        per_row, rows = shape(n, width, "dense")
+        w = _label_w(n)
+        out = []
+        for r in range(rows):
+            line = self.line()
+            lo, hi = r * per_row, min(n, (r + 1) * per_row) - 1
+            line.add(f"{lo:>{w}}-{hi:<{w}} ", "corebars--label")
+            for i in range(lo, hi + 1):
+                load = min(max(self.loads[i], 0.0), 1.0)
+                line.add(_LEVELS[min(7, int(load * 8))], level_class(load, "corebars"))
+            out.append(line.done(r))
+        return out
+
     def render(self) -> Text:
+        """The frame as a Rich Text (what render_line draws; for print() and tests)."""
         n = len(self.loads)
         if not n:
             return Text(

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual.geometry import Size
-from textual.widget import Widget
 
 from llmaos_agent.protocol import GpuSample, Proc
 from llmaos_agent.safetext import clean
-from llmaos_tui.widgets.text import NA, bar, human_bytes, level_class
+from llmaos_tui.widgets.lines import Line, LineWidget, Segs
+from llmaos_tui.widgets.text import NA, bar, bar_pieces, human_bytes, level_class
 
 COMPACT_MIN = 38
 """The narrowest column of the compact form."""
@@ -39,7 +39,10 @@ def rows(n: int, width: int, detail: bool, tiny: bool = False) -> int:
     return 2 * n if detail else math.ceil(n / columns(n, width, tiny))
 
 
-class GpuPanel(Widget):
+class GpuPanel(LineWidget):
+    """Drawn line by line (:class:`~llmaos_tui.widgets.lines.LineWidget`): only the lines
+    whose GPUs show new figures are repainted."""
+
     COMPONENT_CLASSES = {
         "gpu--label",
         "gpu--low",
@@ -78,7 +81,9 @@ class GpuPanel(Widget):
             return
         relayout = len(new) != len(self.gpus)
         self.gpus, self.reason, self.names = new, reason, names
-        self.refresh(layout=relayout)
+        if relayout:
+            self.refresh(layout=True)
+        self.lines_changed()
 
     def set_detail(self, detail: bool, tiny: bool = False) -> None:
         tiny = tiny and not detail
@@ -86,10 +91,106 @@ class GpuPanel(Widget):
             self.detail, self.tiny = detail, tiny
             self.refresh(layout=True)
 
+    def frame_key(self) -> tuple[object, ...]:
+        return (len(self.gpus), self.detail, self.tiny)
+
+    # ------------------------------------------------------ line by line
+
+    def draw_lines(self) -> list[Segs]:
+        # The same pieces, in the same order, as render()'s Text.
+        if not self.gpus:
+            line = self.line()
+            line.add("GPUs ", "gpu--label")
+            line.add(f"none ({clean(self.reason)})" if self.reason else "none")
+            return [line.done(0)]
+        width = self.size.width
+        out: list[Segs] = []
+        if self.detail and self.size.height >= 2 * len(self.gpus):
+            for g in self.gpus:
+                first, second = self._detail_lines(g, width)
+                out.append(first.done(len(out)))
+                out.append(second.done(len(out)))
+            return out
+        cols = columns(len(self.gpus), width, self.tiny)
+        per_col = math.ceil(len(self.gpus) / cols)
+        cell = (width - 2 * (cols - 1)) // cols
+        for r in range(per_col):
+            line = self.line()
+            for c in range(cols):
+                i = c * per_col + r
+                if i >= len(self.gpus):
+                    break
+                if c:
+                    line.add("  ")
+                g = self.gpus[i]
+                part = self._tiny_line(g, cell) if self.tiny else self._compact_line(g, cell)
+                part.fit(cell)
+                line.extend(part)
+            out.append(line.done(r))
+        return out
+
+    def _bar(self, line: Line, frac: float | None, width: int, fill: str) -> None:
+        for text, filled in bar_pieces(frac, width):
+            line.add(text, fill if filled else "gpu--empty")
+
+    def _compact_line(self, g: GpuSample, width: int) -> Line:
+        out = self.line()
+        out.add(f"GPU{g.index:<2}", "gpu--label")
+        if g.error:
+            out.add(clean(f" {g.name}: {g.error}"), "gpu--error")
+            return out
+        mem_frac, temp, power, util, mem = self._figures(g)
+        util_fill, mem_fill = level_class(g.util, "gpu"), level_class(mem_frac, "gpu")
+        tail = f" {mem} {temp} {power}"
+        self._bar(out, g.util, max(3, width - 5 - 4 - len(tail)), util_fill)
+        out.add(util, util_fill)
+        out.add(f" {mem}", mem_fill)
+        out.add(f" {temp} {power}")
+        return out
+
+    def _tiny_line(self, g: GpuSample, width: int) -> Line:
+        out = self.line()
+        out.add(f"GPU{g.index:<2}", "gpu--label")
+        if g.error:
+            out.add(clean(f" {g.error}"), "gpu--error")
+            return out
+        fill = level_class(g.util, "gpu")
+        self._bar(out, g.util, max(1, width - 5 - 4), fill)
+        out.add(f"{g.util * 100:3.0f}%" if g.util is not None else " n/a", fill)
+        return out
+
+    def _detail_lines(self, g: GpuSample, width: int) -> tuple[Line, Line]:
+        first, second = self.line(), self.line()
+        first.add(f"GPU{g.index} ", "gpu--label")
+        if g.error:
+            first.add(clean(f"{g.name}: {g.error}"), "gpu--error")
+            return first, second
+        mem_frac, temp, power, util, mem = self._figures(g)
+        util_fill, mem_fill = level_class(g.util, "gpu"), level_class(mem_frac, "gpu")
+        if g.power_limit_w is not None:
+            power += f"/{g.power_limit_w:.0f}W"
+        tail = f"  {temp}  {power}"
+        bar_w = max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2)
+        self._bar(first, g.util, bar_w, util_fill)
+        first.add(util, util_fill)
+        first.add("  mem ", "gpu--label")
+        self._bar(first, mem_frac, bar_w, mem_fill)
+        first.add(f" {mem}{tail}")
+        second.add("     ", "gpu--label")
+        second.add(clean(g.name)[:30], "gpu--label")
+        procs = ", ".join(
+            f"{p.pid} {self.names.get(p.pid, '?')} {human_bytes(p.used_mem)}" for p in g.procs
+        )
+        second.add(f"  {procs or 'no processes'}")
+        return first, second
+
+    # ------------------------------------------------------ as one Text
+
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return rows(len(self.gpus), width, self.detail, self.tiny)
 
     def render(self) -> Text:
+        """The panel as a Rich Text (what render_line draws; for print() and tests)."""
         label = self.get_component_rich_style("gpu--label")
         out = Text(no_wrap=True, overflow="crop")
         if not self.gpus:

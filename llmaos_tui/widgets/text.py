@@ -19,8 +19,8 @@ from llmaos_agent.safetext import clean, clean_lines, is_clean
 from llmaos_tui.formats import NA, ago, fixed, human_bytes, level_class, percent, sparkline
 
 __all__ = [
-    "NA", "ago", "bar", "fixed", "human_bytes", "level_class", "percent", "safe", "safe_cell",
-    "safe_lines", "safe_log", "safe_text", "sparkline",
+    "NA", "ago", "bar", "bar_pieces", "fixed", "human_bytes", "level_class", "percent", "safe",
+    "safe_cell", "safe_lines", "safe_log", "safe_text", "sparkline",
 ]  # fmt: skip
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -74,15 +74,32 @@ def safe_cell(value: object) -> object:
 def bar(frac: float | None, width: int, fill: Style, empty: Style) -> Text:
     """A horizontal bar with eighth-block precision."""
     t = Text()
-    if width <= 0:
-        return t
-    if frac is None:
-        return t.append(NA.center(width), empty)
-    eighths = round(min(max(frac, 0.0), 1.0) * width * 8)
-    full, part = divmod(eighths, 8)
-    t.append("█" * full, fill)
-    if full < width:
-        t.append(_EIGHTHS[part] if part else "", fill)
-        rest = width - full - (1 if part else 0)
-        t.append("─" * rest, empty)
+    for text, filled in bar_pieces(frac, width):
+        t.append(text, fill if filled else empty)
     return t
+
+
+_BARS: dict[tuple[int, int], tuple[tuple[str, bool], ...]] = {}
+
+
+def bar_pieces(frac: float | None, width: int) -> tuple[tuple[str, bool], ...]:
+    """The pieces of :func:`bar`, each (text, drawn in the fill style), none empty; the
+    same tuple for the same bar (a line-drawn widget compares them)."""
+    if width <= 0:
+        return ()
+    if frac is None:
+        return ((NA.center(width), False),)
+    eighths = round(min(max(frac, 0.0), 1.0) * width * 8)
+    key = (eighths, width)
+    got = _BARS.get(key)
+    if got is None:
+        full, part = divmod(eighths, 8)
+        pieces = [("█" * full, True)]
+        if full < width:
+            pieces.append((_EIGHTHS[part] if part else "", True))
+            pieces.append(("─" * (width - full - (1 if part else 0)), False))
+        got = _BARS[key] = tuple((t, f) for t, f in pieces if t)
+        if len(_BARS) > 4096:  # widths change with the terminal: keep the recent ones
+            _BARS.clear()
+            _BARS[key] = got
+    return got
