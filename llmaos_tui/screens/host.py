@@ -3,7 +3,10 @@
 The screen shares its height out as btop does (:func:`plan_layout`): the process table
 keeps about 40% of it; every core is drawn in the richest form that fits what is left
 (:func:`llmaos_tui.widgets.core_bars.fit`), the GPUs one line each unless there is room
-for their detail. Keys 1, 2 and 3 hide and show the cores, the GPUs and the processes.
+for their detail. Keys 1, 2, 3 and 4 hide and show the cores, the GPUs, the processes
+and the history and I/O panel (:mod:`llmaos_tui.widgets.io_panel`), which takes its lines
+from what the cores' densest form leaves: its full height where that leaves room, one
+summary line where it does not, none where not even that is left (a big host at 80x24).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from llmaos_tui.fleet.state import HostState
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenProcDetail, OpenRequests
 from llmaos_tui.screens.plan import OpenPlan
-from llmaos_tui.widgets import gpu_panel
+from llmaos_tui.widgets import gpu_panel, io_panel
 from llmaos_tui.widgets.beta_panel import BetaPanel
 from llmaos_tui.widgets.core_bars import CoreBars, Form, fit
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.gpu_panel import GpuPanel
 from llmaos_tui.widgets.host_header import HostHeader
+from llmaos_tui.widgets.io_panel import IoPanel
 from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.memory_panel import MemoryPanel
 from llmaos_tui.widgets.process_table import ProcessTable
@@ -44,7 +48,9 @@ WIDE_W, WIDE_H = 120, 30
 """From this size on, memory and β sit in a column beside the cores."""
 SIDE_W = 48
 """That column's width, with its border and padding."""
-PANELS = ("cores", "gpus", "procs")
+PANELS = ("cores", "gpus", "procs", "io")
+IO_SPARE = 2
+"""Lines the I/O panel leaves the cores' richer forms before it takes its full height."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class HostLayout:
     gpu_detail: bool
     procs_min: int
     gpu_tiny: bool = False
+    io_rows: int = 0
 
 
 def plan_layout(
@@ -87,6 +94,20 @@ def plan_layout(
         gpu_min = gpu_max = gpu_tiny = 0
     core_w = width - SIDE_W - 2 if wide else width - 2
     core_budget = budget - gpu_min - (0 if wide else side_rows)
+    io_rows = 0
+    if "io" in shown:
+        # Sized as if the cores and GPUs were shown: hiding one gives its lines to the
+        # process table, as before, rather than make this panel jump.
+        all_wide = width >= WIDE_W and height >= WIDE_H
+        all_side = 5 if all_wide else 2
+        densest = fit(cores, width - SIDE_W - 2 if all_wide else width - 2, 1)[1]
+        top_least = max(densest, all_side) if all_wide else densest + all_side
+        all_gpu = gpu_panel.rows(gpus, gpu_w, detail=False) + (1 if all_wide else 0)
+        spare = max(0, height - chrome - procs_min) - all_gpu - top_least
+        io_rows = io_panel.FULL_ROWS if spare >= io_panel.FULL_ROWS + IO_SPARE else min(1, spare)
+        io_rows = max(0, io_rows)
+        core_budget -= io_rows
+        budget -= io_rows
     if "cores" in shown:
         form, rows = fit(cores, core_w, max(1, core_budget))
     else:
@@ -98,7 +119,7 @@ def plan_layout(
     gpu_rows = (gpu_max if detail else gpu_tiny if tiny else gpu_min) - gpu_border
     if "gpus" not in shown:
         gpu_rows = 0
-    return HostLayout(wide, rows, form, side_rows, gpu_rows, detail, procs_min, tiny)
+    return HostLayout(wide, rows, form, side_rows, gpu_rows, detail, procs_min, tiny, io_rows)
 
 
 def parse_cpulist(text: str, cores: int) -> list[int]:
@@ -136,6 +157,7 @@ class HostScreen(Screen[None]):
         Binding("1", "panel('cores')", "Cores", show=False, id="host.panel_cores"),
         Binding("2", "panel('gpus')", "GPUs", show=False, id="host.panel_gpus"),
         Binding("3", "panel('procs')", "Processes", show=False, id="host.panel_procs"),
+        Binding("4", "panel('io')", "I/O", show=False, id="host.panel_io"),
     ]
     CHANGES = frozenset({"nice", "set_nice", "affinity", "signal"})
     DEFAULT_CSS = """
@@ -150,6 +172,7 @@ class HostScreen(Screen[None]):
     HostScreen.-no-cores #cores { display: none; }
     HostScreen.-no-gpus #gpus { display: none; }
     HostScreen.-no-procs #procs { display: none; }
+    HostScreen.-no-io #io { display: none; }
     """
 
     def __init__(self, host: HostState, *, read_only: bool = False, cursor_blink: bool = True):
@@ -171,6 +194,7 @@ class HostScreen(Screen[None]):
                 yield MemoryPanel(id="memory")
                 yield BetaPanel(id="beta")
         yield GpuPanel(id="gpus")
+        yield IoPanel(id="io")
         yield FilterBar("pid, user, name or command", id="proc-filter")
         yield ProcessTable(id="procs")
         yield KeyFooter()
@@ -210,11 +234,16 @@ class HostScreen(Screen[None]):
         panel = self.query_one(GpuPanel)
         panel.set_detail(plan.gpu_detail, plan.gpu_tiny)
         panel.styles.height = max(1, plan.gpu_rows) + (1 if plan.wide else 0)
+        io = self.query_one(IoPanel)
+        io.set_rows(plan.io_rows)
+        # No lines for it: hidden as by its key, though the key's choice stays.
+        io.display = "io" in self.shown_panels and plan.io_rows > 0
 
     def action_panel(self, name: str) -> None:
         """Hide or show one panel, as btop's number keys do; one always stays."""
         shown = self.shown_panels ^ {name}
-        if not shown:
+        # The I/O panel is an extra beside the three views: it never stays alone.
+        if not shown - {"io"}:
             self.notify("one panel stays shown", severity="warning")
             return
         self.shown_panels = frozenset(shown)
@@ -254,6 +283,9 @@ class HostScreen(Screen[None]):
         )
         reason = h.hello.caps.nvml_reason if h.hello else None
         self.query_one(GpuPanel).update_gpus(s.gpus if s else [], reason, h.procs)
+        io = self.query_one(IoPanel)
+        if io.display:
+            io.update_host(h)
         table = self.query_one(ProcessTable)
         table.update_gpus(s.gpus if s else [])  # the GPU% column's shares, every sample
         if h.procs_version != self._procs_version:
