@@ -9,11 +9,21 @@ A screen opened by an app key (``r`` requests, ``c`` containers, ``A`` audit, ``
 fleet) names that action in its ``OPENED_BY`` class attribute; its footer leaves that key
 out, as "r Requests" on the requests screen only takes room from the keys that act there.
 The key itself still works.
+
+Textual's footer rebuilds its keys (a dozen widgets, mounted and styled) on every bindings
+update of its screen, several per focus change and a few more at start, when they are
+mostly the same keys: here a rebuild waits for the next refresh (one for all the updates
+before it), happens only when a key, its display, description, state or tooltip changed,
+and a footer whose screen is not shown waits until it is (showing a screen updates its
+bindings).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
@@ -32,7 +42,54 @@ class KeyFooter(Footer):
     """Textual's footer, its keys ordered main keys first (see :data:`MAIN`), less the
     key that opened the screen it is on (the screen's ``OPENED_BY``)."""
 
+    _drawn: object = None
+    """What the keys shown were composed from (:meth:`_keys_now`)."""
+    _pending = False
+    """A rebuild is asked for after the next refresh."""
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        self._bindings_ready = True
+        if not screen.app.app_focus:
+            return
+        if self.is_attached and screen is self.screen and not self._pending:
+            self._pending = True
+            self.call_after_refresh(self._rebuild)
+
+    async def _rebuild(self) -> None:
+        self._pending = False
+        if not self.is_attached or not self.screen.is_current:
+            return  # its screen's resume updates the bindings, and so the keys
+        if self._keys_now() != self._drawn:
+            await self.recompose()
+
+    def _keys_now(self) -> object:
+        """Everything :meth:`compose` draws the keys from."""
+        if not self._bindings_ready:
+            return None
+        app = self.app
+        palette = app.COMMAND_PALETTE_BINDING
+        return (
+            getattr(self.screen, "OPENED_BY", None),
+            self.show_command_palette and app.ENABLE_COMMAND_PALETTE,
+            tuple(
+                (
+                    key,
+                    b.key,
+                    b.action,
+                    b.description,
+                    b.tooltip,
+                    b.group,
+                    enabled,
+                    tooltip,
+                    app.get_key_display(b) if b.show or key == palette else None,
+                )
+                for key, (_node, b, enabled, tooltip) in self.screen.active_bindings.items()
+                if b.show or key == palette
+            ),
+        )
+
     def compose(self) -> ComposeResult:
+        self._drawn = self._keys_now()
         opener = getattr(self.screen, "OPENED_BY", None)
         keys = [
             w

@@ -400,7 +400,10 @@ class ProcessTable(SafeTable):
     def _fit_columns(self) -> None:
         # COMMAND takes the rest of the width (less the vertical scrollbar): a column as
         # wide as the longest command line would add a horizontal scrollbar, a row less.
-        width = (self.size.width or 200) - 2
+        # Before the first layout the size is 0: the terminal's width is the best guess (the
+        # table spans the host screen), so the first resize finds the columns it would make
+        # and the rows (the first sample's, often there by then) are not built twice.
+        width = (self.size.width or self.app.size.width or 200) - 2
         cols = columns_for(width, self.sort_key, self.has_gpus)
         used = sum(width_of(c) + 2 for c in cols if c.width)
         cmd_w = max(8, width - used - 2)
@@ -429,7 +432,10 @@ class ProcessTable(SafeTable):
         self._procs = dict(procs)
         self.mem_total = mem_total
         self.all_cores = f"0-{cores - 1}" if cores > 1 else "0"
-        self._sync()
+        if not self.shown_columns:
+            self._fit_columns()  # before its on_mount: the columns, and the rows with them
+        else:
+            self._sync()
 
     def update_gpus(self, gpus: Sequence[GpuSample]) -> None:
         """The host's latest GPUs: whether the GPU% column shows, and its values. Only the
