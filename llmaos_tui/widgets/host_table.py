@@ -23,6 +23,7 @@ from textual.widgets._data_table import ColumnKey, RowKey
 
 from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import HostState, HostStatus
+from llmaos_tui.widgets.graph import sparkline_cell
 from llmaos_tui.widgets.safe_table import SafeTable
 from llmaos_tui.widgets.text import NA, fixed, percent, sparkline
 
@@ -40,19 +41,36 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("gpu", "GPU%", 5),
     ("beta_cpu", "β CPU", 5),
     ("beta_gpu", "β GPU", 5),
+    ("net", "NET/s", 5),
+    ("disk", "DISK/s", 5),
     ("spark", "CPU HISTORY", SPARK_WIDTH),
+    ("gpu_spark", "GPU HISTORY", SPARK_WIDTH),
 )
 CELL_CACHE_SIZE = 8192  # rendered cells kept: several screens' worth of 10 columns
 LINE_CACHE_SIZE = 2048  # rendered lines kept: several screens' worth
 NUMERIC = frozenset({"cores", "cpu", "mem", "gpu", "beta_cpu", "beta_gpu"})
-FLEX = ("name", "status", "os", "spark")
+OPTIONAL = ("net", "disk")
+"""Number columns shown whole or not at all (width 0) as the width allows (GROWTH)."""
+RIGHT = NUMERIC | set(OPTIONAL)
+SPARKS = ("spark", "gpu_spark")
+FLEX = ("name", "status", "os", "spark", "gpu_spark")
 """The columns whose width follows the table's; the numbers keep theirs."""
-MINIMUM = {"name": 6, "status": 6, "os": 0, "spark": 0}
-GROWTH = (("name", 16), ("status", 12), ("os", 8), ("spark", SPARK_WIDTH), ("status", 24))
+MINIMUM = {"name": 6, "status": 6, "os": 0, "spark": 0, "gpu_spark": 0, "net": 0, "disk": 0}
+GROWTH = (
+    ("name", 16),
+    ("status", 12),
+    ("os", 8),
+    ("spark", SPARK_WIDTH),
+    ("net", 0),
+    ("disk", 0),
+    ("gpu_spark", SPARK_WIDTH),
+    ("status", 24),
+)
 """Once every minimum is met, each column in turn grows to the width named (at most to
 its longest text; the sparkline always): read backwards, the order columns give way as
 the terminal narrows, the sparkline first. Beyond these the status and the name grow to
-their longest text, then the sparkline to SPARK_MAX."""
+their longest text, then the sparklines to SPARK_MAX. NET/s and DISK/s come whole or
+not at all, after the CPU sparkline and before the GPU one."""
 SPARK_USEFUL = 4  # a sparkline narrower than this says nothing: its cells go to the status
 
 
@@ -70,18 +88,31 @@ def fit_widths(
         if key in NUMERIC:
             widths[key] = max(width or 0, len(label) + (key == sorted_key))
     room = available - sum(widths.values()) - 2 * CELL_PAD * len(COLUMNS)
-    for k in FLEX:
+    for k in (*FLEX, *OPTIONAL):
         widths[k] = MINIMUM[k]
         room -= MINIMUM[k]
-    top = {k: longest.get(k, 0) for k in FLEX} | {"spark": SPARK_MAX}
-    steps = [*GROWTH, ("status", top["status"]), ("name", top["name"]), ("spark", SPARK_MAX)]
+    top = {k: longest.get(k, 0) for k in FLEX} | {"spark": SPARK_MAX, "gpu_spark": SPARK_MAX}
+    steps = [
+        *GROWTH,
+        ("status", top["status"]),
+        ("name", top["name"]),
+        ("spark", SPARK_MAX),
+        ("gpu_spark", SPARK_MAX),
+    ]
+    full = {k: max(w or 0, len(label) + (k == sorted_key)) for k, label, w in COLUMNS}
     for k, upto in steps:
+        if k in OPTIONAL:
+            if room >= full[k]:
+                widths[k] = full[k]
+                room -= full[k]
+            continue
         grow = max(0, min(min(upto, max(top[k], MINIMUM[k])) - widths[k], room))
         widths[k] += grow
         room -= grow
-    if widths["spark"] < SPARK_USEFUL:
-        widths["status"] += widths["spark"]
-        widths["spark"] = 0
+    for k in SPARKS:
+        if widths[k] < SPARK_USEFUL:
+            widths["status"] += widths[k]
+            widths[k] = 0
     return widths
 
 
@@ -107,9 +138,11 @@ SORTS: dict[str, Callable[[HostState], Any]] = {
     "gpu": lambda h: h.gpu if _live(h) else None,
     "beta_cpu": lambda h: h.beta_cpu if _live(h) else None,
     "beta_gpu": lambda h: h.beta_gpu if _live(h) else None,
+    "net": lambda h: h.io.net_total if _live(h) else None,
+    "disk": lambda h: h.io.disk_total if _live(h) else None,
 }
 """What each sortable column sorts by; None (not known) always sorts last."""
-DESC_FIRST = NUMERIC
+DESC_FIRST = RIGHT
 """Columns whose first sort puts the biggest on top, as htop's P and M do."""
 
 
@@ -219,7 +252,7 @@ class HostTable(SafeTable):
         """Widen the flexible columns' longest texts by these cells; True when one grew."""
         grew = False
         for (key, _, _), cell in zip(COLUMNS, cells, strict=True):
-            if key in FLEX and key != "spark":  # the sparkline's is its column's
+            if key in FLEX and key not in SPARKS:  # the sparkline's is its column's
                 n = cell.cell_len
                 if n > self._longest.get(key, 0):
                     self._longest[key] = n
@@ -234,7 +267,7 @@ class HostTable(SafeTable):
         widths = fit_widths(available, self._longest, self.sort_key)
         if widths == self.widths:
             return
-        spark_changed = widths.get("spark") != self.widths.get("spark")
+        spark_changed = any(widths.get(k) != self.widths.get(k) for k in SPARKS)
         self.widths = widths
         for key, column in self.columns.items():
             column.width = widths[str(key.value)]
@@ -249,7 +282,7 @@ class HostTable(SafeTable):
     def _label(self, key: str) -> Text:
         label = dict((k, lbl) for k, lbl, _ in COLUMNS)[key]
         arrow = ("▼" if self.reverse else "▲") if key == self.sort_key else ""
-        return Text(label + arrow, justify="right" if key in NUMERIC else "left")
+        return Text(label + arrow, justify="right" if key in RIGHT else "left")
 
     # ---------------------------------------------------------------- data
 
@@ -556,6 +589,7 @@ class HostTable(SafeTable):
         os_name = h.hello.host.os if h.hello else NA
         live = _live(h)
         spark = self.widths.get("spark", SPARK_WIDTH)
+        gpu_spark = self.widths.get("gpu_spark", SPARK_WIDTH)
         return (
             # Text, not str: a str cell is read as markup; cleaned first, as Rich would
             # drop a BEL or CR without a trace.
@@ -568,8 +602,14 @@ class HostTable(SafeTable):
             Text(percent(h.gpu if live else None), justify="right"),
             Text(fixed(h.beta_cpu if live else None), justify="right"),
             Text(fixed(h.beta_gpu if live else None), justify="right"),
+            Text(rate_cell(h.io.net_total if live else None), justify="right"),
+            Text(rate_cell(h.io.disk_total if live else None), justify="right"),
             Text(
                 sparkline(_last_cpu(h, spark), spark),
+                self._style("hosttable--spark"),
+            ),
+            Text(
+                _gpu_spark(h, gpu_spark),
                 self._style("hosttable--spark"),
             ),
         )
@@ -589,6 +629,30 @@ def _last_cpu(h: HostState, n: int) -> list[float]:
     tail = [p.cpu for p in islice(reversed(h.history), n)]
     tail.reverse()
     return tail
+
+
+def _gpu_spark(h: HostState, n: int) -> str:
+    """The GPUs' mean utilisation over the last ``n`` points; blank for a host without
+    GPUs (nothing to say, rather than a flat line that reads as idle)."""
+    if n <= 0 or not h.gpu_count:
+        return ""
+    tail = [p.gpu for p in islice(reversed(h.history), n)]
+    tail.reverse()
+    return sparkline_cell(tail, n)
+
+
+def rate_cell(bps: int | None) -> str:
+    """Bytes per second in at most five cells, decimal units: ``980``, ``12.3k``, ``45M``."""
+    if bps is None:
+        return NA
+    v = float(bps)
+    for unit in ("", "k", "M", "G", "T"):
+        if v < 1000 or unit == "T":
+            if not unit:
+                return f"{v:.0f}"
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+        v /= 1000
+    return NA  # pragma: no cover - the loop always returns
 
 
 def _status_class(status: HostStatus) -> str:

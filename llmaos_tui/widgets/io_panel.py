@@ -88,7 +88,7 @@ def _column(title: str, lines: list[str], rows: int, width: int) -> list[str]:
 class IoText(Widget):
     """The per-interface, per-disk and temperature columns (or the one-line summary)."""
 
-    DEFAULT_CSS = "IoText { width: 2fr; height: 100%; }"
+    DEFAULT_CSS = "IoText { width: 3fr; height: 100%; }"
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -119,11 +119,11 @@ class IoText(Widget):
     def _columns(self, h: HostState, width: int, rows: int) -> list[str]:
         io = h.io
         net = [
-            f"{safe_name(n):<{NAME_W}} ↓{human_rate(rx):>10} ↑{human_rate(tx):>10}"
+            f"{safe_name(n, 10):<10} ↓{human_rate(rx):>9} ↑{human_rate(tx):>9}"
             for n, rx, tx in io.net.rows()
         ]
         disk = [
-            f"{safe_name(n):<{NAME_W}} r{human_rate(rd):>10} w{human_rate(wr):>10}"
+            f"{safe_name(n, 10):<10} r{human_rate(rd):>9} w{human_rate(wr):>9}"
             for n, rd, wr in io.disk.rows()
         ]
         s = h.sample
@@ -136,8 +136,8 @@ class IoText(Widget):
             ("DISK", disk or ["no I/O"]),
             ("TEMPERATURE", temps or ["no sensors"]),
         ]
-        # As many columns as fit at 36 cells each; the temperatures give way first.
-        n = max(1, min(3, (width + 1) // 37))
+        # As many columns as fit at 31 cells each; the temperatures give way first.
+        n = max(1, min(3, (width + 2) // 33))
         col_w = (width - (n - 1) * 2) // n
         built = [_column(t, lines, rows, col_w) for t, lines in cols[:n]]
         return ["  ".join(parts) for parts in zip(*built, strict=True)]
