@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
-from textual.widgets._data_table import ColumnKey, RowKey
+from textual.widgets._data_table import Column, ColumnKey, RowKey
 
 from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import HostState, HostStatus
@@ -53,6 +53,7 @@ OPTIONAL = ("net", "disk")
 """Number columns shown whole or not at all (width 0) as the width allows (GROWTH)."""
 RIGHT = NUMERIC | set(OPTIONAL)
 SPARKS = ("spark", "gpu_spark")
+DROPPABLE = (*OPTIONAL, *SPARKS)
 FLEX = ("name", "status", "os", "spark", "gpu_spark")
 """The columns whose width follows the table's; the numbers keep theirs."""
 MINIMUM = {"name": 6, "status": 6, "os": 0, "spark": 0, "gpu_spark": 0, "net": 0, "disk": 0}
@@ -60,17 +61,18 @@ GROWTH = (
     ("name", 16),
     ("status", 12),
     ("os", 8),
+    ("status", 24),
     ("spark", SPARK_WIDTH),
     ("net", 0),
     ("disk", 0),
     ("gpu_spark", SPARK_WIDTH),
-    ("status", 24),
 )
 """Once every minimum is met, each column in turn grows to the width named (at most to
 its longest text; the sparkline always): read backwards, the order columns give way as
 the terminal narrows, the sparkline first. Beyond these the status and the name grow to
 their longest text, then the sparklines to SPARK_MAX. NET/s and DISK/s come whole or
-not at all, after the CPU sparkline and before the GPU one."""
+not at all, after the CPU sparkline and before the GPU one (the status has its 24 cells
+before the sparkline: more columns left it too little to say why a host is down)."""
 SPARK_USEFUL = 4  # a sparkline narrower than this says nothing: its cells go to the status
 
 
@@ -87,6 +89,8 @@ def fit_widths(
     for key, label, width in COLUMNS:
         if key in NUMERIC:
             widths[key] = max(width or 0, len(label) + (key == sorted_key))
+    # Every column's padding counted, a dropped one's too (though _Column draws none):
+    # the table never runs past the width, whatever is dropped.
     room = available - sum(widths.values()) - 2 * CELL_PAD * len(COLUMNS)
     for k in (*FLEX, *OPTIONAL):
         widths[k] = MINIMUM[k]
@@ -102,7 +106,7 @@ def fit_widths(
     full = {k: max(w or 0, len(label) + (k == sorted_key)) for k, label, w in COLUMNS}
     for k, upto in steps:
         if k in OPTIONAL:
-            if room >= full[k]:
+            if not widths[k] and room >= full[k]:
                 widths[k] = full[k]
                 room -= full[k]
             continue
@@ -239,6 +243,10 @@ class HostTable(SafeTable):
     def on_mount(self) -> None:
         for key, _, width in COLUMNS:
             self.add_column(self._label(key), key=key, width=width)
+        for ck, col in list(self.columns.items()):
+            self.columns[ck] = _Column(
+                col.key, col.label, col.width, col.content_width, col.auto_width
+            )
         self._fit_columns()
 
     def on_resize(self) -> None:
@@ -613,6 +621,13 @@ class HostTable(SafeTable):
                 self._style("hosttable--spark"),
             ),
         )
+
+
+class _Column(Column):
+    """A column of width 0 takes no cells, its padding neither: a dropped column."""
+
+    def get_render_width(self, data_table: DataTable[Any]) -> int:
+        return 0 if self.width == 0 else super().get_render_width(data_table)
 
 
 def _shape(h: HostState) -> tuple[Any, ...]:
