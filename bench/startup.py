@@ -14,6 +14,10 @@ each llmaos-tui run starts its agent daemon from cold (the worst case).
 earlier commit unpacked in DIR), run with that checkout first on ``PYTHONPATH``, in the
 same runs and in turn with the others: a before/after pair measured under the same load.
 
+Each run also reports the CPU time (user + system) the program had used when its screen
+became readable, read from the tmux pane's process: on a shared machine the wall time
+moves with the load, its own CPU much less, so a before/after difference shows there first.
+
 Targets: the console starts in under 2 s (issue 2); <= 0.5 s median to 5 process rows
 (issue 12).
 """
@@ -33,6 +37,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 SIZE = ("160", "45")
 BAR = re.compile(r"(?<![\w.])(\d+) [─█▏▎▍▌▋▊▉]+ +\d+%")  # as tests/test_e2e_tmux.py reads it
 
@@ -44,7 +50,8 @@ def _tmux(sock: str, *args: str) -> str:
 
 
 def _time_to(sock: str, argv: list[str], env: dict[str, str], ready: Callable[[str], bool],
-             timeout: float = 20.0) -> float | None:  # fmt: skip
+             timeout: float = 20.0) -> tuple[float | None, float | None]:  # fmt: skip
+    """Seconds to a ``ready`` screen, and the CPU seconds the program had used by then."""
     cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
     t0 = time.monotonic()
     subprocess.run(
@@ -56,12 +63,23 @@ def _time_to(sock: str, argv: list[str], env: dict[str, str], ready: Callable[[s
         while time.monotonic() - t0 < timeout:
             screen = _tmux(sock, "capture-pane", "-p", "-t", "b")
             if ready(screen):
-                return time.monotonic() - t0
+                wall = time.monotonic() - t0
+                return wall, _pane_cpu(sock)
             time.sleep(0.01)
         print(f"{argv[0]}: not ready after {timeout} s; its screen:\n{screen}", file=sys.stderr)
-        return None
+        return None, None
     finally:
         _tmux(sock, "kill-session", "-t", "b")
+
+
+def _pane_cpu(sock: str) -> float | None:
+    """User + system CPU seconds of the pane's process (``env`` execs the program)."""
+    try:
+        pid = int(_tmux(sock, "display-message", "-p", "-t", "b", "#{pane_pid}").strip())
+        t = psutil.Process(pid).cpu_times()
+    except (ValueError, psutil.Error):
+        return None
+    return t.user + t.system
 
 
 PROC_ROW = re.compile(r"^\s*\d+\s+\S+\s+\d+(\.\d+)?\s")  # PID USER CPU% ...
@@ -90,7 +108,8 @@ def _ready_checks(cores: int) -> tuple[Callable[[str], bool], Callable[[str], bo
 
 
 def _one_run(i: int, tmp: Path, sock: str, tui: str, baseline: Path | None,
-             results: dict[str, list[float | None]]) -> None:  # fmt: skip
+             results: dict[str, list[float | None]],
+             cpu: dict[str, list[float | None]]) -> None:  # fmt: skip
     """Run ``i``: each console once, a cold agent daemon each, the first in turn."""
     home = tmp / f"home{i}"
     home.mkdir()
@@ -109,7 +128,9 @@ def _one_run(i: int, tmp: Path, sock: str, tui: str, baseline: Path | None,
         envs.append(base_env)
     shift = i % len(order)
     for name, argv, run_env, ready in order[shift:] + order[:shift]:
-        results[name].append(_time_to(sock, argv, run_env, ready))
+        wall, used = _time_to(sock, argv, run_env, ready)
+        results[name].append(wall)
+        cpu[name].append(used)
     for run_env in envs:
         subprocess.run(
             [sys.executable, "-m", "llmaos_agent", "stop"], env={**os.environ, **run_env},
@@ -117,17 +138,22 @@ def _one_run(i: int, tmp: Path, sock: str, tui: str, baseline: Path | None,
         )  # fmt: skip
 
 
-def _report(results: dict[str, list[float | None]], out: Path) -> None:
+def _report(results: dict[str, list[float | None]], cpu: dict[str, list[float | None]],
+            out: Path) -> None:  # fmt: skip
     summary: dict[str, dict[str, object]] = {}
     for name, ts in results.items():
         ok = [t for t in ts if t is not None]
+        used = [c for c in cpu[name] if c is not None]
         summary[name] = {
             "runs": [None if t is None else round(t, 3) for t in ts],
             "median_s": round(statistics.median(ok), 3) if ok else None,
             "max_s": round(max(ok), 3) if ok else None,
+            "cpu_runs": [None if c is None else round(c, 3) for c in cpu[name]],
+            "cpu_median_s": round(statistics.median(used), 3) if used else None,
         }
         print(f"{name:<11} median {summary[name]['median_s']} s, max {summary[name]['max_s']} s,"
-              f" runs {summary[name]['runs']}")  # fmt: skip
+              f" runs {summary[name]['runs']}; CPU median {summary[name]['cpu_median_s']} s,"
+              f" runs {summary[name]['cpu_runs']}")  # fmt: skip
     b = summary.get("btop", {}).get("median_s")
     for name in ("llmaos-tui", "baseline"):
         t = summary.get(name, {}).get("median_s")
@@ -152,16 +178,19 @@ def main() -> int:
     results: dict[str, list[float | None]] = {"llmaos-tui": [], "btop": []}
     if args.baseline:
         results["baseline"] = []
+    cpu: dict[str, list[float | None]] = {name: [] for name in results}
+    load = os.getloadavg()[0]
     # A session that stays: a server left without sessions exits, and a new-session sent
     # while it does fails ("server exited unexpectedly").
     subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "keep"], check=True, timeout=10)
     try:
         for i in range(args.runs):
-            _one_run(i, tmp, sock, tui, args.baseline, results)
+            _one_run(i, tmp, sock, tui, args.baseline, results, cpu)
     finally:
         _tmux(sock, "kill-server")
         shutil.rmtree(tmp, ignore_errors=True)
-    _report(results, args.out)
+    print(f"load average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after")
+    _report(results, cpu, args.out)
     return 0
 
 
