@@ -187,12 +187,14 @@ class LineWidget(Widget):
     # ------------------------------------------------------------------ drawing
 
     def _key(self) -> tuple[object, ...]:
-        return (self.size, self._style_gen, self.visual_style, *self.frame_key())
+        # The outer size, not .size: that finds the widget's region on the screen, at
+        # every line drawn; the content size follows from it and the styles (gen).
+        return (self.outer_size, self._style_gen, self.visual_style, *self.frame_key())
 
     def lines_changed(self) -> None:
         """The data changed: draw the frame and repaint the lines that differ (all of
         them when the size, form or theme changed since the last frame)."""
-        if not self.is_mounted or not self.size.area or self._frame != self._key():
+        if not self.is_mounted or not self.outer_size.area or self._frame != self._key():
             self._frame = None
             self.refresh()
             return
