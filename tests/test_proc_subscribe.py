@@ -94,12 +94,14 @@ async def test_the_host_screen_subscribes_and_the_fleet_unsubscribes(agent_home:
     async with app.run_test(size=SIZE) as pilot:
         assert isinstance(app.screen, FleetScreen)
         local, other = app.by_name["local"], app.by_name["other"]
-        for w in (local, other):
-            await wait_for(
-                lambda w=w: w.state.status is HostStatus.UP and w.state.sample is not None,
-                DEADLINE,
-                what=f"{w.state.name} up",
-            )
+        await wait_for(
+            lambda: all(
+                w.state.status is HostStatus.UP and w.state.sample is not None
+                for w in (local, other)
+            ),
+            DEADLINE,
+            what="both hosts up",
+        )
         # The fleet on top: neither host's processes are wanted, nor sent, nor held.
         assert not local.procs_wanted and not other.procs_wanted
         await _quiet_wire(local)
