@@ -96,5 +96,13 @@ class KeyFooter(Footer):
             for w in super().compose()
             if not (opener is not None and isinstance(w, FooterKey) and w.action == opener)
         ]
+        for w in keys:
+            if isinstance(w, FooterKey) and not w.has_class("-command-palette"):
+                # Bound to the footer's compact, a key is born compact (FooterKey's
+                # default), then made not: two style updates of each key, a dozen keys a
+                # footer. Born with the footer's value, it has neither. (The palette key
+                # is not bound: it keeps the default.)
+                w.set_reactive(FooterKey.compact, self.compact)
+                w.set_class(self.compact, "-compact", update=False)
         # A stable sort: the palette key is docked right whatever its place.
         yield from sorted(keys, key=_rank)
