@@ -20,6 +20,7 @@ from llmaos_tui.fleet.host_io import TEMPS_STALE_S, cpu_temps
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.state import HostState, HostStatus
 from llmaos_tui.screens.host import HostScreen
+from llmaos_tui.widgets.graph import Graph
 from llmaos_tui.widgets.host_table import HostTable
 from llmaos_tui.widgets.io_panel import IoPanel, IoText
 from tests.helpers import wait_for
@@ -156,7 +157,7 @@ async def test_host_screen_io_panel_cleans_names_and_toggles_with_4() -> None:
         text = "\n".join(screen.query_one(IoText).lines)
         assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
         assert "ev" in text
-        graph = screen.query_one("#io-net")
+        graph = screen.query_one("#io-net", Graph)
         assert graph.series[0].values[-1] == 60_000.0  # full from the history at once
         await pilot.press("4")
         await pilot.pause(0.2)
