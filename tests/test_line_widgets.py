@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from textual.app import App, ComposeResult
+from textual.geometry import Offset
 from textual.pilot import Pilot
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.visual import Visual, visualize
 
@@ -103,3 +105,23 @@ async def test_only_the_changed_line_is_drawn_again() -> None:
         bars.update_loads(loads)  # the same loads: nothing drawn
         await pilot.pause(0.2)
         assert bars.redrawn_lines == before + 1
+
+
+async def test_selected_text_is_highlighted_and_copied() -> None:
+    app = _Bars()
+    async with app.run_test(size=(80, 10)) as pilot:
+        bars = app.query_one(CoreBars)
+        bars.update_loads([0.33, 0.2, 0.5, 0.9])
+        await pilot.pause(0.2)
+        plain = _cells(bars.render_line(0))
+        selection = Selection(Offset(2, 0), Offset(10, 1))
+        app.screen.selections = {bars: selection}
+        await pilot.pause(0.2)
+        shown = bars.render_line(0)
+        assert _cells(shown) != plain, "the selection is not highlighted"
+        assert not _mismatches(bars)
+        got = bars.get_selection(selection)
+        assert got is not None and got[0] == "████────"
+        app.screen.clear_selection()
+        await pilot.pause(0.2)
+        assert _cells(bars.render_line(0)) == plain

@@ -26,6 +26,7 @@ from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Region
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.style import Style as VisualStyle
 from textual.widget import Widget
@@ -113,6 +114,7 @@ class LineWidget(Widget):
         self._strips: list[Strip] = []
         self.redrawn_lines = 0
         """Lines drawn anew since mounting (tests and the benchmark read it)."""
+        self._selected = False
 
     # ------------------------------------------------------------------ subclass
 
@@ -215,7 +217,14 @@ class LineWidget(Widget):
         if dirty:
             self.refresh(*dirty)
 
+    def selection_updated(self, selection: Selection | None) -> None:
+        # While text is selected here Textual draws it (the selection's highlight).
+        self._selected = selection is not None
+        super().selection_updated(selection)
+
     def render_line(self, y: int) -> Strip:
+        if self._selected:
+            return super().render_line(y)
         key = self._key()
         if self._frame != key:
             self._lines = self._draw()
