@@ -60,6 +60,7 @@ from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenRequests
 from llmaos_tui.screens.keys import KeysScreen
 from llmaos_tui.screens.plan import OpenPlan, PlanScreen
+from llmaos_tui.slurm_actions import SlurmActions
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.host_table import HostTable
 from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
@@ -154,7 +155,7 @@ class TrustRequest(Message):
         self.answer = answer
 
 
-class LlmaosApp(PlanActions):
+class LlmaosApp(PlanActions, SlurmActions):
     TITLE = "llmaos-tui"
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -528,6 +529,8 @@ class LlmaosApp(PlanActions):
         self.push_screen(AuditScreen(self.audit.read(), str(self.audit.path)))
 
     def on_change_intent(self, intent: ChangeIntent) -> None:
+        if self.slurm_change(intent):  # a Slurm cluster's job (host "slurm:NAME")
+            return
         self.run_worker(
             self._apply(intent), name=f"change:{intent.host}", group="changes", exit_on_error=False
         )

@@ -391,6 +391,13 @@ def run_app(args: argparse.Namespace, links: list[Link]) -> int:
         settings_path=LlmaosApp.default_settings_path(),
         metrics=metrics,
     )  # fmt: skip
+    from llmaos_tui.cli_requests import slurm_clusters  # noqa: PLC0415
+
+    try:  # the hosts file's [slurm.NAME] clusters, on the requests screen
+        app.slurm_clients = slurm_clusters(args)
+    except InventoryError as exc:
+        print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
+        return 2
     for problem in keys.problems:  # on the terminal after the console, and in it at start
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)
     app.config_errors += [clean(p) for p in keys.problems]

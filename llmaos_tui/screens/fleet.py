@@ -28,7 +28,7 @@ from textual.widgets import DataTable, Static
 
 from llmaos_agent.safetext import clean
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
-from llmaos_tui.screens.plan import OpenPlan
+from llmaos_tui.screens.intents import OpenPlan
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.heatmap import HeatMap
 from llmaos_tui.widgets.host_table import DESC_FIRST, HostFacts, HostTable

@@ -25,8 +25,7 @@ from textual.screen import Screen
 from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
 from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
-from llmaos_tui.screens.intents import ChangeIntent, OpenProcDetail, OpenRequests
-from llmaos_tui.screens.plan import OpenPlan
+from llmaos_tui.screens.intents import ChangeIntent, OpenPlan, OpenProcDetail, OpenRequests
 from llmaos_tui.widgets import gpu_panel, io_panel
 from llmaos_tui.widgets.beta_panel import BetaPanel
 from llmaos_tui.widgets.core_bars import CoreBars, Form, fit
