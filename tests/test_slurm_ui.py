@@ -93,7 +93,7 @@ def make_app(c: SlurmCluster, tmp_path: Path, *, read_only: bool = False) -> Llm
         [], read_only=read_only, cursor_blink=False, audit=AuditLog(tmp_path / "audit.jsonl")
     )
     client = SlurmClient("test", LocalRunner(env=c.env, cwd=str(c.root / "out")))
-    app.slurm_clients = [client]  # type: ignore[attr-defined]  # as the CLI's run_app does
+    app.slurm_clients = [client]  # as the CLI's run_app does
     return app
 
 
