@@ -14,6 +14,11 @@ file (:func:`llmaos_tui.cli_requests.slurm_clusters`) and given to the app befor
   cluster's client through :func:`llmaos_tui.ops.changes.change`, as the CLI does
   (``_slurm_change``): refused and audited in read-only mode, the audit checked first,
   Slurm's refusal recorded and shown in its words (cleaned by the app's ``notify``).
+- While any cluster is configured, a second worker reads every cluster's nodes
+  (``scontrol -o show node``) every :data:`NODES_POLL_S` seconds and posts
+  :class:`SlurmNodes`; its handler sets :attr:`HostState.slurm` on each inventory host
+  that is a node (:func:`node_of`: by the node's name or hostname; ``local`` is this
+  machine's short hostname) and redraws those rows of the fleet screen.
 - :class:`OpenSlurmLog` shows the end of the job's output file, read through Slurm.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +37,7 @@ from textual.message import Message
 
 from llmaos_agent.protocol import LogChunk, LogQuery, Reprioritize, RequestInfo, RequestSpec
 from llmaos_tui.fleet.link import LinkDown
+from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import ReadOnlyConsole, change
 
@@ -41,13 +48,16 @@ if TYPE_CHECKING:
 
     from llmaos_tui.screens.intents import ChangeIntent
     from llmaos_tui.screens.requests import OpenSlurmLog, RequestsShown, SlurmRow
-    from llmaos_tui.slurm import PrioResult, SlurmClient, SlurmJob
+    from llmaos_tui.slurm import PrioResult, SlurmClient, SlurmJob, SlurmNode
 
 SLURM_HOST = "slurm:"
 """The host label of a cluster's rows (``llmaos_tui.screens.requests.SLURM_HOST``)."""
 
 POLL_S = 2.0
 """Seconds between two reads of a cluster's queue while the requests screen is shown."""
+NODES_POLL_S = 10.0
+"""Seconds between two reads of the clusters' nodes (the fleet's SLURM state)."""
+LOCAL = "local"
 
 
 def _failures() -> tuple[type[BaseException], ...]:
@@ -67,6 +77,39 @@ class SlurmJobs(Message):
         self.error = error
 
 
+class SlurmNodes(Message):
+    """A cluster's nodes as just read (``nodes`` None and ``error``: they could not be)."""
+
+    def __init__(self, cluster: str, nodes: Sequence[SlurmNode] | None, error: str = "") -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.nodes = nodes
+        self.error = error
+
+
+def host_names(h: HostState) -> set[str]:
+    """The names a node of a cluster may know ``h`` by: its inventory name, its agent's
+    hostname (short too) and, for ``local``, this machine's short hostname."""
+    names = {h.name}
+    if h.hello is not None:
+        names.add(h.hello.host.hostname)
+    if h.name == LOCAL:
+        names.add(socket.gethostname())
+    return names | {n.split(".")[0] for n in names if n}
+
+
+def node_of(h: HostState, nodes: Sequence[SlurmNode]) -> SlurmNode | None:
+    """The node among ``nodes`` that is host ``h`` (by the node's name or its hostname)."""
+    names = host_names(h)
+    for node in nodes:
+        if node.name in names or node.hostname in names:
+            return node
+    for node in nodes:  # a node named by its short name, a host by its full one
+        if node.hostname.split(".")[0] in names:
+            return node
+    return None
+
+
 class _SlurmCall(msgspec.Struct, frozen=True):
     """What a Slurm change was asked (the change path takes a Struct)."""
 
@@ -82,6 +125,8 @@ class _SlurmView:
     last: dict[str, tuple[list[SlurmJob], str]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: Worker[None] | None = None
+    nodes: dict[str, list[SlurmNode]] = field(default_factory=dict)
+    nodes_worker: Worker[None] | None = None
 
 
 def rows_of(jobs: Sequence[SlurmJob]) -> list[SlurmRow]:
@@ -92,10 +137,12 @@ def rows_of(jobs: Sequence[SlurmJob]) -> list[SlurmRow]:
 
 class SlurmActions(App[None]):
     audit: AuditLog
+    fleet: FleetState
     read_only: bool
     slurm_clients: Sequence[SlurmClient] = ()
     """The hosts file's clusters (set by the CLI before the app runs; none by default)."""
     slurm_poll_s: float = POLL_S
+    slurm_nodes_poll_s: float = NODES_POLL_S
 
     # ------------------------------------------------------------------ state
 
@@ -168,6 +215,47 @@ class SlurmActions(App[None]):
     def slurm_refresh_now(self) -> None:
         """Read the clusters again now (after a change), not at the next tick."""
         self._slurm.wake.set()
+
+    # ------------------------------------------------------------------ nodes
+
+    def on_mount(self) -> None:
+        if self.slurm_clients:
+            self._slurm.nodes_worker = self.run_worker(
+                self._poll_nodes(), name="slurm-nodes", group="slurm", exit_on_error=False
+            )
+
+    async def _poll_nodes(self) -> None:
+        async def one(c: SlurmClient) -> None:
+            try:
+                nodes = await c.nodes()
+            except _failures() as exc:
+                self.post_message(SlurmNodes(c.name, None, str(exc) or type(exc).__name__))
+                return
+            self.post_message(SlurmNodes(c.name, nodes))
+
+        while True:
+            await asyncio.gather(*(one(c) for c in self.slurm_clients))
+            await asyncio.sleep(self.slurm_nodes_poll_s)
+
+    def on_slurm_nodes(self, msg: SlurmNodes) -> None:
+        # A failed read keeps the cluster's last nodes: one missed answer does not blank
+        # the fleet's column (the requests screen says why a cluster cannot be read).
+        if msg.nodes is not None:
+            self._slurm.nodes[msg.cluster] = list(msg.nodes)
+        clusters = [self._slurm.nodes.get(c.name, []) for c in self.slurm_clients]
+        changed = []
+        for h in self.fleet.hosts.values():
+            node = next((n for ns in clusters if (n := node_of(h, ns)) is not None), None)
+            state = None if node is None else node.state
+            if h.slurm != state:
+                h.slurm = state
+                changed.append(h.name)
+        if changed and self.screen_stack:
+            from llmaos_tui.screens.fleet import FleetScreen  # noqa: PLC0415
+
+            screen = self.screen
+            if isinstance(screen, FleetScreen) and screen.is_mounted:
+                screen.refresh_hosts(changed)
 
     async def on_unmount(self) -> None:
         for c in self.slurm_clients:

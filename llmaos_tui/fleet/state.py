@@ -108,6 +108,7 @@ class HostState:
     containers: dict[str, Container] = field(default_factory=dict)
     """The host engine's containers by full id (empty without an engine)."""
     containers_version: int = 0
+    slurm: str | None = None  # the host's node state in a Slurm cluster (sinfo's word)
     io: HostIO = field(default_factory=HostIO, repr=False, compare=False)
     """Network, disk and temperatures, and the per-core and per-GPU histories."""
     _figs: _Figures | None = field(default=None, repr=False, compare=False)

@@ -6,6 +6,8 @@ Slurm's own commands (``squeue``, ``scontrol``, ``scancel``, ``sbatch``).
   console's request states;
 - :mod:`.runner`: where the commands run, as argv lists: this machine
   (:class:`LocalRunner`) or an inventory host's SSH connection (:class:`SshRunner`);
+- :mod:`.nodes`: a cluster's nodes and their state (:class:`SlurmNode`), parsed from
+  ``scontrol -o show node``;
 - :mod:`.client`: the reads and actions (:class:`SlurmClient`); Slurm's refusals are
   raised as :class:`SlurmRefused` in its own words.
 
@@ -14,6 +16,7 @@ No Textual or Rich here: screens draw the jobs and clean their text when drawing
 
 from llmaos_tui.slurm.client import LogTail, PrioResult, SlurmClient, SlurmRefused, SubmitSpec
 from llmaos_tui.slurm.jobs import SlurmJob, is_slurm_id, parse_slurm_id, slurm_id
+from llmaos_tui.slurm.nodes import SlurmNode, parse_nodes
 from llmaos_tui.slurm.runner import LocalRunner, Result, Runner, SshRunner
 
 __all__ = [
@@ -24,10 +27,12 @@ __all__ = [
     "Runner",
     "SlurmClient",
     "SlurmJob",
+    "SlurmNode",
     "SlurmRefused",
     "SshRunner",
     "SubmitSpec",
     "is_slurm_id",
+    "parse_nodes",
     "parse_slurm_id",
     "slurm_id",
 ]

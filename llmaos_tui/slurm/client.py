@@ -32,6 +32,7 @@ from llmaos_tui.slurm.jobs import (
     parse_squeue,
     squeue_format,
 )
+from llmaos_tui.slurm.nodes import SlurmNode, parse_nodes
 from llmaos_tui.slurm.runner import Result, Runner
 
 MAX_WORDS = 1000
@@ -113,6 +114,7 @@ class SlurmClient:
         self.runner = runner
         self.timeout = timeout
         self.truncated = False  # the last list was cut at MAX_JOBS
+        self.nodes_truncated = False  # the last nodes() was cut at nodes.MAX_NODES
 
     async def _run(self, *argv: str, max_bytes: int | None = None) -> Result:
         if max_bytes is None:
@@ -146,6 +148,13 @@ class SlurmClient:
         if not finished and job_id is None:
             jobs = [j for j in jobs if j.state in LIVE_STATES]
         return jobs
+
+    async def nodes(self) -> list[SlurmNode]:
+        """The cluster's nodes and their state, from ``scontrol -o show node`` (sinfo
+        can be stale: :mod:`.nodes`); ``nodes_truncated`` says whether the list was cut."""
+        r = await self._ok("scontrol", "-o", "show", "node")
+        nodes, self.nodes_truncated = parse_nodes(r.out)
+        return nodes
 
     async def job(self, job_id: str) -> SlurmJob:
         """One job, finished or not; :class:`SlurmRefused` when Slurm does not know it."""

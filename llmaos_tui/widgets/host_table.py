@@ -5,7 +5,9 @@ and filterable; only rows and cells that changed are touched on an update, and
 the cursor stays on its host across re-sorts. The columns are sized to the table's
 width (:func:`fit_widths`): the numbers keep theirs, the sparkline gives way first,
 then the OS, the status and the name (the fleet screen's detail line says the cursor's
-host's status in full).
+host's status in full). A host that is a node of a Slurm cluster says its node state
+after its status (``up · slurm idle``), in the same column: no column is added, so a
+fleet without Slurm draws as before.
 """
 
 from __future__ import annotations
@@ -593,7 +595,9 @@ class HostTable(SafeTable):
 
     def _cells(self, h: HostState) -> tuple[Any, ...]:
         style = self._style(_status_class(h.status))
-        status = h.status.value + (f": {h.reason}" if h.reason else "")
+        # A node of a Slurm cluster says its state before the reason, which may be cut.
+        slurm = f" · slurm {h.slurm}" if h.slurm is not None else ""
+        status = h.status.value + slurm + (f": {h.reason}" if h.reason else "")
         os_name = h.hello.host.os if h.hello else NA
         live = _live(h)
         spark = self.widths.get("spark", SPARK_WIDTH)
@@ -633,7 +637,7 @@ class _Column(Column):
 def _shape(h: HostState) -> tuple[Any, ...]:
     """What of a host decides its row's place in the fleet order, whether the filter keeps
     it and how wide the status, OS and name columns are: not its figures."""
-    return (h.status, h.reason, h.hello.host.os if h.hello else None, h.cores)
+    return (h.status, h.reason, h.hello.host.os if h.hello else None, h.cores, h.slurm)
 
 
 def _last_cpu(h: HostState, n: int) -> list[float]:
