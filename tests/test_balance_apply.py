@@ -28,6 +28,7 @@ from msgspec import Struct
 from llmaos_agent.protocol import RequestInfo, RequestRef, RequestSpec
 from llmaos_tui.balance import Move, Plan
 from llmaos_tui.balance.model import Slot
+from llmaos_tui.balance.thresholds import GAP_SHARE
 from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.local import LocalLink
@@ -103,7 +104,12 @@ async def test_core_level_plan_moves_pinned_hogs_and_beta_falls(
                 f"window {[(s.id, round(s.load, 2)) for s in plan.slots]}, hogs "
                 f"{[round(u.load, 2) for u in mine]}: best hog move to {dst} gains {gain:.3f}"
             )
-            if gain >= CLEAR_GAIN:  # core 0 is hotter than a core with room for a hog
+            # The planner asks each move to close a share of the gap to the floor (its
+            # derived minimum, balance/thresholds.py): with few units on two cores that is
+            # more than CLEAR_GAIN, and a load elsewhere on this machine may leave a hog's
+            # move just under it. Required only where the move clears both, with margin.
+            needed = GAP_SHARE / max(1, len(inp.units)) * (plan.beta_before - plan.floor)
+            if gain >= max(CLEAR_GAIN, 1.25 * needed):  # core 0 is clearly the hotter
                 assert plan.moves, f"{plan.note}; {why}"
                 assert plan.beta_after_predicted < plan.beta_before - CLEAR_GAIN / 2, why
             assert all(m.gain > 0 for m in plan.moves), (plan.moves, why)

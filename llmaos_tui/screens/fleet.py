@@ -203,9 +203,10 @@ class FleetScreen(Screen[None]):
         return self.has_class("-heatmap")
 
     def refresh_hosts(self, names: Iterable[str] | None) -> None:
-        if not self._mounted:
+        tables = self.query(HostTable)
+        if not self._mounted or not tables:  # not composed yet, or the app is closing
             return
-        table = self.query_one(HostTable)
+        table = tables.first()
         hosts = self.fleet.hosts
         changed = None if names is None else list(names)
         table.update_hosts(hosts.values() if changed is None else (hosts[n] for n in changed))
@@ -216,12 +217,19 @@ class FleetScreen(Screen[None]):
         self._refresh_heatmap()
 
     def _refresh_heatmap(self) -> None:
-        if self.heatmap_shown:  # drawn only while it is on screen
-            self.query_one(HeatMap).update_hosts(self.query_one(HostTable).shown_hosts)
+        heat = self._heatmap()
+        if heat is not None and self.heatmap_shown:  # drawn only while it is on screen
+            heat.update_hosts(self.query_one(HostTable).shown_hosts)
+
+    def _heatmap(self) -> HeatMap | None:
+        # None while the app shuts down: its children go before a last timer tick does.
+        found = self.query(HeatMap)
+        return found.first() if found else None
 
     def _cursor_host(self) -> str | None:
-        if self.heatmap_shown:
-            return self.query_one(HeatMap).cursor_host
+        heat = self._heatmap()
+        if heat is not None and self.heatmap_shown:
+            return heat.cursor_host
         return self.query_one(HostTable).selected_host
 
     def on_heat_map_highlighted(self, event: HeatMap.Highlighted) -> None:
