@@ -4,9 +4,9 @@ scontrol (not sinfo: sinfo 22.05 can report a node's state stale, see
 ``tests/slurm_cluster.py``) prints one line per node of ``Key=value`` words; a few values
 are free text with spaces (``OS=``, ``Reason=``, ``Comment=``). The first ``NodeName=``,
 ``NodeHostName=`` and ``State=`` of a line count, and each must have the shape Slurm gives
-it (a state is upper-case words joined by ``+``, a name a host name's characters), so a ``Reason`` that says
-``State=IDLE`` after the real one changes nothing. Names are cut to a bound here; the
-console cleans them (``llmaos_agent.safetext.clean``) when drawing.
+it (a state is upper-case words joined by ``+``, a name a host name's characters), so a
+``Reason`` that says ``State=IDLE`` after the real one changes nothing. Names are bounded
+here; the console cleans them (``llmaos_agent.safetext.clean``) when drawing.
 """
 
 from __future__ import annotations
