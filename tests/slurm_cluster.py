@@ -148,7 +148,11 @@ class SlurmCluster:
         out = self.run("scontrol", "-o", "show", "node", self.node, timeout=30)
         if out.returncode != 0:
             return ""
-        fields = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+        fields: dict[str, str] = {}
+        for kv in out.stdout.split():  # the first of a key: Reason=... may hold "State=IDLE"
+            if "=" in kv:
+                k, v = kv.split("=", 1)
+                fields.setdefault(k, v)
         base, *flags = fields.get("State", "").lower().split("+")
         if "drain" in flags:
             return "drained" if base in ("idle", "down") else "draining"
