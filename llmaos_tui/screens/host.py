@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 from msgspec import Struct
 from textual import events
@@ -24,8 +23,8 @@ from textual.screen import Screen
 
 from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
 from llmaos_tui.fleet.state import HostState
-from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 from llmaos_tui.screens.intents import ChangeIntent, OpenPlan, OpenProcDetail, OpenRequests
+from llmaos_tui.screens.proc_prompts import ask_cores, ask_nice, ask_signal, stepped_nice
 from llmaos_tui.widgets import gpu_panel, io_panel
 from llmaos_tui.widgets.beta_panel import BetaPanel
 from llmaos_tui.widgets.core_bars import CoreBars, Form, fit
@@ -36,10 +35,6 @@ from llmaos_tui.widgets.io_panel import IoPanel
 from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.memory_panel import MemoryPanel
 from llmaos_tui.widgets.process_table import ProcessTable
-
-NICE_MIN, NICE_MAX = -20, 19
-SIGNALS = ["TERM", "KILL", "INT", "HUP", "QUIT", "STOP", "CONT", "USR1", "USR2"]
-
 
 PROCS_SHARE = 0.4
 """The share of the screen's height the process table keeps."""
@@ -119,27 +114,6 @@ def plan_layout(
     if "gpus" not in shown:
         gpu_rows = 0
     return HostLayout(wide, rows, form, side_rows, gpu_rows, detail, procs_min, tiny, io_rows)
-
-
-def parse_cpulist(text: str, cores: int) -> list[int]:
-    """``"0-3,8"`` -> ``[0, 1, 2, 3, 8]``; ValueError with a reason for anything else."""
-    out: set[int] = set()
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a core or a range like 0-3") from None
-        if a > b or a < 0:
-            raise ValueError(f"{part!r} is not a range")
-        if b >= cores:
-            raise ValueError(f"no core {b} on this host (0-{cores - 1})")
-        out.update(range(a, b + 1))
-    if not out:
-        raise ValueError("name at least one core")
-    return sorted(out)
 
 
 class HostScreen(Screen[None]):
@@ -310,10 +284,8 @@ class HostScreen(Screen[None]):
 
     def action_nice(self, step: int) -> None:
         p = self._selected()
-        if p is None or p.nice is None:
-            return
-        new = max(NICE_MIN, min(NICE_MAX, p.nice + step))
-        if new != p.nice:
+        new = None if p is None else stepped_nice(p.nice, step)
+        if p is not None and new is not None:
             renice = Renice(pid=p.pid, create_time=p.create_time, nice=new)
             self._change("proc.renice", renice, p, f"nice {p.nice}")
 
@@ -322,68 +294,33 @@ class HostScreen(Screen[None]):
         if p is None:
             return
 
-        def check(v: str) -> str:
-            try:
-                n = int(v)
-            except ValueError:
-                return "a whole number, -20 (highest) to 19 (lowest)"
-            return "" if NICE_MIN <= n <= NICE_MAX else f"{n} is out of range -20..19"
+        def chosen(n: int) -> None:
+            renice = Renice(pid=p.pid, create_time=p.create_time, nice=n)
+            self._change("proc.renice", renice, p, f"nice {p.nice}")
 
-        def done(v: str | None) -> None:
-            if v is not None:
-                renice = Renice(pid=p.pid, create_time=p.create_time, nice=int(v))
-                self._change("proc.renice", renice, p, f"nice {p.nice}")
-
-        self.app.push_screen(
-            PromptScreen(f"Nice value for pid {p.pid} ({p.name})", str(p.nice or 0),
-                         "-20 highest priority … 19 lowest; lowering needs root", check),
-            done,
-        )  # fmt: skip
+        ask_nice(self.app, f"pid {p.pid} ({p.name})", p.nice, chosen)
 
     def action_affinity(self) -> None:
         p = self._selected()
         if p is None:
             return
-        cores = self.host.cores
 
-        def check(v: str) -> str:
-            try:
-                parse_cpulist(v, cores)
-            except ValueError as exc:
-                return str(exc)
-            return ""
+        def chosen(cores: list[int]) -> None:
+            aff = SetAffinity(pid=p.pid, create_time=p.create_time, cores=cores)
+            self._change("proc.affinity", aff, p, f"cores {p.affinity}")
 
-        def done(v: str | None) -> None:
-            if v is not None:
-                aff = SetAffinity(
-                    pid=p.pid, create_time=p.create_time, cores=parse_cpulist(v, cores)
-                )
-                self._change("proc.affinity", aff, p, f"cores {p.affinity}")
-
-        self.app.push_screen(
-            PromptScreen(f"Cores for pid {p.pid} ({p.name})", p.affinity or f"0-{cores - 1}",
-                         f"a core list such as 0-3,8 (this host: 0-{cores - 1})", check),
-            done,
-        )  # fmt: skip
+        ask_cores(self.app, f"pid {p.pid} ({p.name})", self.host.cores, p.affinity, chosen)
 
     def action_signal(self) -> None:
         p = self._selected()
         if p is None:
             return
 
-        def confirmed(sig: str, yes: bool | None) -> None:
-            if yes:
-                send = SendSignal(pid=p.pid, create_time=p.create_time, signal=sig)
-                self._change("proc.signal", send, p, p.status)
+        def chosen(sig: str) -> None:
+            send = SendSignal(pid=p.pid, create_time=p.create_time, signal=sig)
+            self._change("proc.signal", send, p, p.status)
 
-        def picked(sig: str | None) -> None:
-            if sig is not None:
-                self.app.push_screen(
-                    ConfirmScreen(f"Send SIG{sig} to pid {p.pid} ({p.name}) on {self.host.name}?"),
-                    partial(confirmed, sig),
-                )
-
-        self.app.push_screen(ChoiceScreen(f"Signal for pid {p.pid} ({p.name})", SIGNALS), picked)
+        ask_signal(self.app, f"pid {p.pid} ({p.name})", self.host.name, chosen)
 
     def on_process_table_detail_asked(self, event: ProcessTable.DetailAsked) -> None:
         event.stop()

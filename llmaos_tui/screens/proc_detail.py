@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 
 from msgspec import Struct
 from rich.style import Style
@@ -32,11 +31,10 @@ from textual.widgets import Static
 
 from llmaos_agent.protocol import Renice, SendSignal, SetAffinity
 from llmaos_agent.safetext import clean
-from llmaos_tui.screens.dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
-from llmaos_tui.screens.host import NICE_MAX, NICE_MIN, SIGNALS, parse_cpulist
 from llmaos_tui.screens.intents import ChangeIntent
 from llmaos_tui.screens.intents import OpenProcDetail as OpenProcDetail  # noqa: PLC0414 (re-exported)
 from llmaos_tui.screens.proc_detail_model import ProcDetail, started, state_words
+from llmaos_tui.screens.proc_prompts import ask_cores, ask_nice, ask_signal, stepped_nice
 from llmaos_tui.widgets.graph import Graph, Series
 from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.text import NA, human_bytes
@@ -256,10 +254,8 @@ class ProcDetailScreen(Screen[None]):
 
     def action_nice(self, step: int) -> None:
         d = self.detail
-        if not self._can_change() or d.nice is None:
-            return
-        new = max(NICE_MIN, min(NICE_MAX, d.nice + step))
-        if new != d.nice:
+        new = stepped_nice(d.nice, step) if self._can_change() else None
+        if new is not None:
             renice = Renice(pid=d.pid, create_time=d.create_time, nice=new)
             self._change("proc.renice", renice, f"nice {d.nice}")
 
@@ -268,23 +264,11 @@ class ProcDetailScreen(Screen[None]):
         if not self._can_change():
             return
 
-        def check(v: str) -> str:
-            try:
-                n = int(v)
-            except ValueError:
-                return "a whole number, -20 (highest) to 19 (lowest)"
-            return "" if NICE_MIN <= n <= NICE_MAX else f"{n} is out of range -20..19"
+        def chosen(n: int) -> None:
+            renice = Renice(pid=d.pid, create_time=d.create_time, nice=n)
+            self._change("proc.renice", renice, f"nice {d.nice}")
 
-        def done(v: str | None) -> None:
-            if v is not None:
-                renice = Renice(pid=d.pid, create_time=d.create_time, nice=int(v))
-                self._change("proc.renice", renice, f"nice {d.nice}")
-
-        self.app.push_screen(
-            PromptScreen(f"Nice value for {self._target()}", str(d.nice or 0),
-                         "-20 highest priority … 19 lowest; lowering needs root", check),
-            done,
-        )  # fmt: skip
+        ask_nice(self.app, self._target(), d.nice, chosen)
 
     def action_affinity(self) -> None:
         d = self.detail
@@ -293,46 +277,23 @@ class ProcDetailScreen(Screen[None]):
         if d.cores <= 0:
             self.notify("this host's core count is not known yet", severity="warning")
             return
-        cores = d.cores
 
-        def check(v: str) -> str:
-            try:
-                parse_cpulist(v, cores)
-            except ValueError as exc:
-                return str(exc)
-            return ""
+        def chosen(cores: list[int]) -> None:
+            aff = SetAffinity(pid=d.pid, create_time=d.create_time, cores=cores)
+            self._change("proc.affinity", aff, f"cores {d.affinity}")
 
-        def done(v: str | None) -> None:
-            if v is not None:
-                aff = SetAffinity(
-                    pid=d.pid, create_time=d.create_time, cores=parse_cpulist(v, cores)
-                )
-                self._change("proc.affinity", aff, f"cores {d.affinity}")
-
-        self.app.push_screen(
-            PromptScreen(f"Cores for {self._target()}", d.affinity or f"0-{cores - 1}",
-                         f"a core list such as 0-3,8 (this host: 0-{cores - 1})", check),
-            done,
-        )  # fmt: skip
+        ask_cores(self.app, self._target(), d.cores, d.affinity, chosen)
 
     def action_signal(self) -> None:
         d = self.detail
         if not self._can_change():
             return
 
-        def confirmed(sig: str, yes: bool | None) -> None:
-            if yes:
-                send = SendSignal(pid=d.pid, create_time=d.create_time, signal=sig)
-                self._change("proc.signal", send, d.state or "")
+        def chosen(sig: str) -> None:
+            send = SendSignal(pid=d.pid, create_time=d.create_time, signal=sig)
+            self._change("proc.signal", send, d.state or "")
 
-        def picked(sig: str | None) -> None:
-            if sig is not None:
-                self.app.push_screen(
-                    ConfirmScreen(f"Send SIG{sig} to {self._target()} on {d.host}?"),
-                    partial(confirmed, sig),
-                )
-
-        self.app.push_screen(ChoiceScreen(f"Signal for {self._target()}", SIGNALS), picked)
+        ask_signal(self.app, self._target(), d.host, chosen)
 
 
 def _num(n: int | None) -> str | None:
