@@ -627,6 +627,9 @@ class LlmaosApp(PlanActions, SlurmActions):
         from llmaos_tui.screens.proc_detail import ProcDetailScreen  # noqa: PLC0415
 
         view = message.view
+        top = self.screen_stack[-1] if self.screen_stack else None
+        if not (isinstance(top, HostScreen) and top.host.name == view.host):
+            return  # the operator left that host's screen while the agent answered
         self._take_point(view)
         view.screen = ProcDetailScreen(view.with_history(), read_only=self.read_only)
         self._detail = view

@@ -301,7 +301,7 @@ class SlurmActions(App[None]):
         # no link of this console's).
         audit = AuditLog(self.audit.path, identity_for=lambda _host: runner.login)
         where = f"{intent.host} ({runner.where})"
-        failures: tuple[type[BaseException], ...] = (ReadOnlyConsole, *_failures())
+        failures: tuple[type[BaseException], ...] = (ReadOnlyConsole, ValueError, *_failures())
         try:
             await change(
                 call, intent.method, _SlurmCall(cluster=c.name, target=intent.target),

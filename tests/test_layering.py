@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "agents" / "llmaos_agent"
 CONSOLE = ROOT / "llmaos_tui"
 
-CONTROLLER = ["fleet", "balance", "ops", "cli.py", "cli_*.py", "formats.py", "exporter.py"]
+CONTROLLER = ["fleet", "balance", "ops", "cli.py", "cli_*.py", "formats.py", "exporter.py", "slurm"]
 UI = ["screens", "widgets"]
 
 AGENT_BANNED = {"llmaos_tui", "textual", "rich", "asyncssh"}

@@ -473,3 +473,20 @@ async def test_the_client_over_ssh_quotes_argv(cluster: SlurmCluster, tmp_path: 
     finally:
         await runner.close()
         await srv.stop()
+
+
+@pytest.mark.integration
+def test_log_refuses_an_output_path_swapped_for_a_link(console: Console, tmp_path: Path) -> None:
+    """A job's output path is its owner's choice and the console reads it with its own
+    login's rights: a link there (to a key, /etc/shadow) is refused, not followed."""
+    con = console
+    job = con.job_of("--name", "swap", "--", "true")
+    wait(lambda: con.state_of(job) == "done", "the job to finish")
+    path = Path(json.loads(con.run("log", job, "--json").stdout)["path"])
+    secret = tmp_path / "secret"
+    secret.write_text("the operator's key\n")
+    path.unlink()
+    path.symlink_to(secret)
+    out = con.run("log", job)
+    assert out.returncode == 1 and "not read" in out.stderr, (out.stdout, out.stderr)
+    assert "the operator's key" not in out.stdout + out.stderr

@@ -44,13 +44,6 @@ pytestmark = pytest.mark.integration
 SIZE = (140, 40)
 UP_S = 90.0  # generous: a starved 2-core machine pushes the agent and starts it slowly
 
-APP_QUEUES = hasattr(LlmaosApp, "_ask_next_trust")
-needs_app_fix = pytest.mark.xfail(
-    not APP_QUEUES,
-    strict=True,
-    reason="the console shows one trust dialog at a time and refuses one closed unanswered "
-    "only with the change to llmaos_tui/app.py in /tmp/trust_app.diff",
-)
 
 
 def known_hosts_of(tmp_path: Path, *hosts: TestHost) -> Path:
@@ -325,7 +318,6 @@ async def test_two_questions_at_once_each_answer_goes_to_its_host(
         assert not isinstance(app.screen, TrustScreen)
 
 
-@needs_app_fix
 async def test_a_second_question_waits_behind_the_one_on_screen(
     testbed: Testbed, tmp_path: Path
 ) -> None:
@@ -351,7 +343,6 @@ async def test_a_second_question_waits_behind_the_one_on_screen(
         assert kh.read_text() == line_of(c) + line_of(testbed.host(asked[0].name))
 
 
-@needs_app_fix
 async def test_a_dialog_closed_unanswered_refuses_and_r_asks_again(
     testbed: Testbed, tmp_path: Path
 ) -> None:

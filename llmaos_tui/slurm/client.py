@@ -231,6 +231,17 @@ class SlurmClient:
         path = r.out.split("\n")[0].rstrip()
         if not path.startswith("/"):
             raise SlurmRefused(f"job {job_id} has no output file Slurm can name ({path[:200]!r})")
+        # The path is the job owner's choice (--output) and tail runs with the console's
+        # login: a hostile job could name the operator's key or /etc/shadow. Read only a
+        # regular file (not a link) that the job's own user owns. (A job owner can still
+        # swap the file between the check and the read; the check stops the plain case.)
+        st = await self._run("stat", "-c", "%U:%F", "--", path, max_bytes=4096)
+        owner, _, kind = st.out.strip().partition(":")
+        if st.rc == 0 and (owner != job.user or kind not in ("regular file", "regular empty file")):
+            raise SlurmRefused(
+                f"job {job_id}'s output {path[:200]!r} is a {kind or 'file'} of {owner!r}, not a"
+                f" file of the job's user {job.user!r}: not read"
+            )
         t = await self._run("tail", "-c", str(max_bytes + 1), "--", path, max_bytes=max_bytes + 1)
         if t.rc != 0:
             if job.state in ("queued", "held") and "No such file" in t.err:

@@ -112,6 +112,12 @@ class LocalRunner:
                 os.killpg(proc.pid, 9)
             await proc.wait()
             return Result(None, "", f"{argv[0]}: no answer within {timeout:.0f} s")
+        except BaseException:  # cancelled (the requests screen went): no child left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(proc.wait())
+            raise
         return Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def close(self) -> None:
@@ -151,6 +157,7 @@ class SshRunner:
         try:
             proc = await conn.create_process(line, encoding=None, stdin=asyncssh.DEVNULL)
         except (asyncssh.Error, OSError) as exc:
+            await self._forget(conn)  # the next command connects again
             raise LinkDown(f"{self.where}: cannot run {argv[0]}: {exc}") from exc
 
         async def collect() -> tuple[bytes, bytes]:
@@ -165,10 +172,19 @@ class SshRunner:
         except asyncio.TimeoutError:
             return Result(None, "", f"{argv[0]}: no answer within {timeout:.0f} s")
         except (asyncssh.Error, OSError) as exc:
+            await self._forget(conn)
             raise LinkDown(f"{self.where}: SSH connection lost: {exc}") from exc
         finally:
             proc.close()
         return Result(proc.exit_status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def _forget(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Drop a connection that failed, so the next command opens a new one (a login
+        host that rebooted would otherwise fail every poll until the console restarts)."""
+        async with self._lock:
+            if self._conn is conn:
+                self._conn = None
+        conn.close()
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -23,6 +23,7 @@ cleans them when it draws them.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -104,6 +105,7 @@ class IoCollector:
             got = self.os.temperatures()[:MAX_IO_ROWS]
         except (OSError, ValueError):
             got = []
+        got = [(label, c) for label, c in got if math.isfinite(c)]  # a sensor's NaN or inf
         values = [max(-273, min(1000, round(c))) for _, c in got]
         names = [_name(label) for label, _ in got]
         stale = self._names_at is None or now - self._names_at >= NAMES_EVERY_S * 0.99
