@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 PACKAGES = "apt-get install munge slurm-wlm"
@@ -426,3 +427,33 @@ def slurm_cluster(**kw: object) -> Iterator[SlurmCluster]:
     cluster = SlurmCluster(**kw)  # type: ignore[arg-type]
     with cluster.start():
         yield cluster
+
+
+DEADLINE = 90.0  # seconds; slurmctld schedules a few seconds after start, and CI is busy
+
+
+def wait(
+    cond: Callable[[], bool],
+    what: str,
+    timeout: float = DEADLINE,
+    show: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``cond`` until true; on timeout fail with ``show()`` (what was seen)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            seen = f"\n{show()}" if show is not None else ""
+            pytest.fail(f"timed out waiting for {what}{seen}")
+        time.sleep(0.2)  # poll interval
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with an empty queue, whatever the one before it left."""
+    yield
+    if "cluster" in request.fixturenames:
+        c: SlurmCluster = request.getfixturevalue("cluster")
+        ids = c.job_ids()
+        if ids:
+            c.run("scancel", *ids)
+        wait(lambda: not c.job_ids(), "the queue to empty")

@@ -17,8 +17,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,14 @@ from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.slurm import LocalRunner, Result, SlurmClient, SshRunner, SubmitSpec, parse_slurm_id
 from llmaos_tui.slurm.jobs import BadSlurmId, console_state, gpus_of, parse_squeue, squeue_format
 from tests.conftest import need
-from tests.slurm_cluster import SlurmCluster, slurm_available
+from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left: a fixture
+    SlurmCluster,
+    _no_jobs_left,
+    slurm_available,
+    wait,
+)
 from tests.users import User, other_user  # noqa: F401 - the fixture
 
-DEADLINE = 90.0  # seconds; slurmctld schedules every few seconds, and CI is busy
 TUI = str(Path(sys.executable).with_name("llmaos-tui"))
 
 
@@ -135,32 +138,6 @@ def hosts_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
-
-
-@pytest.fixture(autouse=True)
-def _no_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Each test starts with an empty queue, whatever the one before it left."""
-    yield
-    if "cluster" in request.fixturenames:
-        c: SlurmCluster = request.getfixturevalue("cluster")
-        ids = c.job_ids()
-        if ids:
-            c.run("scancel", *ids)
-        wait(lambda: not c.job_ids(), "the queue to empty")
-
-
-def wait(
-    cond: Callable[[], bool],
-    what: str,
-    timeout: float = DEADLINE,
-    show: Callable[[], str] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            seen = f"\n{show()}" if show is not None else ""
-            pytest.fail(f"timed out waiting for {what}{seen}")
-        time.sleep(0.2)  # poll interval
 
 
 class Console:

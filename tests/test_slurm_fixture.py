@@ -7,7 +7,6 @@ nothing is left behind when the cluster stops."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,12 +14,17 @@ import psutil
 import pytest
 
 from tests.conftest import need
-from tests.slurm_cluster import SlurmCluster, SlurmError, slurm_available
+from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left: a fixture
+    SlurmCluster,
+    SlurmError,
+    _no_jobs_left,
+    slurm_available,
+    wait,
+)
 from tests.users import User, other_user  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 90.0  # seconds; slurmctld schedules a few seconds after start, and CI is busy
 # The fields the requests screen needs, as squeue 22.05 formats them (%b: GPUs as gres).
 FIELDS = "%i|%u|%j|%T|%r|%Q|%C|%b|%D|%N|%V"
 KEYS = [
@@ -44,33 +48,6 @@ def cluster() -> Iterator[SlurmCluster]:
     need(why is None, why or "")
     with SlurmCluster() as c:
         yield c
-
-
-@pytest.fixture(autouse=True)
-def _no_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Each test starts with an empty queue, whatever the one before it left."""
-    yield
-    if "cluster" in request.fixturenames:
-        c: SlurmCluster = request.getfixturevalue("cluster")
-        ids = c.job_ids()
-        if ids:
-            c.run("scancel", *ids)
-        wait(lambda: not c.job_ids(), "the queue to empty")
-
-
-def wait(
-    cond: Callable[[], bool],
-    what: str,
-    timeout: float = DEADLINE,
-    show: Callable[[], str] | None = None,
-) -> None:
-    """Poll ``cond`` until true; on timeout fail with ``show()`` (what was seen)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            seen = f"\n{show()}" if show is not None else ""
-            pytest.fail(f"timed out waiting for {what}{seen}")
-        time.sleep(0.2)  # poll interval
 
 
 def submit(c: SlurmCluster, *args: str) -> str:

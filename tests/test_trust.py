@@ -45,7 +45,6 @@ SIZE = (140, 40)
 UP_S = 90.0  # generous: a starved 2-core machine pushes the agent and starts it slowly
 
 
-
 def known_hosts_of(tmp_path: Path, *hosts: TestHost) -> Path:
     """A known_hosts naming only ``hosts``, in the line form the console writes."""
     kh = tmp_path / "known_hosts"
