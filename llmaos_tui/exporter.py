@@ -199,26 +199,26 @@ class FleetCollector(Collector):
         s = h.sample
         assert s is not None
         nets, disks = self._io_names.setdefault(host, ({}, {}))
-        rx = {}
-        for n in s.net:
-            name = label(n.name)
-            rx[name] = (n.rx, n.tx)
-            if name not in nets and len(nets) < MAX_IO_ROWS:
-                nets[name] = None
-        for name in nets:
-            r, t = rx.get(name, (0, 0))
-            f.net_rx.add_metric([host, name], float(r))
-            f.net_tx.add_metric([host, name], float(t))
-        rw = {}
-        for d in s.disk:
-            name = label(d.name)
-            rw[name] = (d.read, d.write)
-            if name not in disks and len(disks) < MAX_IO_ROWS:
-                disks[name] = None
-        for name in disks:
-            r, w = rw.get(name, (0, 0))
-            f.disk_read.add_metric([host, name], float(r))
-            f.disk_write.add_metric([host, name], float(w))
+        _rates(nets, [(n.name, n.rx, n.tx) for n in s.net], host, f.net_rx, f.net_tx)
+        _rates(disks, [(d.name, d.read, d.write) for d in s.disk], host, f.disk_read, f.disk_write)
+
+
+def _rates(
+    seen: dict[str, None], rows: list[tuple[str, int, int]], host: str,
+    first: GaugeMetricFamily, second: GaugeMetricFamily,
+) -> None:  # fmt: skip
+    """One host's interfaces or disks: every name seen so far (at most MAX_IO_ROWS), 0
+    where this sample leaves one out (the agent sends only those that moved data)."""
+    now = {}
+    for raw, a, b in rows:
+        name = label(raw)
+        now[name] = (a, b)
+        if name not in seen and len(seen) < MAX_IO_ROWS:
+            seen[name] = None
+    for name in seen:
+        a, b = now.get(name, (0, 0))
+        first.add_metric([host, name], float(a))
+        second.add_metric([host, name], float(b))
 
 
 def _work(f: _Families, host: str, h: HostState) -> None:
