@@ -96,3 +96,17 @@ def agent_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(AGENTS), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+@functools.cache
+def readable_agents() -> Path:
+    """A copy of the agent package beside the bare venv, for PYTHONPATH of a second test
+    user: the checkout may sit where only root can read (a fresh clone under a 0700
+    ``mktemp -d``), the bare venv's folder is world-readable."""
+    where = bare_python().parent.parent.parent / "agents"
+    if not where.exists():
+        shutil.copytree(AGENTS / "llmaos_agent", where / "llmaos_agent",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for d in [where, *where.rglob("*")]:
+            d.chmod(0o755 if d.is_dir() else 0o644)
+    return where

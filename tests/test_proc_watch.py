@@ -42,7 +42,7 @@ from llmaos_agent.protocol import (
     decode,
     decode_result,
 )
-from tests.bare import agent_env, bare_python
+from tests.bare import bare_python, readable_agents
 from tests.test_daemon import (
     FAST,
     TIMEOUT,
@@ -311,8 +311,9 @@ def their_daemon(other_user: User) -> Iterator[Path]:
     test) may connect to it, as to any user's."""
     home = Path(tempfile.mkdtemp(prefix="llmo-", dir="/tmp"))
     os.chown(home, other_user.uid, other_user.gid)
-    env = agent_env({"PATH": os.environ["PATH"], "LLMAOS_AGENT_HOME": str(home),
-                     "DOCKER_HOST": f"unix://{home}/no-docker.sock"})  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "LLMAOS_AGENT_HOME": str(home),
+           "DOCKER_HOST": f"unix://{home}/no-docker.sock",
+           "PYTHONPATH": str(readable_agents())}  # fmt: skip
     # The bare python: this venv's interpreter lives in root's home, which they cannot read.
     proc = other_user.popen(
         [str(bare_python()), "-m", "llmaos_agent", "daemon", *FAST],
