@@ -392,7 +392,7 @@ class LlmaosApp(PlanActions, SlurmActions):
     def _tick(self) -> None:
         self.fleet.tick()
         self._remember()
-        if self.screen_stack and isinstance(self.screen, FleetScreen):
+        if self.is_running and self.screen_stack and isinstance(self.screen, FleetScreen):
             self.screen.refresh_hosts(())
 
     # ------------------------------------------------------------- updates
@@ -445,7 +445,9 @@ class LlmaosApp(PlanActions, SlurmActions):
 
     def _draw_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        if not self.screen_stack:  # a timer that fires while the app shuts down
+        # A timer that fires while the app shuts down: its screens lose their widgets
+        # before the timers stop (Textual clears ``is_running`` first).
+        if not self.is_running or not self.screen_stack:
             return
         screen = self.screen
         if not screen.is_mounted:  # pushed but not composed yet: its on_mount draws it whole
