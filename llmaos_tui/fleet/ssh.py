@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.config import SSHClientConfig
 
 from llmaos_agent.protocol import MAX_LINE_BYTES
 from llmaos_tui.fleet import deploy
@@ -57,7 +59,8 @@ TrustAsker = Callable[[HostKeyQuestion], Awaitable[bool]]
 # Every byte a link carries is decrypted in Python's process: AES-GCM is one C call a packet
 # where asyncssh's default first choice, chacha20-poly1305, is several. Measured: a move's
 # copy about 12% faster; the console headless at 1,000 hosts 24.6% -> 18.9% of a core. The
-# rest stay as fallbacks for servers that lack it.
+# rest stay as fallbacks for servers that lack it. Offered only where the user's ssh config
+# names no Ciphers for the host: theirs is a choice (a policy, a server's need), ours a default.
 CIPHERS = [
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -193,6 +196,8 @@ class SshLink(Link):
         self.ask = ask
         self.conn: asyncssh.SSHClientConnection | None = None
         self.python_used: str | None = None  # the interpreter the agent runs under
+        self._config_ciphers = False
+        """Whether the user's ssh config sets Ciphers for this host (read at each connect)."""
 
     @property
     def windows(self) -> bool:
@@ -235,7 +240,6 @@ class SshLink(Link):
         o = self.options
         kw: dict[str, Any] = {
             "known_hosts": str(o.known_hosts),
-            "encryption_algs": CIPHERS,
             "connect_timeout": o.connect_timeout,
             "keepalive_interval": o.keepalive_interval,
             "keepalive_count_max": o.keepalive_count_max,
@@ -255,10 +259,38 @@ class SshLink(Link):
             kw["client_keys"] = [s.identity]
         if s.jump:
             kw["tunnel"] = s.jump
+        if not self._config_ciphers:
+            kw["encryption_algs"] = CIPHERS
         return kw
+
+    def _read_config_ciphers(self) -> bool:
+        """Whether the ssh config asyncssh will read for this host sets Ciphers: parsed as
+        asyncssh parses it (the same files, host, port and user), so a ``Host`` or
+        ``Match`` block that names the host counts and one for another host does not. A
+        config that does not parse is asyncssh's to report at the connect."""
+        o, s = self.options, self.spec
+        if o.config is None:  # asyncssh's default: ~/.ssh/config when readable
+            default = Path("~", ".ssh", "config").expanduser()
+            paths: list[str] = [str(default)] if os.access(default, os.R_OK) else []
+        else:
+            paths = list(o.config)
+        if not paths:
+            return False
+        try:
+            config = SSHClientConfig.load(
+                None, paths, False, False, False, getpass.getuser(),
+                s.user or (), s.host, s.port or (),
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, asyncssh.Error):
+            return False
+        return config.get("Ciphers") is not None
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         _ensure_file(self.options.known_hosts)
+        # Read off the loop: a config's ``Match exec`` runs a command.
+        self._config_ciphers = await asyncio.get_running_loop().run_in_executor(
+            None, self._read_config_ciphers
+        )
         for _ in range(2):  # the second try follows the operator trusting the key
             witness = _KeyWitness()
 
