@@ -412,34 +412,16 @@ async def _slurm_change(
 ) -> Any:
     """``act()`` through the console's change path: refused and audited in read-only
     mode, the audit checked first (fails closed), Slurm's refusal or an unreachable host
-    recorded as the result, else the job's new state as ``after``."""
-    done: dict[str, Any] = {}
-
-    async def call(_method: str, _params: msgspec.Struct) -> RequestInfo:
-        result = await act()
-        done["result"] = result
-        job: SlurmJob = result.job if hasattr(result, "job") else result
-        return job.as_request()
+    recorded as the result, a timeout as unknown (:mod:`llmaos_tui.slurm.audited`), else
+    the job's new state as ``after``."""
+    from llmaos_tui.slurm.audited import slurm_change  # noqa: PLC0415
 
     runner = c.runner
-    await change(
-        call,
-        method,
-        _SlurmCall(cluster=c.name, target=target),
-        host=runner.where,
-        target=target,
-        audit=AuditLog(identity_for=lambda _host: runner.login),
-        read_only=args.read_only,
-        before=before,
-    )
-    return done["result"]
-
-
-class _SlurmCall(msgspec.Struct, frozen=True):
-    """What a Slurm change was asked (the change path takes a Struct)."""
-
-    cluster: str
-    target: str
+    # A command that timed out is audited as unknown; its message says it may have acted.
+    return await slurm_change(
+        c, method, target, act, audit=AuditLog(identity_for=lambda _host: runner.login),
+        read_only=args.read_only, before=before,
+    )  # fmt: skip
 
 
 async def _on_slurm_job(args: argparse.Namespace, clusters: list[SlurmClient]) -> int:

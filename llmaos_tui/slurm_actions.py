@@ -29,17 +29,16 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
 from textual.app import App
 from textual.message import Message
 
-from llmaos_agent.protocol import LogChunk, LogQuery, Reprioritize, RequestInfo, RequestSpec
+from llmaos_agent.protocol import LogChunk, LogQuery, Reprioritize, RequestSpec
 from llmaos_tui.fleet.link import LinkDown
 from llmaos_tui.fleet.state import FleetState, HostState
 from llmaos_tui.ops.audit import AuditLog
-from llmaos_tui.ops.changes import ReadOnlyConsole, change
+from llmaos_tui.ops.changes import ReadOnlyConsole
 
 # The requests screen and the Slurm package are imported when first used, not with the
 # app: the console's first screen needs neither (docs/BENCHMARKS.md, start-up).
@@ -108,13 +107,6 @@ def node_of(h: HostState, nodes: Sequence[SlurmNode]) -> SlurmNode | None:
         if node.hostname.split(".")[0] in names:
             return node
     return None
-
-
-class _SlurmCall(msgspec.Struct, frozen=True):
-    """What a Slurm change was asked (the change path takes a Struct)."""
-
-    cluster: str
-    target: str
 
 
 @dataclass
@@ -288,13 +280,7 @@ class SlurmActions(App[None]):
         except (BadSlurmId, ValueError) as exc:
             self.notify(f"{intent.host}: {exc}", severity="error", timeout=8)
             return
-        done: dict[str, Any] = {}
-
-        async def call(_method: str, _params: msgspec.Struct) -> RequestInfo:
-            result = await act()
-            done["result"] = result
-            job: SlurmJob = result.job if isinstance(result, PrioResult) else result
-            return job.as_request()
+        from llmaos_tui.slurm.audited import slurm_change  # noqa: PLC0415
 
         runner = c.runner
         # The app's log, with the login the cluster's commands run as (its host may be
@@ -303,17 +289,16 @@ class SlurmActions(App[None]):
         where = f"{intent.host} ({runner.where})"
         failures: tuple[type[BaseException], ...] = (ReadOnlyConsole, ValueError, *_failures())
         try:
-            await change(
-                call, intent.method, _SlurmCall(cluster=c.name, target=intent.target),
-                host=runner.where, target=intent.target, audit=audit,
-                read_only=self.read_only, before=intent.before,
+            # A command that timed out is audited as unknown and shown as "may have acted".
+            result = await slurm_change(
+                c, intent.method, intent.target, act, audit=audit, read_only=self.read_only,
+                before=intent.before,
             )  # fmt: skip
         except failures as exc:
             self.notify(f"{where}: {exc}", severity="error", timeout=8)
             return
         finally:
             self.slurm_refresh_now()
-        result = done["result"]
         job = result.job if isinstance(result, PrioResult) else result
         said = ""
         if isinstance(result, PrioResult):

@@ -32,7 +32,7 @@ from llmaos_tui.slurm.jobs import (
     parse_squeue,
     squeue_format,
 )
-from llmaos_tui.slurm.nodes import SlurmNode, parse_nodes
+from llmaos_tui.slurm.nodes import SlurmNode, parse_nodes, parse_nodes_json
 from llmaos_tui.slurm.runner import Result, Runner
 
 MAX_WORDS = 1000
@@ -49,6 +49,21 @@ class SlurmRefused(CallError):
 
     def __init__(self, words: str) -> None:
         super().__init__(RpcError(code=SLURM_REFUSED, message=words))
+
+
+class SlurmTimedOut(TimeoutError):
+    """A Slurm command gave no answer within the client's timeout and was ended. A change
+    may still have been made (slurmctld may have acted before the answer was lost), so it
+    is neither a refusal nor a success: the change path audits it as ``unknown``
+    (:func:`llmaos_tui.slurm.audited.slurm_change`). ``acted`` is False for a read (nothing
+    to undo), None for a change that may have acted."""
+
+    def __init__(self, r: Result, *, acted: bool | None = None, argv: Sequence[str] = ()) -> None:
+        self.acted = acted
+        what = " ".join(argv[:3]) or "a Slurm command"
+        said = r.err.strip()[:MAX_WORDS] or f"{what}: no answer in time"
+        tail = {None: "; it may have acted: check the job's state", True: ""}.get(acted, "")
+        super().__init__(f"timed out: {said}{tail}")
 
 
 @dataclass(frozen=True)
@@ -121,8 +136,12 @@ class SlurmClient:
             return await self.runner.run(argv, timeout=self.timeout)
         return await self.runner.run(argv, timeout=self.timeout, max_bytes=max_bytes)
 
-    async def _ok(self, *argv: str) -> Result:
+    async def _ok(self, *argv: str, change: bool = False) -> Result:
+        """``argv`` run; :class:`SlurmRefused` in Slurm's words when it failed,
+        :class:`SlurmTimedOut` when it did not answer (``change``: it may have acted)."""
         r = await self._run(*argv)
+        if r.rc is None:
+            raise SlurmTimedOut(r, acted=None if change else False, argv=argv)
         if r.rc != 0:
             raise SlurmRefused(words(r))
         return r
@@ -140,6 +159,8 @@ class SlurmClient:
         if job_id is not None:
             argv += ["-j", check_job_id(job_id)]
         r = await self._run(*argv)
+        if r.rc is None:
+            raise SlurmTimedOut(r, acted=False, argv=argv[2:])
         if r.rc != 0:
             if job_id is not None and "Invalid job id" in r.err:
                 return []
@@ -150,10 +171,22 @@ class SlurmClient:
         return jobs
 
     async def nodes(self) -> list[SlurmNode]:
-        """The cluster's nodes and their state, from ``scontrol -o show node`` (sinfo
-        can be stale: :mod:`.nodes`); ``nodes_truncated`` says whether the list was cut."""
-        r = await self._ok("scontrol", "-o", "show", "node")
-        nodes, self.nodes_truncated = parse_nodes(r.out)
+        """The cluster's nodes and their state, from ``sinfo --json``, or ``scontrol show
+        node`` where sinfo has no ``--json`` (:mod:`.nodes` says why not ``scontrol -o``);
+        ``nodes_truncated`` says whether the list was cut."""
+        r = await self._run("sinfo", "--json")
+        if r.rc == 0:
+            try:
+                nodes, self.nodes_truncated = parse_nodes_json(r.out)
+            except ValueError as exc:  # json's errors are ValueErrors too
+                raise SlurmRefused(f"sinfo --json: not sinfo's answer ({exc})"[:MAX_WORDS]) from exc
+            return nodes
+        if r.rc is None:
+            raise SlurmTimedOut(r, acted=False)
+        if "--json" not in r.err and "json" not in r.err.lower():
+            raise SlurmRefused(words(r))
+        t = await self._ok("scontrol", "show", "node")  # sinfo without --json: Slurm < 21.08
+        nodes, self.nodes_truncated = parse_nodes(t.out)
         return nodes
 
     async def job(self, job_id: str) -> SlurmJob:
@@ -165,38 +198,53 @@ class SlurmClient:
 
     # ------------------------------------------------------------------ actions
 
+    async def _after(self, job_id: str) -> SlurmJob:
+        """The job read back after Slurm accepted a change: a read that times out then
+        says the change was made (``acted=True``), not that it may have been."""
+        try:
+            return await self.job(job_id)
+        except SlurmTimedOut as exc:
+            raise SlurmTimedOut(
+                Result(None, "", f"done, but reading job {job_id} back gave no answer in time"),
+                acted=True,
+            ) from exc
+
     async def prio(self, job_id: str, priority: int) -> PrioResult:
         if priority < 1:
             # Priority=0 is Slurm's hold; the console has its own key for that.
             raise ValueError("a Slurm priority is 1 or more (0 holds the job: use hold)")
         before = await self.job(job_id)
         r = await self._run("scontrol", "update", f"JobId={job_id}", f"Priority={priority}")
+        if r.rc is None:  # no Nice after it: the Priority may have been set
+            raise SlurmTimedOut(r, argv=("scontrol", "update", f"Priority={priority}"))
         if r.rc == 0:
-            return PrioResult(await self.job(job_id), "Priority")
+            return PrioResult(await self._after(job_id), "Priority")
         said = words(r)
         if not any(w in said for w in NOT_PERMITTED):
             raise SlurmRefused(said)
         nice = before.nice + (before.priority - priority)
         n = await self._run("scontrol", "update", f"JobId={job_id}", f"Nice={nice}")
+        if n.rc is None:
+            raise SlurmTimedOut(n, argv=("scontrol", "update", f"Nice={nice}"))
         if n.rc != 0:
             raise SlurmRefused(f"Priority={priority}: {said}; Nice={nice}: {words(n)}")
-        return PrioResult(await self.job(job_id), "Nice", f"Priority={priority}: {said}")
+        return PrioResult(await self._after(job_id), "Nice", f"Priority={priority}: {said}")
 
     async def hold(self, job_id: str) -> SlurmJob:
-        await self._ok("scontrol", "hold", check_job_id(job_id))
-        return await self.job(job_id)
+        await self._ok("scontrol", "hold", check_job_id(job_id), change=True)
+        return await self._after(job_id)
 
     async def release(self, job_id: str) -> SlurmJob:
-        await self._ok("scontrol", "release", check_job_id(job_id))
-        return await self.job(job_id)
+        await self._ok("scontrol", "release", check_job_id(job_id), change=True)
+        return await self._after(job_id)
 
     async def top(self, job_id: str) -> SlurmJob:
-        await self._ok("scontrol", "top", check_job_id(job_id))
-        return await self.job(job_id)
+        await self._ok("scontrol", "top", check_job_id(job_id), change=True)
+        return await self._after(job_id)
 
     async def cancel(self, job_id: str) -> SlurmJob:
-        await self._ok("scancel", check_job_id(job_id))
-        return await self.job(job_id)
+        await self._ok("scancel", check_job_id(job_id), change=True)
+        return await self._after(job_id)
 
     async def submit(self, spec: SubmitSpec) -> SlurmJob:
         if not spec.argv:
@@ -216,11 +264,11 @@ class SlurmClient:
         # --wrap is run by sh on the node: the argv's words quoted, or the user's line.
         wrap = spec.argv[0] if spec.shell else shlex.join(spec.argv)
         argv.append(f"--wrap={wrap}")
-        r = await self._ok(*argv)
+        r = await self._ok(*argv, change=True)  # a lost answer may hide a new job
         job_id = r.out.strip().split(";")[0]
         if not JOB_ID.match(job_id):
             raise SlurmRefused(f"sbatch answered no job id: {r.out.strip()[:200]!r}")
-        return await self.job(job_id)
+        return await self._after(job_id)
 
     async def log(self, job_id: str, max_bytes: int = LOG_BYTES) -> LogTail:
         """The end of the job's output file, read on the cluster's host with ``tail``
