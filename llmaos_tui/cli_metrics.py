@@ -100,8 +100,8 @@ def console_listen(args: argparse.Namespace) -> Listen | None:
 
 
 def _settled(h: HostState) -> bool:
-    # As snapshot --json waits: a sample and a process table (the agent's own cost is read
-    # from it), or down.
+    # As snapshot --json waits: a sample and a process table (the agent's own cost comes
+    # from its row there until the agent's own report, one sample in ten, is in), or down.
     if h.status is HostStatus.DOWN:
         return True
     return h.status is HostStatus.UP and h.sample is not None and bool(h.procs)

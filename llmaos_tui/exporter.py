@@ -35,8 +35,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from llmaos_agent.protocol import MAX_IO_ROWS, ContainerState, RequestState
+from llmaos_agent.protocol import AgentCost, ContainerState, RequestState
 from llmaos_agent.safetext import clean
+from llmaos_tui.fleet.host_io import Rates
 from llmaos_tui.fleet.state import FleetState, HostState
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "FleetCollector",
     "ListenError",
     "MetricsServer",
+    "agent_cost",
     "label",
     "parse_listen",
     "public_warning",
@@ -54,6 +56,10 @@ __all__ = [
 LABEL_MAX = 128
 """Longest label value, in characters after cleaning; a longer one is cut and ends in an
 ellipsis. A GPU UUID is 40, an interface name 15, a hostname at most 64 (HOST_NAME_MAX)."""
+IO_FORGET_S = 600.0
+"""How long an interface or disk that moves no data is still yielded, at 0, before it counts
+as gone (the wire cannot tell an idle one from a removed one): a quiet disk is a flat line
+for ten minutes, then a gap; a removed one a gap after ten minutes, not a series for ever."""
 SCRAPE_TIMEOUT_S = 10.0
 """How long a scrape waits for the event loop to hand over the fleet's figures; a loop
 busier than that answers the scrape with an error, not with figures from a half-changed
@@ -101,13 +107,12 @@ class FleetCollector(Collector):
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         timeout: float = SCRAPE_TIMEOUT_S,
+        io_forget_s: float = IO_FORGET_S,
     ) -> None:
         self.fleet = fleet
         self.loop = loop
         self.timeout = timeout
-        # Interfaces and disks a host has named: a sample leaves out those that moved
-        # nothing, and a series that vanishes at 0 B/s would read as a gap in Grafana.
-        self._io_names: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+        self.io_forget_s = io_forget_s
 
     def describe(self) -> Iterable[Metric]:
         # Names only (the registry checks them for clashes); no pass over the fleet.
@@ -196,27 +201,36 @@ class FleetCollector(Collector):
         _work(f, host, h)
 
     def _io(self, f: _Families, host: str, h: HostState) -> None:
-        s = h.sample
-        assert s is not None
-        nets, disks = self._io_names.setdefault(host, ({}, {}))
-        _rates(nets, [(n.name, n.rx, n.tx) for n in s.net], host, f.net_rx, f.net_tx)
-        _rates(disks, [(d.name, d.read, d.write) for d in s.disk], host, f.disk_read, f.disk_write)
+        """The host's interfaces and disks that exist now, as well as the wire can tell.
+
+        A sample leaves out those that moved nothing (absent is 0 B/s), so one that has
+        gone looks like one that idles. The console's :class:`~llmaos_tui.fleet.host_io.HostIO`
+        sees every sample (live and the history ring's) and notes the last in which each
+        name moved data; a name is yielded, at 0 while absent, for :attr:`io_forget_s`
+        after that (in samples at the host's interval), then no more, as a
+        prometheus_client collector yields only what exists: a removed bridge, tunnel or
+        disk does not stay a series for ever. Nothing is kept here between scrapes."""
+        interval = h.hello.interval if h.hello is not None else 1.0
+        oldest = h.io.version - max(1, round(self.io_forget_s / interval))
+        _rates(h.io.net, oldest, host, f.net_rx, f.net_tx)
+        _rates(h.io.disk, oldest, host, f.disk_read, f.disk_write)
 
 
 def _rates(
-    seen: dict[str, None], rows: list[tuple[str, int, int]], host: str,
-    first: GaugeMetricFamily, second: GaugeMetricFamily,
-) -> None:  # fmt: skip
-    """One host's interfaces or disks: every name seen so far (at most MAX_IO_ROWS), 0
-    where this sample leaves one out (the agent sends only those that moved data)."""
-    now = {}
-    for raw, a, b in rows:
+    rates: Rates, oldest: int, host: str, first: GaugeMetricFamily, second: GaugeMetricFamily
+) -> None:
+    """One host's interfaces or disks that moved data after sample ``oldest``, at their
+    latest rates (0 where the latest sample left one out). Two names that clean to the
+    same label are one series (the first)."""
+    done: set[str] = set()
+    for raw, last in rates.seen.items():
+        if last <= oldest:
+            continue
         name = label(raw)
-        now[name] = (a, b)
-        if name not in seen and len(seen) < MAX_IO_ROWS:
-            seen[name] = None
-    for name in seen:
-        a, b = now.get(name, (0, 0))
+        if name in done:
+            continue
+        done.add(name)
+        a, b = rates.rates.get(raw, (0, 0))
         first.add_metric([host, name], float(a))
         second.add_metric([host, name], float(b))
 
@@ -236,13 +250,31 @@ def _work(f: _Families, host: str, h: HostState) -> None:
             counts[c.state] = counts.get(c.state, 0) + 1
         for state, n in counts.items():
             f.containers.add_metric([host, state], float(n))
-    # The agent's own cost: its daemon's row in the process table (the hello names its pid).
-    # The attach bridge the console talks to is not on the wire, nor is the agent's CPU
-    # between two process samples.
+    cost = agent_cost(h)
+    if cost is not None:
+        f.agent_cpu.add_metric([host], cost.cpu)
+        if cost.rss is not None:
+            f.agent_rss.add_metric([host], float(cost.rss))
+
+
+def agent_cost(h: HostState) -> AgentCost | None:
+    """The host's agent daemon's own cost, whether the console has its processes on or off.
+
+    The agent reports it itself, in one sample of ten (``Sample.agent``, protocol 7: CPU of
+    all its threads since its last report, and RSS), and the host's state keeps the last
+    report (``HostState.agent_cost``) since the sample now on hand seldom carries one. An
+    agent of protocol 6 sends none; its daemon's row in the process table (the hello names
+    its pid) says the same while that table is on. The attach bridge the console talks
+    to is counted in neither."""
+    kept: AgentCost | None = getattr(h, "agent_cost", None)  # see the report: state.py
+    if kept is not None:
+        return kept
+    if h.sample is not None and h.sample.agent is not None:
+        return h.sample.agent
     me = h.procs.get(h.hello.pid) if h.hello is not None else None
     if me is not None:
-        f.agent_cpu.add_metric([host], me.cpu / 100.0)
-        f.agent_rss.add_metric([host], float(me.rss))
+        return AgentCost(cpu=me.cpu / 100.0, rss=me.rss)
+    return None
 
 
 def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
@@ -313,7 +345,7 @@ class _Families:
         )
         self.agent_cpu = GaugeMetricFamily(
             "llmaos_agent_cpu_cores",
-            "CPU the host's agent daemon used over its last process sample, in cores",
+            "CPU the host's agent daemon used (all its threads) over its last report, in cores",
             labels=h,
         )
         self.agent_rss = GaugeMetricFamily(

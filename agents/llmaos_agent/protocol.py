@@ -36,7 +36,7 @@ WIRE: Final = _wire.codec.name
 """Which codec this process speaks with: ``msgspec`` or ``lite`` (the stdlib one)."""
 _codec: wirelite.Codec = _wire.codec
 
-PROTOCOL_VERSION: Final = 6
+PROTOCOL_VERSION: Final = 7
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
 containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
 3: the change streams are named ``requests.changed`` and ``containers.changed`` as DESIGN.md
@@ -46,7 +46,8 @@ paths match :data:`SAFE_ID`, and the hello says whether the request queue is ava
 GPU process its SM and memory share, and a process's ``status`` is its state letter as ps
 shows it, ``T`` for stopped, ``Z`` for a zombie; 6: per-process data only for clients that
 want it, ``procs.watch`` turning a client's off and on, and ``proc.detail``, one process's
-command line, cwd, threads, open files, cgroup and GPU use)."""
+command line, cwd, threads, open files, cgroup and GPU use; 7: a sample may carry the
+agent's own cost, ``agent``, whether its client has processes on or off)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
 """Longest line either side accepts. Samples are a few KB; history comes in chunks."""
@@ -201,6 +202,13 @@ class DiskRate(Struct, forbid_unknown_fields=True, array_like=True, frozen=True)
 Celsius = Annotated[int, Meta(ge=-273, le=1000)]
 
 
+class AgentCost(Struct, forbid_unknown_fields=True, array_like=True, frozen=True):
+    """The agent daemon's own cost: ``[cpu, rss]``."""
+
+    cpu: Annotated[float, Meta(ge=0.0)]  # cores (all its threads) since its last report
+    rss: NonNeg | None  # resident bytes now; None where the agent cannot read it
+
+
 class ProcDelta(Struct, forbid_unknown_fields=True, frozen=True):
     """The process table as changes: ``full`` replaces the table."""
 
@@ -228,6 +236,9 @@ class Sample(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True
     # its 64 core loads. Temperatures whose count is not the names' are not yet named.
     temps: Annotated[list[Celsius], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
     temp_names: Annotated[list[IoName], Meta(max_length=MAX_IO_ROWS)] = field(default_factory=list)
+    # The agent's own cost, every few samples (absent between; collect/self_cost.py): the
+    # process table, which also has the daemon's row, goes only to clients that want it.
+    agent: AgentCost | None = None
 
 
 class History(Struct, forbid_unknown_fields=True, frozen=True):

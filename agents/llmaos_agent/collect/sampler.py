@@ -19,6 +19,7 @@ from llmaos_agent.collect.host import capabilities, docker_status, host_facts
 from llmaos_agent.collect.io import IoCollector, enabled
 from llmaos_agent.collect.memory import memory
 from llmaos_agent.collect.processes import ProcessCollector
+from llmaos_agent.collect.self_cost import EVERY, SelfCost
 from llmaos_agent.protocol import (
     MAX_PORTS,
     Capabilities,
@@ -44,6 +45,7 @@ class Sampler:
         self.io = IoCollector() if io else None
         self.gpu = GpuCollector(nvml, proc_util=io)
         self.procs = ProcessCollector()
+        self.self_cost = SelfCost()
         self.seq = 0
         self.docker_socket = docker_socket or default_socket()
         # Made only once an engine answers: a host without Docker pays nothing for it.
@@ -65,8 +67,9 @@ class Sampler:
         return replace(caps, docker=self.docker_reason is None, docker_reason=self.docker_reason)
 
     def sample(self) -> Sample:
-        """Cores, memory, load, GPUs, network, disks and temperatures; no processes (see
-        :meth:`processes`)."""
+        """Cores, memory, load, GPUs, network, disks and temperatures, and every
+        :data:`~llmaos_agent.collect.self_cost.EVERY` samples the agent's own cost; no
+        processes (see :meth:`processes`)."""
         self.seq += 1
         net: list[NetRate] = []
         disk: list[DiskRate] = []
@@ -85,6 +88,7 @@ class Sampler:
             disk=disk,
             temps=temps,
             temp_names=names,
+            agent=self.self_cost.read() if self.seq % EVERY == 0 else None,
         )
 
     def processes(self, sample: Sample) -> dict[int, Proc]:
