@@ -24,7 +24,15 @@ from typing import Any
 import pytest
 
 from llmaos_tui.fleet.inventory import HostSpec
-from llmaos_tui.slurm import LocalRunner, Result, SlurmClient, SshRunner, SubmitSpec, parse_slurm_id
+from llmaos_tui.slurm import (
+    LocalRunner,
+    Result,
+    SlurmClient,
+    SlurmRefused,
+    SshRunner,
+    SubmitSpec,
+    parse_slurm_id,
+)
 from llmaos_tui.slurm.jobs import BadSlurmId, console_state, gpus_of, parse_squeue, squeue_format
 from tests.conftest import need
 from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left: a fixture
@@ -467,3 +475,42 @@ def test_log_refuses_an_output_path_swapped_for_a_link(console: Console, tmp_pat
     out = con.run("log", job)
     assert out.returncode == 1 and "not read" in out.stderr, (out.stdout, out.stderr)
     assert "the operator's key" not in out.stdout + out.stderr
+
+
+class SwapBeforeRead(LocalRunner):
+    """Runs every command for real, but swaps the job's output for a link to a secret
+    just before the log's read starts: after any check a client could make first."""
+
+    def __init__(self, env: dict[str, str], out: Path, secret: Path) -> None:
+        super().__init__(env=env)
+        self.out, self.secret, self.swapped = out, secret, False
+
+    async def run(self, argv: Sequence[str], **kw: Any) -> Result:
+        if argv and argv[0] == "python3" and not self.swapped:
+            self.out.unlink()
+            self.out.symlink_to(self.secret)
+            self.swapped = True
+        return await super().run(argv, **kw)
+
+
+@pytest.mark.integration
+async def test_log_refuses_a_link_swapped_in_just_before_the_read(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """The race a stat-then-tail check had: the file is a regular file of the job's user
+    until the moment the read starts, then a link. The one program that opens it
+    (O_NOFOLLOW) and checks the opened file refuses it."""
+    c = cluster
+    out = c.root / "out" / "race.out"
+    r = c.run("sbatch", "--parsable", f"--output={out}", "--wrap=echo mine", check=True)
+    job = r.stdout.strip()
+    wait(lambda: out.exists() and out.read_text() == "mine\n", "the job's output")
+    plain = SlurmClient("test", LocalRunner(env=c.env))
+    assert (await plain.log(job)).data == "mine\n"  # read while it is the job's file
+    secret = tmp_path / "secret"
+    secret.write_text("the operator's key\n")
+    runner = SwapBeforeRead(c.env, out, secret)
+    with pytest.raises(SlurmRefused) as err:
+        await SlurmClient("test", runner).log(job)
+    assert runner.swapped and out.is_symlink()
+    assert "not read" in str(err.value) and "the operator's key" not in str(err.value)

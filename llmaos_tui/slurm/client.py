@@ -39,6 +39,37 @@ MAX_WORDS = 1000
 """Characters of Slurm's stderr kept in a refusal."""
 LOG_BYTES = 64 * 1024
 """The end of a job's output that ``log`` shows."""
+LOG_MISSING = 3
+LOG_REFUSED = 4
+READ_LOG = """
+import os, pwd, stat, sys
+path, user, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+try:
+    fd = os.open(path, flags)
+except FileNotFoundError:
+    sys.stderr.write("No such file\\n"); sys.exit(3)
+except OSError as e:
+    sys.stderr.write((e.strerror or "cannot open") + " (a link is not followed)\\n"); sys.exit(4)
+st = os.fstat(fd)
+try:
+    uid = pwd.getpwnam(user).pw_uid
+except KeyError:
+    uid = None
+if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+    sys.stderr.write("not a regular file of the job's user %s\\n" % user); sys.exit(4)
+os.lseek(fd, max(st.st_size - limit - 1, 0), 0)
+out, left = sys.stdout.buffer, limit + 1
+while left > 0:
+    chunk = os.read(fd, min(left, 65536))
+    if not chunk:
+        break
+    out.write(chunk)
+    left -= len(chunk)
+out.flush()
+"""
+"""The log reader run on the cluster's host (argv: path, the job's user, bytes): exit 3
+when there is no file, 4 when it is refused; see :meth:`SlurmClient.log`."""
 NOT_PERMITTED = ("Access/permission denied", "change nice instead")
 SLURM_REFUSED = -32010
 """The code a refusal carries as a :class:`CallError` (the audit path's refusal kind)."""
@@ -271,29 +302,33 @@ class SlurmClient:
         return await self._after(job_id)
 
     async def log(self, job_id: str, max_bytes: int = LOG_BYTES) -> LogTail:
-        """The end of the job's output file, read on the cluster's host with ``tail``
-        (as the user the console logs in as, so their rights decide what is read). The
+        """The end of the job's output file, read on the cluster's host by one program
+        (:data:`READ_LOG`, ``python3``) as the user the console logs in as. The
         path is squeue's ``STDOUT`` field (``%j`` and the like filled in)."""
         job = await self.job(job_id)
         r = await self._ok("squeue", "-h", "-t", "all", "-j", job_id, "-O", "STDOUT:4096")
         path = r.out.split("\n")[0].rstrip()
         if not path.startswith("/"):
             raise SlurmRefused(f"job {job_id} has no output file Slurm can name ({path[:200]!r})")
-        # The path is the job owner's choice (--output) and tail runs with the console's
-        # login: a hostile job could name the operator's key or /etc/shadow. Read only a
-        # regular file (not a link) that the job's own user owns. (A job owner can still
-        # swap the file between the check and the read; the check stops the plain case.)
-        st = await self._run("stat", "-c", "%U:%F", "--", path, max_bytes=4096)
-        owner, _, kind = st.out.strip().partition(":")
-        if st.rc == 0 and (owner != job.user or kind not in ("regular file", "regular empty file")):
-            raise SlurmRefused(
-                f"job {job_id}'s output {path[:200]!r} is a {kind or 'file'} of {owner!r}, not a"
-                f" file of the job's user {job.user!r}: not read"
-            )
-        t = await self._run("tail", "-c", str(max_bytes + 1), "--", path, max_bytes=max_bytes + 1)
+        # The path is the job owner's choice (--output) and the read runs with the
+        # console's login: a hostile job could name the operator's key or /etc/shadow, or
+        # swap its file for a link between a check and a read. So one program on the host
+        # opens it without following a link (O_NOFOLLOW, O_NONBLOCK: no FIFO can stall
+        # it), checks the *opened* file (fstat: a regular file of the job's user) and reads
+        # its end from that same descriptor: nothing is left to swap.
+        t = await self._run(
+            "python3", "-I", "-S", "-c", READ_LOG, path, job.user, str(max_bytes),
+            max_bytes=max_bytes + 1,
+        )  # fmt: skip
+        if t.rc is None:
+            raise SlurmTimedOut(t, acted=False, argv=("log", job_id))
+        if t.rc == LOG_MISSING and job.state in ("queued", "held"):
+            return LogTail(path, "", True, False)  # not started: no output yet
+        if t.rc == LOG_REFUSED:
+            raise SlurmRefused(f"job {job_id}'s output {path[:200]!r}: {words(t)}: not read")
         if t.rc != 0:
-            if job.state in ("queued", "held") and "No such file" in t.err:
-                return LogTail(path, "", True, False)  # not started: no output yet
+            if t.rc == 127:
+                raise SlurmRefused(f"{self.runner.where}: python3 is needed to read a job's log")
             raise SlurmRefused(words(t))
         data = t.out
         cut = len(data.encode()) > max_bytes
