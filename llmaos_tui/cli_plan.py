@@ -36,7 +36,7 @@ from llmaos_tui.balance import (
     plan_from_snapshot,
 )
 from llmaos_tui.cli_args import NO_HOSTS, seconds
-from llmaos_tui.fleet.link import Link
+from llmaos_tui.fleet.link import Link, LinkDown
 from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.fleet.watching import Watching
@@ -60,6 +60,8 @@ from llmaos_tui.ops.rebalance import (
 if TYPE_CHECKING:
     from llmaos_tui.balance import Move
     from llmaos_tui.ops.container_move import Progress
+    from llmaos_tui.slurm.plan import Outcome as SlurmOutcome
+    from llmaos_tui.slurm.plan import SlurmPlan
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -88,6 +90,11 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--period", type=seconds, default=30.0, help="seconds between auto plans (30)")
     p.add_argument("--periods", type=int, default=0, help="stop after N periods (0: never)")
     p.add_argument("--dry-run", action="store_true", help="with --auto: say, do not move")
+    p.add_argument("--slurm", metavar="CLUSTER",
+                   help="plan for this Slurm cluster of the hosts file: pending jobs exclude "
+                        "hot nodes (ExcNodeList)")  # fmt: skip
+    p.add_argument("--hot", type=float, default=None, metavar="LOAD",
+                   help="with --slurm: a node is hot from this CPULoad per CPU (0.9)")  # fmt: skip
     common(p)
 
 
@@ -184,6 +191,11 @@ def _print(plan: Plan, as_json: bool, extra: dict[str, Any] | None = None) -> No
 
 
 async def run_plan(args: argparse.Namespace, links: list[Link]) -> int:
+    if getattr(args, "slurm", None):
+        return await _slurm_plan(args)
+    if getattr(args, "hot", None) is not None:
+        print("llmaos-tui: --hot is for a Slurm plan: use it with --slurm", file=sys.stderr)
+        return 2
     budget = Budget(max_moves=max(0, args.max_moves))
     if args.snapshot and args.units is not None:
         print("llmaos-tui: --units filters the live fleet's units; a snapshot's are its own",
@@ -293,3 +305,77 @@ async def _auto(
         if not args.periods or n < args.periods:
             await asyncio.sleep(args.period)
     return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- Slurm
+
+
+async def _slurm_plan(args: argparse.Namespace) -> int:
+    """``plan --slurm CLUSTER [--hot LOAD] [--apply]``: pending jobs of the cluster move off
+    its hot nodes (:mod:`llmaos_tui.slurm.plan`), each change audited."""
+    from llmaos_tui.cli_requests import slurm_clusters  # noqa: PLC0415
+    from llmaos_tui.fleet.inventory import InventoryError  # noqa: PLC0415
+    from llmaos_tui.ops.changes import ReadOnlyConsole  # noqa: PLC0415
+    from llmaos_tui.slurm import SlurmRefused  # noqa: PLC0415
+    from llmaos_tui.slurm.plan import HOT_LOAD, apply_plan, plan_cluster  # noqa: PLC0415
+
+    if args.snapshot or args.auto or args.units is not None or args.level not in (None, "hosts"):
+        print("llmaos-tui: --slurm plans a cluster's pending jobs: without --snapshot, "
+              "--auto, --units or --level", file=sys.stderr)  # fmt: skip
+        return 2
+    hot = HOT_LOAD if args.hot is None else args.hot
+    if not hot > 0:
+        print("llmaos-tui: --hot is a load per CPU above 0", file=sys.stderr)
+        return 2
+    try:
+        clusters = slurm_clusters(args)
+    except InventoryError as exc:
+        _say(f"llmaos-tui: {exc}", err=True)
+        return 2
+    c = next((x for x in clusters if x.name == args.slurm), None)
+    if c is None:
+        known = ", ".join(x.name for x in clusters) or "none in the hosts file"
+        _say(f"llmaos-tui: no Slurm cluster {args.slurm!r} (clusters: {known})", err=True)
+        return 2
+    where = f"slurm:{c.name} ({c.runner.where})"
+    failures = (SlurmRefused, ReadOnlyConsole, LinkDown, OSError)
+    try:
+        plan = await plan_cluster(c, hot_load=hot, max_moves=max(0, args.max_moves))
+        outcomes: list[SlurmOutcome] = []
+        if args.apply and plan.moves:
+            runner = c.runner
+            audit = AuditLog(identity_for=lambda _host: runner.login)
+            outcomes = await apply_plan(
+                c, plan, audit=audit, read_only=getattr(args, "read_only", False),
+                stop_on_failure=args.stop_on_failure,
+            )  # fmt: skip
+    except failures as exc:
+        _say(f"{where}: {exc}", err=True)
+        return 1
+    finally:
+        await c.runner.close()
+    _print_slurm(plan, outcomes, where, args.json, applied=args.apply)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _print_slurm(
+    plan: SlurmPlan, outcomes: list[SlurmOutcome], where: str, as_json: bool, *, applied: bool
+) -> None:
+    if as_json:
+        doc = plan.to_dict()
+        if applied:
+            doc["applied"] = [{"job": m["job"], "result": o.result} for m, o in
+                              zip(doc["moves"], outcomes, strict=False)]  # fmt: skip
+        print(json.dumps(doc, indent=2))
+    else:
+        hot_text = ", ".join(f"{n} {v:.2f}" for n, v in plan.hot) or "none"
+        _say(f"{where}: hot nodes (CPULoad per CPU >= {plan.hot_load:g}): {hot_text}")
+        results = {o.move.job_id: o.result for o in outcomes}
+        for m in plan.moves:
+            done = f"  [{results[m.job_id]}]" if m.job_id in results else ""
+            _say(f"  slurm:{plan.cluster}:{m.job_id} ({m.user}): ExcNodeList="
+                 f"{','.join(m.exclude)} (adds {','.join(m.added)}){done}")  # fmt: skip
+        for x in plan.left:
+            _say(f"  slurm:{plan.cluster}:{x.job_id} left: {x.why}")
+        if not plan.moves:
+            _say("  no pending job to move")

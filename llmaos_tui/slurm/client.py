@@ -32,7 +32,9 @@ from llmaos_tui.slurm.jobs import (
     parse_squeue,
     squeue_format,
 )
+from llmaos_tui.slurm.nodes import NAME as NODE_NAME
 from llmaos_tui.slurm.nodes import SlurmNode, parse_nodes, parse_nodes_json
+from llmaos_tui.slurm.pending import PendingJob, parse_pending, pending_format
 from llmaos_tui.slurm.runner import Result, Runner
 
 MAX_WORDS = 1000
@@ -276,6 +278,33 @@ class SlurmClient:
     async def cancel(self, job_id: str) -> SlurmJob:
         await self._ok("scancel", check_job_id(job_id), change=True)
         return await self._after(job_id)
+
+    async def pending(self) -> list[PendingJob]:
+        """The pending jobs with their node constraints (partition, ``ReqNodeList``,
+        ``ExcNodeList``), for a balancing plan (:mod:`.plan`)."""
+        mark, fmt = pending_format()
+        r = await self._ok("squeue", "-h", "-t", "PENDING", "-o", fmt)
+        return parse_pending(r.out, mark)
+
+    async def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> PendingJob:
+        """``scontrol update JobId=N ExcNodeList=a,b`` (a pending job's nodes to avoid;
+        the list replaces the job's own); the job read back. Names must be node names."""
+        check_job_id(job_id)
+        if not nodes or not all(NODE_NAME.match(n) for n in nodes):
+            raise ValueError(f"not a list of node names: {list(nodes)[:10]!r}")
+        await self._ok(
+            "scontrol", "update", f"JobId={job_id}", f"ExcNodeList={','.join(nodes)}", change=True
+        )
+        try:
+            found = [j for j in await self.pending() if j.job_id == job_id]
+        except SlurmTimedOut as exc:
+            raise SlurmTimedOut(
+                Result(None, "", f"done, but reading job {job_id} back gave no answer in time"),
+                acted=True,
+            ) from exc
+        if not found:
+            raise SlurmRefused(f"job {job_id} is no longer pending on cluster {self.name}")
+        return found[0]
 
     async def submit(self, spec: SubmitSpec) -> SlurmJob:
         if not spec.argv:
