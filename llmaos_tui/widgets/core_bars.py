@@ -6,6 +6,12 @@ is too small for that, the form gets denser, as btop's does: ``full`` (index, ba
 percent), ``compact`` (a shorter bar and percent), ``tiny`` (index and bar) and, where
 even that cannot fit, ``dense``: one cell per core, a heat strip per row labelled with
 its index range. Every core is always drawn; :func:`fit` says how, for a size.
+
+Where the full form's cells are wide (:data:`SPARK_CELL`: a few cores on a wide screen,
+as btop's per-core graphs), each core's cell also draws its history as a sparkline
+after its percent, from the host's per-core ring (``HostIO.cores``, filled from the
+agent's history at attach, so it is full at once). Its width is that of the cell, not
+an extra line: the layout (and every core drawn) is the same with or without it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Literal
 from rich.text import Text
 from textual.geometry import Size
 
+from llmaos_tui.fleet.host_io import CORE_POINTS, HostIO
 from llmaos_tui.widgets.lines import LineWidget, Segs
+from llmaos_tui.widgets.spark import spark_pieces
 from llmaos_tui.widgets.text import bar, bar_pieces, level_class
 
 Form = Literal["full", "compact", "tiny", "dense"]
@@ -25,6 +33,8 @@ FORMS: tuple[Form, ...] = ("full", "compact", "tiny", "dense")
 CELL_MIN = 18
 """The narrowest cell of the full form."""
 _LEVELS = "▁▂▃▄▅▆▇█"
+SPARK_CELL = 36
+"""The narrowest full-form cell that gets a history sparkline beside its bar."""
 
 
 def _label_w(n: int) -> int:
@@ -56,6 +66,17 @@ def shape(n: int, width: int, form: Form) -> tuple[int, int]:
     cols = max(1, min(n, (width + 1) // (_cell_min(form, n) + 1)))
     rows = math.ceil(n / cols)
     return math.ceil(n / rows), rows
+
+
+def split(cell: int, label_w: int) -> tuple[int, int]:
+    """(bar, sparkline) widths of a full-form cell ``cell`` wide: the bar keeps a third
+    of the room (8 at least) and the sparkline the rest, where the cell is at least
+    :data:`SPARK_CELL`; else the bar all of it and no sparkline."""
+    room = cell - label_w - 1 - 5  # index, a space, then "100%" right-aligned in 5
+    if cell < SPARK_CELL:
+        return max(1, room), 0
+    spark = min(CORE_POINTS, room - max(8, room // 3) - 1)
+    return room - spark - 1, spark
 
 
 def fit(n: int, width: int, max_rows: int) -> tuple[Form, int]:
@@ -95,14 +116,24 @@ class CoreBars(LineWidget):
         """The most rows the screen lets this have; the form is chosen to fit it."""
         self.form: Form = "full"
         """The form of the last frame drawn."""
+        self.io: HostIO | None = None
+        """The host's histories (the per-core ring the sparklines draw)."""
+        self._io_version = -1
+        self.spark_width = 0
+        """Each core's sparkline width in the last frame drawn (0: none shown)."""
 
     @property
     def bar_count(self) -> int:
         return len(self.loads)
 
-    def update_loads(self, loads: Sequence[float]) -> None:
+    def update_loads(self, loads: Sequence[float], io: HostIO | None = None) -> None:
+        """The latest loads, and (``io``) the host's histories for the sparklines: a new
+        sample in them redraws only where sparklines are shown."""
         new = list(loads)
-        if new == self.loads:
+        version = io.version if io is not None else -1
+        moved = self.spark_width > 0 and (io is not self.io or version != self._io_version)
+        self.io, self._io_version = io, version
+        if new == self.loads and not moved:
             return
         relayout = len(new) != len(self.loads)
         self.loads = new
@@ -116,6 +147,14 @@ class CoreBars(LineWidget):
     def frame_key(self) -> tuple[object, ...]:
         return (len(self.loads),)
 
+    def history(self, i: int) -> list[float | None]:
+        """Core ``i``'s history, oldest first (empty without one, or when the ring's
+        shape is not this sample's: a host whose core count changed)."""
+        io = self.io
+        if io is None or io.cores.width != len(self.loads):
+            return []
+        return io.cores.series(i)
+
     def draw_lines(self) -> list[Segs]:
         n = len(self.loads)
         if not n:
@@ -126,6 +165,7 @@ class CoreBars(LineWidget):
         form, _rows = fit(n, width, max(1, self.size.height))
         self.form = form
         if form == "dense":
+            self.spark_width = 0
             return self._dense_lines(width)
         return self._bar_lines(form, width)
 
@@ -138,6 +178,10 @@ class CoreBars(LineWidget):
         pct_w = {"full": 5, "compact": 3, "tiny": 0}[form]
         gap = " " * (1 if form == "full" else 0)
         bar_w = max(1, cell - label_w - len(gap) - pct_w)
+        spark_w = 0
+        if form == "full":
+            bar_w, spark_w = split(cell, label_w)
+        self.spark_width = spark_w
         out = []
         for r in range(rows):
             line = self.line()
@@ -152,11 +196,24 @@ class CoreBars(LineWidget):
                 line.add(f"{i:>{label_w}}{gap}", "corebars--label")
                 for text, filled in bar_pieces(load, bar_w):
                     line.add(text, fill if filled else "corebars--empty")
-                if form == "full":
-                    line.add(f"{load * 100:4.0f}%", fill)
-                elif form == "compact":
-                    line.add(f"{round(load * 100):3d}", fill)
+                for text, cls in self._tail(form, i, load, fill, spark_w):
+                    line.add(text, cls)
             out.append(line.done(r))
+        return out
+
+    def _tail(
+        self, form: Form, i: int, load: float, fill: str, spark_w: int
+    ) -> list[tuple[str, str | None]]:
+        """What follows core ``i``'s bar: its percent (full, compact) and, in a wide full
+        cell, a space and its history's sparkline."""
+        if form == "compact":
+            return [(f"{round(load * 100):3d}", fill)]
+        if form != "full":
+            return []
+        out: list[tuple[str, str | None]] = [(f"{load * 100:4.0f}%", fill)]
+        if spark_w:
+            out.append((" ", None))
+            out.extend(spark_pieces(self.history(i), spark_w, "corebars"))
         return out
 
     def _dense_lines(self, width: int) -> list[Segs]:
@@ -196,6 +253,9 @@ class CoreBars(LineWidget):
         pct_w = {"full": 5, "compact": 3, "tiny": 0}[form]
         gap = 1 if form == "full" else 0
         bar_w = max(1, cell - label_w - gap - pct_w)
+        spark_w = 0
+        if form == "full":
+            bar_w, spark_w = split(cell, label_w)
         label = self.get_component_rich_style("corebars--label")
         empty = self.get_component_rich_style("corebars--empty")
         out = Text(no_wrap=True, overflow="crop")
@@ -209,13 +269,12 @@ class CoreBars(LineWidget):
                 if c:
                     out.append(" ")
                 load = self.loads[i]
-                fill = self.get_component_rich_style(level_class(load, "corebars"))
+                fill_cls = level_class(load, "corebars")
+                fill = self.get_component_rich_style(fill_cls)
                 out.append(f"{i:>{label_w}}" + " " * gap, label)
                 out.append_text(bar(load, bar_w, fill, empty))
-                if form == "full":
-                    out.append(f"{load * 100:4.0f}%", fill)
-                elif form == "compact":
-                    out.append(f"{round(load * 100):3d}", fill)
+                for text, cls in self._tail(form, i, load, fill_cls, spark_w):
+                    out.append(text, self.get_component_rich_style(cls) if cls else None)
         return out
 
     def _dense(self, width: int) -> Text:

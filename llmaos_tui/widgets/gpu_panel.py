@@ -5,6 +5,13 @@ then its name and processes) where the screen gives the height, else ``compact``
 line a GPU, packed into as many columns as fit), and where even that would take the
 process table's lines (16 GPUs on a big host in a small terminal), ``tiny``: index, load
 bar and percent, in narrower columns. :func:`rows` says how tall each is.
+
+In the detail form, where the bars are wide (:data:`SPARK_BAR`), each bar gives part of
+its width to a sparkline of its history (utilisation, memory used) from the host's
+per-GPU rings (``HostIO.gpu_util``, ``gpu_mem``, full from the agent's history at
+attach), as nvitop draws them; and each process says its share of the GPU's SM time and
+memory bandwidth (NVML's process utilisation samples, protocol 6) where the device
+reports them. The height is the same with or without them.
 """
 
 from __future__ import annotations
@@ -17,13 +24,39 @@ from textual.geometry import Size
 
 from llmaos_agent.protocol import GpuSample, Proc
 from llmaos_agent.safetext import clean
+from llmaos_tui.fleet.host_io import POINTS, HostIO
 from llmaos_tui.widgets.lines import Line, LineWidget, Segs
+from llmaos_tui.widgets.spark import spark_pieces
 from llmaos_tui.widgets.text import NA, bar, bar_pieces, human_bytes, level_class
 
 COMPACT_MIN = 38
 """The narrowest column of the compact form."""
 TINY_MIN = 14
 """The narrowest column of the tiny form: "GPU15 ███ 97%"."""
+SPARK_BAR = 24
+"""The narrowest detail bar that gives part of itself to a history sparkline."""
+
+
+def split(bar_w: int) -> tuple[int, int]:
+    """(bar, sparkline) widths of a detail bar ``bar_w`` wide (with the space between
+    them): half each from :data:`SPARK_BAR` on, else the bar alone."""
+    if bar_w < SPARK_BAR:
+        return bar_w, 0
+    spark = min(POINTS, bar_w // 2)
+    return bar_w - spark - 1, spark
+
+
+def proc_text(
+    pid: int, name: str, used_mem: int | None, sm: float | None, mem: float | None
+) -> str:
+    """One GPU process as the detail form lists it: pid, name, memory, and its SM and
+    memory-bandwidth shares where the device reports them (nvitop's SM and MEM)."""
+    out = f"{pid} {name} {human_bytes(used_mem)}"
+    if sm is not None:
+        out += f" sm {sm * 100:.0f}%"
+    if mem is not None:
+        out += f" gmbw {mem * 100:.0f}%"
+    return out
 
 
 def columns(n: int, width: int, tiny: bool = False) -> int:
@@ -70,14 +103,28 @@ class GpuPanel(LineWidget):
         """Two lines a GPU (the screen turns it off where there is no room)."""
         self.tiny = False
         """The tiny form where the compact one would not leave the process table its share."""
+        self.io: HostIO | None = None
+        """The host's histories (the per-GPU rings the sparklines draw)."""
+        self._io_version = -1
+        self.spark_width = 0
+        """Each sparkline's width in the last frame drawn (0: none shown)."""
 
     def update_gpus(
-        self, gpus: Sequence[GpuSample], reason: str | None, procs: Mapping[int, Proc]
+        self,
+        gpus: Sequence[GpuSample],
+        reason: str | None,
+        procs: Mapping[int, Proc],
+        io: HostIO | None = None,
     ) -> None:
+        """The latest GPUs, and (``io``) the host's histories for the sparklines: a new
+        sample in them redraws only where sparklines are shown."""
         # Process names are their owners' text: cleaned once here, drawn as they are.
         names = {p.pid: clean(procs[p.pid].name) for g in gpus for p in g.procs if p.pid in procs}
         new = list(gpus)
-        if (new, reason, names) == (self.gpus, self.reason, self.names):
+        version = io.version if io is not None else -1
+        moved = self.spark_width > 0 and (io is not self.io or version != self._io_version)
+        self.io, self._io_version = io, version
+        if (new, reason, names) == (self.gpus, self.reason, self.names) and not moved:
             return
         relayout = len(new) != len(self.gpus)
         self.gpus, self.reason, self.names = new, reason, names
@@ -94,6 +141,20 @@ class GpuPanel(LineWidget):
     def frame_key(self) -> tuple[object, ...]:
         return (len(self.gpus), self.detail, self.tiny)
 
+    def history(self, pos: int) -> tuple[list[float | None], list[float | None]]:
+        """The utilisation and memory history of the ``pos``-th GPU of the sample, oldest
+        first (empty without one, or when the rings' shape is not this sample's)."""
+        io = self.io
+        n = len(self.gpus)
+        if io is None or io.gpu_util.width != n or io.gpu_mem.width != n:
+            return [], []
+        return io.gpu_util.series(pos), io.gpu_mem.series(pos)
+
+    def _procs(self, g: GpuSample) -> str:
+        return ", ".join(
+            proc_text(p.pid, self.names.get(p.pid, "?"), p.used_mem, p.sm, p.mem) for p in g.procs
+        )
+
     # ------------------------------------------------------ line by line
 
     def draw_lines(self) -> list[Segs]:
@@ -105,9 +166,10 @@ class GpuPanel(LineWidget):
             return [line.done(0)]
         width = self.size.width
         out: list[Segs] = []
+        self.spark_width = 0
         if self.detail and self.size.height >= 2 * len(self.gpus):
-            for g in self.gpus:
-                first, second = self._detail_lines(g, width)
+            for pos, g in enumerate(self.gpus):
+                first, second = self._detail_lines(g, pos, width)
                 out.append(first.done(len(out)))
                 out.append(second.done(len(out)))
             return out
@@ -159,7 +221,13 @@ class GpuPanel(LineWidget):
         out.add(f"{g.util * 100:3.0f}%" if g.util is not None else " n/a", fill)
         return out
 
-    def _detail_lines(self, g: GpuSample, width: int) -> tuple[Line, Line]:
+    def _spark(self, line: Line, values: list[float | None], width: int) -> None:
+        if width:
+            line.add(" ")
+            for text, cls in spark_pieces(values, width, "gpu"):
+                line.add(text, cls)
+
+    def _detail_lines(self, g: GpuSample, pos: int, width: int) -> tuple[Line, Line]:
         first, second = self.line(), self.line()
         first.add(f"GPU{g.index} ", "gpu--label")
         if g.error:
@@ -170,18 +238,19 @@ class GpuPanel(LineWidget):
         if g.power_limit_w is not None:
             power += f"/{g.power_limit_w:.0f}W"
         tail = f"  {temp}  {power}"
-        bar_w = max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2)
+        bar_w, spark_w = split(max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2))
+        util_hist, mem_hist = self.history(pos) if spark_w else ([], [])
+        self.spark_width = spark_w
         self._bar(first, g.util, bar_w, util_fill)
         first.add(util, util_fill)
+        self._spark(first, util_hist, spark_w)
         first.add("  mem ", "gpu--label")
         self._bar(first, mem_frac, bar_w, mem_fill)
+        self._spark(first, mem_hist, spark_w)
         first.add(f" {mem}{tail}")
         second.add("     ", "gpu--label")
         second.add(clean(g.name)[:30], "gpu--label")
-        procs = ", ".join(
-            f"{p.pid} {self.names.get(p.pid, '?')} {human_bytes(p.used_mem)}" for p in g.procs
-        )
-        second.add(f"  {procs or 'no processes'}")
+        second.add(f"  {self._procs(g) or 'no processes'}")
         return first, second
 
     # ------------------------------------------------------ as one Text
@@ -202,7 +271,7 @@ class GpuPanel(LineWidget):
             for i, g in enumerate(self.gpus):
                 if i:
                     out.append("\n")
-                out.append_text(self._detail(g, width))
+                out.append_text(self._detail(g, i, width))
             return out
         cols = columns(len(self.gpus), width, self.tiny)
         per_col = math.ceil(len(self.gpus) / cols)
@@ -260,7 +329,13 @@ class GpuPanel(LineWidget):
         out.append(f"{g.util * 100:3.0f}%" if g.util is not None else " n/a", fill)
         return out
 
-    def _detail(self, g: GpuSample, width: int) -> Text:
+    def _spark_text(self, out: Text, values: list[float | None], width: int) -> None:
+        if width:
+            out.append(" ")
+            for text, cls in spark_pieces(values, width, "gpu"):
+                out.append(text, self.get_component_rich_style(cls))
+
+    def _detail(self, g: GpuSample, pos: int, width: int) -> Text:
         label = self.get_component_rich_style("gpu--label")
         empty = self.get_component_rich_style("gpu--empty")
         out = Text(no_wrap=True, overflow="crop")
@@ -276,16 +351,16 @@ class GpuPanel(LineWidget):
         if g.power_limit_w is not None:
             power += f"/{g.power_limit_w:.0f}W"
         tail = f"  {temp}  {power}"
-        bar_w = max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2)
+        bar_w, spark_w = split(max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2))
+        util_hist, mem_hist = self.history(pos) if spark_w else ([], [])
         out.append_text(bar(g.util, bar_w, util_fill, empty))
         out.append(util, util_fill)
+        self._spark_text(out, util_hist, spark_w)
         out.append("  mem ", label)
         out.append_text(bar(mem_frac, bar_w, mem_fill, empty))
+        self._spark_text(out, mem_hist, spark_w)
         out.append(f" {mem}{tail}")
         out.append("\n     ", label)
         out.append(clean(g.name)[:30], label)
-        procs = ", ".join(
-            f"{p.pid} {self.names.get(p.pid, '?')} {human_bytes(p.used_mem)}" for p in g.procs
-        )
-        out.append(f"  {procs or 'no processes'}")
+        out.append(f"  {self._procs(g) or 'no processes'}")
         return out
