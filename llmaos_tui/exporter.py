@@ -260,10 +260,10 @@ def _work(f: _Families, host: str, h: HostState) -> None:
 def agent_cost(h: HostState) -> AgentCost | None:
     """The host's agent daemon's own cost, whether the console has its processes on or off.
 
-    The agent reports it itself, in one sample of ten (``Sample.agent``, protocol 7: CPU of
+    The agent reports it itself, in one sample of ten (``Sample.agent``: CPU of
     all its threads since its last report, and RSS), and the host's state keeps the last
     report (``HostState.agent_cost``) since the sample now on hand seldom carries one. An
-    agent of protocol 6 sends none; its daemon's row in the process table (the hello names
+    older agent sends none; its daemon's row in the process table (the hello names
     its pid) says the same while that table is on. The attach bridge the console talks
     to is counted in neither."""
     kept: AgentCost | None = getattr(h, "agent_cost", None)  # see the report: state.py

@@ -163,7 +163,7 @@ def test_a_taken_port_is_an_oserror_at_start() -> None:
 
 def _hello(hostname: str, pid: int = 4242) -> Hello:
     return Hello(
-        protocol=7,
+        protocol=6,
         agent_version="0.1.0",
         pid=pid,
         host=HostFacts(
@@ -534,7 +534,7 @@ def test_requests_by_state(served: Served) -> None:
 
 @pytest.mark.integration
 def test_the_agents_own_cost(served: Served) -> None:
-    """What the wire says of the agent: its own report in its samples (protocol 7), or its
+    """What the wire says of the agent: its own report in its samples, or its
     daemon's row in the process table (tests/test_exporter_cost.py: with processes off)."""
     prom = served.prom
     prom.wait_for('llmaos_agent_resident_bytes{host="local"}')

@@ -36,7 +36,7 @@ WIRE: Final = _wire.codec.name
 """Which codec this process speaks with: ``msgspec`` or ``lite`` (the stdlib one)."""
 _codec: wirelite.Codec = _wire.codec
 
-PROTOCOL_VERSION: Final = 7
+PROTOCOL_VERSION: Final = 6
 """Bumped on any incompatible change of the shapes below (2: requests and process control;
 containers came within 2: an agent without them answers METHOD_NOT_FOUND and sends none;
 3: the change streams are named ``requests.changed`` and ``containers.changed`` as DESIGN.md
@@ -46,7 +46,7 @@ paths match :data:`SAFE_ID`, and the hello says whether the request queue is ava
 GPU process its SM and memory share, and a process's ``status`` is its state letter as ps
 shows it, ``T`` for stopped, ``Z`` for a zombie; 6: per-process data only for clients that
 want it, ``procs.watch`` turning a client's off and on, and ``proc.detail``, one process's
-command line, cwd, threads, open files, cgroup and GPU use; 7: a sample may carry the
+command line, cwd, threads, open files, cgroup and GPU use, and a sample may carry the
 agent's own cost, ``agent``, whether its client has processes on or off)."""
 
 MAX_LINE_BYTES: Final = 1 << 20
