@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,56 @@ __all__ = ["RETRY_HINT", "Backoff", "HostWatcher"]
 
 RETRY_HINT = "press R to retry"
 """How a held host says it can be tried again; the console's key for retry_now."""
+SWEEP_S = 0.25
+"""How often the hosts that are up are checked for silence: a host turns stale at most
+this long after its limit (a quarter of the limit, if that is shorter)."""
+
+
+class _StaleSweep:
+    """One timer for every watcher of a loop that checks its hosts for silence.
+
+    A timer per host, slept until its host's last line plus the limit, woke once or twice
+    a second per host: with 1,000 hosts that was 4% of the console's busy time headless
+    (bench/fleet_scale.py, py-spy). One sweep of every host is a comparison each.
+    """
+
+    def __init__(self) -> None:
+        self.watchers: dict[HostWatcher, float] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, watcher: HostWatcher, limit: float) -> None:
+        self.watchers[watcher] = limit
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+
+    def remove(self, watcher: HostWatcher) -> None:
+        self.watchers.pop(watcher, None)
+        if not self.watchers and self.task is not None:
+            self.task.cancel()  # nothing to watch: no task left behind on the loop
+            self.task = None
+
+    async def _run(self) -> None:
+        while self.watchers:
+            await asyncio.sleep(min(SWEEP_S, min(self.watchers.values()) / 4))
+            now = time.monotonic()
+            for watcher, limit in list(self.watchers.items()):
+                # One host's trouble (its notify raising) must not stop the others' checks.
+                with contextlib.suppress(Exception):
+                    watcher._check_stale(limit, now)
+
+
+_SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StaleSweep] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sweep() -> _StaleSweep:
+    """The running loop's sweep (a console has one loop; tests make one each)."""
+    loop = asyncio.get_running_loop()
+    sweep = _SWEEPS.get(loop)
+    if sweep is None:
+        sweep = _SWEEPS[loop] = _StaleSweep()
+    return sweep
 
 
 class HostWatcher:
@@ -252,30 +303,22 @@ class HostWatcher:
             self._sync_procs()
             self.backoff.up()
             self._set(HostStatus.UP)
-            stale = asyncio.ensure_future(
-                self._watch_stale(hello) if self.link.live else asyncio.Event().wait()
-            )
+            if self.link.live:
+                # Two and a half missed samples: a cut network shows as stale within 3 s
+                # at 1 Hz.
+                _sweep().add(self, self.stale_after or 2.5 * hello.interval)
             try:
                 return await reader
             finally:
-                stale.cancel()
+                _sweep().remove(self)
         finally:
             reader.cancel()
             await reap(reader)
 
-    async def _watch_stale(self, hello: Hello) -> None:
-        # Two and a half missed samples: a cut network shows as stale within 3 s at
-        # 1 Hz. Sleeping until that moment, not polling, costs one wake-up a sample.
-        limit = self.stale_after or 2.5 * hello.interval
-        while True:
-            due = self.state.last_rx + limit - time.monotonic()
-            if due > 0:
-                await asyncio.sleep(due + 0.01)
-                continue
-            if self.state.status is HostStatus.UP:
-                quiet = time.monotonic() - self.state.last_rx
-                self._set(HostStatus.STALE, f"no sample for {quiet:.1f} s")
-            await asyncio.sleep(limit)
+    def _check_stale(self, limit: float, now: float) -> None:
+        st = self.state
+        if st.status is HostStatus.UP and now - st.last_rx > limit:
+            self._set(HostStatus.STALE, f"no sample for {now - st.last_rx:.1f} s")
 
     async def call(self, method: str, params: Struct, timeout: float = 10.0) -> Any:
         """Make a call on the host's agent; LinkDown when the host is not up."""
