@@ -49,10 +49,11 @@ def _gpu_mem(k: int, gpu: int, total: int) -> int:
     return total * ((k * 5 + gpu * 20) % 101) // 100
 
 
-def write_recording(path: Path) -> Path:
-    """The recorded stream with a :data:`HISTORY`-sample history of known figures (just
-    before its first live sample) and GPU process shares; returns ``path``."""
-    msgs = [json.loads(ln) for ln in RECORDING.read_text().splitlines() if ln.strip()]
+def write_recording(path: Path, source: Path = RECORDING) -> Path:
+    """``source`` (the recorded stream, or one of tests/data/big) with a
+    :data:`HISTORY`-sample history of known figures (just before its first live sample)
+    and GPU process shares; returns ``path``."""
+    msgs = [json.loads(ln) for ln in source.read_text().splitlines() if ln.strip()]
     # The console's own protocol: the figures are those of a current agent.
     msgs[0]["params"]["protocol"] = PROTOCOL_VERSION
     hist = next(m for m in msgs if m.get("method") == "history")
