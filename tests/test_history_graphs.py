@@ -26,8 +26,10 @@ from llmaos_tui.screens.host import HostScreen
 from llmaos_tui.widgets.core_bars import CoreBars
 from llmaos_tui.widgets.gpu_panel import GpuPanel
 from llmaos_tui.widgets.graph import sparkline_cell
+from tests.data import make_big_recordings as big
 from tests.helpers import RECORDING, wait_for
 from tests.test_host_layout import cores_drawn, visible_lines
+from tests.test_line_widgets import _mismatches
 
 HISTORY = 150
 """History samples in the recording: more than any sparkline at these sizes shows."""
@@ -191,3 +193,14 @@ async def test_no_sparklines_where_there_is_no_room(tmp_path: Path) -> None:
         assert bars.spark_width == 0
         assert sorted(cores_drawn(lines)) == [0, 1], lines
         assert not any(ch in "".join(lines) for ch in "▁▂▃▄▅▆▇"), lines
+
+
+async def test_the_line_drawn_sparklines_match_their_text(tmp_path: Path) -> None:
+    """The panels' line path draws the sparklines segment for segment and style for
+    style as Textual draws their Rich Text (tests/test_line_widgets.py's check)."""
+    path = write_recording(tmp_path / "history.ndjson", big.path(8, 2))
+    async with app_for(path).run_test(size=(200, 60)) as pilot:
+        screen, _host = await played(pilot, len(recorded(path)))
+        bars, gpus = screen.query_one(CoreBars), screen.query_one(GpuPanel)
+        assert bars.spark_width and gpus.spark_width
+        assert _mismatches(bars) + _mismatches(gpus) == []
