@@ -82,7 +82,9 @@ def test_pending_jobs_exclude_the_hot_nodes_they_could_get() -> None:
 
 
 def test_hostlists_and_squeue_rows() -> None:
-    assert expand_hostlist("gpu[01-03,07],login1") == {"gpu01", "gpu02", "gpu03", "gpu07", "login1"}
+    assert expand_hostlist("gpu[01-03,07],login1") == frozenset(
+        {"gpu01", "gpu02", "gpu03", "gpu07", "login1"}
+    )
     assert expand_hostlist("(null)") == frozenset()
     for bad in ("a[1-", "x[1-99999]", "a\x1b[2J", "a,,b", "n[3-1]"):
         assert expand_hostlist(bad) is None, bad
@@ -95,7 +97,7 @@ def test_hostlists_and_squeue_rows() -> None:
         f"{mark}|x; rm|bob|PENDING|p|(null)|(null)\n"  # no job id
     )
     (only,) = parse_pending(text, mark)
-    assert (only.job_id, only.partitions, only.excluded) == ("7", ("p", "q"), {"hot1"})
+    assert (only.job_id, only.partitions, only.excluded) == ("7", ("p", "q"), frozenset({"hot1"}))
 
 
 # ---------------------------------------------------------------------- the real cluster
