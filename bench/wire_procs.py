@@ -7,7 +7,8 @@ Two parts:
   processes off; every byte each receives after its greeting, over ``--seconds``;
 - a 64-core-like host: a sample as the agent encodes it with 64 core loads, memory, load,
   two interfaces, a disk and 34 temperature sensors (every 5 s, named once a minute, as the
-  io collector sends them), over a simulated minute; with processes on, this machine's
+  io collector sends them) and the agent's own cost (one sample in ten, as the sampler
+  sends it), over a simulated minute; with processes on, this machine's
   measured process bytes a second on top (the table's size goes with the process count,
   not the cores).
 
@@ -33,7 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agents"))
 
-from llmaos_agent.protocol import (  # noqa: E402 - after the path above
+from llmaos_agent.collect.self_cost import EVERY  # noqa: E402 - after the path above
+from llmaos_agent.protocol import (  # noqa: E402
+    AgentCost,
     DiskRate,
     Memory,
     NetRate,
@@ -113,6 +116,9 @@ def sample_64(seconds: int = 60, seed: int = 1) -> float:
             disk=[DiskRate("nvme0n1", rnd.randrange(10**8), rnd.randrange(10**8))],
             temps=[rnd.randrange(30, 90) for _ in names] if temps_now else [],
             temp_names=names if t % 60 == 0 else [],
+            agent=AgentCost(round(rnd.uniform(0, 0.2), 3), rnd.randrange(30 << 20, 60 << 20))
+            if (t + 1) % EVERY == 0
+            else None,
         )
         total += len(encode_notification("sample", sample))
     return total / seconds
