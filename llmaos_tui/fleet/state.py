@@ -67,13 +67,16 @@ def _figures_of(s: Sample) -> _Figures:
 
 def point_of(s: Sample, figures: _Figures | None = None) -> Point:
     f = figures if figures is not None and figures.sample is s else _figures_of(s)
+    mem = s.mem.used / s.mem.total if s.mem.total else 0.0
+    if not s.gpus:  # most hosts: what beta and mean give for no loads, without the calls
+        return Point(t=s.t, cpu=f.cpu, beta_cpu=f.beta_cpu, beta_gpu=0.0, mem=mem, gpu=None)
     gpu_loads = [g.util for g in s.gpus if g.util is not None]
     return Point(
         t=s.t,
         cpu=f.cpu,
         beta_cpu=f.beta_cpu,
         beta_gpu=beta(gpu_loads),
-        mem=s.mem.used / s.mem.total if s.mem.total else 0.0,
+        mem=mem,
         gpu=mean(gpu_loads) if gpu_loads else None,
     )
 
