@@ -131,7 +131,9 @@ class CoreBars(LineWidget):
         sample in them redraws only where sparklines are shown."""
         new = list(loads)
         version = io.version if io is not None else -1
-        moved = self.spark_width > 0 and (io is not self.io or version != self._io_version)
+        # A history given or taken away changes the layout; a new sample in it matters
+        # only where sparklines are drawn.
+        moved = io is not self.io or (self.spark_width > 0 and version != self._io_version)
         self.io, self._io_version = io, version
         if new == self.loads and not moved:
             return
@@ -180,7 +182,7 @@ class CoreBars(LineWidget):
         bar_w = max(1, cell - label_w - len(gap) - pct_w)
         spark_w = 0
         if form == "full":
-            bar_w, spark_w = split(cell, label_w)
+            bar_w, spark_w = split(cell, label_w) if self.io is not None else (bar_w, 0)
         self.spark_width = spark_w
         out = []
         for r in range(rows):
@@ -255,7 +257,7 @@ class CoreBars(LineWidget):
         bar_w = max(1, cell - label_w - gap - pct_w)
         spark_w = 0
         if form == "full":
-            bar_w, spark_w = split(cell, label_w)
+            bar_w, spark_w = split(cell, label_w) if self.io is not None else (bar_w, 0)
         label = self.get_component_rich_style("corebars--label")
         empty = self.get_component_rich_style("corebars--empty")
         out = Text(no_wrap=True, overflow="crop")

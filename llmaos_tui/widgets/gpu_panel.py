@@ -37,10 +37,10 @@ SPARK_BAR = 24
 """The narrowest detail bar that gives part of itself to a history sparkline."""
 
 
-def split(bar_w: int) -> tuple[int, int]:
+def split(bar_w: int, io: HostIO | None) -> tuple[int, int]:
     """(bar, sparkline) widths of a detail bar ``bar_w`` wide (with the space between
-    them): half each from :data:`SPARK_BAR` on, else the bar alone."""
-    if bar_w < SPARK_BAR:
+    them): half each from :data:`SPARK_BAR` on, else (or with no history) the bar alone."""
+    if bar_w < SPARK_BAR or io is None:
         return bar_w, 0
     spark = min(POINTS, bar_w // 2)
     return bar_w - spark - 1, spark
@@ -122,7 +122,9 @@ class GpuPanel(LineWidget):
         names = {p.pid: clean(procs[p.pid].name) for g in gpus for p in g.procs if p.pid in procs}
         new = list(gpus)
         version = io.version if io is not None else -1
-        moved = self.spark_width > 0 and (io is not self.io or version != self._io_version)
+        # A history given or taken away changes the layout; a new sample in it matters
+        # only where sparklines are drawn.
+        moved = io is not self.io or (self.spark_width > 0 and version != self._io_version)
         self.io, self._io_version = io, version
         if (new, reason, names) == (self.gpus, self.reason, self.names) and not moved:
             return
@@ -238,7 +240,7 @@ class GpuPanel(LineWidget):
         if g.power_limit_w is not None:
             power += f"/{g.power_limit_w:.0f}W"
         tail = f"  {temp}  {power}"
-        bar_w, spark_w = split(max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2))
+        bar_w, spark_w = split(max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2), self.io)
         util_hist, mem_hist = self.history(pos) if spark_w else ([], [])
         self.spark_width = spark_w
         self._bar(first, g.util, bar_w, util_fill)
@@ -351,7 +353,7 @@ class GpuPanel(LineWidget):
         if g.power_limit_w is not None:
             power += f"/{g.power_limit_w:.0f}W"
         tail = f"  {temp}  {power}"
-        bar_w, spark_w = split(max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2))
+        bar_w, spark_w = split(max(4, (width - 5 - 4 - 6 - len(mem) - len(tail) - 2) // 2), self.io)
         util_hist, mem_hist = self.history(pos) if spark_w else ([], [])
         out.append_text(bar(g.util, bar_w, util_fill, empty))
         out.append(util, util_fill)
