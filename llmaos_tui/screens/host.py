@@ -22,6 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
 from llmaos_agent.protocol import Proc, Renice, SendSignal, SetAffinity
+from llmaos_tui.fleet.gpu_owners import host_gpu_owners
 from llmaos_tui.fleet.state import HostState
 from llmaos_tui.screens.intents import ChangeIntent, OpenPlan, OpenProcDetail, OpenRequests
 from llmaos_tui.screens.proc_prompts import ask_cores, ask_nice, ask_signal, stepped_nice
@@ -239,7 +240,7 @@ class HostScreen(Screen[None]):
         s = h.sample
         cores = h.cores
         if s is not None:
-            self.query_one(CoreBars).update_loads(s.cpu)
+            self.query_one(CoreBars).update_loads(s.cpu, h.io)
         elif cores:
             self.query_one(CoreBars).update_loads([0.0] * cores)
         self.query_one(MemoryPanel).update_memory(
@@ -255,7 +256,9 @@ class HostScreen(Screen[None]):
             [p.beta_gpu for p in hist],
         )
         reason = h.hello.caps.nvml_reason if h.hello else None
-        self.query_one(GpuPanel).update_gpus(s.gpus if s else [], reason, h.procs)
+        gpus = s.gpus if s else []
+        owners = host_gpu_owners(h) if any(g.procs for g in gpus) else None
+        self.query_one(GpuPanel).update_gpus(gpus, reason, h.procs, h.io, owners)
         io = self.query_one(IoPanel)
         if io.display:
             io.update_host(h)

@@ -115,11 +115,16 @@ class GpuPanel(LineWidget):
         reason: str | None,
         procs: Mapping[int, Proc],
         io: HostIO | None = None,
+        owners: Mapping[int, str] | None = None,
     ) -> None:
         """The latest GPUs, and (``io``) the host's histories for the sparklines: a new
-        sample in them redraws only where sparklines are shown."""
+        sample in them redraws only where sparklines are shown. ``owners``: pid ->
+        "req:ID" / "ctr:NAME" (llmaos_tui.fleet.gpu_owners, cleaned there), shown after
+        the process's name."""
         # Process names are their owners' text: cleaned once here, drawn as they are.
         names = {p.pid: clean(procs[p.pid].name) for g in gpus for p in g.procs if p.pid in procs}
+        for pid, owner in (owners or {}).items():
+            names[pid] = f"{names.get(pid, '?')} {owner}"
         new = list(gpus)
         version = io.version if io is not None else -1
         # A history given or taken away changes the layout; a new sample in it matters
