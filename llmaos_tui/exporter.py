@@ -266,9 +266,8 @@ def agent_cost(h: HostState) -> AgentCost | None:
     older agent sends none; its daemon's row in the process table (the hello names
     its pid) says the same while that table is on. The attach bridge the console talks
     to is counted in neither."""
-    kept: AgentCost | None = getattr(h, "agent_cost", None)  # see the report: state.py
-    if kept is not None:
-        return kept
+    if h.agent_cost is not None:
+        return h.agent_cost
     if h.sample is not None and h.sample.agent is not None:
         return h.sample.agent
     me = h.procs.get(h.hello.pid) if h.hello is not None else None

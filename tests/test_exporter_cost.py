@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmaos_agent.protocol import AgentCost, DiskRate, Memory, NetRate, Sample
 from llmaos_tui.exporter import FleetCollector, scrape_text
 from llmaos_tui.fleet.local import LocalLink
-from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
+from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watching import Watching
 from tests.conftest import agent_daemons
 from tests.helpers import wait_for
@@ -96,12 +96,6 @@ def test_the_agents_cost_from_a_sample_that_carries_it() -> None:
     assert _host_value(text, "llmaos_agent_resident_bytes", "box") is None
 
 
-@pytest.mark.xfail(
-    not hasattr(HostState(name="x"), "agent_cost"),
-    reason="HostState keeps the agent's last report once fleet/state.py takes the diff in "
-    "the exporter helper's report (fleet/state.py is not the exporter's file)",
-    strict=True,
-)
 def test_the_agents_cost_outlives_the_sample_that_carried_it() -> None:
     """The agent reports one sample in ten; a scrape between two reports still has it."""
     samples = [_sample(1, agent=AgentCost(cpu=0.02, rss=40_000_000))]

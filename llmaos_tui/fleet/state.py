@@ -17,6 +17,7 @@ from typing import NamedTuple
 from llmaos_agent.metrics import beta, beta_fleet, mean
 from llmaos_agent.procdelta import apply
 from llmaos_agent.protocol import (
+    AgentCost,
     Container,
     ContainerDelta,
     Hello,
@@ -112,6 +113,8 @@ class HostState:
     """The host engine's containers by full id (empty without an engine)."""
     containers_version: int = 0
     slurm: str | None = None  # the host's node state in a Slurm cluster (sinfo's word)
+    agent_cost: AgentCost | None = None
+    """The agent's own cost as it last reported it (one sample in ten carries it)."""
     io: HostIO = field(default_factory=HostIO, repr=False, compare=False)
     """Network, disk and temperatures, and the per-core and per-GPU histories."""
     _figs: _Figures | None = field(default=None, repr=False, compare=False)
@@ -147,6 +150,7 @@ class HostState:
 
     def on_hello(self, hello: Hello) -> None:
         self.hello = hello
+        self.agent_cost = None  # maybe another daemon: its history ring says again
         self.last_rx = time.monotonic()
 
     def on_history(self, samples: Iterable[Sample]) -> None:
@@ -155,6 +159,8 @@ class HostState:
             if s.t > known:  # after a reconnect, only what we have not seen
                 self.history.append(point_of(s))
                 self.io.add(s)
+            if s.agent is not None:
+                self.agent_cost = s.agent
 
     def on_sample(self, s: Sample) -> None:
         self.sample = s
@@ -162,6 +168,8 @@ class HostState:
         self._figs = figs = _figures_of(s)
         self.history.append(point_of(s, figs))
         self.io.add(s)
+        if s.agent is not None:
+            self.agent_cost = s.agent
         if s.procs is not None:
             apply(self.procs, s.procs)
             self.procs_version += 1
