@@ -457,3 +457,15 @@ def _no_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
         if ids:
             c.run("scancel", *ids)
         wait(lambda: not c.job_ids(), "the queue to empty")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    """A one-node cluster without GPUs for a test module; skips (fails under
+    LLMAOS_REQUIRE_INTEGRATION) where Slurm is not installed."""
+    from tests.conftest import need
+
+    why = slurm_available()
+    need(why is None, why or "")
+    with SlurmCluster(gpus=0) as c:
+        yield c

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - cluster is a fixture imported from tests/slurm_cluster.py, then requested
 """A Slurm cluster's node states: parsed from ``sinfo --json`` (``scontrol show node``
 as the fallback) and shown on the
 fleet screen beside the status of the inventory hosts that are nodes.
@@ -12,7 +13,6 @@ and the fleet table is read as a user reads it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,19 +29,10 @@ from llmaos_tui.slurm import LocalRunner, SlurmClient, SlurmNode, parse_nodes, p
 from llmaos_tui.slurm.nodes import MAX_NAME, MAX_NODES
 from llmaos_tui.slurm_actions import node_of
 from llmaos_tui.widgets.host_table import HostTable
-from tests.conftest import need
 from tests.helpers import RECORDING, wait_for
-from tests.slurm_cluster import SlurmCluster, slurm_available
+from tests.slurm_cluster import SlurmCluster, cluster, slurm_available  # noqa: F401 - cluster: a fixture
 
 DEADLINE = 90.0  # seconds; a busy machine's slurmctld is slow to answer
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    why = slurm_available()
-    need(why is None, why or "")
-    with SlurmCluster(gpus=0) as c:
-        yield c
 
 
 def client(c: SlurmCluster) -> SlurmClient:

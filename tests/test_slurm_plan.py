@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - cluster is a fixture imported from tests/slurm_cluster.py, then requested
 """The Slurm balancing plan (:mod:`llmaos_tui.slurm.plan`): pending jobs move off hot
 nodes through their ``ExcNodeList``.
 
@@ -15,7 +16,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,10 @@ from llmaos_tui.ops.changes import ReadOnlyConsole
 from llmaos_tui.slurm import LocalRunner, SlurmClient, SlurmNode
 from llmaos_tui.slurm.pending import PendingJob, expand_hostlist, parse_pending, pending_format
 from llmaos_tui.slurm.plan import ACTION, SlurmPlan, apply_plan, build_plan, hot_nodes
-from tests.conftest import need
-from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left: a fixture
+from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left, cluster: fixtures
     SlurmCluster,
     _no_jobs_left,
+    cluster,
     slurm_available,
     wait,
 )
@@ -101,14 +101,6 @@ def test_hostlists_and_squeue_rows() -> None:
 
 
 # ---------------------------------------------------------------------- the real cluster
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    why = slurm_available()
-    need(why is None, why or "")
-    with SlurmCluster(gpus=0) as c:
-        yield c
 
 
 def exc_node_list(c: SlurmCluster, jid: str) -> str:

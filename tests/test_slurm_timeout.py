@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - cluster is a fixture imported from tests/slurm_cluster.py, then requested
 """A Slurm command that gives no answer in time is audited as unknown, not refused, and
 the operator is told it may have acted (:mod:`llmaos_tui.slurm.audited`).
 
@@ -9,7 +10,7 @@ real ``LocalRunner`` whose ``scontrol`` never answers (stand-in scripts for ``sc
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,21 +19,13 @@ from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.slurm import LocalRunner, Result, SlurmClient, SlurmTimedOut
 from llmaos_tui.slurm.audited import slurm_change
 from llmaos_tui.slurm.runner import MAX_OUTPUT
-from tests.conftest import need
-from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left: a fixture
+from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left, cluster: fixtures
     SlurmCluster,
     _no_jobs_left,
+    cluster,
     slurm_available,
     wait,
 )
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    why = slurm_available()
-    need(why is None, why or "")
-    with SlurmCluster(gpus=0) as c:
-        yield c
 
 
 class AnswerLost(LocalRunner):
