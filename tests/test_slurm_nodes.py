@@ -169,6 +169,18 @@ def test_json_hostile_and_bounded() -> None:
     assert cut and len(nodes) == MAX_NODES
 
 
+def test_json_of_later_releases() -> None:
+    """Slurm 23.02 on gives a node's state as one list of words; an answer whose nodes
+    none can be read is a layout of another release (the client then reads scontrol's
+    text), not an empty cluster."""
+    (node,) = parse_nodes_json(json.dumps({"nodes": [{"name": "n1", "state": ["IDLE", "DRAIN"]}]}))[
+        0
+    ]
+    assert (node.state, node.flags) == ("drained", ("drain",))
+    with pytest.raises(ValueError):
+        parse_nodes_json(json.dumps({"nodes": [{"node_name": "n1", "state": {"base": "IDLE"}}]}))
+
+
 def test_a_node_is_a_host_by_name_or_hostname() -> None:
     nodes = [SlurmNode("gpu01", "gpu01.example", "idle"), SlurmNode("n2", "box2", "mixed")]
     assert node_of(HostState("gpu01"), nodes) is nodes[0]

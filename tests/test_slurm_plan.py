@@ -76,7 +76,13 @@ def test_pending_jobs_exclude_the_hot_nodes_they_could_get() -> None:
     # A cool node that is down leaves nothing to go to.
     down = [node("hot1", 4.0), node("cool", 0.1, state="down")]
     assert not build_plan("c1", [job("1")], down).moves
-    assert len(build_plan("c1", [job(str(i)) for i in range(10)], nodes, max_moves=3).moves) == 3
+    cut = build_plan("c1", [job(str(i)) for i in range(10)], nodes, max_moves=3)
+    assert len(cut.moves) == 3 and len(cut.left) == 7  # the rest said, not dropped
+    assert all("past the plan's 3 moves" in x.why for x in cut.left)
+    # A job of 2 nodes with one cool node left would never start once excluded.
+    wide = dataclasses.replace(job("w"), nodes=2)
+    (w,) = build_plan("c1", [wide], nodes).left
+    assert "the 2 up nodes it needs" in w.why
     with pytest.raises(ValueError):
         build_plan("c1", jobs, nodes, hot_load=0)
 
@@ -91,13 +97,15 @@ def test_hostlists_and_squeue_rows() -> None:
     mark, fmt = pending_format()
     assert fmt.startswith(mark + "|")
     text = (
-        f"{mark}|7|alice|PENDING|p,q|(null)|hot1\n"
-        "@0000000000000000@|8|eve|PENDING|p|(null)|(null)\n"  # no marker of this call
-        f"{mark}|9|bob|RUNNING|p|(null)|(null)\n"  # not pending
-        f"{mark}|x; rm|bob|PENDING|p|(null)|(null)\n"  # no job id
+        f"{mark}|7|alice|PENDING|p,q|(null)|hot1|3\n"
+        "@0000000000000000@|8|eve|PENDING|p|(null)|(null)|1\n"  # no marker of this call
+        f"{mark}|9|bob|RUNNING|p|(null)|(null)|1\n"  # not pending
+        f"{mark}|x; rm|bob|PENDING|p|(null)|(null)|1\n"  # no job id
+        f"{mark}|10|bob|PENDING|p|(null)|(null)\n"  # a field short
     )
     (only,) = parse_pending(text, mark)
     assert (only.job_id, only.partitions, only.excluded) == ("7", ("p", "q"), frozenset({"hot1"}))
+    assert only.nodes == 3
 
 
 # ---------------------------------------------------------------------- the real cluster

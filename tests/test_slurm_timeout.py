@@ -18,7 +18,7 @@ import pytest
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.slurm import LocalRunner, Result, SlurmClient, SlurmTimedOut
 from llmaos_tui.slurm.audited import slurm_change
-from llmaos_tui.slurm.runner import MAX_OUTPUT
+from llmaos_tui.slurm.runner import MAX_OUTPUT, LinkLost
 from tests.slurm_cluster import (  # noqa: F401 - _no_jobs_left, cluster: fixtures
     SlurmCluster,
     _no_jobs_left,
@@ -37,6 +37,27 @@ class AnswerLost(LocalRunner):
         r = await super().run(argv, timeout=timeout, max_bytes=max_bytes)
         if list(argv[:2]) == ["scontrol", "hold"]:
             return Result(None, "", f"{argv[0]}: no answer within {timeout:.0f} s")
+        return r
+
+
+class LinkCut(LocalRunner):
+    """Runs every command for real; the link then goes before a ``scontrol release``'s
+    answer comes (as an SSH runner's connection lost mid-command), and any read after it
+    fails too."""
+
+    cut = False
+
+    async def run(
+        self, argv: Sequence[str], *, timeout: float = 30.0, max_bytes: int = MAX_OUTPUT
+    ) -> Result:
+        if self.cut:
+            raise LinkLost("login1: SSH connection lost: connection reset")
+        r = await super().run(argv, timeout=timeout, max_bytes=max_bytes)
+        if list(argv[:2]) == ["scontrol", "release"]:
+            self.cut = True
+            raise LinkLost("login1: SSH connection lost: connection reset")
+        if list(argv[:2]) == ["scontrol", "hold"]:
+            self.cut = True  # the hold was answered; the read back is cut
         return r
 
 
@@ -103,3 +124,32 @@ async def test_a_scontrol_that_never_answers(cluster: SlurmCluster, tmp_path: Pa
         await slow_reads.nodes()
     assert "may have acted" not in str(err.value)
     assert len(audit.read()) == 1
+
+
+@pytest.mark.integration
+async def test_a_link_lost_mid_command_is_unknown_and_a_lost_read_back_is_ok(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """The link going after a change command started may have left it made: ``unknown``,
+    not ``failed``. Slurm answering the change and only the read back failing: ``ok``."""
+    c = cluster
+    job = queued_job(c)
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    target = f"request slurm:test:{job}"
+    hold = SlurmClient("test", LinkCut(env=c.env, cwd=str(c.root / "out")))
+    with pytest.raises(SlurmTimedOut) as err:
+        await slurm_change(hold, "requests.hold", target, lambda: hold.hold(job),
+                           audit=audit, read_only=False, before="queued")  # fmt: skip
+    assert "not read back" in str(err.value) and "may have acted" not in str(err.value)
+    held = ("JobHeldUser", "JobHeldAdmin")
+    wait(lambda: reason_of(c, job) in held, "the job held", show=lambda: reason_of(c, job))
+    release = SlurmClient("test", LinkCut(env=c.env, cwd=str(c.root / "out")))
+    with pytest.raises(SlurmTimedOut) as err:
+        await slurm_change(release, "requests.release", target, lambda: release.release(job),
+                           audit=audit, read_only=False, before="held")  # fmt: skip
+    assert "may have acted" in str(err.value)
+    first, second = audit.read()
+    assert first["result"].startswith("ok: done, but job") and first["timed_out"] is True
+    assert second["result"].startswith("unknown: ") and "connection lost" in second["result"]
+    # It had acted: the job is no longer held.
+    wait(lambda: reason_of(c, job) not in held, "the job released", show=lambda: reason_of(c, job))

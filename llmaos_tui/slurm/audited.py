@@ -22,8 +22,9 @@ import msgspec
 from llmaos_agent.protocol import RequestInfo
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import change
-from llmaos_tui.slurm.client import PrioResult, SlurmClient, SlurmTimedOut
+from llmaos_tui.slurm.client import PrioResult, SlurmClient, SlurmTimedOut, outcome_word
 from llmaos_tui.slurm.jobs import SlurmJob
+from llmaos_tui.slurm.runner import LinkLost, Result
 
 T = TypeVar("T", SlurmJob, PrioResult)
 
@@ -57,6 +58,10 @@ async def slurm_change(
         except SlurmTimedOut as exc:
             timed_out.append(exc)
             raise
+        except LinkLost as exc:  # the command had started: it may have acted
+            lost = SlurmTimedOut(Result(None, "", str(exc)), acted=None)
+            timed_out.append(lost)
+            raise lost from exc
         done["result"] = result
         job: SlurmJob = result.job if isinstance(result, PrioResult) else result
         return job.as_request()
@@ -70,7 +75,7 @@ async def slurm_change(
     except SlurmTimedOut as exc:
         if not timed_out or timed_out[0] is not exc:
             raise  # not the action's own (cannot happen: change makes no Slurm call)
-        word = "ok" if exc.acted else "unknown"
+        word = outcome_word(exc)
         audit.append(action=method, host=host, target=target, before=before,
                      result=f"{word}: {exc}", timed_out=True)  # fmt: skip
         raise

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmaos_agent.protocol import RpcError
+from llmaos_tui.fleet.link import LinkDown
 from llmaos_tui.fleet.session import CallError
 from llmaos_tui.slurm.jobs import (
     JOB_ID,
@@ -96,7 +97,25 @@ class SlurmTimedOut(TimeoutError):
         what = " ".join(argv[:3]) or "a Slurm command"
         said = r.err.strip()[:MAX_WORDS] or f"{what}: no answer in time"
         tail = {None: "; it may have acted: check the job's state", True: ""}.get(acted, "")
-        super().__init__(f"timed out: {said}{tail}")
+        super().__init__(f"{'' if acted else 'timed out: '}{said}{tail}")
+
+
+def outcome_word(exc: SlurmTimedOut | LinkDown) -> str:
+    """The audit's word for a change whose answer did not come: ``ok`` when Slurm had
+    accepted it (only the read-back failed), ``unknown`` when it may have acted (no answer,
+    or the link went after the command started), ``failed`` when nothing was sent (a read
+    before the change timed out)."""
+    acted = exc.acted if isinstance(exc, SlurmTimedOut) else None
+    return {True: "ok", None: "unknown", False: "failed"}[acted]
+
+
+def _not_read_back(job_id: str, exc: Exception) -> SlurmTimedOut:
+    """Slurm accepted a change and reading the job back failed (no answer, the link went,
+    the job moved on): the change was made (``acted=True``: audited ``ok``), not refused."""
+    said = str(exc)[:MAX_WORDS]
+    return SlurmTimedOut(
+        Result(None, "", f"done, but job {job_id} not read back: {said}"), acted=True
+    )
 
 
 @dataclass(frozen=True)
@@ -211,12 +230,12 @@ class SlurmClient:
         if r.rc == 0:
             try:
                 nodes, self.nodes_truncated = parse_nodes_json(r.out)
-            except ValueError as exc:  # json's errors are ValueErrors too
-                raise SlurmRefused(f"sinfo --json: not sinfo's answer ({exc})"[:MAX_WORDS]) from exc
-            return nodes
-        if r.rc is None:
+                return nodes
+            except ValueError:  # json's errors are ValueErrors too
+                pass  # another release's layout, or an answer cut at MAX_OUTPUT: the text form
+        elif r.rc is None:
             raise SlurmTimedOut(r, acted=False)
-        if "--json" not in r.err and "json" not in r.err.lower():
+        elif "json" not in r.err.lower():
             raise SlurmRefused(words(r))
         t = await self._ok("scontrol", "show", "node")  # sinfo without --json: Slurm < 21.08
         nodes, self.nodes_truncated = parse_nodes(t.out)
@@ -232,15 +251,11 @@ class SlurmClient:
     # ------------------------------------------------------------------ actions
 
     async def _after(self, job_id: str) -> SlurmJob:
-        """The job read back after Slurm accepted a change: a read that times out then
-        says the change was made (``acted=True``), not that it may have been."""
+        """The job read back after Slurm accepted a change."""
         try:
             return await self.job(job_id)
-        except SlurmTimedOut as exc:
-            raise SlurmTimedOut(
-                Result(None, "", f"done, but reading job {job_id} back gave no answer in time"),
-                acted=True,
-            ) from exc
+        except (SlurmTimedOut, SlurmRefused, LinkDown) as exc:
+            raise _not_read_back(job_id, exc) from exc
 
     async def prio(self, job_id: str, priority: int) -> PrioResult:
         if priority < 1:
@@ -297,13 +312,10 @@ class SlurmClient:
         )
         try:
             found = [j for j in await self.pending() if j.job_id == job_id]
-        except SlurmTimedOut as exc:
-            raise SlurmTimedOut(
-                Result(None, "", f"done, but reading job {job_id} back gave no answer in time"),
-                acted=True,
-            ) from exc
-        if not found:
-            raise SlurmRefused(f"job {job_id} is no longer pending on cluster {self.name}")
+        except (SlurmTimedOut, SlurmRefused, LinkDown) as exc:
+            raise _not_read_back(job_id, exc) from exc
+        if not found:  # it started (or ended) since: the update was made all the same
+            raise _not_read_back(job_id, SlurmRefused("it is no longer pending"))
         return found[0]
 
     async def submit(self, spec: SubmitSpec) -> SlurmJob:

@@ -20,8 +20,8 @@ from llmaos_tui.slurm.nodes import NAME
 MAX_EXPANDED = 4096
 """Node names one hostlist may expand to; a longer one is left unparsed."""
 _RANGE = re.compile(r"([0-9]{1,9})(?:-([0-9]{1,9}))?\Z")
-_FIELDS = ("id", "user", "state", "partition", "required", "excluded")
-_CODES = "%i|%u|%T|%P|%n|%x"
+_FIELDS = ("id", "user", "state", "partition", "required", "excluded", "nodes")
+_CODES = "%i|%u|%T|%P|%n|%x|%D"
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class PendingJob:
     partitions: tuple[str, ...]
     required: frozenset[str] | None
     excluded: frozenset[str] | None
+    nodes: int = 1
+    """How many nodes it asks for (squeue's ``%D``: its minimum while pending)."""
 
 
 _ITEM = re.compile(r"([^,\[\]]*)(?:\[([^\]]*)\]([^,\[\]]*))?(?:,|\Z)")
@@ -102,6 +104,7 @@ def parse_pending(text: str, mark: str) -> list[PendingJob]:
                 partitions=parts,
                 required=expand_hostlist(f["required"]),
                 excluded=expand_hostlist(f["excluded"]),
+                nodes=int(f["nodes"]) if f["nodes"].isdigit() and len(f["nodes"]) < 7 else 1,
             )
         )
     return out

@@ -34,10 +34,11 @@ from typing import Any
 from llmaos_tui.fleet.link import LinkDown
 from llmaos_tui.ops.audit import AuditLog
 from llmaos_tui.ops.changes import ReadOnlyConsole
-from llmaos_tui.slurm.client import SlurmClient, SlurmRefused, SlurmTimedOut
+from llmaos_tui.slurm.client import SlurmClient, SlurmRefused, SlurmTimedOut, outcome_word
 from llmaos_tui.slurm.jobs import slurm_id
 from llmaos_tui.slurm.nodes import SlurmNode
 from llmaos_tui.slurm.pending import PendingJob
+from llmaos_tui.slurm.runner import LinkLost
 
 HOT_LOAD = 0.9
 """Load per CPU from which a node is hot."""
@@ -119,8 +120,6 @@ def build_plan(
     moves: list[Exclusion] = []
     left: list[Left] = []
     for job in jobs:
-        if len(moves) >= max(max_moves, 0):
-            break
         if job.excluded is None or job.required is None:
             left.append(Left(job.job_id, "Slurm's node lists of the job did not parse"))
             continue
@@ -134,8 +133,17 @@ def build_plan(
             left.append(Left(job.job_id, f"asks for hot node {', '.join(asked)} by name"))
             continue
         cool = [n for n in eligible if n.name not in hot_names and n.state in UP]
-        if not cool:
-            left.append(Left(job.job_id, "no up node that is not hot would be left to it"))
+        if len(cool) < max(job.nodes, 1):
+            # Excluded from all but too few nodes, a job could never start: worse than waiting.
+            why = (
+                f"fewer than the {job.nodes} up nodes it needs that are not hot would be left"
+                if job.nodes > 1
+                else "no up node that is not hot would be left to it"
+            )
+            left.append(Left(job.job_id, why))
+            continue
+        if len(moves) >= max(max_moves, 0):
+            left.append(Left(job.job_id, f"past the plan's {max_moves} moves (--max-moves)"))
             continue
         before = tuple(sorted(job.excluded))
         moves.append(
@@ -198,8 +206,8 @@ async def apply_plan(
         target, before = _target(plan, m), _list(m.before)
         try:
             job = await c.exclude_nodes(m.job_id, m.exclude)
-        except SlurmTimedOut as exc:
-            result = f"{'ok' if exc.acted else 'unknown'}: {exc}"
+        except (SlurmTimedOut, LinkLost) as exc:
+            result = f"{outcome_word(exc)}: {exc}"
             audit.append(action=ACTION, host=host, target=target, before=before,
                          after=_list(m.exclude), result=result, timed_out=True)  # fmt: skip
             out.append(Outcome(m, result))

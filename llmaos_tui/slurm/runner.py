@@ -37,6 +37,11 @@ MAX_OUTPUT = 8 << 20
 READ_CHUNK = 65536
 
 
+class LinkLost(LinkDown):
+    """The SSH connection went after the command had started: it may have acted (the
+    change path audits that as ``unknown``, not ``failed``)."""
+
+
 @dataclass(frozen=True)
 class Result:
     """A finished command: ``rc`` None when it was ended for taking too long."""
@@ -173,7 +178,7 @@ class SshRunner:
             return Result(None, "", f"{argv[0]}: no answer within {timeout:.0f} s")
         except (asyncssh.Error, OSError) as exc:
             await self._forget(conn)
-            raise LinkDown(f"{self.where}: SSH connection lost: {exc}") from exc
+            raise LinkLost(f"{self.where}: SSH connection lost: {exc}") from exc
         finally:
             proc.close()
         return Result(proc.exit_status, out.decode(errors="replace"), err.decode(errors="replace"))
