@@ -209,6 +209,10 @@ def test_a_pid_on_two_gpus_is_placed_once_and_a_held_request_owns_nothing() -> N
     table = {40: _proc(40, 1, "lead"), 41: _proc(41, 40, "rank0"), 50: _proc(50, 1, "old")}
     got = gpu_owners([_gpu(41, 50), _gpu(41, index=1)], table, [req, held], {})
     assert got == {41: "req:r-1"}
+    # The leader gone and its pid reused by another user's process: not the request's.
+    reused = {40: _proc(40, 1, "theirs", "mallory"), 41: _proc(41, 40, "rank0", "mallory")}
+    assert gpu_owners([_gpu(41)], reused, [req], {}, requests_user="alice") == {}
+    assert gpu_owners([_gpu(41)], table, [req], {}, requests_user=table[40].user) == got
 
 
 def test_host_gpu_owners_reads_the_hosts_state() -> None:

@@ -70,6 +70,7 @@ def gpu_owners(
     containers: Mapping[str, Container],
     *,
     cgroups: Mapping[int, str | None] | None = None,
+    requests_user: str | None = None,
 ) -> dict[int, str]:
     """pid -> owner label for each GPU process that has one (see the module's words);
     a pid absent from the answer belongs to neither.
@@ -78,6 +79,14 @@ def gpu_owners(
     ``cgroups``: pid -> the container id its cgroup names (None: none), from proc.detail
     answers the caller holds, which win over the table's word."""
     leaders = {r.pid: r.id for r in requests if r.state == "running" and r.pid is not None}
+    if requests_user is not None:
+        # The agent runs requests as its own user: a leader pid the table shows as another
+        # user's is a reused pid (the request's leader gone), not the request's.
+        leaders = {
+            pid: rid
+            for pid, rid in leaders.items()
+            if pid not in procs or procs[pid].user == requests_user
+        }
     names = {cid: c.name for cid, c in containers.items()}
     out: dict[int, str] = {}
     for g in gpus:
@@ -129,4 +138,8 @@ def host_gpu_owners(
     """:func:`gpu_owners` of what the console holds for ``h`` (its last sample's GPUs)."""
     if h.sample is None:
         return {}
-    return gpu_owners(h.sample.gpus, h.procs, h.requests.values(), h.containers, cgroups=cgroups)
+    me = h.procs.get(h.hello.pid) if h.hello is not None else None
+    return gpu_owners(
+        h.sample.gpus, h.procs, h.requests.values(), h.containers, cgroups=cgroups,
+        requests_user=me.user if me is not None else None,
+    )  # fmt: skip
