@@ -61,6 +61,17 @@ def running_on(c: TwoNodeCluster, jid: str, node: str) -> bool:
     return job_field(c, jid, "JobState") == "RUNNING" and job_field(c, jid, "NodeList") == node
 
 
+async def both_mixed(c: TwoNodeCluster) -> list[SlurmNode]:
+    """Wait until scontrol calls both nodes MIXED, then until the console reads them so."""
+    wait(
+        lambda: all(c.state_of(n) == "mixed" for n in NODES),
+        "both nodes mixed",
+        DEADLINE,
+        lambda: show(c),
+    )
+    return await console_reads(c, dict.fromkeys(NODES, "mixed"))
+
+
 async def console_reads(c: TwoNodeCluster, want: dict[str, str]) -> list[SlurmNode]:
     """Poll the console's :meth:`SlurmClient.nodes` until it reads ``want`` (node: state),
     as Slurm's ``scontrol`` said a moment before; fail with what it read last."""
@@ -113,13 +124,7 @@ async def test_a_job_runs_on_each_node_and_the_console_reads_both(
         )
         assert path.read_text().strip() == n
     # One CPU of each node's two is taken: Slurm says MIXED, and the console reads it so.
-    wait(
-        lambda: all(c.state_of(n) == "mixed" for n in NODES),
-        "both nodes mixed",
-        DEADLINE,
-        lambda: show(c),
-    )
-    nodes = await console_reads(c, {"a": "mixed", "b": "mixed"})
+    nodes = await both_mixed(c)
     assert all(n.partitions == (c.partition,) for n in nodes)
     jobs = {j.job_id: j for j in await client(c).jobs()}
     assert {jid: jobs[jid].state for jid in ids.values()} == dict.fromkeys(ids.values(), "running")
@@ -149,13 +154,7 @@ async def test_a_plan_moves_a_pending_job_off_the_hot_node(
     cl = client(c)
     pending = await cl.pending()
     assert [j.job_id for j in pending] == [held]
-    wait(
-        lambda: all(c.state_of(n) == "mixed" for n in NODES),
-        "both nodes mixed",
-        DEADLINE,
-        lambda: show(c),
-    )
-    nodes = await console_reads(c, {"a": "mixed", "b": "mixed"})
+    nodes = await both_mixed(c)
     # Node a made hot on its record (see the module's docstring), b as Slurm reports it
     # but cool: both report this machine's load.
     seen = [dataclasses.replace(n, cpu_load=n.cpus * 2.0 if n.name == "a" else 0.0) for n in nodes]
