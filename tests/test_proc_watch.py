@@ -205,6 +205,21 @@ def detail(peer: Peer, pid: int, create_time: float | None = None) -> Response:
     return peer.call("proc.detail", params)
 
 
+def row_of(peer: Peer, pid: int) -> Proc:
+    """``pid``'s row of the daemon's process table, once the daemon's sampling has seen it
+    (its table is as of its last process sample: a child started just now may not be in it
+    yet on a busy machine)."""
+    deadline = time.monotonic() + 6 * TIMEOUT
+    while True:
+        got: ProcTable = decode_result(peer.call("processes"), ProcTable)
+        table = {p.pid: p for p in got.procs}
+        if pid in table:
+            return table[pid]
+        if time.monotonic() > deadline:
+            pytest.fail(f"pid {pid} not in the daemon's process table after {6 * TIMEOUT:.0f} s")
+        time.sleep(0.2)  # poll interval
+
+
 def test_detail_of_our_own_child(
     fast: subprocess.Popen[bytes],
     peers: list[Peer],
@@ -213,8 +228,7 @@ def test_detail_of_our_own_child(
     proc, cwd, fds = child
     peer = attach(peers)
     greet(peer)
-    table = {p.pid: p for p in decode_result(peer.call("processes"), ProcTable).procs}
-    row = table[proc.pid]
+    row = row_of(peer, proc.pid)
     d = decode_result(detail(peer, proc.pid, row.create_time), ProcDetail)
     assert d.argv == [sys.executable, "-c", CHILD, ODD_ARG, "--flag"]
     assert not d.argv_cut
