@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -18,6 +19,7 @@ from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets._data_table import RowKey
 
 from llmaos_agent.protocol import GpuSample, Proc
 from llmaos_agent.safetext import clean
@@ -379,9 +381,83 @@ class ProcessTable(SafeTable):
         hit = self._cells_drawn.get(key)
         if hit is not None and hit[0] is value:
             return hit[1]
-        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        lines = self._draw_cell(value, row_key, row_index, column_index, base_style, width,
+                                cursor, hover)  # fmt: skip
+        if lines is None:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         self._cells_drawn[key] = (value, lines)
         return lines
+
+    def _draw_cell(
+        self,
+        value: object,
+        row_key: RowKey,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool,
+        hover: bool,
+    ) -> SegmentLines | None:
+        """The segments DataTable's ``_render_cell`` gives a cell of ours, made directly;
+        None for a cell this does not cover (DataTable renders it).
+
+        DataTable renders each cell through Rich (``Styled(Padding(text))`` into
+        ``console.render_lines``), about 70 us a cell: the 330 cells of the first frame
+        with processes were the biggest part of that frame (docs/BENCHMARKS.md, start-up).
+        Our cells are one-line Texts without spans or a style of their own, right-aligned
+        or not: for them Rich's result is one padding space, the text (right: stripped
+        of trailing spaces and padded on the left; cropped to the cell as Rich crops,
+        ``set_cell_size``), the room left (not right-aligned) and one padding space,
+        every piece in the cell's style. tests/test_process_table.py compares the two on
+        every kind of cell (wide characters, cropping, cursor and hover)."""
+        if (
+            type(value) is not Text
+            or value._spans
+            or value.style
+            or value.no_wrap is not None
+            or value.overflow is not None
+            or value.justify not in (None, "right")
+            or self.cell_padding != 1
+            or width < 3
+        ):
+            return None
+        plain = value.plain
+        if "\n" in plain or "\t" in plain:
+            return None
+        row = self.rows.get(row_key)
+        if row is None or row.height != 1:
+            return None
+        component, post = self._get_styles_to_render_cell(
+            False,
+            False,
+            row_index < self.fixed_rows or column_index < self.fixed_columns,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        # As DataTable composes it: the base, the cell's place (a click names it), the
+        # component (cursor, hover); then Styled's post style over each segment.
+        style = base_style + Style.from_meta({"row": row_index, "column": column_index})
+        style = style + component
+        if post:
+            style = style + post if style else post
+        room = width - 2
+        pad = Segment(" ", style)
+        if value.justify == "right" and plain:  # an empty Text is DataTable's empty cell
+            body = plain.rstrip()
+            n = cell_len(body)
+            body = set_cell_size(body, room) if n > room else " " * (room - n) + body
+            return [[pad, Segment(body, style), pad]]
+        n = cell_len(plain)
+        if n > room:
+            return [[pad, Segment(set_cell_size(plain, room), style), pad]]
+        if n == room:
+            return [[pad, Segment(plain, style), pad]]
+        return [[pad, Segment(plain, style), Segment(" " * (room - n), style), pad]]
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
