@@ -3,7 +3,9 @@
 The agent is pushed as a zipapp over SFTP and run by each host's sshd inside
 that host's namespaces, so each reports its own hostname. A host whose sshd is
 killed goes down and comes back when sshd does; a host whose network is cut
-turns stale within 3 s and up again when the network returns. No console restart.
+turns stale within 3 s and up again when the network returns; cut for longer, the
+keep-alives that start when it turns stale take it down, and it reconnects when the
+network returns. No console restart.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def watching(tb: Testbed) -> AsyncIterator[FleetState]:
+async def watching(tb: Testbed, **options_kw: float) -> AsyncIterator[FleetState]:
     fleet = FleetState()
     options = SshOptions(
         known_hosts=tb.known_hosts,
@@ -36,6 +38,7 @@ async def watching(tb: Testbed) -> AsyncIterator[FleetState]:
         config=[],
         use_agent=False,
         connect_timeout=5.0,
+        **options_kw,  # type: ignore[arg-type]
     )
     limiter = asyncio.Semaphore(16)
     watchers = [
@@ -106,3 +109,28 @@ async def test_cut_network_turns_stale_within_3_s_and_recovers(testbed: Testbed)
         assert host.status in (HostStatus.STALE, HostStatus.DOWN)
         testbed.set_link(victim, up=True)
         await wait_for(lambda: host.status is HostStatus.UP, 30, "up again")
+
+
+async def test_a_network_cut_for_long_ends_in_keepalive_down_and_a_reconnect(
+    testbed: Testbed,
+) -> None:
+    # Keep-alives are off while samples come (each sample shows the link alive) and on
+    # once the host is stale: without them a silent link would stay stale for ever.
+    async with watching(testbed, keepalive_interval=1.0, keepalive_count_max=2) as fleet:
+        await wait_for(lambda: all_up(fleet), 60, "three hosts up")
+        victim = testbed.hosts[0]
+        host = fleet.hosts[victim.name]
+        others = [fleet.hosts[h.name] for h in testbed.hosts[1:]]
+        testbed.set_link(victim, up=False)
+        try:
+            await wait_for(lambda: host.status is HostStatus.STALE, 10, "stale")
+            await wait_for(lambda: host.status is HostStatus.DOWN, 20, "down by keep-alive")
+            assert "keepalive" in host.reason, host.reason
+            assert all(h.status is HostStatus.UP for h in others), "the others stay up"
+        finally:
+            testbed.set_link(victim, up=True)
+        attempts = host.sample.seq if host.sample is not None else 0
+        await wait_for(lambda: host.status is HostStatus.UP, 60, "up again")
+        await wait_for(
+            lambda: host.sample is not None and host.sample.seq != attempts, 10, "new samples"
+        )

@@ -40,6 +40,24 @@ class Transport(ABC):
         then discarded, so memory stays bounded).
         """
 
+    async def pump(self, on_line: Callable[[bytes], None]) -> None:
+        """Hand every line to ``on_line`` until the stream ends; raises what ``on_line``
+        or :meth:`readline` raise. Transports that are handed their bytes (SSH) call
+        ``on_line`` as the bytes come, with no task woken per line."""
+        n = 0
+        while line := await self.readline():
+            on_line(line)
+            n += 1
+            if n % 64 == 0:
+                # A stream that always has data ready never suspends readline(); yield
+                # now and then so one busy host cannot starve the others.
+                await asyncio.sleep(0)
+
+    def keepalive(self, on: bool) -> None:
+        """Probe the link when it is quiet (``on``), or leave it to the data to show it
+        alive; a transport without probes ignores it."""
+        return None
+
     @abstractmethod
     def write(self, data: bytes) -> None: ...
 

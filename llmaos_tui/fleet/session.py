@@ -100,18 +100,16 @@ class AgentSession:
     async def run(self) -> str:
         """Read until the stream ends; returns why it ended, raises LinkDown on abuse."""
         try:
-            while True:
-                line = await self.transport.readline()
-                if not line:
-                    return await self.transport.end_reason()
-                # Answers to our own calls are not counted: their number is ours to
-                # bound (a script may make thousands of calls); the rest is the agent's.
-                if not (line.strip() and self._handle(line)) and self._count_line() % 64 == 0:
-                    # A stream that always has data ready never suspends readline();
-                    # yield now and then so one busy host cannot starve the others.
-                    await asyncio.sleep(0)
+            await self.transport.pump(self._on_line)
+            return await self.transport.end_reason()
         finally:
             self._fail_pending(LinkDown("the link went down"))
+
+    def _on_line(self, line: bytes) -> None:
+        # Answers to our own calls are not counted: their number is ours to bound (a
+        # script may make thousands of calls); the rest is the agent's.
+        if not (line.strip() and self._handle(line)):
+            self._count_line()
 
     async def handshake(self, timeout: float = 10.0) -> None:
         try:

@@ -5,10 +5,10 @@ does not trip sshd's MaxStartups; a host waiting on the operator's answer about 
 holds no slot), verifies the host key against known_hosts, pushes the
 agent when the host has none of this protocol (:mod:`deploy`: the interpreter found as
 users expect, psutil wheels where macOS and Windows need them), and runs it with
-``attach`` on an exec channel. The watcher above reconnects with backoff; one slow host
-never stalls another because each has its own task and its own timeouts. A refused
-login or host key raises :class:`~llmaos_tui.fleet.link.AuthRefused`, which the
-watcher does not retry until asked.
+``attach`` on an exec channel (:mod:`~llmaos_tui.fleet.ssh_channel`). The watcher above
+reconnects with backoff; one slow host never stalls another because each has its own
+task and its own timeouts. A refused login or host key raises
+:class:`~llmaos_tui.fleet.link.AuthRefused`, which the watcher does not retry until asked.
 
 Host keys are always verified. An unknown key is put to the operator (``ask``,
 the console's trust dialog) and written to known_hosts only when they trust it;
@@ -21,7 +21,6 @@ is what an attack looks like.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import os
 from collections.abc import Awaitable, Callable
@@ -32,14 +31,14 @@ from typing import Any
 import asyncssh
 from asyncssh.config import SSHClientConfig
 
-from llmaos_agent.protocol import MAX_LINE_BYTES
 from llmaos_tui.fleet import deploy
 from llmaos_tui.fleet.deploy import WheelSource
 from llmaos_tui.fleet.inventory import HostSpec
-from llmaos_tui.fleet.link import AuthRefused, LineTooLong, Link, LinkDown, Transport
+from llmaos_tui.fleet.link import AuthRefused, Link, LinkDown, Transport
+from llmaos_tui.fleet.ssh_channel import SshTransport
+from llmaos_tui.fleet.ssh_channel import ssh_reason as _ssh_reason
 
-STDERR_KEEP = 2000
-READ_CHUNK = 65536
+__all__ = ["CIPHERS", "HostKeyQuestion", "SshLink", "SshOptions", "SshTransport", "connect"]
 
 
 @dataclass(frozen=True)
@@ -87,86 +86,6 @@ class SshOptions:
     so hosts of one kind share one download."""
 
 
-class SshTransport(Transport):
-    """The agent's stdout, split into lines here so a line's size is bounded as it arrives."""
-
-    def __init__(self, conn: asyncssh.SSHClientConnection, proc: Any, link: SshLink) -> None:
-        self.conn = conn
-        self.proc = proc
-        self._link = link
-        self._buf = bytearray()
-        self._eof = False
-        self._skipping = False  # inside an overlong line, dropping until its newline
-        self._stderr = bytearray()
-        self._stderr_task = asyncio.ensure_future(self._drain_stderr())
-
-    async def _drain_stderr(self) -> None:
-        with contextlib.suppress(Exception):
-            while chunk := await self.proc.stderr.read(4096):
-                self._stderr += chunk
-                del self._stderr[:-STDERR_KEEP]
-
-    async def readline(self) -> bytes:
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl >= 0:
-                line = bytes(self._buf[: nl + 1])
-                del self._buf[: nl + 1]
-                if self._skipping:
-                    self._skipping = False
-                    continue
-                return line
-            if len(self._buf) > MAX_LINE_BYTES:
-                self._buf.clear()
-                self._skipping = True
-                raise LineTooLong(f"the agent sent a line over the {MAX_LINE_BYTES} byte limit")
-            if self._eof:
-                line, self._buf = bytes(self._buf), bytearray()
-                return b"" if self._skipping else line
-            try:
-                chunk = await self.proc.stdout.read(READ_CHUNK)
-            except (asyncssh.Error, OSError) as exc:
-                raise LinkDown(f"SSH connection lost: {_ssh_reason(exc)}") from exc
-            if not chunk:
-                self._eof = True
-            elif self._skipping:
-                nl = chunk.find(b"\n")
-                if nl >= 0:
-                    self._skipping = False
-                    self._buf += chunk[nl + 1 :]
-            else:
-                self._buf += chunk
-
-    def write(self, data: bytes) -> None:
-        with contextlib.suppress(Exception):
-            self.proc.stdin.write(data)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.proc.stdin.write_eof()  # attach exits on stdin EOF
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.proc.wait_closed(), 2.0)
-        self.conn.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.conn.wait_closed(), 2.0)
-        self._stderr_task.cancel()
-
-    async def end_reason(self) -> str:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.proc.wait_closed(), 2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
-        lines = self._stderr.decode(errors="replace").strip().splitlines()
-        tail = lines[-1] if lines else ""
-        code = self.proc.exit_status
-        if code is None and self.proc.exit_signal:
-            return f"the agent was killed by {self.proc.exit_signal[0]}"
-        if code is None:
-            return "the SSH connection closed"
-        link = self._link
-        return deploy.explain_exit(code, tail, link.python_used or link.spec.python, link.windows)
-
-
 class _KeyWitness(asyncssh.SSHClient):
     """Keeps the key asyncssh could not verify, so the link can say what it was."""
 
@@ -211,12 +130,14 @@ class SshLink(Link):
         conn = await self._connect()
         try:
             command = await self._prepare(conn) if self.options.deploy else "llmaos-agent attach"
-            proc = await conn.create_process(command, encoding=None)
+            o = self.options
+            transport = SshTransport(conn, self, (o.keepalive_interval, o.keepalive_count_max))
+            await transport.start(command)
         except BaseException:
             conn.close()
             raise
         self.conn = conn
-        return SshTransport(conn, proc, self)
+        return transport
 
     async def _prepare(self, conn: asyncssh.SSHClientConnection) -> str:
         self.phase("deploying")
@@ -379,13 +300,3 @@ def _ensure_file(path: Path) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.close(fd)
-
-
-def _ssh_reason(exc: BaseException) -> str:
-    if isinstance(exc, asyncssh.Error):
-        return exc.reason or type(exc).__name__
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

@@ -131,6 +131,7 @@ class HostWatcher:
         self._told: bool = True  # what this session's agent holds (a new client: on)
         self._await_full = False  # turned on again: changes before the full table are stale
         self._procs_task: asyncio.Task[None] | None = None
+        self._transport: Transport | None = None  # the live session's, while it is up
         state.target = link.target
         link.on_phase = self._phase
 
@@ -305,12 +306,16 @@ class HostWatcher:
             self._set(HostStatus.UP)
             if self.link.live:
                 # Two and a half missed samples: a cut network shows as stale within 3 s
-                # at 1 Hz.
+                # at 1 Hz. While samples come they show the link alive; probes start when
+                # the host turns stale (_check_stale), so a cut link still drops.
                 _sweep().add(self, self.stale_after or 2.5 * hello.interval)
+                self._transport = transport
+                transport.keepalive(False)
             try:
                 return await reader
             finally:
                 _sweep().remove(self)
+                self._transport = None
         finally:
             reader.cancel()
             await reap(reader)
@@ -318,6 +323,8 @@ class HostWatcher:
     def _check_stale(self, limit: float, now: float) -> None:
         st = self.state
         if st.status is HostStatus.UP and now - st.last_rx > limit:
+            if self._transport is not None:
+                self._transport.keepalive(True)
             self._set(HostStatus.STALE, f"no sample for {now - st.last_rx:.1f} s")
 
     async def call(self, method: str, params: Struct, timeout: float = 10.0) -> Any:
@@ -332,7 +339,7 @@ class HostWatcher:
         if isinstance(msg.params, Sample):
             st.on_sample(self._procs_of(msg.params))
             if st.status is HostStatus.STALE:
-                st.set_status(HostStatus.UP)
+                self._heard_again()
             self.notify(st)
         elif isinstance(msg.params, History):
             st.on_history(msg.params.samples)
@@ -348,6 +355,12 @@ class HostWatcher:
                 self.notify(st)
         elif isinstance(msg.params, Hello):
             st.warnings.append("a second hello in one session")
+
+    def _heard_again(self) -> None:
+        """A stale host's sample: up, and its samples are its liveness again."""
+        if self._transport is not None:
+            self._transport.keepalive(False)
+        self.state.set_status(HostStatus.UP)
 
     def _procs_of(self, s: Sample) -> Sample:
         """The sample as the table held takes it: without its processes while they are
