@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual.app import SystemCommand
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.notifications import SeverityLevel
@@ -220,6 +220,7 @@ class LlmaosApp(PlanActions, SlurmActions):
         self._saved = self.settings
         self._unrestored: set[Screen[None]] = set()  # not read until restored
         self._theme_name = theme or self.settings.theme or theming.DEFAULT_THEME
+        self._start_theme()
         self._keymap = keymap or {}
         self._dirty: set[str] = set()
         self._flush_scheduled = False
@@ -267,7 +268,14 @@ class LlmaosApp(PlanActions, SlurmActions):
 
     # ---------------------------------------------------------------- life
 
-    def on_mount(self) -> None:
+    def _start_theme(self) -> None:
+        """The theme the console starts in, set before anything is styled.
+
+        Set in ``on_mount`` (``self.theme = ...``), the theme's watcher re-parsed every
+        stylesheet and restyled every node once the screens were up (``refresh_css``,
+        before the first frame). Here it is what Textual does with its own default
+        theme: the App's stylesheet, made in ``App.__init__`` and not parsed yet, takes
+        this theme's variables; the theme classes and the ANSI filter follow it."""
         for t in self._themes.values():
             self.register_theme(t)
         if self._theme_name not in self.available_themes:
@@ -275,7 +283,15 @@ class LlmaosApp(PlanActions, SlurmActions):
                 f"no theme {self._theme_name!r}; have {', '.join(sorted(self.available_themes))}"
             )
             self._theme_name = theming.DEFAULT_THEME
-        self.theme = self._theme_name
+        self.set_reactive(App.theme, self._theme_name)
+        dark = self.current_theme.dark
+        classes = {name: False for name in self.classes if name.startswith("-theme-")}
+        classes |= {f"-theme-{self._theme_name}": True, "-dark-mode": dark, "-light-mode": not dark}
+        self.update_classes(classes, update=False)
+        self._refresh_truecolor_filter(self.ansi_theme)
+        self.stylesheet.set_variables(self.get_css_variables())
+
+    def on_mount(self) -> None:
         if self._keymap:
             self.set_keymap(self._keymap)
         # Which hosts stream their processes follows the screen on top.
