@@ -19,6 +19,7 @@ from llmaos_tui.screens.keys import KeysScreen
 from llmaos_tui.screens.requests import RequestsScreen
 from llmaos_tui.widgets.filter_bar import FilterBar
 from llmaos_tui.widgets.host_table import HostTable
+from llmaos_tui.widgets.key_footer import KeyFooter
 from llmaos_tui.widgets.process_table import COLUMNS, ProcessTable
 from tests.helpers import RECORDING, wait_for
 
@@ -63,6 +64,25 @@ async def test_fleet_screen_footer_shows_the_main_keys(size: tuple[int, int]) ->
         await _up(app, pilot)
         assert isinstance(app.screen, FleetScreen)
         await wait_for(lambda: "Help" in bottom_line(app), what="the footer drawn")
+        line = bottom_line(app)
+        for key in FLEET_KEYS:
+            assert key in line, (key, line)
+
+
+async def test_the_fleet_footer_under_one_host_is_built_when_shown() -> None:
+    # One host: its screen opens over the fleet screen, whose footer is not built while it
+    # is covered (start-up work for nothing), and has its keys once Esc shows it.
+    app = app_of("rec")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _up(app, pilot)
+        assert isinstance(app.screen, HostScreen)
+        await wait_for(lambda: "Help" in bottom_line(app), what="the host footer drawn")
+        fleet = app.screen_stack[-2]
+        assert isinstance(fleet, FleetScreen)
+        assert not fleet.query_one(KeyFooter).children
+        await pilot.press("escape")
+        await wait_for(lambda: app.screen_stack[-1] is fleet, what="the fleet screen shown")
+        await wait_for(lambda: "Help" in bottom_line(app), what="the fleet footer drawn")
         line = bottom_line(app)
         for key in FLEET_KEYS:
             assert key in line, (key, line)

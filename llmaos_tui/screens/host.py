@@ -177,7 +177,10 @@ class HostScreen(Screen[None]):
         self._mounted = True
         self.query_one(FilterBar).cursor_blink = self.cursor_blink
         self.refresh_host()
-        self.query_one(ProcessTable).focus()
+        # Focused now, not after the app's next message (``focus()``): the footer's first
+        # keys are then the table's too, so it is built once, not first with the screen's
+        # five keys and again with the table's before the first frame with processes.
+        self.set_focus(self.query_one(ProcessTable))
 
     def on_resize(self, _event: events.Resize) -> None:
         self._relayout()

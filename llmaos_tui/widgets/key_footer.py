@@ -38,6 +38,18 @@ def _rank(w: Widget) -> int:
     return len(MAIN)
 
 
+def _seen(screen: Screen[Any]) -> bool:
+    """Whether ``screen`` can be seen: on top, or under screens that let it show through.
+
+    Textual's ``is_current`` also counts the screen just under the top one, however
+    opaque the top is: the fleet screen under the one host's screen at start rebuilt its
+    footer (a dozen keys mounted, about 17 ms) before the first frame, for nothing."""
+    stack = screen.app.screen_stack
+    if screen not in stack:
+        return False
+    return all(s.styles.background.a < 1 for s in stack[stack.index(screen) + 1 :])
+
+
 class KeyFooter(Footer):
     """Textual's footer, its keys ordered main keys first (see :data:`MAIN`), less the
     key that opened the screen it is on (the screen's ``OPENED_BY``)."""
@@ -57,7 +69,7 @@ class KeyFooter(Footer):
 
     async def _rebuild(self) -> None:
         self._pending = False
-        if not self.is_attached or not self.screen.is_current:
+        if not self.is_attached or not _seen(self.screen):
             return  # its screen's resume updates the bindings, and so the keys
         if self._keys_now() != self._drawn:
             await self.recompose()
