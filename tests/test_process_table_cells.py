@@ -120,6 +120,21 @@ async def test_hand_made_cells_too() -> None:
                 assert ours == rich, (value, width, ours, rich)
 
 
+async def test_the_tables_size_is_datatables() -> None:
+    # Its dimensions skip DataTable's measuring of every cell: the size it scrolls over
+    # (one line a row, the header, the columns' widths) is the one DataTable finds.
+    app = TableApp()
+    async with app.run_test(size=(160, 20)) as pilot:
+        t = app.query_one(ProcessTable)
+        await wait_for(lambda: t.row_count == len(PROCS), what="the rows")
+        await pilot.pause()
+        ours = t.virtual_size
+        assert ours.height == len(PROCS) + 1
+        assert ours.width == sum(c.get_render_width(t) for c in t.columns.values())
+        DataTable._update_dimensions(t, list(t.rows))
+        assert t.virtual_size == ours
+
+
 def test_a_cell_not_ours_is_left_to_datatable() -> None:
     t = ProcessTable()
     styled = Style(color="red")

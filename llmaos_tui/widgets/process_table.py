@@ -8,7 +8,7 @@ CORE, AFFINITY) leave, the least useful first, so COMMAND keeps its room.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from rich.cells import cell_len, set_cell_size
@@ -17,6 +17,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.cache import LRUCache
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets._data_table import RowKey
@@ -458,6 +459,27 @@ class ProcessTable(SafeTable):
         if n == room:
             return [[pad, Segment(plain, style), pad]]
         return [[pad, Segment(plain, style), Segment(" " * (room - n), style), pad]]
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """DataTable measures every cell of the new rows through Rich (85 rows of 11 cells
+        at start, a tenth of the first frame with processes) to widen auto-width columns,
+        and finds auto-height rows and row labels. Ours have none of them (every column
+        has its width, rows are one line, no labels): only the virtual size is left to set,
+        as DataTable sets it. Anything else goes to DataTable."""
+        if any(c.auto_width for c in self.columns.values()):
+            super()._update_dimensions(new_rows)
+            return
+        rows = self.rows
+        for key in new_rows:
+            row = rows.get(key)
+            if row is not None and (row.label is not None or row.auto_height):
+                super()._update_dimensions(new_rows)
+                return
+        width = sum(c.get_render_width(self) for c in self.columns.values())
+        header = self.header_height if self.show_header else 0
+        self.virtual_size = Size(
+            width + self._row_label_column_width, self._total_row_height + header
+        )
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
