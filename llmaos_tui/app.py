@@ -93,6 +93,7 @@ a second (its host's sample rate; DESIGN: at most 1 Hz). 150 ms keeps the sample
 p99 under 250 ms with 200 hosts drawn, at about 22-24% of a core (250 ms: p99 about
 320 ms at 17-18%; docs/BENCHMARKS.md)."""
 CONTAINER_CALL_TIMEOUT = 60.0  # a stop or restart waits out the container's grace first
+RECOVER_AFTER_S = 2.0  # one host's screen: the move recovery starts at the latest then
 RECOVER_WAIT_S = 60.0  # how long unfinished moves wait for their hosts to come up
 DETAIL_EVERY_S = 2.0
 """A process's detail is asked again at most this often while its screen is on top (a
@@ -228,6 +229,7 @@ class LlmaosApp(PlanActions, SlurmActions):
         self._hosts_changed = asyncio.Event()  # set on every host's news (recovery waits)
         self._trust_waiting: list[TrustRequest] = []  # the first one is on screen
         self._first_drawn: set[str] = set()  # hosts whose first processes were drawn
+        self._recovery_started = False  # the move recovery runs once, after the first screen
         self._detail: DetailView | None = None  # the last process detail opened
 
     @property
@@ -309,9 +311,15 @@ class LlmaosApp(PlanActions, SlurmActions):
             for w in self.watchers
         ]
         self.ticker = self.set_interval(1.0, self._tick)
-        # After the first frame: recovery opens the move journal (SQLite), which that
-        # frame need not wait for.
-        self.call_after_refresh(self._start_recovery)
+        # Recovery imports the move modules and opens the move journal (SQLite), which the
+        # first screen need not wait for: after the first frame on the fleet screen; on one
+        # host's screen after the frame with its first processes (on_host_changed), which
+        # that work delayed when they came just after the first frame, or RECOVER_AFTER_S
+        # at the latest (a host that sends none).
+        if isinstance(self.screen_stack[-1], HostScreen):
+            self.set_timer(RECOVER_AFTER_S, self._start_recovery)
+        else:
+            self.call_after_refresh(self._start_recovery)
         for err in self.config_errors:
             self.notify(err, severity="warning", timeout=10)
         if self._metrics_listen is not None:
@@ -429,7 +437,10 @@ class LlmaosApp(PlanActions, SlurmActions):
 
     def on_host_changed(self, message: HostChanged) -> None:
         self._dirty.add(message.name)
-        if self._first_procs(message.name):
+        first = self._first_procs(message.name)
+        if message.name in self._first_drawn:  # drawn now, or as its screen mounted
+            self.call_after_refresh(self._start_recovery)
+        if first:
             # The first screen a user can read waits on nothing: drawn now, whatever the
             # timer below would have gathered with it.
             self._draw_dirty()
@@ -799,6 +810,9 @@ class LlmaosApp(PlanActions, SlurmActions):
         self.notify(summary, severity="information" if res.ok else "error", timeout=10)
 
     def _start_recovery(self) -> None:
+        if self._recovery_started or not self.is_running:
+            return
+        self._recovery_started = True
         self.run_worker(self._recover(), name="recover-moves", exit_on_error=False)
 
     async def _recover(self) -> None:
