@@ -80,7 +80,6 @@ class PlanActions(App[None]):
         )
         hosts = [msg.host] if msg.host else None
         scope = msg.host or f"the fleet ({len(self.fleet.hosts)} hosts)"
-        self._plan_busy(+1)  # until its screen is up (or the planning failed)
         self.run_worker(
             self._plan_off_loop(level, scope, hosts, msg.units),
             group="plan-open", exclusive=True, exit_on_error=False,
@@ -91,6 +90,9 @@ class PlanActions(App[None]):
     ) -> None:
         from llmaos_tui.ops.rebalance import plan_from, plan_input  # noqa: PLC0415
 
+        # Counted here, not when asked: a worker that a second ask cancels before it ran
+        # never reaches its ``finally``, and its count would keep every table on for good.
+        self._plan_busy(+1)  # until its screen is up (or the planning failed)
         posted = False
         try:
             if level == "cores":

@@ -19,6 +19,8 @@ from llmaos_tui.fleet.watcher import HostWatcher
 from llmaos_tui.fleet.watching import Watching
 from llmaos_tui.screens.fleet import FleetScreen
 from llmaos_tui.screens.host import HostScreen
+from llmaos_tui.screens.intents import OpenPlan
+from llmaos_tui.screens.plan import PlanScreen
 from llmaos_tui.widgets.process_table import ProcessTable
 from tests.helpers import wait_for
 
@@ -121,3 +123,27 @@ async def test_the_host_screen_subscribes_and_the_fleet_unsubscribes(agent_home:
         table = await _host_table(app)
         await wait_for(lambda: os.getpid() in table.shown_pids, DEADLINE, what="rows again")
         assert len(table.shown_pids) == len(local.state.procs) > 5  # the full table
+
+
+async def test_a_plan_asked_twice_leaves_no_table_streamed_once_closed(agent_home: Path) -> None:
+    """A plan asked again before the first ran (its worker cancelled unstarted) must not
+    keep every host's processes streamed after its screen is gone."""
+    app = LlmaosApp([LocalLink("local"), LocalLink("other")], cursor_blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        local, other = app.by_name["local"], app.by_name["other"]
+        await wait_for(
+            lambda: all(w.state.status is HostStatus.UP for w in (local, other)),
+            DEADLINE,
+            what="both hosts up",
+        )
+        app.post_message(OpenPlan(None, "hosts"))
+        app.post_message(OpenPlan(None, "hosts"))  # the first is cancelled, maybe unstarted
+        await wait_for(lambda: isinstance(app.screen, PlanScreen), DEADLINE, what="the plan")
+        assert local.procs_wanted and other.procs_wanted  # a plan reads every table
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, FleetScreen), DEADLINE, what="the fleet")
+        await wait_for(
+            lambda: not local.procs_wanted and not other.procs_wanted,
+            DEADLINE,
+            what="no table streamed under the fleet screen",
+        )
