@@ -6,7 +6,9 @@ model"). Pure functions, no I/O.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 
 
@@ -19,14 +21,18 @@ def beta(loads: Sequence[float]) -> float:
     n = len(loads)
     if n == 0:
         return 0.0
-    total = 0.0
-    for x in loads:
-        _check(x, "a load")
-        total += x
+    # The console works this out for every sample of every host (1,000 a second with
+    # 1,000 hosts): the loops are the builtins' own, in C. A NaN or an infinity makes the
+    # sum NaN or infinite and a negative load the minimum negative, so a total in range
+    # with a minimum >= 0 means every load is valid; anything else is checked one by one.
+    total = sum(loads)
+    if not (0.0 <= total < math.inf and min(loads) >= 0.0):
+        for x in loads:
+            _check(x, "a load")
     if total <= 0.0:
         return 0.0
-    mean = total / n
-    return min(sum(abs(x - mean) for x in loads) / total, beta_max(n))
+    dev: float = sum(map(abs, map(operator.sub, loads, itertools.repeat(total / n, n))))
+    return min(dev / total, beta_max(n))
 
 
 def beta_max(n: int) -> float:

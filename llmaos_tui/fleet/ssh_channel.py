@@ -102,7 +102,7 @@ class SshTransport(Transport):
     # -- asyncssh's side (called from its packet handling; never raises into it)
 
     def _on_data(self, data: bytes) -> None:
-        if self._error is not None:
+        if self._error is not None or not data:
             return
         if self._skipping:
             nl = data.find(b"\n")
