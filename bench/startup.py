@@ -124,7 +124,9 @@ def _one_run(i: int, tmp: Path, sock: str, tui: str, baseline: Path | None,
         root = baseline.resolve()
         base_env = {**env, "LLMAOS_AGENT_HOME": str(tmp / f"base-agent{i}"),
                     "PYTHONPATH": f"{root}{os.pathsep}{root / 'agents'}"}  # fmt: skip
-        order.append(("baseline", [sys.executable, "-m", "llmaos_tui"], base_env, tui_ready))
+        # -P: the working directory not first on sys.path. Run from the repo root, "-m"
+        # imported this checkout's llmaos_tui, not the baseline's (PYTHONPATH comes after).
+        order.append(("baseline", [sys.executable, "-P", "-m", "llmaos_tui"], base_env, tui_ready))
         envs.append(base_env)
     shift = i % len(order)
     for name, argv, run_env, ready in order[shift:] + order[:shift]:

@@ -26,7 +26,7 @@ from llmaos_agent.protocol import MAX_CORES, MAX_GPUS
 from llmaos_agent.safetext import clean
 from llmaos_tui import __version__
 from llmaos_tui.cli_args import NO_HOSTS, bounded, priority, python_version, seconds, size
-from llmaos_tui.fleet.inventory import InventoryError, build_inventory
+from llmaos_tui.fleet.inventory import InventoryError, build_inventory, default_hosts_path
 from llmaos_tui.fleet.link import Link
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.replay import ReplayLink
@@ -391,13 +391,15 @@ def run_app(args: argparse.Namespace, links: list[Link]) -> int:
         settings_path=LlmaosApp.default_settings_path(),
         metrics=metrics,
     )  # fmt: skip
-    from llmaos_tui.cli_requests import slurm_clusters  # noqa: PLC0415
+    hosts_file: Path | None = getattr(args, "hosts_file", None)
+    if (hosts_file or default_hosts_path()).is_file():  # no file, no Slurm: 11 ms not imported
+        from llmaos_tui.cli_requests import slurm_clusters  # noqa: PLC0415
 
-    try:  # the hosts file's [slurm.NAME] clusters, on the requests screen
-        app.slurm_clients = slurm_clusters(args)
-    except InventoryError as exc:
-        print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
-        return 2
+        try:  # the hosts file's [slurm.NAME] clusters, on the requests screen
+            app.slurm_clients = slurm_clusters(args)
+        except InventoryError as exc:
+            print(clean(f"llmaos-tui: {exc}"), file=sys.stderr)
+            return 2
     for problem in keys.problems:  # on the terminal after the console, and in it at start
         print(clean(f"llmaos-tui: {problem}"), file=sys.stderr)
     app.config_errors += [clean(p) for p in keys.problems]
