@@ -70,6 +70,10 @@ def connect_or_start(
     proc = spawn_daemon(paths, extra or [])
     deadline = time.monotonic() + timeout
     last: OSError | None = None
+    # A cold daemon serves after about 0.1 s: polled every 5 ms at first (a refused
+    # connect costs microseconds), so the console's first screen waits for the daemon,
+    # not for the poll; slower after that, for a daemon slow to start.
+    pause = 0.005
     while time.monotonic() < deadline:
         try:
             return ours(endpoint.connect(paths))
@@ -83,7 +87,8 @@ def connect_or_start(
             tail = _tail(paths.log)
             if "another llmaos-agent daemon" not in tail:
                 raise ConnectionError(f"the daemon exited with code {code}: {tail}")
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(0.05, pause * 1.25)
     raise ConnectionError(f"the daemon did not come up within {timeout:.0f} s: {last}")
 
 
