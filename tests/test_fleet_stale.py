@@ -11,6 +11,7 @@ import contextlib
 import time
 from pathlib import Path
 
+from llmaos_tui.fleet.link import Link, Transport
 from llmaos_tui.fleet.local import LocalLink
 from llmaos_tui.fleet.state import FleetState, HostStatus
 from llmaos_tui.fleet.watcher import Backoff, HostWatcher
@@ -54,3 +55,39 @@ async def test_a_silent_host_turns_stale_while_a_live_one_stays_up(agent_home: P
     await asyncio.sleep(0)
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert not [t for t in others if "_StaleSweep" in repr(t.get_coro())]
+
+
+class _Probes(Link):
+    """A link whose transports note each keep-alive switch the watcher makes."""
+
+    def __init__(self, inner: Link, calls: list[tuple[bool, float]]) -> None:
+        super().__init__(inner.name)
+        self.inner, self.calls = inner, calls
+
+    async def open(self) -> Transport:
+        t = await self.inner.open()
+        t.keepalive = lambda on, stale_after=0.0: self.calls.append((on, stale_after))  # type: ignore[method-assign]
+        return t
+
+
+async def test_probes_are_off_while_samples_come_and_on_while_the_host_is_silent() -> None:
+    # Samples show the link alive; a silent host needs the transport's probes to find out
+    # whether the link is dead (an SSH link's keep-alives), and needs them again each time.
+    calls: list[tuple[bool, float]] = []
+    host = FleetState().add("pauses")
+    link = _Probes(scripted("pauses", name="pauses"), calls)
+    watcher = HostWatcher(host, link, lambda h: None, stale_after=0.6)
+    task = asyncio.ensure_future(watcher.run())
+    try:
+        await wait_for(lambda: host.status is HostStatus.UP, 30, "up")
+        assert calls[0] == (False, 0.6), "off from the start, told the stale limit"
+        # Each pause of 1.5 s turns it stale (probes on), each sample up again (off).
+        await wait_for(lambda: len(calls) >= 5, 30, "two silences and two returns")
+        assert calls[:5] == [(False, 0.6), (True, 0.6), (False, 0.6), (True, 0.6), (False, 0.6)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    n = len(calls)
+    await asyncio.sleep(1.0)
+    assert len(calls) == n, "nothing is switched on a session that has ended"

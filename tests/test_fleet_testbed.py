@@ -16,12 +16,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from llmaos_tui.fleet import deploy
 from llmaos_tui.fleet.inventory import HostSpec
 from llmaos_tui.fleet.ssh import SshLink, SshOptions
-from llmaos_tui.fleet.state import FleetState, HostStatus
+from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import Backoff, HostWatcher
 from tests.helpers import wait_for
 from tests.testbed import Testbed, testbed_fixture  # noqa: F401 - the fixture
@@ -30,8 +31,16 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def watching(tb: Testbed, **options_kw: float) -> AsyncIterator[FleetState]:
+async def watching(
+    tb: Testbed, downs: list[tuple[str, str]] | None = None, **options_kw: float
+) -> AsyncIterator[FleetState]:
+    """The testbed's hosts watched; ``downs`` gets (host, reason) each time one is down."""
     fleet = FleetState()
+
+    def notify(h: HostState) -> None:
+        if downs is not None and h.status is HostStatus.DOWN and h.cause:
+            downs.append((h.name, h.cause))
+
     options = SshOptions(
         known_hosts=tb.known_hosts,
         client_keys=[str(tb.client_key)],
@@ -49,7 +58,7 @@ async def watching(tb: Testbed, **options_kw: float) -> AsyncIterator[FleetState
                 options=options,
                 limiter=limiter,
             ),
-            lambda _h: None,
+            notify,
             backoff=Backoff(first=0.2, cap=1.0),
         )
         for h in tb.hosts
@@ -134,3 +143,25 @@ async def test_a_network_cut_for_long_ends_in_keepalive_down_and_a_reconnect(
         await wait_for(
             lambda: host.sample is not None and host.sample.seq != attempts, 10, "new samples"
         )
+
+
+async def test_an_agent_killed_by_a_signal_is_down_for_that_reason(testbed: Testbed) -> None:
+    downs: list[tuple[str, str]] = []
+    async with watching(testbed, downs) as fleet:
+        await wait_for(lambda: all_up(fleet), 60, "three hosts up")
+        victim = testbed.hosts[1]
+        assert victim.sshd_pid is not None
+        # The console's channel runs `... attach` under the host's sshd: kill it as the OOM
+        # killer or an operator's kill -9 would. sshd reports the signal (exit-signal).
+        bridges = [
+            p
+            for p in psutil.Process(victim.sshd_pid).children(recursive=True)
+            if "attach" in p.cmdline()
+        ]
+        assert bridges, "the agent's attach under the host's sshd"
+        for p in bridges:
+            p.kill()
+        await wait_for(lambda: any(n == victim.name for n, _ in downs), 20, "down")
+        reasons = [r for n, r in downs if n == victim.name]
+        assert reasons[0] == "the agent was killed by SIGKILL", reasons
+        await wait_for(lambda: fleet.hosts[victim.name].status is HostStatus.UP, 60, "back up")

@@ -100,11 +100,21 @@ async def test_an_error_in_the_handler_ends_the_pump_with_it(server: SshServer) 
         await t.close()
 
 
+@pytest.mark.parametrize(
+    ("n", "line"),
+    [
+        # 12 MB: three times the queue's bound.
+        (12_000, b"%06d " + b"y" * 1000 + b"\n"),
+        # 550,000 short lines: 3.85 MB, under the bound in bytes (4 MiB), but as many line
+        # objects held would cost about 40 MB: a queued line counts more than its bytes.
+        (550_000, b"%06d\n"),
+    ],
+    ids=["long-lines", "short-lines"],
+)
 async def test_an_agent_talking_before_it_is_read_is_held_back(
-    server: SshServer, tmp_path: Path
+    server: SshServer, tmp_path: Path, n: int, line: bytes
 ) -> None:
     done = tmp_path / "all-written"
-    n, line = 12_000, b"%06d " + b"y" * 1000 + b"\n"  # 12 MB: three times the queue's bound
     program = f"""
 import sys
 out = sys.stdout.buffer
@@ -116,12 +126,12 @@ open({str(done)!r}, "w").close()
     t = await started(server, program)
     try:
         # Not read: the channel stops taking data, and SSH's window stops the writer.
-        # Unheld, 12 MB over loopback SSH takes well under a second, even on a busy machine.
-        await asyncio.sleep(3.0)
-        assert not done.exists(), "the console took all 12 MB without reading any"
+        # Unheld, it all goes over loopback SSH in a few seconds, even on a busy machine.
+        await asyncio.sleep(5.0)
+        assert not done.exists(), "the console took it all without reading any"
         got: list[bytes] = []
         await t.pump(got.append)
-        await wait_for(done.exists, 10, "the writer finished once read")
+        await wait_for(done.exists, 60, "the writer finished once read")
         assert len(got) == n, "every line arrives once read"
         assert [int(g[:6]) for g in got] == list(range(n)), "whole and in order"
     finally:

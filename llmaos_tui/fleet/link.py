@@ -36,8 +36,8 @@ class Transport(ABC):
     async def readline(self) -> bytes:
         """The next line with its newline; ``b""`` at end of stream.
 
-        Raises :class:`LineTooLong` for a line over the protocol limit (which is
-        then discarded, so memory stays bounded).
+        Raises :class:`LineTooLong` for a line over the protocol limit, which is
+        never held whole, so memory stays bounded; the stream may end there.
         """
 
     async def pump(self, on_line: Callable[[bytes], None]) -> None:
@@ -53,9 +53,10 @@ class Transport(ABC):
                 # now and then so one busy host cannot starve the others.
                 await asyncio.sleep(0)
 
-    def keepalive(self, on: bool) -> None:
+    def keepalive(self, on: bool, stale_after: float = 0.0) -> None:
         """Probe the link when it is quiet (``on``), or leave it to the data to show it
-        alive; a transport without probes ignores it."""
+        alive, the host turning stale after ``stale_after`` s of silence; a transport
+        without probes ignores it."""
         return None
 
     @abstractmethod

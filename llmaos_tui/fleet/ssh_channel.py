@@ -36,6 +36,9 @@ STDERR_KEEP = 2000
 PAUSE_BYTES = 4 * MAX_LINE_BYTES
 """Lines queued and not yet read past which the channel stops taking data (SSH's window
 then holds the agent back) until they are read."""
+LINE_COST = 64
+"""What a queued line costs beyond its bytes (the object, the deque's slot), counted
+against PAUSE_BYTES so that a flood of short lines is bounded too."""
 
 
 class _Session(asyncssh.SSHClientSession[bytes]):
@@ -85,7 +88,6 @@ class SshTransport(Transport):
         self._lines: deque[bytes] = deque()  # received and not yet read (before the pump)
         self._queued = 0  # their bytes
         self._paused = False
-        self._skipping = False  # inside an overlong line, dropping until its newline
         self._eof = False
         self._lost = False
         self._error: BaseException | None = None
@@ -104,12 +106,6 @@ class SshTransport(Transport):
     def _on_data(self, data: bytes) -> None:
         if self._error is not None or not data:
             return
-        if self._skipping:
-            nl = data.find(b"\n")
-            if nl < 0:
-                return
-            self._skipping = False
-            data = data[nl + 1 :]
         buf = self._buf
         if not buf and data.find(b"\n") == len(data) - 1:
             # One whole line in one packet, the usual case: no copy.
@@ -129,7 +125,6 @@ class SshTransport(Transport):
         del buf[:start]
         if len(buf) > MAX_LINE_BYTES and self._error is None:
             buf.clear()
-            self._skipping = True
             self._fail(_too_long())
 
     def _deliver(self, line: bytes) -> None:
@@ -141,7 +136,7 @@ class SshTransport(Transport):
                 self._fail(exc)
             return
         self._lines.append(line)
-        self._queued += len(line)
+        self._queued += len(line) + LINE_COST
         if self._queued > PAUSE_BYTES and not self._paused and self.chan is not None:
             self._paused = True
             self.chan.pause_reading()
@@ -152,7 +147,7 @@ class SshTransport(Transport):
         del self._stderr[:-STDERR_KEEP]
 
     def _on_eof(self) -> None:
-        if self._buf and not self._skipping and self._error is None:
+        if self._buf and self._error is None:
             line, self._buf = bytes(self._buf), bytearray()
             self._deliver(line)  # the last line, without its newline
         self._eof = True
@@ -191,7 +186,7 @@ class SshTransport(Transport):
         while True:
             if self._lines:
                 line = self._lines.popleft()
-                self._queued -= len(line)
+                self._queued -= len(line) + LINE_COST
                 if self._paused and self._error is None and self._queued <= PAUSE_BYTES // 2:
                     self._resume()
                 return line
@@ -204,7 +199,7 @@ class SshTransport(Transport):
     async def pump(self, on_line: Callable[[bytes], None]) -> None:
         while self._lines:  # what came before the pump, in order
             line = self._lines.popleft()
-            self._queued -= len(line)
+            self._queued -= len(line) + LINE_COST
             on_line(line)
         self._on_line = on_line
         try:
@@ -216,14 +211,25 @@ class SshTransport(Transport):
                 raise self._error
         finally:
             self._on_line = None
+            if not (self._eof or self._lost) and not self._paused and self.chan is not None:
+                # Left early (cancelled: a failed handshake, the console quitting): no one
+                # reads this channel again, so it takes nothing more in.
+                self._paused = True
+                self.chan.pause_reading()
 
     def _resume(self) -> None:
         self._paused = False
         if self.chan is not None:
             self.chan.resume_reading()
 
-    def keepalive(self, on: bool) -> None:
+    def keepalive(self, on: bool, stale_after: float = 0.0) -> None:
         interval, count = self._keepalive
+        if self._lost:
+            return  # a dead connection: no timer to arm on it
+        if not on and stale_after > interval * (count + 1):
+            # Samples too far apart (an agent at --interval 60): the host would turn stale
+            # later than the probes find a dead link, so the probes stay on.
+            on = True
         with contextlib.suppress(Exception):  # a connection already closing
             self.conn.set_keepalive(interval if on else 0, count)
 
@@ -234,7 +240,12 @@ class SshTransport(Transport):
 
     async def close(self) -> None:
         chan = self.chan
-        if chan is not None:
+        if chan is not None and (self._error is not None or self._paused):
+            # The agent may be blocked on a full window it will never see opened: our EOF
+            # would wait for it in vain. The channel goes at once (its buffer dropped).
+            with contextlib.suppress(Exception):
+                chan.close()
+        elif chan is not None:
             with contextlib.suppress(Exception):
                 chan.write_eof()  # attach exits on stdin EOF
             with contextlib.suppress(Exception):
@@ -253,8 +264,8 @@ class SshTransport(Transport):
         tail = lines[-1] if lines else ""
         code = chan.get_exit_status()
         signal = chan.get_exit_signal()
-        if code is None and signal:
-            return f"the agent was killed by {signal[0]}"
+        if signal:  # its status then reads -1: the signal is the news
+            return f"the agent was killed by SIG{signal[0]}"
         if code is None:
             return "the SSH connection closed"
         link = self._link

@@ -132,6 +132,7 @@ class HostWatcher:
         self._await_full = False  # turned on again: changes before the full table are stale
         self._procs_task: asyncio.Task[None] | None = None
         self._transport: Transport | None = None  # the live session's, while it is up
+        self._stale_limit = 0.0  # its silence allowed before the host turns stale
         state.target = link.target
         link.on_phase = self._phase
 
@@ -308,9 +309,10 @@ class HostWatcher:
                 # Two and a half missed samples: a cut network shows as stale within 3 s
                 # at 1 Hz. While samples come they show the link alive; probes start when
                 # the host turns stale (_check_stale), so a cut link still drops.
-                _sweep().add(self, self.stale_after or 2.5 * hello.interval)
+                self._stale_limit = self.stale_after or 2.5 * hello.interval
+                _sweep().add(self, self._stale_limit)
                 self._transport = transport
-                transport.keepalive(False)
+                transport.keepalive(False, self._stale_limit)
             try:
                 return await reader
             finally:
@@ -324,7 +326,7 @@ class HostWatcher:
         st = self.state
         if st.status is HostStatus.UP and now - st.last_rx > limit:
             if self._transport is not None:
-                self._transport.keepalive(True)
+                self._transport.keepalive(True, limit)
             self._set(HostStatus.STALE, f"no sample for {now - st.last_rx:.1f} s")
 
     async def call(self, method: str, params: Struct, timeout: float = 10.0) -> Any:
@@ -359,7 +361,7 @@ class HostWatcher:
     def _heard_again(self) -> None:
         """A stale host's sample: up, and its samples are its liveness again."""
         if self._transport is not None:
-            self._transport.keepalive(False)
+            self._transport.keepalive(False, self._stale_limit)
         self.state.set_status(HostStatus.UP)
 
     def _procs_of(self, s: Sample) -> Sample:

@@ -77,6 +77,12 @@ def _flood(rest: list[bytes]) -> None:
             out(ln)
 
 
+def _pauses(rest: list[bytes]) -> None:
+    for ln in rest[4:7]:  # a sample now and then, silent in between (past a short limit)
+        time.sleep(1.5)
+        out(ln)
+
+
 def _exit(rest: list[bytes]) -> None:
     sys.stderr.write("scripted agent: giving up\n")
     sys.stderr.flush()
@@ -91,6 +97,7 @@ _MODES: dict[str, Callable[[list[bytes]], None]] = {
     "huge": _huge,
     "flood": _flood,
     "exit": _exit,
+    "pauses": _pauses,
 }
 
 
