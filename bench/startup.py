@@ -43,6 +43,14 @@ SIZE = ("160", "45")
 BAR = re.compile(r"(?<![\w.])(\d+) [─█▏▎▍▌▋▊▉]+ +\d+%")  # as tests/test_e2e_tmux.py reads it
 
 
+BASELINE_MAIN = (
+    "import runpy, sys; sys.path.pop(0); "
+    "runpy.run_module('llmaos_tui', run_name='__main__', alter_sys=True)"
+)
+"""The baseline's console as ``-m llmaos_tui`` runs it, minus the working directory that
+``-c`` puts first on ``sys.path``."""
+
+
 def _tmux(sock: str, *args: str) -> str:
     return subprocess.run(
         ["tmux", "-S", sock, *args], capture_output=True, text=True, check=False, timeout=10
@@ -124,9 +132,11 @@ def _one_run(i: int, tmp: Path, sock: str, tui: str, baseline: Path | None,
         root = baseline.resolve()
         base_env = {**env, "LLMAOS_AGENT_HOME": str(tmp / f"base-agent{i}"),
                     "PYTHONPATH": f"{root}{os.pathsep}{root / 'agents'}"}  # fmt: skip
-        # -P: the working directory not first on sys.path. Run from the repo root, "-m"
-        # imported this checkout's llmaos_tui, not the baseline's (PYTHONPATH comes after).
-        order.append(("baseline", [sys.executable, "-P", "-m", "llmaos_tui"], base_env, tui_ready))
+        # Not "-m": it puts the working directory first on sys.path, and run from the repo
+        # root the "baseline" was this checkout's llmaos_tui (PYTHONPATH comes after it).
+        # ("-P" would do, from Python 3.11 on; the project supports 3.10.)
+        argv = [sys.executable, "-c", BASELINE_MAIN]
+        order.append(("baseline", argv, base_env, tui_ready))
         envs.append(base_env)
     shift = i % len(order)
     for name, argv, run_env, ready in order[shift:] + order[:shift]:

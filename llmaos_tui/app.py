@@ -438,8 +438,8 @@ class LlmaosApp(PlanActions, SlurmActions):
     def on_host_changed(self, message: HostChanged) -> None:
         self._dirty.add(message.name)
         first = self._first_procs(message.name)
-        if message.name in self._first_drawn:  # drawn now, or as its screen mounted
-            self.call_after_refresh(self._start_recovery)
+        if message.name in self._first_drawn and not self._recovery_started:
+            self.call_after_refresh(self._start_recovery)  # once its rows are on screen
         if first:
             # The first screen a user can read waits on nothing: drawn now, whatever the
             # timer below would have gathered with it.
