@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llmaos_tui.fleet.link import Link, Transport
 from llmaos_tui.fleet.local import LocalLink
-from llmaos_tui.fleet.state import FleetState, HostStatus
+from llmaos_tui.fleet.state import FleetState, HostState, HostStatus
 from llmaos_tui.fleet.watcher import Backoff, HostWatcher
 from tests.helpers import scripted, wait_for
 
@@ -91,3 +91,28 @@ async def test_probes_are_off_while_samples_come_and_on_while_the_host_is_silent
     n = len(calls)
     await asyncio.sleep(1.0)
     assert len(calls) == n, "nothing is switched on a session that has ended"
+
+
+async def test_one_hosts_failing_check_neither_stops_the_others_nor_goes_unsaid() -> None:
+    fleet = FleetState()
+    bad, good = fleet.add("bad"), fleet.add("good")
+
+    def notify(h: HostState) -> None:
+        if h is bad and h.status is HostStatus.STALE:
+            raise RuntimeError("a view that breaks on this host")
+
+    watchers = [
+        HostWatcher(h, scripted("silent", name=h.name), notify, stale_after=0.6)
+        for h in (bad, good)
+    ]
+    tasks = [asyncio.ensure_future(w.run()) for w in watchers]
+    try:
+        await wait_for(lambda: good.status is HostStatus.STALE, 30, "the good host stale")
+        await wait_for(
+            lambda: any("a view that breaks" in w for w in bad.warnings), 10, "the warning"
+        )
+        assert bad.status is HostStatus.STALE  # set before its notify raised
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

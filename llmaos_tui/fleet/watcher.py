@@ -81,9 +81,14 @@ class _StaleSweep:
             await asyncio.sleep(min(SWEEP_S, min(self.watchers.values()) / 4))
             now = time.monotonic()
             for watcher, limit in list(self.watchers.items()):
-                # One host's trouble (its notify raising) must not stop the others' checks.
-                with contextlib.suppress(Exception):
+                # One host's trouble (its notify raising) must not stop the others' checks;
+                # it is kept among that host's warnings, where the operator can see it.
+                try:
                     watcher._check_stale(limit, now)
+                except Exception as exc:  # noqa: BLE001 - a bug of one host's, not the sweep's
+                    watcher.state.warnings.append(
+                        f"internal error checking for silence: {type(exc).__name__}: {exc}"
+                    )
 
 
 _SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StaleSweep] = (
