@@ -4,6 +4,7 @@ skips into failures in CI."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -15,8 +16,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import hypothesis  # noqa: F401 - see below
 import psutil
 import pytest
+
+# hypothesis imported here, at collection, not first by its plugin's end-of-run summary:
+# pytest rewrites a plugin's modules as they are imported, and CPython 3.11.7's ast raises
+# "SystemError: AST constructor recursion depth mismatch" when a finaliser (an asyncio
+# subprocess transport's, after its loop closed) runs inside that parse. Seen ending runs
+# of files that use no hypothesis with an error, after every test had passed.
 
 if TYPE_CHECKING:
     from tests.sshserver import SshServer
@@ -48,6 +56,15 @@ def need_docker_testbed(
         need(False, sdk_why)
     reason = docker_available() or images.busybox_available()
     need(reason is None, reason or "")
+
+
+@pytest.fixture
+def collected_first() -> None:
+    """Garbage of earlier tests collected before the test: for tests that parse source with
+    ``ast``. Earlier tests leave asyncio subprocess transports whose loop has closed; their
+    finaliser raises, and one run inside ``ast.parse`` makes CPython 3.11.7 fail the parse
+    with "SystemError: AST constructor recursion depth mismatch" (seen in test_layering)."""
+    gc.collect()
 
 
 @pytest.fixture

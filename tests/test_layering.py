@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("collected_first")  # ast.parse below
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the 3.10 CI leg

@@ -723,6 +723,7 @@ def _imports() -> dict[str, set[tuple[str, str]]]:
     return out
 
 
+@pytest.mark.usefixtures("collected_first")  # ast.parse in _imports
 def test_balance_modules_import_no_private_name_and_form_no_cycle() -> None:
     graph = _imports()
     assert "state" in graph

@@ -94,6 +94,17 @@ class Link(ABC):
         return self.name
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when the running task has been asked to stop and an
+    ``asyncio.wait_for`` swallowed it: on Python 3.11 and before, a cancel that comes as the
+    awaited call finishes is lost, wait_for returning its result. A watcher that went on
+    from there would reconnect for ever under a caller waiting for it to end."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+; 3.10 cannot tell
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
 async def reap(*tasks: asyncio.Future[Any], timeout: float | None = None) -> None:
     """Wait for ``tasks`` to end, cancelling those still running after ``timeout``, and drop
     what they raised. A cancellation of the caller itself still propagates: the usual

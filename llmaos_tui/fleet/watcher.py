@@ -40,7 +40,14 @@ from llmaos_agent.protocol import (
     Sample,
 )
 from llmaos_tui.fleet.backoff import Backoff
-from llmaos_tui.fleet.link import AuthRefused, Link, LinkDown, Transport, reap
+from llmaos_tui.fleet.link import (
+    AuthRefused,
+    Link,
+    LinkDown,
+    Transport,
+    raise_if_cancelling,
+    reap,
+)
 from llmaos_tui.fleet.session import AgentSession, CallError
 from llmaos_tui.fleet.state import HostState, HostStatus
 
@@ -208,6 +215,7 @@ class HostWatcher:
     async def run(self) -> None:
         """Forever: the caller cancels it (the console quitting)."""
         while True:
+            raise_if_cancelling()
             # A press of retry during the attempt must not skip the wait after it.
             self._retry.clear()
             # A host that is down stays down, with its reason, until it is back up.
@@ -291,6 +299,7 @@ class HostWatcher:
     async def _serve(self, transport: Transport) -> str:
         session = AgentSession(transport, self._on_notification, self.state.warnings.append)
         hello = await session.read_hello()
+        raise_if_cancelling()  # asked to stop as the hello came: not up, then
         self.state.on_hello(hello)
         reader = asyncio.ensure_future(session.run())
         try:
@@ -300,6 +309,7 @@ class HostWatcher:
                 handshake.cancel()
                 return reader.result()
             handshake.result()
+            raise_if_cancelling()
             self.session = session
             # A new client of the agent gets the table, a full one first.
             self._told, self._await_full = True, False
